@@ -1,0 +1,593 @@
+//! Cut-point search: the sequential definition and the multi-lane scan.
+
+use std::io::Read;
+use std::ops::Range;
+
+use crate::gear::GearTable;
+use crate::params::{ChunkerParams, ParamsError};
+use crate::stream::StreamChunker;
+
+/// Cut-point masks by rounded `log2` of the average chunk size, copied from
+/// the `fastcdc` crate (`fastcdc::v2020::MASKS`, Nathan Fiedler, MIT), which
+/// took the 64 B ..= 128 KiB values from the C reference implementation of
+/// the FastCDC paper (Wen Xia et al., "The Design of Fast Content-Defined
+/// Chunking for Data Deduplication Based Storage Systems", IEEE TPDS 2020)
+/// and the larger ones from restic's FastCDC. The bits are spread out, which
+/// the paper found to deduplicate slightly better than contiguous bits.
+/// Indices 0 to 5 are unused here.
+const MASKS: [u64; 26] = [
+    0,                  // padding
+    0,                  // padding
+    0,                  // padding
+    0,                  // padding
+    0,                  // padding
+    0x0000000001804110, // unused except for NC 3
+    0x0000000001803110, // 64B
+    0x0000000018035100, // 128B
+    0x0000001800035300, // 256B
+    0x0000019000353000, // 512B
+    0x0000590003530000, // 1KB
+    0x0000d90003530000, // 2KB
+    0x0000d90103530000, // 4KB
+    0x0000d90303530000, // 8KB
+    0x0000d90313530000, // 16KB
+    0x0000d90f03530000, // 32KB
+    0x0000d90303537000, // 64KB
+    0x0000d90703537000, // 128KB
+    0x0000d90707537000, // 256KB
+    0x0000d91707537000, // 512KB
+    0x0000d91747537000, // 1MB
+    0x0000d91767537000, // 2MB
+    0x0000d93767537000, // 4MB
+    0x0000d93777537000, // 8MB
+    0x0000d93777577000, // 16MB
+    0x0000db3777577000, // unused except for NC 3
+];
+
+/// `round(log2(value))` for `value >= 1`, computed exactly with integers.
+///
+/// Rounds up iff `log2(value) >= b + 1/2`, i.e. `value^2 >= 2^(2b+1)`, where
+/// `b = floor(log2(value))`; equality cannot happen for an integer. This is
+/// what the `fastcdc` crate computes in floating point.
+fn log2_round(value: u32) -> u32 {
+    let floor = value.max(1).ilog2();
+    let square = u64::from(value) * u64::from(value);
+    if square >= 1u64 << (2 * floor + 1) {
+        floor + 1
+    } else {
+        floor
+    }
+}
+
+/// The strict (`mask_s`, below the average size) and relaxed (`mask_l`,
+/// from the average size on) masks of normalization level 1.
+pub(crate) fn select_masks(avg_size: u32) -> (u64, u64) {
+    let bits = log2_round(avg_size) as usize;
+    // avg_size is validated to 256..=4 MiB, so bits is 8..=22 and both
+    // indices are in 7..=23; `get` keeps this panic-free regardless.
+    let mask_s = MASKS.get(bits + 1).copied().unwrap_or(u64::MAX);
+    let mask_l = MASKS.get(bits.saturating_sub(1)).copied().unwrap_or(u64::MAX);
+    (mask_s, mask_l)
+}
+
+/// Bytes hashed before the first tested position of a lane: a 64-bit gear
+/// hash only depends on the last 64 bytes it consumed, since every older
+/// byte's table entry has been shifted out of the word.
+const WARM: usize = 63;
+
+/// Number of independent hash chains interleaved by [`scan`].
+const LANES: usize = 4;
+
+/// Bytes tested by each lane per block in [`scan`]. A block covers
+/// `LANES * LANE_LEN` positions; each lane first re-hashes the [`WARM`] bytes
+/// before its part (the warm-up overhead is `WARM / LANE_LEN`), and a whole
+/// block is scanned even when the cut is early in it (on average half a block
+/// of extra work per chunk). 4 KiB balances the two for ~1 MiB chunks.
+const LANE_LEN: usize = 4096;
+
+/// Tails shorter than this many bytes per lane are scanned sequentially.
+const MIN_TAIL_LANE: usize = 256;
+
+/// One gear hash step: shift out the oldest bit, add the next byte's entry.
+#[inline(always)]
+fn roll(hash: u64, gear: &[u64; 256], byte: u8) -> u64 {
+    (hash << 1).wrapping_add(gear[usize::from(byte)])
+}
+
+/// Sequential scan of `window = data[from - WARM .. to]`: hashes the first
+/// [`WARM`] bytes without testing them, then returns the offset (relative to
+/// `from`) of the first position whose hash has no bit of `mask` set.
+fn scan_sequential(gear: &[u64; 256], window: &[u8], mask: u64) -> Option<usize> {
+    let (warm, body) = window.split_at_checked(WARM)?;
+    let mut hash = warm.iter().fold(0u64, |h, &b| roll(h, gear, b));
+    for (offset, &byte) in body.iter().enumerate() {
+        hash = roll(hash, gear, byte);
+        if hash & mask == 0 {
+            return Some(offset);
+        }
+    }
+    None
+}
+
+/// Interleaved scan of `window = data[from - WARM .. from + N * lane]` with
+/// `N` independent hash chains, lane `k` testing positions
+/// `from + k * lane .. from + (k + 1) * lane`.
+///
+/// Returns the offset (relative to `from`) of the first position whose hash
+/// has no bit of `mask` set, exactly as a sequential scan would. The hash
+/// chain of one lane is latency-bound (shift, add: one byte per ~2 cycles),
+/// so running `N` chains side by side lets the CPU overlap them.
+#[inline(always)]
+fn scan_lanes<const N: usize>(
+    gear: &[u64; 256],
+    window: &[u8],
+    lane: usize,
+    mask: u64,
+) -> Option<usize> {
+    // Lane k's warm-up bytes, then the bytes it tests. Sub-slicing with
+    // `[..len]` gives slices whose length the optimizer knows, so the indexing
+    // below compiles without bounds checks.
+    let mut warm: [&[u8]; N] = [&[]; N];
+    let mut body: [&[u8]; N] = [&[]; N];
+    for k in 0..N {
+        let start = k * lane;
+        let part = window.get(start..start + WARM + lane)?;
+        let (w, b) = part.split_at(WARM);
+        warm[k] = &w[..WARM];
+        body[k] = &b[..lane];
+    }
+
+    let mut hash = [0u64; N];
+    for j in 0..WARM {
+        for k in 0..N {
+            hash[k] = roll(hash[k], gear, warm[k][j]);
+        }
+    }
+
+    // (lane, offset in lane) of the earliest cut found so far.
+    let mut best: Option<(usize, usize)> = None;
+    for j in 0..lane {
+        for k in 0..N {
+            hash[k] = roll(hash[k], gear, body[k][j]);
+        }
+        if hash.iter().any(|&h| h & mask == 0) {
+            // Rare (about once per chunk): find the earliest lane that hit.
+            // Later positions of an earlier lane still come first in the
+            // data, so keep scanning unless lane 0 hit.
+            let hit = hash.iter().position(|&h| h & mask == 0).unwrap_or(N);
+            if best.is_none_or(|(k, _)| hit < k) {
+                best = Some((hit, j));
+                if hit == 0 {
+                    break;
+                }
+            }
+        }
+    }
+    best.map(|(k, j)| k * lane + j)
+}
+
+/// Returns the first position `i` in `from..to` whose gear hash (over the
+/// bytes up to and including `data[i]`) has no bit of `mask` set.
+///
+/// Requires `from >= WARM` and that the hash origin is at or before
+/// `from - WARM` (i.e. every tested hash covers 64 bytes of the chunk's
+/// search region). Returns `None` if the indices do not fit `data`.
+fn scan(gear: &[u64; 256], data: &[u8], mut from: usize, to: usize, mask: u64) -> Option<usize> {
+    const BLOCK: usize = LANES * LANE_LEN;
+    while to.saturating_sub(from) >= BLOCK {
+        let window = data.get(from - WARM..from + BLOCK)?;
+        if let Some(offset) = scan_lanes::<LANES>(gear, window, LANE_LEN, mask) {
+            return Some(from + offset);
+        }
+        from += BLOCK;
+    }
+    let lane = to.saturating_sub(from) / LANES;
+    if lane >= MIN_TAIL_LANE {
+        let window = data.get(from - WARM..from + LANES * lane)?;
+        if let Some(offset) = scan_lanes::<LANES>(gear, window, lane, mask) {
+            return Some(from + offset);
+        }
+        from += LANES * lane;
+    }
+    if from < to {
+        let window = data.get(from - WARM..to)?;
+        return scan_sequential(gear, window, mask).map(|offset| from + offset);
+    }
+    None
+}
+
+/// A content-defined chunker: FastCDC 2020 with normalization level 1 over a
+/// keyed gear table.
+///
+/// Built once per repository from [`ChunkerParams`] and a [`GearTable`], then
+/// used on slices ([`Chunker::chunks`], [`Chunker::cut`]) or readers
+/// ([`Chunker::stream`]). Cloning copies the 4 KiB table.
+#[derive(Clone)]
+pub struct Chunker {
+    params: ChunkerParams,
+    table: GearTable,
+    min: usize,
+    avg: usize,
+    max: usize,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+impl std::fmt::Debug for Chunker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunker")
+            .field("params", &self.params)
+            .field("mask_s", &format_args!("{:#018x}", self.mask_s))
+            .field("mask_l", &format_args!("{:#018x}", self.mask_l))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Chunker {
+    /// Creates a chunker after [validating](ChunkerParams::validate) `params`.
+    pub fn new(params: ChunkerParams, table: GearTable) -> Result<Chunker, ParamsError> {
+        params.validate()?;
+        let (mask_s, mask_l) = select_masks(params.avg_size);
+        Ok(Chunker {
+            params,
+            table,
+            // Lossless: u32 fits usize on every target std supports here
+            // (validated sizes are at most 16 MiB anyway).
+            min: params.min_size as usize,
+            avg: params.avg_size as usize,
+            max: params.max_size as usize,
+            mask_s,
+            mask_l,
+        })
+    }
+
+    /// The size parameters this chunker was built with.
+    pub fn params(&self) -> ChunkerParams {
+        self.params
+    }
+
+    /// Length of the chunk that starts at `data[0]`.
+    ///
+    /// `data` must hold at least `max_size` bytes unless it is the rest of the
+    /// stream (bytes past `max_size` are ignored). Returns 0 only for empty
+    /// `data`; otherwise the result is in `1..=min(data.len(), max_size)`, and
+    /// at least `min_size` unless `data` is shorter than that.
+    ///
+    /// The result equals `fastcdc::v2020` (normalization level 1) with the
+    /// same gear table: with `n = min(data.len(), max_size)`, it is the first
+    /// `i` in `min_size .. 2 * floor(n / 2)` for which the gear hash of
+    /// `data[min_size..=i]` has no bit of the mask set (the strict mask below
+    /// `avg_size`, the relaxed one from there on), or `n` if there is none.
+    /// Note that the chunk *ends before* byte `i`, the last byte hashed; this
+    /// is the `fastcdc` crate's convention.
+    pub fn cut(&self, data: &[u8]) -> usize {
+        let n = data.len();
+        if n <= self.min {
+            return n;
+        }
+        let remaining = n.min(self.max);
+        self.search(data, self.min, remaining & !1)
+            .unwrap_or(remaining)
+    }
+
+    /// Finds the first cut position in `from..to` (with `min <= from` and
+    /// `to <= data.len()`), given that positions `min..from` hold none.
+    ///
+    /// Positions below `avg` use the strict mask and the others the relaxed
+    /// one. (The `fastcdc` crate switches masks at `min(avg, n)` rounded down
+    /// to even, for a chunk of `n` available bytes; when `n < avg` the search
+    /// range ends at `n` rounded down to even anyway, so the two agree.)
+    pub(crate) fn search(&self, data: &[u8], from: usize, to: usize) -> Option<usize> {
+        let to = to.min(data.len());
+        let from = from.max(self.min);
+        if from >= to {
+            return None;
+        }
+        let gear = &self.table.gear;
+        // Positions closer than WARM to `min` hash fewer than 64 bytes; there
+        // the hash must start from zero at `min`, so scan them one by one.
+        let mut next = from;
+        let head_end = to.min(self.min + WARM);
+        if next < head_end {
+            let mut hash = 0u64;
+            for (i, &byte) in data.get(self.min..head_end)?.iter().enumerate() {
+                let i = self.min + i;
+                hash = roll(hash, gear, byte);
+                let mask = if i < self.avg {
+                    self.mask_s
+                } else {
+                    self.mask_l
+                };
+                if i >= from && hash & mask == 0 {
+                    return Some(i);
+                }
+            }
+            next = head_end;
+        }
+        // From here on every position sees a full 64-byte window.
+        let strict_end = self.avg.clamp(next, to);
+        if next < strict_end {
+            if let Some(i) = scan(gear, data, next, strict_end, self.mask_s) {
+                return Some(i);
+            }
+            next = strict_end;
+        }
+        if next < to {
+            return scan(gear, data, next, to, self.mask_l);
+        }
+        None
+    }
+
+    /// Splits an in-memory slice into chunks, yielding their byte ranges.
+    ///
+    /// The ranges are contiguous, non-empty and cover `data` exactly; they are
+    /// the same as those of [`Chunker::stream`] over the same bytes.
+    pub fn chunks<'a>(&'a self, data: &'a [u8]) -> Chunks<'a> {
+        Chunks {
+            chunker: self,
+            data,
+            offset: 0,
+        }
+    }
+
+    /// Splits the bytes of `reader` into owned [`Chunk`](crate::Chunk)s.
+    ///
+    /// Equivalent to `StreamChunker::new(self.clone(), reader)`.
+    pub fn stream<R: Read>(&self, reader: R) -> StreamChunker<R> {
+        StreamChunker::new(self.clone(), reader)
+    }
+
+    pub(crate) fn min(&self) -> usize {
+        self.min
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The sequential definition of the cut point, transcribed from
+    /// `fastcdc::v2020::cut_gear` one byte at a time. Used to check [`cut`].
+    ///
+    /// [`cut`]: Chunker::cut
+    #[cfg(test)]
+    pub(crate) fn cut_reference(&self, data: &[u8]) -> usize {
+        let mut remaining = data.len();
+        if remaining <= self.min {
+            return remaining;
+        }
+        let mut center = self.avg;
+        if remaining > self.max {
+            remaining = self.max;
+        } else if remaining < center {
+            center = remaining;
+        }
+        let mut hash = 0u64;
+        for (i, &byte) in data
+            .iter()
+            .enumerate()
+            .take(2 * (remaining / 2))
+            .skip(self.min)
+        {
+            hash = (hash << 1).wrapping_add(self.table.gear[usize::from(byte)]);
+            let mask = if i < 2 * (center / 2) {
+                self.mask_s
+            } else {
+                self.mask_l
+            };
+            if hash & mask == 0 {
+                return i;
+            }
+        }
+        remaining
+    }
+}
+
+/// Iterator over the chunk ranges of a slice; see [`Chunker::chunks`].
+#[derive(Debug, Clone)]
+pub struct Chunks<'a> {
+    chunker: &'a Chunker,
+    data: &'a [u8],
+    offset: usize,
+}
+
+impl Iterator for Chunks<'_> {
+    type Item = Range<usize>;
+
+    fn next(&mut self) -> Option<Range<usize>> {
+        let rest = self.data.get(self.offset..)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let start = self.offset;
+        self.offset += self.chunker.cut(rest);
+        Some(start..self.offset)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let rest = self.data.len().saturating_sub(self.offset);
+        (
+            rest.div_ceil(self.chunker.max),
+            Some(rest.div_ceil(self.chunker.min)),
+        )
+    }
+}
+
+impl std::iter::FusedIterator for Chunks<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn chunker(min: u32, avg: u32, max: u32, seed: u8) -> Chunker {
+        let params = ChunkerParams {
+            min_size: min,
+            avg_size: avg,
+            max_size: max,
+        };
+        Chunker::new(params, GearTable::from_secret(&[seed; 32])).expect("valid params")
+    }
+
+    /// Data with runs and repetition, which stresses the mask tests
+    /// differently from uniform noise.
+    fn low_entropy(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let run = (x % 97) as usize;
+            let byte = b"ab \n0"[(x >> 8) as usize % 5];
+            out.extend(std::iter::repeat_n(byte, run.min(len - out.len())));
+        }
+        out
+    }
+
+    #[test]
+    fn masks_match_fastcdc_rounding() {
+        for avg in (256u32..=4 * 1024 * 1024).step_by(2) {
+            let float = (f64::from(avg)).log2().round() as u32;
+            assert_eq!(log2_round(avg), float, "avg {avg}");
+        }
+    }
+
+    #[test]
+    fn fast_equals_reference_default_params() {
+        let c = chunker(512 * 1024, 1024 * 1024, 8 * 1024 * 1024, 3);
+        let mut data = vec![0u8; 3 * 1024 * 1024 + 11];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for b in &mut data {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 24) as u8;
+        }
+        let mut offset = 0;
+        while offset < data.len() {
+            let rest = &data[offset..];
+            let len = c.cut(rest);
+            assert_eq!(len, c.cut_reference(rest), "at offset {offset}");
+            offset += len;
+        }
+    }
+
+    /// A search split in two at any point (as the stream chunker does when
+    /// more data arrives) finds the same cut as one search.
+    #[test]
+    fn split_search_equals_whole_search() {
+        let c = chunker(1024, 4096, 16384, 9);
+        let data = low_entropy(5, 60_000);
+        let mut offset = 0;
+        while offset < data.len() {
+            let rest = &data[offset..];
+            let end = rest.len().min(c.max) & !1;
+            let whole = c.search(rest, c.min, end);
+            for split in [0, 1, 62, 63, 64, 65, 1000, 3071, 3072, 3073, 9000] {
+                let split = (c.min + split).min(end);
+                let parts = c
+                    .search(rest, c.min, split)
+                    .or_else(|| c.search(rest, split, end));
+                assert_eq!(parts, whole, "offset {offset} split {split}");
+            }
+            offset += c.cut(rest);
+        }
+    }
+
+    fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn params_strategy() -> impl Strategy<Value = (u32, u32, u32)> {
+        (32u32..=2048, 1u32..=4096, 1u32..=8192).prop_map(|(min, extra_avg, extra_max)| {
+            let min = min * 2;
+            let avg = (min + extra_avg * 2).max(256);
+            let max = (avg + extra_max * 2).max(1024);
+            (min, avg, max)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn fast_cut_equals_reference_random(
+            (min, avg, max) in params_strategy(),
+            seed in any::<u8>(),
+            data in proptest::collection::vec(any::<u8>(), 0..40_000),
+        ) {
+            let c = chunker(min, avg, max, seed);
+            let mut offset = 0;
+            while offset < data.len() {
+                let rest = &data[offset..];
+                let len = c.cut(rest);
+                prop_assert_eq!(len, c.cut_reference(rest), "offset {}", offset);
+                offset += len;
+            }
+        }
+
+        #[test]
+        fn fast_cut_equals_reference_low_entropy(
+            (min, avg, max) in params_strategy(),
+            seed in any::<u8>(),
+            data_seed in any::<u64>(),
+            len in 0usize..60_000,
+        ) {
+            let c = chunker(min, avg, max, seed);
+            let data = low_entropy(data_seed, len);
+            let mut offset = 0;
+            while offset < data.len() {
+                let rest = &data[offset..];
+                let len = c.cut(rest);
+                prop_assert_eq!(len, c.cut_reference(rest), "offset {}", offset);
+                offset += len;
+            }
+        }
+
+        /// The lane scan finds the same first hit as the sequential scan,
+        /// with masks loose enough that hits land in every lane and several
+        /// lanes often hit in the same step or late lanes before early ones.
+        #[test]
+        fn lanes_equal_sequential(
+            data_seed in any::<u64>(),
+            lane in 1usize..1500,
+            mask_bits in proptest::collection::btree_set(0u32..64, 4..16),
+        ) {
+            let gear = GearTable::from_secret(&[7; 32]);
+            let mask = mask_bits.iter().fold(0u64, |m, b| m | 1 << b);
+            let window = random_bytes(data_seed, WARM + LANES * lane);
+            let lanes = scan_lanes::<LANES>(&gear.gear, &window, lane, mask);
+            prop_assert_eq!(lanes, scan_sequential(&gear.gear, &window, mask));
+            let total = random_bytes(data_seed, WARM + 3 * LANES * LANE_LEN + 777);
+            let to = total.len();
+            let expected = scan_sequential(&gear.gear, &total, mask).map(|i| i + WARM);
+            prop_assert_eq!(scan(&gear.gear, &total, WARM, to, mask), expected);
+        }
+
+        /// Small masks make cut points dense, so hits land in every lane
+        /// and block position, including several lanes in one step.
+        #[test]
+        fn fast_cut_equals_reference_dense_cuts(
+            min in 32u32..=200,
+            seed in any::<u8>(),
+            data in proptest::collection::vec(any::<u8>(), 0..70_000),
+        ) {
+            let c = chunker(min * 2, 512, 65536, seed);
+            let mut offset = 0;
+            while offset < data.len() {
+                let rest = &data[offset..];
+                let len = c.cut(rest);
+                prop_assert_eq!(len, c.cut_reference(rest), "offset {}", offset);
+                offset += len;
+            }
+        }
+    }
+}

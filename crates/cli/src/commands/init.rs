@@ -1,0 +1,42 @@
+//! `cairn init`
+
+use anyhow::Result;
+use cairn_chunker::ChunkerParams;
+use cairn_repo::{InitOptions, Repository};
+
+use crate::args::{GlobalArgs, InitArgs};
+use crate::context;
+use crate::password;
+
+pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<()> {
+    context::location(global)?;
+    let pw = password::new_repository_password(global)?;
+    let options = InitOptions {
+        chunker: ChunkerParams { min_size: args.chunk_min, avg_size: args.chunk_avg, max_size: args.chunk_max },
+        compression_level: args.compression,
+        pack_size: args.pack_size,
+        kdf_memory_kib: kdf_kib(args.kdf.kdf_memory)?,
+        kdf_iterations: args.kdf.kdf_iterations,
+        master: None,
+    };
+    let backend = context::backend(global, true)?;
+    let repo = Repository::init(backend, &pw, options, context::open_options(global)).await?;
+    if global.json {
+        context::print_json(&serde_json::json!({
+            "message_type": "initialized",
+            "id": repo.id(),
+            "location": repo.location(),
+            "key": repo.key_id(),
+        }))?;
+    } else if !global.quiet {
+        println!("created cairn repository {} at {}", repo.id().short(), repo.location());
+        println!();
+        println!("The password is needed to read the repository: losing it means losing the backups.");
+    }
+    Ok(())
+}
+
+/// Converts a byte size to KiB for Argon2.
+pub fn kdf_kib(bytes: u64) -> Result<u32> {
+    u32::try_from(bytes / 1024).map_err(|_| anyhow::anyhow!("--kdf-memory is too large"))
+}

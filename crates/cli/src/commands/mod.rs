@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod cat;
+pub mod init;
+pub mod key;

@@ -1,0 +1,36 @@
+//! Exit codes and the one-line error message.
+//!
+//! | code | meaning |
+//! | --- | --- |
+//! | 0 | success |
+//! | 1 | failure (including a wrong password or a corrupt object) |
+//! | 2 | invalid command line |
+//! | 10 | the repository does not exist |
+
+use cairn_repo::Error;
+
+/// Any failure.
+pub const FAILURE: u8 = 1;
+/// No repository at the location.
+pub const REPOSITORY_NOT_FOUND: u8 = 10;
+
+/// The exit code for an error.
+pub fn code(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<Error>() {
+        Some(Error::RepositoryNotFound { .. }) => REPOSITORY_NOT_FOUND,
+        _ => FAILURE,
+    }
+}
+
+/// The error and its causes on one line.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        // thiserror messages often embed their source already; skip repeats.
+        if parts.last().is_none_or(|last| !last.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}

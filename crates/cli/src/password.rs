@@ -1,0 +1,147 @@
+//! Where passwords come from.
+//!
+//! To open a repository: `--password-file` / `CAIRN_PASSWORD_FILE`, then
+//! `--password-command` / `CAIRN_PASSWORD_COMMAND`, then `CAIRN_PASSWORD`,
+//! then a prompt without echo when a terminal is attached.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use zeroize::Zeroizing;
+
+use crate::args::{GlobalArgs, NewPasswordArgs};
+
+/// A password held in memory that is wiped on drop.
+pub type Password = Zeroizing<Vec<u8>>;
+
+/// Drops one trailing line ending, as `echo pw > file` adds one.
+fn strip_newline(mut v: Vec<u8>) -> Vec<u8> {
+    if v.last() == Some(&b'\n') {
+        v.pop();
+        if v.last() == Some(&b'\r') {
+            v.pop();
+        }
+    }
+    v
+}
+
+fn from_file(path: &Path) -> Result<Password> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read the password file {}", path.display()))?;
+    // Only the first line counts, so a file may carry a trailing comment line.
+    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default().to_vec();
+    let pw = Zeroizing::new(strip_newline(first).into_iter().filter(|&b| b != b'\r').collect::<Vec<u8>>());
+    if pw.is_empty() {
+        bail!("the password file {} is empty", path.display());
+    }
+    Ok(pw)
+}
+
+fn from_command(cmd: &str) -> Result<Password> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run the password command {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("the password command {cmd:?} failed ({})", out.status);
+    }
+    let pw = Zeroizing::new(strip_newline(out.stdout));
+    if pw.is_empty() {
+        bail!("the password command {cmd:?} printed nothing");
+    }
+    Ok(pw)
+}
+
+fn prompt(question: &str) -> Result<Password> {
+    let pw = rpassword::prompt_password(question).context("cannot read the password from the terminal")?;
+    Ok(Zeroizing::new(pw.into_bytes()))
+}
+
+fn prompt_twice(what: &str) -> Result<Password> {
+    let first = prompt(&format!("enter {what}: "))?;
+    if first.is_empty() {
+        bail!("an empty password is not allowed");
+    }
+    let second = prompt(&format!("enter {what} again: "))?;
+    if first != second {
+        bail!("the passwords do not match");
+    }
+    Ok(first)
+}
+
+fn configured(global: &GlobalArgs) -> Result<Option<Password>> {
+    if let Some(f) = &global.password_file {
+        return from_file(f).map(Some);
+    }
+    if let Some(c) = &global.password_command {
+        return from_command(c).map(Some);
+    }
+    if let Ok(pw) = std::env::var("CAIRN_PASSWORD") {
+        if pw.is_empty() {
+            bail!("CAIRN_PASSWORD is set but empty");
+        }
+        return Ok(Some(Zeroizing::new(pw.into_bytes())));
+    }
+    Ok(None)
+}
+
+const NO_PASSWORD: &str = "no password given: use --password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD (or run on a terminal to be asked)";
+
+/// The password that opens the repository.
+pub fn repository_password(global: &GlobalArgs) -> Result<Password> {
+    if let Some(pw) = configured(global)? {
+        return Ok(pw);
+    }
+    if std::io::stdin().is_terminal() {
+        return prompt("enter password for repository: ");
+    }
+    bail!(NO_PASSWORD)
+}
+
+/// The password of a repository being created (asked twice on a terminal).
+pub fn new_repository_password(global: &GlobalArgs) -> Result<Password> {
+    if let Some(pw) = configured(global)? {
+        return Ok(pw);
+    }
+    if std::io::stdin().is_terminal() {
+        return prompt_twice("password for the new repository");
+    }
+    bail!(NO_PASSWORD)
+}
+
+/// The password of a key being added: `--new-password-file`, then
+/// `CAIRN_NEW_PASSWORD`, then a prompt (twice).
+pub fn new_key_password(args: &NewPasswordArgs) -> Result<Password> {
+    if let Some(f) = &args.new_password_file {
+        return from_file(f);
+    }
+    if let Ok(pw) = std::env::var("CAIRN_NEW_PASSWORD") {
+        if pw.is_empty() {
+            bail!("CAIRN_NEW_PASSWORD is set but empty");
+        }
+        return Ok(Zeroizing::new(pw.into_bytes()));
+    }
+    if std::io::stdin().is_terminal() {
+        return prompt_twice("the new password");
+    }
+    bail!("no new password given: use --new-password-file or CAIRN_NEW_PASSWORD (or run on a terminal to be asked)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_files_and_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "secret\r\n# comment\n").unwrap();
+        assert_eq!(&from_file(&f).unwrap()[..], b"secret");
+        std::fs::write(&f, "\n").unwrap();
+        assert!(from_file(&f).is_err());
+        assert_eq!(&from_command("printf 'hunter2\\n'").unwrap()[..], b"hunter2");
+        assert!(from_command("exit 3").is_err());
+    }
+}

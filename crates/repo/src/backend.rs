@@ -1,0 +1,616 @@
+//! Storage: one [`Backend`] over `object_store` for every location.
+//!
+//! A location string picks the store:
+//!
+//! | location | store |
+//! | --- | --- |
+//! | `/path`, `./path`, `local:/path` | a local directory (files are fsynced before they appear) |
+//! | `s3:BUCKET[/PREFIX]` | S3 or any S3-compatible service; endpoint, region and credentials from the `AWS_*` variables or [`S3Options`] |
+//! | `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]` | an S3-compatible endpoint given inline (path-style requests) |
+//! | `gs:BUCKET[/PREFIX]` | Google Cloud Storage, credentials from the `GOOGLE_*` variables |
+//! | `azure:CONTAINER[/PREFIX]` | Azure Blob Storage, account and key from the `AZURE_*` variables |
+//! | `memory:` | an in-process store, for tests and embedding |
+//!
+//! Every write uses `PutMode::Create` (nothing is overwritten in place).
+//! Transient failures are retried twice over: object_store's HTTP clients retry
+//! 5xx, 429, timeouts and connection errors with exponential backoff, and this
+//! layer retries what still looks transient (see [`RetryPolicy`]) for every
+//! store, local ones included. Concurrency is bounded per backend.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::limit::LimitStore;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// The kinds of objects in a repository and the directories they live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// `config`
+    Config,
+    /// `keys/<id>`
+    Key,
+    /// `index/<id>`
+    Index,
+    /// `snapshots/<id>`
+    Snapshot,
+    /// `data/<2 hex>/<id>`
+    Pack,
+}
+
+impl FileKind {
+    /// Directory name (empty for `config`).
+    pub fn dir(self) -> &'static str {
+        match self {
+            FileKind::Config => "",
+            FileKind::Key => "keys",
+            FileKind::Index => "index",
+            FileKind::Snapshot => "snapshots",
+            FileKind::Pack => "data",
+        }
+    }
+
+    /// The object's path relative to the repository root.
+    pub fn relative_path(self, id: &Id) -> String {
+        match self {
+            FileKind::Config => "config".into(),
+            FileKind::Pack => format!("data/{}/{}", &id.to_hex()[..2], id),
+            other => format!("{}/{}", other.dir(), id),
+        }
+    }
+}
+
+/// How many times, and how patiently, to retry transient failures.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts after the first.
+    pub max_retries: u32,
+    /// First delay; doubles per attempt, with full jitter.
+    pub initial_backoff: Duration,
+    /// Longest delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 4,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// S3 settings that override the `AWS_*` environment.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// Endpoint URL, e.g. `https://s3.us-west-004.backblazeb2.com` or `http://127.0.0.1:9000`.
+    pub endpoint: Option<String>,
+    /// Region (default `us-east-1` when neither this nor `AWS_REGION` is set).
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`); default true for custom endpoints.
+    pub path_style: Option<bool>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
+}
+
+/// Options for [`Backend::open`].
+#[derive(Debug, Clone, Default)]
+pub struct BackendOptions {
+    /// Create a missing local directory (for `init`).
+    pub create: bool,
+    /// Most requests in flight (default: 32 local, 16 remote).
+    pub connections: Option<usize>,
+    /// S3 overrides.
+    pub s3: S3Options,
+    /// Retry policy of the outer retry layer.
+    pub retry: RetryPolicy,
+}
+
+/// Which service a backend talks to (for messages and capability checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// A local directory.
+    Local,
+    /// S3 or an S3-compatible service.
+    S3,
+    /// Google Cloud Storage.
+    Gcs,
+    /// Azure Blob Storage.
+    Azure,
+    /// In-process memory.
+    Memory,
+    /// A store given by an embedding program.
+    Custom,
+}
+
+impl BackendKind {
+    fn credentials_hint(self) -> &'static str {
+        match self {
+            BackendKind::S3 => "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or --s3-access-key-id",
+            BackendKind::Gcs => "GOOGLE_SERVICE_ACCOUNT / GOOGLE_APPLICATION_CREDENTIALS",
+            BackendKind::Azure => "AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY",
+            BackendKind::Local => "file permissions of the repository directory",
+            BackendKind::Memory | BackendKind::Custom => "the store's configuration",
+        }
+    }
+}
+
+/// What a create-only write found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The object was created.
+    Created,
+    /// An object already existed at that name (content-addressed names make
+    /// this the same content).
+    AlreadyExists,
+}
+
+/// A repository's storage location.
+#[derive(Clone)]
+pub struct Backend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    location: String,
+    kind: BackendKind,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("location", &self.inner.location).finish()
+    }
+}
+
+fn invalid(location: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidLocation { location: location.into(), reason: reason.into() }
+}
+
+/// Splits `BUCKET[/PREFIX]`.
+fn bucket_and_prefix<'a>(location: &str, rest: &'a str) -> Result<(&'a str, &'a str)> {
+    let rest = rest.trim_start_matches('/');
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(invalid(location, "no bucket or container name"));
+    }
+    Ok((bucket, prefix.trim_matches('/')))
+}
+
+fn client_options(allow_http: bool) -> ClientOptions {
+    ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_timeout(Duration::from_secs(300))
+}
+
+fn http_retry() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: 5,
+        retry_timeout: Duration::from_secs(120),
+    }
+}
+
+impl Backend {
+    /// Opens the location described by `location` (see the module docs).
+    pub fn open(location: &str, options: &BackendOptions) -> Result<Backend> {
+        let (kind, store, prefix, shown): (BackendKind, Arc<dyn ObjectStore>, String, String) = if let Some(rest) =
+            location.strip_prefix("s3:")
+        {
+            let (store, prefix, shown) = Self::s3(location, rest, &options.s3)?;
+            (BackendKind::S3, store, prefix, shown)
+        } else if let Some(rest) = location.strip_prefix("gs:") {
+            let (bucket, prefix) = bucket_and_prefix(location, rest)?;
+            let store = GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(http_retry())
+                .with_client_options(client_options(false))
+                .build()
+                .map_err(|e| invalid(location, e.to_string()))?;
+            (BackendKind::Gcs, Arc::new(store), prefix.into(), location.into())
+        } else if let Some(rest) = location.strip_prefix("azure:") {
+            let (container, prefix) = bucket_and_prefix(location, rest)?;
+            let store = MicrosoftAzureBuilder::from_env()
+                .with_container_name(container)
+                .with_retry(http_retry())
+                .with_client_options(client_options(std::env::var("AZURE_ALLOW_HTTP").is_ok_and(|v| v == "true")))
+                .build()
+                .map_err(|e| invalid(location, e.to_string()))?;
+            (BackendKind::Azure, Arc::new(store), prefix.into(), location.into())
+        } else if location == "memory:" || location.starts_with("memory:") {
+            (BackendKind::Memory, Arc::new(InMemory::new()), String::new(), location.into())
+        } else {
+            let path = location.strip_prefix("local:").unwrap_or(location);
+            if path.is_empty() {
+                return Err(invalid(location, "empty path"));
+            }
+            if let Some((scheme, _)) = path.split_once("://").filter(|(s, _)| !s.contains('/')) {
+                return Err(invalid(
+                    location,
+                    format!("unknown scheme {scheme:?}; use s3:, gs:, azure: or a local path"),
+                ));
+            }
+            let dir = std::path::Path::new(path);
+            if !dir.exists() {
+                if !options.create {
+                    return Err(Error::RepositoryNotFound { location: location.into() });
+                }
+                std::fs::create_dir_all(dir)
+                    .map_err(|source| Error::Io { context: format!("cannot create {}", dir.display()), source })?;
+            }
+            if !dir.is_dir() {
+                return Err(invalid(location, "not a directory"));
+            }
+            let store =
+                LocalFileSystem::new_with_prefix(dir).map_err(|e| invalid(location, e.to_string()))?.with_fsync(true);
+            (BackendKind::Local, Arc::new(store), String::new(), location.into())
+        };
+        let connections = options.connections.unwrap_or(match kind {
+            BackendKind::Local | BackendKind::Memory => 32,
+            _ => 16,
+        });
+        let store: Arc<dyn ObjectStore> = Arc::new(LimitStore::new(store, connections.max(1)));
+        Ok(Backend { inner: Arc::new(Inner { store, prefix, location: shown, kind, retry: options.retry }) })
+    }
+
+    fn s3(location: &str, rest: &str, opts: &S3Options) -> Result<(Arc<dyn ObjectStore>, String, String)> {
+        let mut builder = AmazonS3Builder::from_env();
+        let mut endpoint = opts.endpoint.clone();
+        let rest = if let Some(after) = rest.strip_prefix("http://").or_else(|| rest.strip_prefix("https://")) {
+            let scheme = if rest.starts_with("https://") { "https" } else { "http" };
+            let (host, path) =
+                after.split_once('/').ok_or_else(|| invalid(location, "no bucket after the endpoint"))?;
+            endpoint = Some(format!("{scheme}://{host}"));
+            path.to_string()
+        } else {
+            rest.to_string()
+        };
+        let (bucket, prefix) = bucket_and_prefix(location, &rest)?;
+        let env_endpoint = std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")).ok();
+        let effective_endpoint = endpoint.clone().or(env_endpoint);
+        if let Some(e) = &endpoint {
+            builder = builder.with_endpoint(e);
+        }
+        let custom = effective_endpoint.is_some();
+        if let Some(e) = &effective_endpoint {
+            if e.starts_with("http://") {
+                builder = builder.with_allow_http(true);
+            }
+        }
+        let region = opts
+            .region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .unwrap_or_else(|| "us-east-1".into());
+        builder = builder
+            .with_region(region)
+            .with_bucket_name(bucket)
+            .with_virtual_hosted_style_request(!opts.path_style.unwrap_or(custom))
+            .with_retry(http_retry())
+            .with_client_options(client_options(
+                effective_endpoint.as_deref().is_some_and(|e| e.starts_with("http://")),
+            ));
+        if let Some(k) = &opts.access_key_id {
+            builder = builder.with_access_key_id(k);
+        }
+        if let Some(k) = &opts.secret_access_key {
+            builder = builder.with_secret_access_key(k);
+        }
+        let store = builder.build().map_err(|e| invalid(location, e.to_string()))?;
+        let shown = match &effective_endpoint {
+            Some(e) => format!("s3:{e}/{bucket}{}{prefix}", if prefix.is_empty() { "" } else { "/" }),
+            None => location.to_string(),
+        };
+        Ok((Arc::new(store), prefix.to_string(), shown))
+    }
+
+    /// A fresh in-process store.
+    pub fn memory() -> Backend {
+        Self::from_store(Arc::new(InMemory::new()), "memory:", BackendKind::Memory)
+    }
+
+    /// Wraps any `ObjectStore` (an embedding program's own, or a test wrapper).
+    pub fn from_store(store: Arc<dyn ObjectStore>, location: impl Into<String>, kind: BackendKind) -> Backend {
+        Backend {
+            inner: Arc::new(Inner {
+                store,
+                prefix: String::new(),
+                location: location.into(),
+                kind,
+                retry: RetryPolicy::default(),
+            }),
+        }
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry(self, retry: RetryPolicy) -> Backend {
+        let inner = &self.inner;
+        Backend {
+            inner: Arc::new(Inner {
+                store: inner.store.clone(),
+                prefix: inner.prefix.clone(),
+                location: inner.location.clone(),
+                kind: inner.kind,
+                retry,
+            }),
+        }
+    }
+
+    /// The location as shown to users.
+    pub fn location(&self) -> &str {
+        &self.inner.location
+    }
+
+    /// The kind of service.
+    pub fn kind(&self) -> BackendKind {
+        self.inner.kind
+    }
+
+    fn path(&self, relative: &str) -> Path {
+        if self.inner.prefix.is_empty() {
+            Path::from(relative)
+        } else {
+            Path::from(format!("{}/{relative}", self.inner.prefix))
+        }
+    }
+
+    /// Maps an object_store error to a message that names the cause.
+    fn map_error(&self, action: &str, object: &str, e: object_store::Error) -> Error {
+        let location = self.inner.location.clone();
+        match e {
+            object_store::Error::NotFound { .. } => Error::ObjectNotFound { object: object.into(), location },
+            object_store::Error::PermissionDenied { source, .. }
+            | object_store::Error::Unauthenticated { source, .. } => Error::AccessDenied {
+                location,
+                detail: first_line(&source.to_string()),
+                hint: self.inner.kind.credentials_hint(),
+            },
+            e if is_connect_error(&e) => Error::Unreachable { location, detail: root_cause(&e) },
+            source => Error::Storage { location, action: format!("{action} {object}"), source },
+        }
+    }
+
+    async fn retrying<T, F, Fut>(&self, action: &str, object: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        let policy = self.inner.retry;
+        let mut attempt = 0;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < policy.max_retries && is_transient(&e) => {
+                    let cap = policy.initial_backoff.saturating_mul(1 << attempt.min(16)).min(policy.max_backoff);
+                    let delay = cap.mul_f64(rand::random::<f64>());
+                    tracing::warn!("{action} {object} failed ({e}); retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(self.map_error(action, object, e)),
+            }
+        }
+    }
+
+    /// Reads a whole object.
+    pub async fn read(&self, kind: FileKind, id: &Id) -> Result<Bytes> {
+        self.read_name(&kind.relative_path(id)).await
+    }
+
+    /// Reads `config`.
+    pub async fn read_config(&self) -> Result<Bytes> {
+        self.read_name("config").await
+    }
+
+    async fn read_name(&self, name: &str) -> Result<Bytes> {
+        let path = self.path(name);
+        self.retrying("reading", name, || async { self.inner.store.get(&path).await?.bytes().await }).await
+    }
+
+    /// Reads a byte range of an object.
+    pub async fn read_range(&self, kind: FileKind, id: &Id, range: Range<u64>) -> Result<Bytes> {
+        let name = kind.relative_path(id);
+        let path = self.path(&name);
+        let expected = range.end - range.start;
+        let bytes = self.retrying("reading", &name, || self.inner.store.get_range(&path, range.clone())).await?;
+        if bytes.len() as u64 != expected {
+            return Err(Error::corrupt(
+                name,
+                crate::format::FormatError::Mismatch(format!("a read of {expected} bytes returned {}", bytes.len())),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Writes a new object from parts, never replacing an existing one.
+    pub async fn write_new(&self, kind: FileKind, id: &Id, parts: Vec<Bytes>) -> Result<WriteOutcome> {
+        self.create(&kind.relative_path(id), parts).await
+    }
+
+    /// Writes `config` unless one exists.
+    pub async fn write_config(&self, bytes: Vec<u8>) -> Result<WriteOutcome> {
+        self.create("config", vec![Bytes::from(bytes)]).await
+    }
+
+    async fn create(&self, name: &str, parts: Vec<Bytes>) -> Result<WriteOutcome> {
+        let path = self.path(name);
+        let result = self
+            .retrying("writing", name, || async {
+                let payload = PutPayload::from_iter(parts.iter().cloned());
+                let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+                match self.inner.store.put_opts(&path, payload, opts).await {
+                    Ok(_) => Ok(WriteOutcome::Created),
+                    Err(object_store::Error::AlreadyExists { .. }) => Ok(WriteOutcome::AlreadyExists),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        match result {
+            // Stores without conditional writes: check first, then write. Safe
+            // for content-addressed objects; `config` creation races are
+            // documented in FORMAT.md.
+            Err(Error::Storage {
+                source: object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
+                ..
+            }) => {
+                if self.exists_path(name).await? {
+                    return Ok(WriteOutcome::AlreadyExists);
+                }
+                self.retrying("writing", name, || {
+                    self.inner.store.put(&path, PutPayload::from_iter(parts.iter().cloned()))
+                })
+                .await?;
+                Ok(WriteOutcome::Created)
+            }
+            other => other,
+        }
+    }
+
+    async fn exists_path(&self, name: &str) -> Result<bool> {
+        let path = self.path(name);
+        match self.retrying("checking", name, || self.inner.store.head(&path)).await {
+            Ok(_) => Ok(true),
+            Err(Error::ObjectNotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `config` exists.
+    pub async fn config_exists(&self) -> Result<bool> {
+        self.exists_path("config").await
+    }
+
+    /// The size of an object in bytes.
+    pub async fn size(&self, kind: FileKind, id: &Id) -> Result<u64> {
+        let name = kind.relative_path(id);
+        let path = self.path(&name);
+        Ok(self.retrying("checking", &name, || self.inner.store.head(&path)).await?.size)
+    }
+
+    /// Whether an object exists.
+    pub async fn exists(&self, kind: FileKind, id: &Id) -> Result<bool> {
+        self.exists_path(&kind.relative_path(id)).await
+    }
+
+    /// Deletes an object (prune only). A missing object is not an error.
+    pub async fn delete(&self, kind: FileKind, id: &Id) -> Result<()> {
+        let name = kind.relative_path(id);
+        let path = self.path(&name);
+        match self.retrying("deleting", &name, || self.inner.store.delete(&path)).await {
+            Ok(()) | Err(Error::ObjectNotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists the ids and sizes of all objects of a kind. Names that are not
+    /// ids (temporary files of other tools) are skipped.
+    pub async fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
+        let dir = self.path(kind.dir());
+        let name = format!("{}/", kind.dir());
+        let metas: Vec<object_store::ObjectMeta> =
+            self.retrying("listing", &name, || self.inner.store.list(Some(&dir)).try_collect()).await?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let file = m.location.filename()?;
+                let id: Id = file.parse().ok()?;
+                (kind != FileKind::Pack || m.location.as_ref().ends_with(&kind.relative_path(&id)))
+                    .then_some((id, m.size))
+            })
+            .collect())
+    }
+
+    /// Lists the root of the location: fails with [`Error::BucketNotFound`],
+    /// [`Error::AccessDenied`] or [`Error::Unreachable`] when the location
+    /// itself is unusable. Used to explain a missing `config`.
+    pub async fn probe(&self) -> Result<()> {
+        let root = if self.inner.prefix.is_empty() { None } else { Some(self.path("")) };
+        match self
+            .retrying("listing", "the repository root", || self.inner.store.list_with_delimiter(root.as_ref()))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(Error::ObjectNotFound { .. }) => Err(Error::BucketNotFound { location: self.inner.location.clone() }),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    let s = s.lines().next().unwrap_or_default();
+    if s.len() > 300 { format!("{}…", &s[..s.floor_char_boundary(300)]) } else { s.to_string() }
+}
+
+fn chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+fn root_cause(e: &object_store::Error) -> String {
+    chain(e).last().map(|c| first_line(&c.to_string())).unwrap_or_default()
+}
+
+fn is_connect_error(e: &object_store::Error) -> bool {
+    chain(e).any(|c| {
+        c.downcast_ref::<object_store::client::HttpError>()
+            .is_some_and(|h| h.kind() == object_store::client::HttpErrorKind::Connect)
+            || c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionRefused
+                        | std::io::ErrorKind::HostUnreachable
+                        | std::io::ErrorKind::NetworkUnreachable
+                )
+            })
+    })
+}
+
+/// Whether an error is worth retrying: transport hiccups and server-side
+/// failures, never "not found", "exists", "denied" or malformed requests.
+pub(crate) fn is_transient(e: &object_store::Error) -> bool {
+    use object_store::client::HttpErrorKind;
+    if !matches!(e, object_store::Error::Generic { .. }) {
+        return false;
+    }
+    chain(e).any(|c| {
+        if let Some(h) = c.downcast_ref::<object_store::client::HttpError>() {
+            return matches!(h.kind(), HttpErrorKind::Request | HttpErrorKind::Timeout | HttpErrorKind::Interrupted);
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(
+                io.kind(),
+                TimedOut | ConnectionReset | ConnectionAborted | BrokenPipe | Interrupted | UnexpectedEof | WouldBlock
+            );
+        }
+        let text = c.to_string();
+        // object_store's HTTP retry error: a 5xx or 429 that outlived its own retries.
+        ["status code: 5", "status code: 429", "Server returned non-2xx status code: 5"]
+            .iter()
+            .any(|p| text.contains(p))
+    })
+}

@@ -1,0 +1,98 @@
+//! Blobs: the unit of deduplication, and how one is sealed.
+//!
+//! A blob is a chunk of file data or a serialized tree. Its id is the keyed
+//! BLAKE3 hash of its plaintext. Sealed, it is
+//! `nonce (24) || XChaCha20-Poly1305(compression byte || payload) || tag (16)`
+//! with associated data `type byte || id`, under the data key of the session
+//! that wrote its pack.
+
+use serde::{Deserialize, Serialize};
+
+use crate::compress;
+use crate::crypto::{self, SecretKey};
+use crate::format::FormatError;
+use crate::id::Id;
+use crate::keys::KeyMaterial;
+
+/// What a blob holds. Data and tree blobs go to separate packs, so metadata
+/// can be read without touching file contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobType {
+    /// File contents.
+    Data,
+    /// A directory listing (or other structured metadata).
+    Tree,
+}
+
+impl BlobType {
+    /// The byte stored in pack headers and index files.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            BlobType::Data => 0,
+            BlobType::Tree => 1,
+        }
+    }
+
+    /// The inverse of [`BlobType::to_byte`].
+    pub fn from_byte(b: u8) -> Option<BlobType> {
+        match b {
+            0 => Some(BlobType::Data),
+            1 => Some(BlobType::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// Largest plaintext a blob may have (64 MiB): bounds decompression of forged
+/// blobs. Chunks are at most 16 MiB; trees of huge directories stay below.
+pub const MAX_BLOB_SIZE: usize = 64 * 1024 * 1024;
+
+/// A blob ready to be put into a pack.
+#[derive(Debug, Clone)]
+pub struct SealedBlob {
+    /// Data or tree.
+    pub blob_type: BlobType,
+    /// Content id.
+    pub id: Id,
+    /// Plaintext length.
+    pub raw_length: u32,
+    /// The sealed bytes.
+    pub bytes: Vec<u8>,
+}
+
+fn aad(blob_type: BlobType, id: &Id) -> [u8; 33] {
+    let mut aad = [0u8; 33];
+    aad[0] = blob_type.to_byte();
+    aad[1..].copy_from_slice(&id.0);
+    aad
+}
+
+/// Compresses (when it pays) and seals a blob whose id is already known.
+pub(crate) fn seal(key: &SecretKey, blob_type: BlobType, id: Id, plaintext: &[u8], level: i32) -> SealedBlob {
+    let bytes = crypto::seal_with(key, &aad(blob_type, &id), plaintext.len() + 1, |buf| {
+        compress::encode(plaintext, level, buf)
+    });
+    SealedBlob { blob_type, id, raw_length: plaintext.len() as u32, bytes }
+}
+
+/// Opens a sealed blob and checks that its plaintext hashes to `id`.
+pub(crate) fn open(
+    key: &SecretKey,
+    keys: &KeyMaterial,
+    blob_type: BlobType,
+    id: &Id,
+    raw_length: u32,
+    sealed: &[u8],
+) -> Result<Vec<u8>, FormatError> {
+    let plain = crypto::open(key, &aad(blob_type, id), sealed)?;
+    let data = compress::decode(&plain, (raw_length as usize).min(MAX_BLOB_SIZE)).map_err(FormatError::Compression)?;
+    if data.len() != raw_length as usize {
+        return Err(FormatError::Mismatch(format!("length {} differs from the indexed {raw_length}", data.len())));
+    }
+    let actual = keys.content_id(&data);
+    if actual != *id {
+        return Err(FormatError::Mismatch(format!("content hashes to {actual}, not to its id")));
+    }
+    Ok(data)
+}

@@ -1,0 +1,139 @@
+//! The error type of the repository library.
+//!
+//! Messages are written for the person running the command: each names what
+//! went wrong (the object, the location) and, where there is one, the fix.
+
+use crate::format::FormatError;
+use crate::id::Id;
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the repository library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No `config` object at the location.
+    #[error("no repository at {location}: run `cairn init` to create one there")]
+    RepositoryNotFound {
+        /// Where we looked.
+        location: String,
+    },
+    /// `init` found an existing repository.
+    #[error("a repository already exists at {location}; refusing to initialise it again (nothing was changed)")]
+    RepositoryExists {
+        /// Where.
+        location: String,
+    },
+    /// No key file opens with the password.
+    #[error("wrong password: none of the {tried} key(s) in {location} opens with it")]
+    WrongPassword {
+        /// Where.
+        location: String,
+        /// How many key files were tried.
+        tried: usize,
+    },
+    /// The repository has no key files.
+    #[error("the repository at {location} has no keys left; it cannot be opened")]
+    NoKeys {
+        /// Where.
+        location: String,
+    },
+    /// An object's bytes are damaged or forged.
+    #[error("{object} is corrupt: {source}")]
+    Corrupt {
+        /// The object, e.g. `index/3fa2…` or `blob 81c0… in pack data/9d/9d41…`.
+        object: String,
+        /// What is wrong.
+        source: FormatError,
+    },
+    /// The storage endpoint cannot be reached.
+    #[error("cannot reach {location}: {detail}. Check the endpoint address and that the server is running")]
+    Unreachable {
+        /// Where.
+        location: String,
+        /// The transport error.
+        detail: String,
+    },
+    /// The storage refused the credentials.
+    #[error("access denied by {location}: {detail}. Check the credentials ({hint})")]
+    AccessDenied {
+        /// Where.
+        location: String,
+        /// What the server said.
+        detail: String,
+        /// Where credentials come from for this backend.
+        hint: &'static str,
+    },
+    /// The bucket or container does not exist.
+    #[error("{location}: the bucket or container does not exist; create it first (cairn does not create buckets)")]
+    BucketNotFound {
+        /// Where.
+        location: String,
+    },
+    /// A named object is missing.
+    #[error("{object} not found in {location}")]
+    ObjectNotFound {
+        /// The object.
+        object: String,
+        /// Where.
+        location: String,
+    },
+    /// The location string cannot be used.
+    #[error("invalid repository location {location:?}: {reason}")]
+    InvalidLocation {
+        /// What was given.
+        location: String,
+        /// Why it does not work.
+        reason: String,
+    },
+    /// Any other storage failure.
+    #[error("storage error at {location} while {action}: {source}")]
+    Storage {
+        /// Where.
+        location: String,
+        /// What we were doing.
+        action: String,
+        /// The object_store error.
+        source: object_store::Error,
+    },
+    /// A blob id that no index lists.
+    #[error("blob {0} is not in the repository index")]
+    BlobNotFound(Id),
+    /// An id prefix that matches nothing, or more than one object.
+    #[error("{0}")]
+    NoSuchId(String),
+    /// A newer repository format.
+    #[error("the repository uses format version {found}; this cairn reads version 1. Upgrade cairn")]
+    UnsupportedVersion {
+        /// The version found.
+        found: u32,
+    },
+    /// Put-only keys cannot read.
+    #[error("this is a put-only key: it can add snapshots but cannot {action}. Use a full key")]
+    PutOnlyKey {
+        /// What was attempted.
+        action: &'static str,
+    },
+    /// A caller-supplied value is not acceptable.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Local I/O (cache, local files).
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn corrupt(object: impl Into<String>, source: impl Into<FormatError>) -> Self {
+        Error::Corrupt { object: object.into(), source: source.into() }
+    }
+
+    /// True when the error says that stored data is damaged.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corrupt { .. })
+    }
+}

@@ -1,0 +1,267 @@
+//! Index files and the in-memory index.
+//!
+//! An index file is a sealed envelope (magic `cairnIX1`) whose payload is:
+//!
+//! ```text
+//! supersedes count u32 | superseded index ids (32 each)
+//! pack count u32
+//! per pack: pack id (32) | pack size u64 | session public key (32) | blob count u32
+//!           per blob: type u8 | 0 0 0 | offset u32 | length u32 | raw length u32 | id (32)
+//! ```
+//!
+//! The session public key is repeated here so a blob can be opened from a
+//! ranged read of its pack without first reading the pack header.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::blob::BlobType;
+use crate::id::Id;
+use crate::pack::{self, PackEntry};
+use crate::wire::{Reader, WireError, invalid};
+
+const PACK_FIXED_LEN: usize = 32 + 8 + 32 + 4;
+const BLOB_LEN: usize = 4 + pack::ENTRY_LEN;
+
+/// One pack as listed in an index file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IndexedPack {
+    /// The pack's object id.
+    pub id: Id,
+    /// The pack's size in bytes.
+    pub size: u64,
+    /// Public key of the session that sealed the pack.
+    #[serde(serialize_with = "crate::pack::hex32")]
+    pub session_public: [u8; 32],
+    /// Its blobs.
+    pub blobs: Vec<PackEntry>,
+}
+
+/// The decoded payload of one index file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IndexFile {
+    /// Index files whose content this one replaces (written by prune); readers
+    /// ignore superseded files even while they still exist.
+    pub supersedes: Vec<Id>,
+    /// Packs and their blobs.
+    pub packs: Vec<IndexedPack>,
+}
+
+impl IndexFile {
+    /// Binary payload (before sealing).
+    pub fn encode(&self) -> Vec<u8> {
+        let blobs: usize = self.packs.iter().map(|p| p.blobs.len()).sum();
+        let mut out =
+            Vec::with_capacity(8 + 32 * self.supersedes.len() + PACK_FIXED_LEN * self.packs.len() + BLOB_LEN * blobs);
+        out.extend_from_slice(&(self.supersedes.len() as u32).to_le_bytes());
+        for id in &self.supersedes {
+            out.extend_from_slice(&id.0);
+        }
+        out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
+        for p in &self.packs {
+            out.extend_from_slice(&p.id.0);
+            out.extend_from_slice(&p.size.to_le_bytes());
+            out.extend_from_slice(&p.session_public);
+            out.extend_from_slice(&(p.blobs.len() as u32).to_le_bytes());
+            for b in &p.blobs {
+                out.push(b.blob_type.to_byte());
+                out.extend_from_slice(&[0; 3]);
+                out.extend_from_slice(&b.offset.to_le_bytes());
+                out.extend_from_slice(&b.length.to_le_bytes());
+                out.extend_from_slice(&b.raw_length.to_le_bytes());
+                out.extend_from_slice(&b.id.0);
+            }
+        }
+        out
+    }
+
+    /// Parses a payload, checking every blob lies inside its pack.
+    pub fn decode(bytes: &[u8]) -> Result<IndexFile, WireError> {
+        let mut r = Reader::new(bytes);
+        let n = r.count("superseded index count", 32)?;
+        let supersedes = (0..n).map(|_| r.id()).collect::<Result<Vec<_>, _>>()?;
+        let n = r.count("pack count", PACK_FIXED_LEN)?;
+        let mut packs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let id = r.id()?;
+            let size = r.u64()?;
+            if size > pack::MAX_PACK_SIZE {
+                return Err(invalid("pack size", format!("{size} for pack {id}")));
+            }
+            let session_public = r.array()?;
+            let count = r.count("blob count", BLOB_LEN)?;
+            let mut blobs = Vec::with_capacity(count);
+            for _ in 0..count {
+                let type_byte = r.u8()?;
+                let blob_type =
+                    BlobType::from_byte(type_byte).ok_or_else(|| invalid("blob type", type_byte.to_string()))?;
+                if r.array::<3>()? != [0; 3] {
+                    return Err(invalid("reserved bytes", "not zero"));
+                }
+                let offset = r.u32()?;
+                let (length, raw_length) = (r.u32()?, r.u32()?);
+                let blob_id = r.id()?;
+                if offset as u64 + length as u64 > size || (length as usize) <= crate::crypto::SEAL_OVERHEAD {
+                    return Err(invalid(
+                        "blob location",
+                        format!("blob {blob_id} at {offset}+{length} in pack {id} of {size} bytes"),
+                    ));
+                }
+                blobs.push(PackEntry { blob_type, id: blob_id, offset, length, raw_length });
+            }
+            packs.push(IndexedPack { id, size, session_public, blobs });
+        }
+        r.finish()?;
+        Ok(IndexFile { supersedes, packs })
+    }
+}
+
+/// Where a blob is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// Position of the pack in [`Index::packs`].
+    pub pack: u32,
+    /// Data or tree.
+    pub blob_type: BlobType,
+    /// Offset in the pack.
+    pub offset: u32,
+    /// Sealed length.
+    pub length: u32,
+    /// Plaintext length.
+    pub raw_length: u32,
+}
+
+/// A pack known to the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackInfo {
+    /// Object id.
+    pub id: Id,
+    /// Size in bytes.
+    pub size: u64,
+    /// Session that sealed it.
+    pub session_public: [u8; 32],
+}
+
+/// All blobs of a repository, by id: the union of every index file that no
+/// other index file supersedes.
+#[derive(Debug, Default, Clone)]
+pub struct Index {
+    blobs: HashMap<Id, BlobLocation>,
+    packs: Vec<PackInfo>,
+    pack_positions: HashMap<Id, u32>,
+    files: HashSet<Id>,
+}
+
+impl Index {
+    /// Builds the index from index files; superseded files are skipped.
+    pub fn from_files(files: Vec<(Id, IndexFile)>) -> Index {
+        let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let mut index = Index::default();
+        for (id, file) in files {
+            if superseded.contains(&id) {
+                continue;
+            }
+            index.files.insert(id);
+            for pack in file.packs {
+                index.add_pack(&pack);
+            }
+        }
+        index
+    }
+
+    /// Adds (or re-adds) a pack and its blobs.
+    pub fn add_pack(&mut self, pack: &IndexedPack) {
+        let position = match self.pack_positions.get(&pack.id) {
+            Some(&p) => p,
+            None => {
+                let p = self.packs.len() as u32;
+                self.packs.push(PackInfo { id: pack.id, size: pack.size, session_public: pack.session_public });
+                self.pack_positions.insert(pack.id, p);
+                p
+            }
+        };
+        for b in &pack.blobs {
+            self.blobs.entry(b.id).or_insert(BlobLocation {
+                pack: position,
+                blob_type: b.blob_type,
+                offset: b.offset,
+                length: b.length,
+                raw_length: b.raw_length,
+            });
+        }
+    }
+
+    /// Where `id` is stored, if anywhere.
+    pub fn get(&self, id: &Id) -> Option<(&PackInfo, BlobLocation)> {
+        self.blobs.get(id).map(|loc| (&self.packs[loc.pack as usize], *loc))
+    }
+
+    /// Whether the repository has blob `id`.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    /// Number of distinct blobs.
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len()
+    }
+
+    /// All packs.
+    pub fn packs(&self) -> &[PackInfo] {
+        &self.packs
+    }
+
+    /// The index files this index was built from (superseded ones excluded).
+    pub fn files(&self) -> &HashSet<Id> {
+        &self.files
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> IndexFile {
+        let blob = |n: u8, offset| PackEntry {
+            blob_type: BlobType::Data,
+            id: Id([n; 32]),
+            offset,
+            length: 100,
+            raw_length: 80,
+        };
+        IndexFile {
+            supersedes: vec![Id([9; 32])],
+            packs: vec![IndexedPack {
+                id: Id([1; 32]),
+                size: 300,
+                session_public: [2; 32],
+                blobs: vec![blob(3, 44), blob(4, 144)],
+            }],
+        }
+    }
+
+    #[test]
+    fn index_file_round_trip() {
+        let f = sample();
+        assert_eq!(IndexFile::decode(&f.encode()).unwrap(), f);
+        let bytes = f.encode();
+        for cut in 0..bytes.len() {
+            assert!(IndexFile::decode(&bytes[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut bad = f.clone();
+        bad.packs[0].blobs[1].offset = 250;
+        assert!(IndexFile::decode(&bad.encode()).is_err());
+    }
+
+    #[test]
+    fn superseded_files_are_ignored() {
+        let old = sample();
+        let mut newer = IndexFile { supersedes: vec![Id([5; 32])], packs: vec![] };
+        newer.packs.push(IndexedPack { id: Id([7; 32]), size: 200, session_public: [2; 32], blobs: vec![] });
+        let index = Index::from_files(vec![(Id([5; 32]), old), (Id([6; 32]), newer)]);
+        assert!(!index.contains(&Id([3; 32])));
+        assert_eq!(index.packs().len(), 1);
+        assert!(index.files().contains(&Id([6; 32])));
+    }
+}

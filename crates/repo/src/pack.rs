@@ -1,0 +1,238 @@
+//! Pack files: many sealed blobs behind one sealed header.
+//!
+//! ```text
+//! magic "cairnPK1" (8) | session public key (32) | header length u32 LE
+//! sealed header (header length bytes; AAD = the 44 bytes before it)
+//! blob, blob, ...   (each sealed as in `blob`)
+//! ```
+//!
+//! The header plaintext (after its compression byte) is `count u32` then per
+//! blob: `type u8 | 0u8 0u8 0u8 | stored length u32 | raw length u32 | id (32)`.
+//! Blobs follow the header in header order, so offsets are implicit. The
+//! header comes first so one ranged read from offset 0 returns it.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::blob::{BlobType, SealedBlob};
+use crate::compress;
+use crate::crypto::{self, SecretKey, WriteSession};
+use crate::format::{self, FormatError, PACK_MAGIC};
+use crate::id::Id;
+use crate::wire::{Reader, WireError, invalid};
+
+/// Bytes before the sealed header.
+pub const PREAMBLE_LEN: usize = 8 + 32 + 4;
+/// Bytes per header entry.
+pub(crate) const ENTRY_LEN: usize = 1 + 3 + 4 + 4 + 32;
+/// Largest pack accepted (offsets are u32).
+pub const MAX_PACK_SIZE: u64 = u32::MAX as u64;
+
+/// One blob inside a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PackEntry {
+    /// Data or tree.
+    #[serde(rename = "type")]
+    pub blob_type: BlobType,
+    /// Content id.
+    pub id: Id,
+    /// Offset of the sealed blob from the start of the pack.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub length: u32,
+    /// Length of the plaintext.
+    pub raw_length: u32,
+}
+
+/// A decoded pack header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackHeader {
+    /// Public key of the session that wrote the pack (hex in JSON).
+    #[serde(serialize_with = "crate::pack::hex32")]
+    pub session_public: [u8; 32],
+    /// The blobs, in stored order.
+    pub entries: Vec<PackEntry>,
+}
+
+pub(crate) fn hex32<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(v))
+}
+
+/// The fixed preamble: session key and sealed header length.
+pub(crate) fn decode_preamble(bytes: &[u8]) -> Result<([u8; 32], u32), FormatError> {
+    let mut r = Reader::new(bytes);
+    format::check_magic(&r.array()?, &PACK_MAGIC)?;
+    Ok((r.array()?, r.u32()?))
+}
+
+/// Decodes the header given the first `PREAMBLE_LEN + header length` bytes of
+/// a pack of `pack_size` bytes, checking that the blobs exactly fill the pack.
+pub(crate) fn decode_header(prefix: &[u8], pack_size: u64, key: &SecretKey) -> Result<PackHeader, FormatError> {
+    let (session_public, header_len) = decode_preamble(prefix)?;
+    let header_end = PREAMBLE_LEN + header_len as usize;
+    if prefix.len() < header_end {
+        return Err(WireError::Truncated { offset: prefix.len(), needed: header_end - prefix.len() }.into());
+    }
+    let plain = crypto::open(key, &prefix[..PREAMBLE_LEN], &prefix[PREAMBLE_LEN..header_end])?;
+    let plain = compress::decode(&plain, format::MAX_OBJECT_PAYLOAD).map_err(FormatError::Compression)?;
+    let mut r = Reader::new(&plain);
+    let count = r.count("pack header entry count", ENTRY_LEN)?;
+    let mut entries = Vec::with_capacity(count);
+    let mut offset = header_end as u64;
+    for _ in 0..count {
+        let (blob_type, length, raw_length, id) = read_entry_fields(&mut r)?;
+        if offset + length as u64 > pack_size {
+            return Err(invalid("pack header", format!("blob {id} ends past the pack's {pack_size} bytes")).into());
+        }
+        entries.push(PackEntry { blob_type, id, offset: offset as u32, length, raw_length });
+        offset += length as u64;
+    }
+    r.finish()?;
+    if offset != pack_size {
+        return Err(invalid("pack header", format!("blobs end at {offset} but the pack has {pack_size} bytes")).into());
+    }
+    Ok(PackHeader { session_public, entries })
+}
+
+/// Reads `type | 3 zero bytes | length | raw length | id` (shared with index files).
+pub(crate) fn read_entry_fields(r: &mut Reader<'_>) -> Result<(BlobType, u32, u32, Id), WireError> {
+    let type_byte = r.u8()?;
+    let blob_type = BlobType::from_byte(type_byte).ok_or_else(|| invalid("blob type", type_byte.to_string()))?;
+    if r.array::<3>()? != [0; 3] {
+        return Err(invalid("reserved bytes", "not zero"));
+    }
+    let length = r.u32()?;
+    let raw_length = r.u32()?;
+    if (length as usize) < crypto::SEAL_OVERHEAD + 1 {
+        return Err(invalid("blob length", format!("{length} is shorter than a sealed blob")));
+    }
+    Ok((blob_type, length, raw_length, r.id()?))
+}
+
+pub(crate) fn write_entry_fields(out: &mut Vec<u8>, blob_type: BlobType, length: u32, raw_length: u32, id: &Id) {
+    out.push(blob_type.to_byte());
+    out.extend_from_slice(&[0; 3]);
+    out.extend_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(&raw_length.to_le_bytes());
+    out.extend_from_slice(&id.0);
+}
+
+/// Collects sealed blobs until the pack is big enough.
+#[derive(Default)]
+pub(crate) struct PackBuilder {
+    blobs: Vec<SealedBlob>,
+    size: usize,
+}
+
+/// A finished pack, ready to upload.
+pub(crate) struct FinishedPack {
+    pub id: Id,
+    pub size: u64,
+    /// Header and blobs, uploaded as one object without concatenating them.
+    pub parts: Vec<Bytes>,
+    pub header: PackHeader,
+}
+
+impl PackBuilder {
+    pub fn len(&self) -> usize {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+
+    pub fn add(&mut self, blob: SealedBlob) {
+        self.size += blob.bytes.len();
+        self.blobs.push(blob);
+    }
+
+    pub fn finish(self, session: &WriteSession) -> FinishedPack {
+        let mut plain = Vec::with_capacity(4 + ENTRY_LEN * self.blobs.len());
+        plain.extend_from_slice(&(self.blobs.len() as u32).to_le_bytes());
+        for b in &self.blobs {
+            write_entry_fields(&mut plain, b.blob_type, b.bytes.len() as u32, b.raw_length, &b.id);
+        }
+        let header_len = (crypto::SEAL_OVERHEAD + 1 + plain.len()) as u32;
+        let mut preamble = Vec::with_capacity(PREAMBLE_LEN);
+        preamble.extend_from_slice(&PACK_MAGIC);
+        preamble.extend_from_slice(&session.public());
+        preamble.extend_from_slice(&header_len.to_le_bytes());
+        // Ids are random-looking: compressing the header would not pay.
+        let sealed =
+            crypto::seal_with(session.key(), &preamble, plain.len() + 1, |buf| compress::encode(&plain, 0, buf));
+        debug_assert_eq!(sealed.len(), header_len as usize);
+
+        let mut hasher = blake3::Hasher::new();
+        let mut head = preamble;
+        head.extend_from_slice(&sealed);
+        hasher.update(&head);
+        let mut offset = head.len() as u64;
+        let mut entries = Vec::with_capacity(self.blobs.len());
+        let mut parts = Vec::with_capacity(self.blobs.len() + 1);
+        parts.push(Bytes::from(head));
+        for b in self.blobs {
+            hasher.update(&b.bytes);
+            let length = b.bytes.len() as u32;
+            entries.push(PackEntry {
+                blob_type: b.blob_type,
+                id: b.id,
+                offset: offset as u32,
+                length,
+                raw_length: b.raw_length,
+            });
+            offset += length as u64;
+            parts.push(Bytes::from(b.bytes));
+        }
+        FinishedPack {
+            id: Id(*hasher.finalize().as_bytes()),
+            size: offset,
+            parts,
+            header: PackHeader { session_public: session.public(), entries },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob;
+    use crate::keys::KeyMaterial;
+
+    #[test]
+    fn pack_round_trip_and_corruption() {
+        let keys = KeyMaterial::generate();
+        let session = WriteSession::new(&keys.repository_public()).unwrap();
+        let mut builder = PackBuilder::default();
+        let datas: Vec<Vec<u8>> = vec![b"first blob".to_vec(), vec![7u8; 5000], b"third".to_vec()];
+        for (i, d) in datas.iter().enumerate() {
+            let t = if i == 1 { BlobType::Tree } else { BlobType::Data };
+            builder.add(blob::seal(session.key(), t, keys.content_id(d), d, 3));
+        }
+        let pack = builder.finish(&session);
+        let bytes: Vec<u8> = pack.parts.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(bytes.len() as u64, pack.size);
+        assert_eq!(Id::of_object(&bytes), pack.id);
+        let key = keys.session_key(&pack.header.session_public).unwrap();
+        let header = decode_header(&bytes, pack.size, &key).unwrap();
+        assert_eq!(header, pack.header);
+        for (e, d) in header.entries.iter().zip(&datas) {
+            let sealed = &bytes[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(&blob::open(&key, &keys, e.blob_type, &e.id, e.raw_length, sealed).unwrap(), d);
+            // the type is authenticated too
+            let other = if e.blob_type == BlobType::Data { BlobType::Tree } else { BlobType::Data };
+            assert!(blob::open(&key, &keys, other, &e.id, e.raw_length, sealed).is_err());
+        }
+        let header_end = header.entries[0].offset as usize;
+        for i in 0..header_end {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            let key = match decode_preamble(&bad) {
+                Ok((pk, _)) => keys.session_key(&pk).unwrap_or_else(|_| key.clone()),
+                Err(_) => continue,
+            };
+            assert!(decode_header(&bad, pack.size, &key).is_err(), "flipped header byte {i} went unnoticed");
+        }
+        assert!(decode_header(&bytes, pack.size + 1, &key).is_err());
+    }
+}

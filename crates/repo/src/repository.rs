@@ -1,0 +1,582 @@
+//! [`Repository`]: open or create a repository, manage its keys, read its
+//! objects. Writing goes through a [`Writer`](crate::writer::Writer).
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cairn_chunker::{Chunker, ChunkerParams, GearTable};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::backend::{Backend, FileKind, WriteOutcome};
+use crate::blob;
+use crate::cache::Cache;
+use crate::config::{CHUNKER_ALGORITHM, ChunkerConfig, CompressionConfig, Config};
+use crate::crypto::SecretKey;
+use crate::error::{Error, Result};
+use crate::format::{self, FormatError, INDEX_MAGIC, SNAPSHOT_MAGIC};
+use crate::id::Id;
+use crate::index::{Index, IndexFile};
+use crate::keys::{KdfParams, KeyFile, KeyFileError, KeyKind, KeyMaterial, SessionKeyError};
+use crate::pack::{self, PackHeader};
+use crate::snapshot::Snapshot;
+
+/// Settings for [`Repository::init`].
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Chunk sizes.
+    pub chunker: ChunkerParams,
+    /// zstd level, 0 for none.
+    pub compression_level: i32,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// Argon2id memory (KiB) and passes for the first key.
+    pub kdf_memory_kib: u32,
+    /// Argon2id passes.
+    pub kdf_iterations: u32,
+    /// Reuse this master secret instead of a random one (a repository meant
+    /// to receive verbatim pack copies from another one).
+    pub master: Option<SecretKey>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunker: ChunkerParams::default(),
+            compression_level: Config::DEFAULT_COMPRESSION_LEVEL,
+            pack_size: Config::DEFAULT_PACK_SIZE,
+            kdf_memory_kib: KdfParams::DEFAULT_MEMORY_KIB,
+            kdf_iterations: KdfParams::DEFAULT_ITERATIONS,
+            master: None,
+        }
+    }
+}
+
+/// Settings for [`Repository::open`].
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Base directory of the metadata cache; `None` disables caching.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Settings for [`Repository::add_key`].
+#[derive(Debug, Clone)]
+pub struct KeyOptions {
+    /// Full or put-only.
+    pub kind: KeyKind,
+    /// Argon2id memory in KiB.
+    pub kdf_memory_kib: u32,
+    /// Argon2id passes.
+    pub kdf_iterations: u32,
+    /// Host name recorded in the key file.
+    pub hostname: String,
+    /// User name recorded in the key file.
+    pub username: String,
+}
+
+impl Default for KeyOptions {
+    fn default() -> Self {
+        KeyOptions {
+            kind: KeyKind::Full,
+            kdf_memory_kib: KdfParams::DEFAULT_MEMORY_KIB,
+            kdf_iterations: KdfParams::DEFAULT_ITERATIONS,
+            hostname: crate::util::hostname(),
+            username: crate::util::username(),
+        }
+    }
+}
+
+/// A key as `key list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// Key file id.
+    pub id: Id,
+    /// Whether this session opened the repository with it.
+    pub current: bool,
+    /// Full or put-only (`None` if the file is damaged).
+    pub kind: Option<KeyKind>,
+    /// Creation time.
+    pub created: Option<jiff::Timestamp>,
+    /// Host it was created on.
+    pub hostname: String,
+    /// User who created it.
+    pub username: String,
+    /// Argon2id memory in KiB.
+    pub kdf_memory_kib: Option<u32>,
+    /// Why the file cannot be used, if it cannot.
+    pub problem: Option<String>,
+}
+
+/// An open repository. Cheap to clone; clones share caches.
+#[derive(Clone)]
+pub struct Repository {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    config: Config,
+    keys: KeyMaterial,
+    key_id: Id,
+    cache: Option<Cache>,
+    chunker: Chunker,
+    session_keys: Mutex<HashMap<[u8; 32], SecretKey>>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository").field("location", &self.location()).field("id", &self.inner.config.id).finish()
+    }
+}
+
+fn validate_kdf(memory_kib: u32, iterations: u32) -> Result<KdfParams> {
+    if memory_kib < KdfParams::MIN_MEMORY_KIB
+        || memory_kib > KdfParams::MAX_MEMORY_KIB
+        || !(1..=64).contains(&iterations)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "KDF settings out of range: memory {memory_kib} KiB (allowed {}..={}), {iterations} passes (allowed 1..=64)",
+            KdfParams::MIN_MEMORY_KIB,
+            KdfParams::MAX_MEMORY_KIB
+        )));
+    }
+    Ok(KdfParams::new(memory_kib, iterations))
+}
+
+impl Repository {
+    /// Creates a repository at `backend` protected by `password`. Refuses,
+    /// changing nothing, when a repository already exists there.
+    pub async fn init(
+        backend: Backend,
+        password: &[u8],
+        options: InitOptions,
+        open: OpenOptions,
+    ) -> Result<Repository> {
+        options.chunker.validate().map_err(|e| Error::InvalidArgument(format!("chunker: {e}")))?;
+        let kdf = validate_kdf(options.kdf_memory_kib, options.kdf_iterations)?;
+        let material = match options.master {
+            Some(master) => KeyMaterial::from_master(master),
+            None => KeyMaterial::generate(),
+        };
+        let config = Config {
+            version: 1,
+            id: Id::random(),
+            created: jiff::Timestamp::now(),
+            chunker: ChunkerConfig {
+                algorithm: CHUNKER_ALGORITHM.into(),
+                min_size: options.chunker.min_size,
+                avg_size: options.chunker.avg_size,
+                max_size: options.chunker.max_size,
+            },
+            compression: CompressionConfig { algorithm: "zstd".into(), level: options.compression_level },
+            pack_size: options.pack_size,
+            repository_public_key: hex::encode(material.repository_public()),
+        };
+        config.validate().map_err(Error::InvalidArgument)?;
+
+        match backend.config_exists().await {
+            Ok(true) => return Err(Error::RepositoryExists { location: backend.location().into() }),
+            Ok(false) => {}
+            Err(e) => return Err(explain_missing(&backend, e).await),
+        }
+        let key_file = KeyFile::create(&material, password, kdf, crate::util::hostname(), crate::util::username())
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let key_bytes = key_file.encode();
+        let key_id = Id::of_object(&key_bytes);
+        // Key first, config last: a crash in between leaves no repository
+        // (an orphan key file only), and `config` is the commit point.
+        backend
+            .write_new(FileKind::Key, &key_id, vec![key_bytes.into()])
+            .await
+            .map_err(|e| explain_write(&backend, e))?;
+        match backend.write_config(config.encode(&material)).await {
+            Ok(WriteOutcome::Created) => {}
+            Ok(WriteOutcome::AlreadyExists) => {
+                // Another `init` won the race: leave its repository untouched.
+                let _ = backend.delete(FileKind::Key, &key_id).await;
+                return Err(Error::RepositoryExists { location: backend.location().into() });
+            }
+            Err(e) => return Err(e),
+        }
+        let cache = open_cache(&open, &config.id);
+        Ok(Self::assemble(backend, config, material, key_id, cache))
+    }
+
+    /// Opens the repository at `backend` with `password`.
+    pub async fn open(backend: Backend, password: &[u8], options: OpenOptions) -> Result<Repository> {
+        let config_bytes = match backend.read_config().await {
+            Ok(b) => b,
+            Err(e) => return Err(explain_missing(&backend, e).await),
+        };
+        let repo_id = Config::peek_id(&config_bytes)?;
+        let cache = open_cache(&options, &repo_id);
+        let key_ids: Vec<Id> = backend.list(FileKind::Key).await?.into_iter().map(|(id, _)| id).collect();
+        if key_ids.is_empty() {
+            return Err(Error::NoKeys { location: backend.location().into() });
+        }
+        let mut damaged: Vec<Error> = Vec::new();
+        for key_id in &key_ids {
+            let bytes = match read_verified(&backend, cache.as_ref(), FileKind::Key, key_id).await {
+                Ok(b) => b,
+                Err(e) if e.is_corruption() => {
+                    damaged.push(e);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let file = match KeyFile::decode(&bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    damaged.push(Error::corrupt(format!("keys/{key_id}"), FormatError::Json(e.to_string())));
+                    continue;
+                }
+            };
+            match file.unlock(password) {
+                Ok(material) => {
+                    let config = Config::decode(&config_bytes, &material)?;
+                    if let Some(c) = &cache {
+                        c.retain(FileKind::Key, &key_ids.iter().copied().collect());
+                    }
+                    return Ok(Self::assemble(backend, config, material, *key_id, cache));
+                }
+                Err(KeyFileError::WrongPassword) => {}
+                Err(KeyFileError::Malformed(m)) => {
+                    damaged.push(Error::corrupt(format!("keys/{key_id}"), FormatError::Json(m)))
+                }
+            }
+        }
+        if damaged.len() == key_ids.len() {
+            // Every key file is damaged: say which, rather than blame the password.
+            return Err(damaged.remove(0));
+        }
+        for d in &damaged {
+            tracing::warn!("{d}");
+        }
+        Err(Error::WrongPassword { location: backend.location().into(), tried: key_ids.len() - damaged.len() })
+    }
+
+    fn assemble(backend: Backend, config: Config, keys: KeyMaterial, key_id: Id, cache: Option<Cache>) -> Repository {
+        let chunker = Chunker::new(config.chunker_params(), GearTable::from_secret(keys.chunker_secret()))
+            .expect("config validation checked the chunker parameters");
+        Repository {
+            inner: Arc::new(Inner {
+                backend,
+                config,
+                keys,
+                key_id,
+                cache,
+                chunker,
+                session_keys: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The storage backend.
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// Where the repository is, as shown to users.
+    pub fn location(&self) -> &str {
+        self.inner.backend.location()
+    }
+
+    /// The repository configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The repository id.
+    pub fn id(&self) -> Id {
+        self.inner.config.id
+    }
+
+    /// The key file this session was opened with.
+    pub fn key_id(&self) -> Id {
+        self.inner.key_id
+    }
+
+    /// The secrets of the key in use.
+    pub fn keys(&self) -> &KeyMaterial {
+        &self.inner.keys
+    }
+
+    /// The repository's chunker (keyed with its secret gear table).
+    pub fn chunker(&self) -> &Chunker {
+        &self.inner.chunker
+    }
+
+    /// The metadata cache, when enabled.
+    pub fn cache(&self) -> Option<&Cache> {
+        self.inner.cache.as_ref()
+    }
+
+    /// The content id of a blob.
+    pub fn content_id(&self, plaintext: &[u8]) -> Id {
+        self.inner.keys.content_id(plaintext)
+    }
+
+    /// The data key of a session, computed once and cached.
+    pub(crate) fn session_key(&self, session_public: &[u8; 32], object: &str) -> Result<SecretKey> {
+        if let Some(k) = self.inner.session_keys.lock().expect("session key cache poisoned").get(session_public) {
+            return Ok(k.clone());
+        }
+        let key = self.inner.keys.session_key(session_public).map_err(|e| match e {
+            SessionKeyError::PutOnly => Error::PutOnlyKey { action: "read repository data" },
+            SessionKeyError::Crypto(c) => Error::corrupt(object.to_string(), c),
+        })?;
+        self.inner.session_keys.lock().expect("session key cache poisoned").insert(*session_public, key.clone());
+        Ok(key)
+    }
+
+    // ----- keys -----
+
+    /// Lists the key files.
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        let backend = &self.inner.backend;
+        let ids = backend.list(FileKind::Key).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, _) in ids {
+            let current = id == self.inner.key_id;
+            let file = read_verified(backend, self.cache(), FileKind::Key, &id).await.and_then(|b| {
+                KeyFile::decode(&b).map_err(|e| Error::corrupt(format!("keys/{id}"), FormatError::Json(e.to_string())))
+            });
+            out.push(match file {
+                Ok(f) => KeyInfo {
+                    id,
+                    current,
+                    kind: Some(f.kind),
+                    created: Some(f.created),
+                    hostname: f.hostname,
+                    username: f.username,
+                    kdf_memory_kib: Some(f.kdf.memory_kib),
+                    problem: None,
+                },
+                Err(e) => KeyInfo {
+                    id,
+                    current,
+                    kind: None,
+                    created: None,
+                    hostname: String::new(),
+                    username: String::new(),
+                    kdf_memory_kib: None,
+                    problem: Some(e.to_string()),
+                },
+            });
+        }
+        out.sort_by_key(|k| (k.created, k.id));
+        Ok(out)
+    }
+
+    /// Adds a key for `password`. A put-only key can be made from a full key
+    /// only; a full key cannot be made from a put-only one.
+    pub async fn add_key(&self, password: &[u8], options: KeyOptions) -> Result<Id> {
+        let material = match (options.kind, self.inner.keys.kind()) {
+            (KeyKind::Full, KeyKind::Full) => self.inner.keys.clone(),
+            (KeyKind::PutOnly, _) => self.inner.keys.to_put_only(),
+            (KeyKind::Full, KeyKind::PutOnly) => return Err(Error::PutOnlyKey { action: "add a full key" }),
+        };
+        let kdf = validate_kdf(options.kdf_memory_kib, options.kdf_iterations)?;
+        let file = KeyFile::create(&material, password, kdf, options.hostname, options.username)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let bytes = file.encode();
+        let id = Id::of_object(&bytes);
+        self.inner.backend.write_new(FileKind::Key, &id, vec![bytes.into()]).await?;
+        Ok(id)
+    }
+
+    /// Removes a key file. Refuses to remove the key in use (use
+    /// [`Repository::change_password`]) or the last full key.
+    pub async fn remove_key(&self, id: &Id) -> Result<()> {
+        if *id == self.inner.key_id {
+            return Err(Error::InvalidArgument(format!(
+                "key {} is the one this command was opened with; open with another key to remove it (or use `key passwd`)",
+                id.short()
+            )));
+        }
+        let keys = self.list_keys().await?;
+        let target = keys.iter().find(|k| k.id == *id).ok_or_else(|| Error::NoSuchId(format!("no key {id}")))?;
+        let full_left = keys.iter().filter(|k| k.id != *id && k.kind == Some(KeyKind::Full)).count();
+        if target.kind == Some(KeyKind::Full) && full_left == 0 {
+            return Err(Error::InvalidArgument(
+                "refusing to remove the last full key: the repository could never be read again".into(),
+            ));
+        }
+        if self.inner.keys.kind() == KeyKind::PutOnly {
+            return Err(Error::PutOnlyKey { action: "remove keys" });
+        }
+        self.inner.backend.delete(FileKind::Key, id).await
+    }
+
+    /// Replaces the current key with one for `new_password`: the new key file
+    /// is written before the old one is removed, so a crash leaves both.
+    pub async fn change_password(&self, new_password: &[u8], options: KeyOptions) -> Result<Id> {
+        let options = KeyOptions { kind: self.inner.keys.kind(), ..options };
+        let new_id = self.add_key(new_password, options).await?;
+        self.inner.backend.delete(FileKind::Key, &self.inner.key_id).await?;
+        Ok(new_id)
+    }
+
+    // ----- reading -----
+
+    /// Resolves a hex prefix (or full id) of an object of `kind`.
+    pub async fn find_id(&self, kind: FileKind, prefix: &str) -> Result<Id> {
+        if let Ok(id) = prefix.parse::<Id>() {
+            return Ok(id);
+        }
+        let what = kind.dir();
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::NoSuchId(format!("{prefix:?} is not an id or id prefix (hex digits)")));
+        }
+        let matches: Vec<Id> = self
+            .inner
+            .backend
+            .list(kind)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| id.has_hex_prefix(prefix))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Error::NoSuchId(format!("no object in {what}/ starts with {prefix}"))),
+            many => Err(Error::NoSuchId(format!(
+                "{prefix} is ambiguous: {} objects in {what}/ start with it; give more digits",
+                many.len()
+            ))),
+        }
+    }
+
+    /// Reads a sealed object (index file or snapshot) and returns its payload.
+    async fn read_sealed(&self, kind: FileKind, magic: &[u8; 8], id: &Id) -> Result<Vec<u8>> {
+        let name = kind.relative_path(id);
+        let bytes = read_verified(&self.inner.backend, self.cache(), kind, id).await?;
+        let session = format::key_ref(magic, &bytes).map_err(|e| Error::corrupt(&name, e))?;
+        let key = self.session_key(&session, &name)?;
+        format::open_object(magic, &bytes, &key).map_err(|e| Error::corrupt(name, e))
+    }
+
+    /// Reads and decodes one index file.
+    pub async fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
+        let payload = self.read_sealed(FileKind::Index, &INDEX_MAGIC, id).await?;
+        IndexFile::decode(&payload).map_err(|e| Error::corrupt(FileKind::Index.relative_path(id), e))
+    }
+
+    /// Loads every index file (in parallel, from the cache where possible).
+    pub async fn load_index(&self) -> Result<Index> {
+        let ids: Vec<Id> = self.inner.backend.list(FileKind::Index).await?.into_iter().map(|(id, _)| id).collect();
+        let files: Vec<(Id, IndexFile)> = futures::stream::iter(ids.iter().copied())
+            .map(|id| async move { self.read_index_file(&id).await.map(|f| (id, f)) })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        if let Some(c) = self.cache() {
+            c.retain(FileKind::Index, &ids.into_iter().collect());
+        }
+        Ok(Index::from_files(files))
+    }
+
+    /// Reads one snapshot.
+    pub async fn read_snapshot(&self, id: &Id) -> Result<Snapshot> {
+        let payload = self.read_sealed(FileKind::Snapshot, &SNAPSHOT_MAGIC, id).await?;
+        serde_json::from_slice(&payload)
+            .map_err(|e| Error::corrupt(FileKind::Snapshot.relative_path(id), FormatError::Json(e.to_string())))
+    }
+
+    /// All snapshots, oldest first.
+    pub async fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        let ids: Vec<Id> = self.inner.backend.list(FileKind::Snapshot).await?.into_iter().map(|(id, _)| id).collect();
+        let mut snaps: Vec<(Id, Snapshot)> = futures::stream::iter(ids.iter().copied())
+            .map(|id| async move { self.read_snapshot(&id).await.map(|s| (id, s)) })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        if let Some(c) = self.cache() {
+            c.retain(FileKind::Snapshot, &ids.into_iter().collect::<HashSet<_>>());
+        }
+        snaps.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(snaps)
+    }
+
+    /// Reads and decrypts the header of a pack.
+    pub async fn read_pack_header(&self, id: &Id) -> Result<PackHeader> {
+        let backend = &self.inner.backend;
+        let name = FileKind::Pack.relative_path(id);
+        let size = backend.size(FileKind::Pack, id).await?;
+        // One read usually covers the header: 64 KiB holds ~1,500 entries.
+        let first = backend.read_range(FileKind::Pack, id, 0..size.min(64 * 1024)).await?;
+        let (session, header_len) = pack::decode_preamble(&first).map_err(|e| Error::corrupt(&name, e))?;
+        let header_end = (pack::PREAMBLE_LEN as u64 + header_len as u64).min(size);
+        let prefix = if header_end as usize <= first.len() {
+            first
+        } else {
+            backend.read_range(FileKind::Pack, id, 0..header_end).await?
+        };
+        let key = self.session_key(&session, &name)?;
+        pack::decode_header(&prefix, size, &key).map_err(|e| Error::corrupt(name, e))
+    }
+
+    /// Reads, decrypts and verifies one blob.
+    pub async fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
+        let (pack, loc) = index.get(id).ok_or(Error::BlobNotFound(*id))?;
+        let object = || format!("blob {} in pack {}", id, FileKind::Pack.relative_path(&pack.id));
+        let key = self.session_key(&pack.session_public, &object())?;
+        let sealed = self
+            .inner
+            .backend
+            .read_range(FileKind::Pack, &pack.id, loc.offset as u64..loc.offset as u64 + loc.length as u64)
+            .await?;
+        blob::open(&key, &self.inner.keys, loc.blob_type, id, loc.raw_length, &sealed)
+            .map_err(|e| Error::corrupt(object(), e))
+    }
+}
+
+fn open_cache(options: &OpenOptions, id: &Id) -> Option<Cache> {
+    let base = options.cache_dir.as_ref()?;
+    match Cache::open(base, id) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("metadata cache disabled: cannot create it under {}: {e}", base.display());
+            None
+        }
+    }
+}
+
+/// Reads an object (from the cache if there) and checks it hashes to its name.
+async fn read_verified(backend: &Backend, cache: Option<&Cache>, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
+    if let Some(bytes) = cache.and_then(|c| c.get(kind, id)) {
+        return Ok(bytes);
+    }
+    let bytes = backend.read(kind, id).await?;
+    let actual = Id::of_object(&bytes);
+    if actual != *id {
+        return Err(Error::corrupt(
+            kind.relative_path(id),
+            FormatError::Mismatch(format!("its content hashes to {}, not to its name", actual.short())),
+        ));
+    }
+    if let Some(c) = cache {
+        c.put(kind, id, &bytes);
+    }
+    Ok(bytes.to_vec())
+}
+
+/// Turns "config not found" into the precise reason: no bucket, no access,
+/// no server, or no repository.
+async fn explain_missing(backend: &Backend, e: Error) -> Error {
+    match e {
+        Error::ObjectNotFound { .. } => match backend.probe().await {
+            Ok(()) => Error::RepositoryNotFound { location: backend.location().into() },
+            Err(probe) => probe,
+        },
+        other => other,
+    }
+}
+
+fn explain_write(backend: &Backend, e: Error) -> Error {
+    match e {
+        Error::ObjectNotFound { .. } => Error::BucketNotFound { location: backend.location().into() },
+        other => other,
+    }
+}

@@ -1,0 +1,68 @@
+//! Snapshots: the root of one backup.
+//!
+//! A snapshot file is a sealed envelope (magic `cairnSN1`) whose payload is
+//! JSON. Fields this version does not know are kept in [`Snapshot::extra`],
+//! so rewriting a snapshot (tags, repair) never drops what a newer cairn wrote.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+
+/// One backup: what was saved, when, from where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// When the backup was taken (or the time given with `--time`).
+    pub time: jiff::Timestamp,
+    /// Root tree blob.
+    pub tree: Id,
+    /// The paths that were backed up, as given.
+    pub paths: Vec<String>,
+    /// Host name.
+    pub hostname: String,
+    /// User name.
+    #[serde(default)]
+    pub username: String,
+    /// Tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The snapshot this one was compared against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Id>,
+    /// Program that wrote it, e.g. `cairn 0.1.0`.
+    pub program_version: String,
+    /// Fields written by other versions, preserved as they are.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Snapshot {
+    /// A snapshot of `paths` with root `tree`, taken now on this host.
+    pub fn new(tree: Id, paths: Vec<String>) -> Snapshot {
+        Snapshot {
+            time: jiff::Timestamp::now(),
+            tree,
+            paths,
+            hostname: crate::util::hostname(),
+            username: crate::util::username(),
+            tags: Vec::new(),
+            parent: None,
+            program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+            extra: serde_json::Map::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let json = r#"{"time":"2026-01-02T03:04:05.123456789Z","tree":"0101010101010101010101010101010101010101010101010101010101010101",
+            "paths":["/srv"],"hostname":"h","program_version":"cairn 9","future_field":{"a":1}}"#;
+        let s: Snapshot = serde_json::from_str(json).unwrap();
+        assert_eq!(s.extra["future_field"]["a"], 1);
+        let again: Snapshot = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+    }
+}

@@ -1,0 +1,233 @@
+//! [`Writer`]: one writing session. It deduplicates blobs, seals them with the
+//! session's data key, gathers them into packs, uploads packs in the
+//! background, then publishes index files and finally a snapshot, in that
+//! order (FORMAT.md, "Publishing").
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::backend::FileKind;
+use crate::blob::{self, BlobType, SealedBlob};
+use crate::crypto::WriteSession;
+use crate::error::{Error, Result};
+use crate::format::{self, INDEX_MAGIC, SNAPSHOT_MAGIC};
+use crate::id::Id;
+use crate::index::{Index, IndexFile, IndexedPack};
+use crate::pack::PackBuilder;
+use crate::repository::Repository;
+use crate::snapshot::Snapshot;
+
+/// Open packs per blob type. Each new blob goes to a random one of them, so
+/// the pack layout does not mirror the order of files and chunks.
+const OPEN_PACKS: usize = 4;
+/// Packs uploading at once (bounds memory to about this many packs).
+const UPLOADS_IN_FLIGHT: usize = 4;
+/// An index file is written after this many packs, so an interrupted backup
+/// leaves indexed packs that the next one reuses.
+const PACKS_PER_INDEX_FILE: usize = 64;
+
+/// What a session has written so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Blobs stored.
+    pub blobs_added: u64,
+    /// Blobs skipped because the repository or the session had them.
+    pub blobs_deduplicated: u64,
+    /// Plaintext bytes of the stored blobs.
+    pub raw_bytes_added: u64,
+    /// Bytes of the stored blobs after compression and sealing.
+    pub stored_bytes_added: u64,
+    /// Packs uploaded.
+    pub packs_written: u64,
+    /// Index files written.
+    pub index_files_written: u64,
+}
+
+/// A writing session. Safe to share between tasks (`&self` methods).
+pub struct Writer {
+    repo: Repository,
+    index: Arc<Index>,
+    session: Arc<WriteSession>,
+    state: Mutex<State>,
+    uploads: Mutex<JoinSet<Result<IndexedPack>>>,
+    upload_slots: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+struct State {
+    added: HashSet<Id>,
+    open: HashMap<BlobType, Vec<PackBuilder>>,
+    uploaded: Vec<IndexedPack>,
+    stats: WriterStats,
+}
+
+impl Writer {
+    /// Starts a session that deduplicates against `index`.
+    pub fn new(repo: &Repository, index: Arc<Index>) -> Result<Writer> {
+        let session = WriteSession::new(&repo.keys().repository_public())
+            .map_err(|e| Error::corrupt("config (repository public key)", e))?;
+        Ok(Writer {
+            repo: repo.clone(),
+            index,
+            session: Arc::new(session),
+            state: Mutex::new(State::default()),
+            uploads: Mutex::new(JoinSet::new()),
+            upload_slots: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("writer state poisoned")
+    }
+
+    /// Whether the repository or this session already has blob `id`.
+    pub fn contains(&self, id: &Id) -> bool {
+        self.index.contains(id) || self.state().added.contains(id)
+    }
+
+    /// Compresses and seals a blob (CPU only; call from worker threads).
+    pub fn seal(&self, blob_type: BlobType, id: Id, plaintext: &[u8]) -> SealedBlob {
+        blob::seal(self.session.key(), blob_type, id, plaintext, self.repo.config().compression.level)
+    }
+
+    /// Adds a sealed blob. Returns false (and drops it) when it is a duplicate.
+    pub async fn add_sealed(&self, sealed: SealedBlob) -> Result<bool> {
+        let full_pack = {
+            let mut state = self.state();
+            if self.index.contains(&sealed.id) || !state.added.insert(sealed.id) {
+                state.stats.blobs_deduplicated += 1;
+                return Ok(false);
+            }
+            state.stats.blobs_added += 1;
+            state.stats.raw_bytes_added += sealed.raw_length as u64;
+            state.stats.stored_bytes_added += sealed.bytes.len() as u64;
+            let slots = state
+                .open
+                .entry(sealed.blob_type)
+                .or_insert_with(|| (0..OPEN_PACKS).map(|_| PackBuilder::default()).collect());
+            let slot = &mut slots[rand::random_range(0..OPEN_PACKS)];
+            slot.add(sealed);
+            (slot.len() >= self.repo.config().pack_size as usize).then(|| std::mem::take(slot))
+        };
+        if let Some(pack) = full_pack {
+            self.upload(pack).await?;
+        }
+        Ok(true)
+    }
+
+    /// Hashes, deduplicates, seals and adds a blob; returns its id.
+    pub async fn add_blob(&self, blob_type: BlobType, plaintext: &[u8]) -> Result<Id> {
+        let id = self.repo.content_id(plaintext);
+        if self.contains(&id) {
+            self.state().stats.blobs_deduplicated += 1;
+            return Ok(id);
+        }
+        let sealed = self.seal(blob_type, id, plaintext);
+        self.add_sealed(sealed).await?;
+        Ok(id)
+    }
+
+    async fn upload(&self, pack: PackBuilder) -> Result<()> {
+        let permit = self.upload_slots.clone().acquire_owned().await.expect("upload semaphore is never closed");
+        let finished = pack.finish(&self.session);
+        let backend = self.repo.backend().clone();
+        let indexed = IndexedPack {
+            id: finished.id,
+            size: finished.size,
+            session_public: finished.header.session_public,
+            blobs: finished.header.entries,
+        };
+        let parts: Vec<Bytes> = finished.parts;
+        self.uploads.lock().expect("upload set poisoned").spawn(async move {
+            backend.write_new(FileKind::Pack, &indexed.id, parts).await?;
+            drop(permit);
+            Ok(indexed)
+        });
+        self.collect_finished_uploads()?;
+        if self.state().uploaded.len() >= PACKS_PER_INDEX_FILE {
+            self.write_index().await?;
+        }
+        Ok(())
+    }
+
+    fn collect_finished_uploads(&self) -> Result<()> {
+        let mut uploads = self.uploads.lock().expect("upload set poisoned");
+        while let Some(done) = uploads.try_join_next() {
+            let pack = done.map_err(|e| Error::InvalidArgument(format!("pack upload task failed: {e}")))??;
+            let mut state = self.state();
+            state.stats.packs_written += 1;
+            state.uploaded.push(pack);
+        }
+        Ok(())
+    }
+
+    async fn write_index(&self) -> Result<Option<Id>> {
+        let packs = std::mem::take(&mut self.state().uploaded);
+        if packs.is_empty() {
+            return Ok(None);
+        }
+        let file = IndexFile { supersedes: Vec::new(), packs };
+        let bytes = format::seal_object(&INDEX_MAGIC, &self.session.public(), self.session.key(), &file.encode(), 1);
+        let id = Id::of_object(&bytes);
+        self.repo.backend().write_new(FileKind::Index, &id, vec![bytes.into()]).await?;
+        self.state().stats.index_files_written += 1;
+        Ok(Some(id))
+    }
+
+    /// Uploads every open pack, waits for all uploads, and writes an index
+    /// file for them. After `flush`, every blob added so far is durable and
+    /// indexed.
+    pub async fn flush(&self) -> Result<()> {
+        let open: Vec<PackBuilder> = {
+            let mut state = self.state();
+            state
+                .open
+                .values_mut()
+                .flat_map(|slots| slots.iter_mut().map(std::mem::take))
+                .filter(|p| !p.is_empty())
+                .collect()
+        };
+        for pack in open {
+            self.upload(pack).await?;
+        }
+        loop {
+            let next = {
+                let mut uploads = self.uploads.lock().expect("upload set poisoned");
+                if uploads.is_empty() {
+                    break;
+                }
+                // Wait outside the lock: take the set, join one, put it back.
+                std::mem::take(&mut *uploads)
+            };
+            let mut set = next;
+            while let Some(done) = set.join_next().await {
+                let pack = done.map_err(|e| Error::InvalidArgument(format!("pack upload task failed: {e}")))??;
+                let mut state = self.state();
+                state.stats.packs_written += 1;
+                state.uploaded.push(pack);
+            }
+        }
+        self.write_index().await?;
+        Ok(())
+    }
+
+    /// Flushes, then publishes `snapshot`: the snapshot is written only after
+    /// every pack and index file it depends on.
+    pub async fn commit(&self, snapshot: &Snapshot) -> Result<Id> {
+        self.flush().await?;
+        let json = serde_json::to_vec(snapshot).expect("snapshots serialize");
+        let bytes = format::seal_object(&SNAPSHOT_MAGIC, &self.session.public(), self.session.key(), &json, 3);
+        let id = Id::of_object(&bytes);
+        self.repo.backend().write_new(FileKind::Snapshot, &id, vec![bytes.into()]).await?;
+        Ok(id)
+    }
+
+    /// What the session has written.
+    pub fn stats(&self) -> WriterStats {
+        self.state().stats
+    }
+}
