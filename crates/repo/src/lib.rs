@@ -33,6 +33,8 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod id;
 pub mod index;
 pub mod keys;

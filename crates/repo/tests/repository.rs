@@ -1,0 +1,339 @@
+//! Repository-level tests: keys, writing and reading, corruption of every
+//! object kind, publish order under failures, retries.
+
+mod faulty;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use cairn_chunker::ChunkerParams;
+use cairn_repo::{
+    Backend, BackendKind, BackendOptions, BlobType, Error, FileKind, Id, InitOptions, KeyKind, KeyOptions, OpenOptions,
+    Repository, RetryPolicy, Snapshot, Writer,
+};
+use faulty::{Fault, FaultyStore, Rule};
+use object_store::memory::InMemory;
+
+fn fast_init() -> InitOptions {
+    InitOptions {
+        kdf_memory_kib: 8 * 1024,
+        kdf_iterations: 1,
+        pack_size: 1024 * 1024,
+        chunker: ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 },
+        ..Default::default()
+    }
+}
+
+fn fast_key(kind: KeyKind) -> KeyOptions {
+    KeyOptions { kind, kdf_memory_kib: 8 * 1024, kdf_iterations: 1, ..Default::default() }
+}
+
+fn no_cache() -> OpenOptions {
+    OpenOptions::default()
+}
+
+/// Pseudo-random but deterministic bytes.
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&seed.to_le_bytes());
+    hasher.finalize_xof().fill(&mut out);
+    out
+}
+
+/// Writes `n` blobs of `size` bytes and a snapshot; returns blob ids and data.
+async fn write_sample(repo: &Repository, n: u64, size: usize) -> (Id, Vec<(Id, Vec<u8>)>) {
+    let index = Arc::new(repo.load_index().await.unwrap());
+    let writer = Writer::new(repo, index).unwrap();
+    let mut blobs = Vec::new();
+    for i in 0..n {
+        let data = bytes(i, size);
+        let id = writer.add_blob(if i % 5 == 0 { BlobType::Tree } else { BlobType::Data }, &data).await.unwrap();
+        blobs.push((id, data));
+    }
+    let snapshot = Snapshot::new(blobs[0].0, vec!["/sample".into()]);
+    let snap_id = writer.commit(&snapshot).await.unwrap();
+    (snap_id, blobs)
+}
+
+#[tokio::test]
+async fn init_open_and_wrong_password() {
+    let backend = Backend::memory();
+    let repo = Repository::init(backend.clone(), b"pw", fast_init(), no_cache()).await.unwrap();
+    let again = Repository::open(backend.clone(), b"pw", no_cache()).await.unwrap();
+    assert_eq!(again.id(), repo.id());
+    assert_eq!(again.config(), repo.config());
+    let err = Repository::open(backend.clone(), b"nope", no_cache()).await.unwrap_err();
+    assert!(matches!(err, Error::WrongPassword { tried: 1, .. }), "{err}");
+    assert!(err.to_string().starts_with("wrong password"), "{err}");
+}
+
+#[tokio::test]
+async fn missing_repository_says_run_init() {
+    let err = Repository::open(Backend::memory(), b"pw", no_cache()).await.unwrap_err();
+    assert!(matches!(err, Error::RepositoryNotFound { .. }), "{err}");
+    assert!(err.to_string().contains("cairn init"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nothing-here");
+    let err = Backend::open(missing.to_str().unwrap(), &BackendOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::RepositoryNotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn init_refuses_an_existing_repository_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("repo");
+    let opts = BackendOptions { create: true, ..Default::default() };
+    let backend = Backend::open(loc.to_str().unwrap(), &opts).unwrap();
+    Repository::init(backend.clone(), b"pw", fast_init(), no_cache()).await.unwrap();
+    let before = tree_listing(&loc);
+    let err = Repository::init(backend.clone(), b"other", fast_init(), no_cache()).await.unwrap_err();
+    assert!(matches!(err, Error::RepositoryExists { .. }), "{err}");
+    assert_eq!(tree_listing(&loc), before);
+    Repository::open(backend, b"pw", no_cache()).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_inits_create_one_repository() {
+    let backend = Backend::memory();
+    let (a, b) = tokio::join!(
+        Repository::init(backend.clone(), b"a", fast_init(), no_cache()),
+        Repository::init(backend.clone(), b"b", fast_init(), no_cache())
+    );
+    assert!(a.is_ok() != b.is_ok(), "exactly one init must win");
+    let winner: &[u8] = if a.is_ok() { b"a" } else { b"b" };
+    let repo = Repository::open(backend.clone(), winner, no_cache()).await.unwrap();
+    assert_eq!(repo.list_keys().await.unwrap().len(), 1, "the loser's key file was removed");
+}
+
+fn tree_listing(root: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn keys_add_list_remove_passwd() {
+    let backend = Backend::memory();
+    let repo = Repository::init(backend.clone(), b"first", fast_init(), no_cache()).await.unwrap();
+    let second = repo.add_key(b"second", fast_key(KeyKind::Full)).await.unwrap();
+    let put = repo.add_key(b"put", fast_key(KeyKind::PutOnly)).await.unwrap();
+    let keys = repo.list_keys().await.unwrap();
+    assert_eq!(keys.len(), 3);
+    assert_eq!(keys.iter().filter(|k| k.current).count(), 1);
+    assert_eq!(keys.iter().find(|k| k.id == put).unwrap().kind, Some(KeyKind::PutOnly));
+
+    let via_second = Repository::open(backend.clone(), b"second", no_cache()).await.unwrap();
+    assert_eq!(via_second.key_id(), second);
+    // Removing the key in use is refused; removing another works.
+    assert!(via_second.remove_key(&second).await.is_err());
+    via_second.remove_key(&repo.key_id()).await.unwrap();
+    assert!(matches!(Repository::open(backend.clone(), b"first", no_cache()).await, Err(Error::WrongPassword { .. })));
+    // The last full key cannot be removed by a put-only session or at all.
+    let via_put = Repository::open(backend.clone(), b"put", no_cache()).await.unwrap();
+    assert!(via_put.remove_key(&second).await.is_err());
+    assert!(via_put.add_key(b"x", fast_key(KeyKind::Full)).await.is_err(), "a put-only key cannot mint a full key");
+    // passwd replaces the current key.
+    let new_id = via_second.change_password(b"third", fast_key(KeyKind::Full)).await.unwrap();
+    let via_third = Repository::open(backend.clone(), b"third", no_cache()).await.unwrap();
+    assert_eq!(via_third.key_id(), new_id);
+    assert!(Repository::open(backend.clone(), b"second", no_cache()).await.is_err());
+    assert!(via_third.remove_key(&new_id).await.is_err(), "the last full key stays");
+}
+
+#[tokio::test]
+async fn written_blobs_and_snapshots_read_back_and_deduplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("repo");
+    let backend = Backend::open(loc.to_str().unwrap(), &BackendOptions { create: true, ..Default::default() }).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let open = OpenOptions { cache_dir: Some(cache.path().to_path_buf()) };
+    let repo = Repository::init(backend.clone(), b"pw", fast_init(), open.clone()).await.unwrap();
+    // 40 blobs of 100 KiB: several 1 MiB packs.
+    let (snap_id, blobs) = write_sample(&repo, 40, 100 * 1024).await;
+
+    let repo = Repository::open(backend.clone(), b"pw", open.clone()).await.unwrap();
+    let index = repo.load_index().await.unwrap();
+    assert_eq!(index.blob_count(), 40);
+    assert!(index.packs().len() >= 3, "{} packs", index.packs().len());
+    for (id, data) in &blobs {
+        assert_eq!(&repo.read_blob(&index, id).await.unwrap(), data);
+    }
+    // Pack headers agree with the index; data and tree blobs never share a pack.
+    let listed: HashSet<Id> = backend.list(FileKind::Pack).await.unwrap().into_iter().map(|(id, _)| id).collect();
+    for pack in index.packs() {
+        assert!(listed.contains(&pack.id));
+        let header = repo.read_pack_header(&pack.id).await.unwrap();
+        let types: HashSet<BlobType> = header.entries.iter().map(|e| e.blob_type).collect();
+        assert_eq!(types.len(), 1);
+        for e in &header.entries {
+            let (p, loc) = index.get(&e.id).unwrap();
+            assert_eq!((p.id, loc.offset, loc.length), (pack.id, e.offset, e.length));
+        }
+    }
+    let snaps = repo.list_snapshots().await.unwrap();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0].0, snap_id);
+    assert_eq!(snaps[0].1.tree, blobs[0].0);
+    // The cache now holds the index and snapshot; a second load reads it.
+    assert!(std::fs::read_dir(repo.cache().unwrap().dir().join("index")).unwrap().count() >= 1);
+
+    // A second session with the same data adds nothing but its snapshot.
+    let writer = Writer::new(&repo, Arc::new(index)).unwrap();
+    for (_, data) in &blobs {
+        writer.add_blob(BlobType::Data, data).await.unwrap();
+    }
+    writer.commit(&Snapshot::new(blobs[0].0, vec!["/sample".into()])).await.unwrap();
+    let stats = writer.stats();
+    assert_eq!((stats.blobs_added, stats.blobs_deduplicated, stats.packs_written), (0, 40, 0));
+    assert_eq!(backend.list(FileKind::Pack).await.unwrap().len(), listed.len());
+}
+
+#[tokio::test]
+async fn put_only_key_writes_but_cannot_read() {
+    let backend = Backend::memory();
+    let repo = Repository::init(backend.clone(), b"full", fast_init(), no_cache()).await.unwrap();
+    let (first_snapshot, _) = write_sample(&repo, 3, 1000).await;
+    repo.add_key(b"put", fast_key(KeyKind::PutOnly)).await.unwrap();
+
+    let put = Repository::open(backend.clone(), b"put", no_cache()).await.unwrap();
+    assert_eq!(put.keys().kind(), KeyKind::PutOnly);
+    for err in [
+        put.load_index().await.unwrap_err(),
+        put.read_snapshot(&first_snapshot).await.unwrap_err(),
+        put.list_snapshots().await.unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::PutOnlyKey { .. }), "{err}");
+    }
+    // It writes with an empty index (its own local state is the file-backup issue's job).
+    let writer = Writer::new(&put, Arc::new(Default::default())).unwrap();
+    let data = bytes(99, 5000);
+    let id = writer.add_blob(BlobType::Data, &data).await.unwrap();
+    let snap = writer.commit(&Snapshot::new(id, vec!["/put".into()])).await.unwrap();
+    assert!(matches!(put.read_snapshot(&snap).await, Err(Error::PutOnlyKey { .. })), "not even its own snapshot");
+
+    let full = Repository::open(backend, b"full", no_cache()).await.unwrap();
+    let index = full.load_index().await.unwrap();
+    assert_eq!(full.read_blob(&index, &id).await.unwrap(), data);
+    assert_eq!(full.read_snapshot(&snap).await.unwrap().paths, vec!["/put".to_string()]);
+}
+
+/// Flips bytes in every stored object of a local repository and checks
+/// that reading reports the damaged object by name and never returns wrong
+/// data or panics.
+#[tokio::test]
+async fn a_flipped_byte_in_any_object_is_reported_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("repo");
+    let backend = Backend::open(loc.to_str().unwrap(), &BackendOptions { create: true, ..Default::default() }).unwrap();
+    let repo = Repository::init(backend.clone(), b"pw", fast_init(), no_cache()).await.unwrap();
+    let (_, blobs) = write_sample(&repo, 6, 3000).await;
+
+    let files: Vec<String> = tree_listing(&loc).into_iter().map(|(name, _)| name).collect();
+    assert!(files.iter().any(|f| f.starts_with("data/")) && files.iter().any(|f| f.starts_with("index/")));
+    for file in files {
+        let path = loc.join(&file);
+        let original = std::fs::read(&path).unwrap();
+        // Object names as errors show them (packs by their data/xx/id path).
+        let object = if file == "config" { "config".to_string() } else { file.clone() };
+        let positions: Vec<usize> = (0..original.len()).step_by((original.len() / 23).max(1)).collect();
+        for pos in positions {
+            let mut damaged = original.clone();
+            damaged[pos] ^= 0x20;
+            std::fs::write(&path, &damaged).unwrap();
+            let outcome = read_everything(&backend, &blobs).await;
+            let err = outcome.expect_err(&format!("flipped byte {pos} of {file} went unnoticed"));
+            assert!(err.contains(&object), "flipped byte {pos} of {file}: error does not name it: {err}");
+        }
+        std::fs::write(&path, &original).unwrap();
+    }
+    read_everything(&backend, &blobs).await.unwrap();
+}
+
+async fn read_everything(backend: &Backend, blobs: &[(Id, Vec<u8>)]) -> Result<(), String> {
+    let repo = Repository::open(backend.clone(), b"pw", no_cache()).await.map_err(|e| e.to_string())?;
+    let index = repo.load_index().await.map_err(|e| e.to_string())?;
+    repo.list_snapshots().await.map_err(|e| e.to_string())?;
+    for pack in index.packs() {
+        repo.read_pack_header(&pack.id).await.map_err(|e| e.to_string())?;
+    }
+    for (id, data) in blobs {
+        let got = repo.read_blob(&index, id).await.map_err(|e| e.to_string())?;
+        assert_eq!(&got, data, "wrong plaintext returned for blob {id}");
+    }
+    Ok(())
+}
+
+fn faulty_backend() -> (Backend, Arc<FaultyStore>) {
+    let store = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+    let backend = Backend::from_store(store.clone(), "faulty:", BackendKind::Custom).with_retry(RetryPolicy {
+        max_retries: 3,
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+    });
+    (backend, store)
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_and_denials_are_not() {
+    let (backend, store) = faulty_backend();
+    let repo = Repository::init(backend.clone(), b"pw", fast_init(), no_cache()).await.unwrap();
+    store.add(Rule { op: "put", path_contains: "data/", fault: Fault::Transient, times: 2 });
+    store.add(Rule { op: "get", path_contains: "index/", fault: Fault::Transient, times: 3 });
+    let (_, blobs) = write_sample(&repo, 4, 2000).await;
+    read_everything(&backend, &blobs).await.unwrap();
+
+    store.clear();
+    store.add(Rule { op: "get", path_contains: "config", fault: Fault::Denied, times: usize::MAX });
+    let before = store.calls.load(Ordering::SeqCst);
+    let err = Repository::open(backend.clone(), b"pw", no_cache()).await.unwrap_err();
+    assert_eq!(store.calls.load(Ordering::SeqCst) - before, 1, "a denial must not be retried");
+    assert!(matches!(err, Error::AccessDenied { .. }), "{err}");
+    assert!(err.to_string().contains("access denied"), "{err}");
+
+    store.clear();
+    store.add(Rule { op: "get", path_contains: "config", fault: Fault::Transient, times: usize::MAX });
+    let before = store.calls.load(Ordering::SeqCst);
+    assert!(Repository::open(backend, b"pw", no_cache()).await.is_err());
+    assert_eq!(store.calls.load(Ordering::SeqCst) - before, 4, "1 attempt + 3 retries");
+}
+
+#[tokio::test]
+async fn a_failed_publish_never_leaves_a_snapshot_without_its_data() {
+    let (backend, store) = faulty_backend();
+    let repo = Repository::init(backend.clone(), b"pw", fast_init(), no_cache()).await.unwrap();
+    let (_, first) = write_sample(&repo, 3, 2000).await;
+
+    // Index writes fail: the commit fails and no snapshot appears.
+    store.add(Rule { op: "put", path_contains: "index/", fault: Fault::Denied, times: usize::MAX });
+    let writer = Writer::new(&repo, Arc::new(repo.load_index().await.unwrap())).unwrap();
+    let id = writer.add_blob(BlobType::Data, &bytes(1000, 5000)).await.unwrap();
+    assert!(writer.commit(&Snapshot::new(id, vec!["/x".into()])).await.is_err());
+    assert_eq!(backend.list(FileKind::Snapshot).await.unwrap().len(), 1);
+
+    // Snapshot writes fail: packs and index are in place, and the earlier
+    // snapshot still reads.
+    store.clear();
+    store.add(Rule { op: "put", path_contains: "snapshots/", fault: Fault::Denied, times: usize::MAX });
+    let writer = Writer::new(&repo, Arc::new(repo.load_index().await.unwrap())).unwrap();
+    let id = writer.add_blob(BlobType::Data, &bytes(2000, 5000)).await.unwrap();
+    assert!(writer.commit(&Snapshot::new(id, vec!["/y".into()])).await.is_err());
+    store.clear();
+    let index = repo.load_index().await.unwrap();
+    assert!(index.contains(&id), "the blob was indexed before the snapshot was attempted");
+    assert_eq!(repo.list_snapshots().await.unwrap().len(), 1);
+    read_everything(&backend, &first).await.unwrap();
+}
