@@ -391,6 +391,14 @@ impl Backend {
                 hint: self.inner.kind.credentials_hint(),
             },
             e if is_connect_error(&e) => Error::Unreachable { location, detail: root_cause(&e) },
+            // Listing a missing bucket is not mapped to NotFound by object_store.
+            e if chain(&e).any(|c| {
+                let text = c.to_string();
+                text.contains("NoSuchBucket") || text.contains("ContainerNotFound")
+            }) =>
+            {
+                Error::BucketNotFound { location }
+            }
             source => Error::Storage { location, action: format!("{action} {object}"), source },
         }
     }
