@@ -175,6 +175,9 @@ impl Repository {
         };
         config.validate().map_err(Error::InvalidArgument)?;
 
+        // Some S3 servers create a missing bucket on the first write; cairn
+        // never creates buckets, so check that the location exists first.
+        backend.probe().await?;
         match backend.config_exists().await {
             Ok(true) => return Err(Error::RepositoryExists { location: backend.location().into() }),
             Ok(false) => {}
