@@ -5,7 +5,9 @@ mod support;
 
 use std::sync::Arc;
 
-use cairn_repo::{Backend, BackendOptions, BlobType, Error, FileKind, OpenOptions, Repository, Snapshot, WriteOutcome, Writer};
+use cairn_repo::{
+    Backend, BackendOptions, BlobType, Error, FileKind, OpenOptions, Repository, Snapshot, WriteOutcome, Writer,
+};
 use support::{S3Server, cairn, fails, ok, run};
 
 const FAST_KDF: [&str; 4] = ["--kdf-memory", "8MiB", "--kdf-iterations", "1"];
@@ -38,7 +40,8 @@ fn init_key_add_list_and_cat_config_on_s3() {
     ok(run(cmd(server, cache.path(), &loc, &add).env("CAIRN_NEW_PASSWORD", "second")));
     let list = ok(run(&mut cmd(server, cache.path(), &loc, &["key", "list"])));
     assert_eq!(list.lines().count(), 3, "{list}");
-    let config: serde_json::Value = serde_json::from_str(&ok(run(&mut cmd(server, cache.path(), &loc, &["cat", "config"])))).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&ok(run(&mut cmd(server, cache.path(), &loc, &["cat", "config"])))).unwrap();
     assert_eq!(config["version"], 1);
     // A second init changes nothing.
     fails(run(&mut cmd(server, cache.path(), &loc, &init)), 1, &["already exists"]);
@@ -99,8 +102,10 @@ async fn conditional_create_lets_exactly_one_writer_win() {
         Repository::init(b.clone(), b"x", opts(), OpenOptions::default()),
         Repository::init(b.clone(), b"y", opts(), OpenOptions::default())
     );
-    assert!(x.is_ok() != y.is_ok(), "one init must win");
-    let loser = if x.is_ok() { y.unwrap_err() } else { x.unwrap_err() };
+    let loser = match (x, y) {
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => e,
+        (x, y) => panic!("exactly one init must win: {:?} / {:?}", x.err(), y.err()),
+    };
     assert!(matches!(loser, Error::RepositoryExists { .. }), "{loser}");
 }
 
@@ -109,17 +114,20 @@ async fn blobs_and_snapshots_round_trip_on_s3() {
     let Some(server) = S3Server::shared() else { return };
     set_aws_env(server);
     let backend = Backend::open(&server.location("data"), &BackendOptions::default()).unwrap();
-    let opts = cairn_repo::InitOptions { kdf_memory_kib: 8192, kdf_iterations: 1, pack_size: 1 << 20, ..Default::default() };
+    let opts =
+        cairn_repo::InitOptions { kdf_memory_kib: 8192, kdf_iterations: 1, pack_size: 1 << 20, ..Default::default() };
     let repo = Repository::init(backend.clone(), b"pw", opts, OpenOptions::default()).await.unwrap();
     let writer = Writer::new(&repo, Arc::new(Default::default())).unwrap();
     let mut blobs = Vec::new();
     for i in 0..24u32 {
-        let data: Vec<u8> = (0..150_000u32).map(|j| (j.wrapping_mul(2654435761).wrapping_add(i * 7919) >> 13) as u8).collect();
+        let data: Vec<u8> =
+            (0..150_000u32).map(|j| (j.wrapping_mul(2654435761).wrapping_add(i * 7919) >> 13) as u8).collect();
         blobs.push((writer.add_blob(BlobType::Data, &data).await.unwrap(), data));
     }
     let snap = writer.commit(&Snapshot::new(blobs[0].0, vec!["/data".into()])).await.unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let repo = Repository::open(backend.clone(), b"pw", OpenOptions { cache_dir: Some(cache.path().into()) }).await.unwrap();
+    let repo =
+        Repository::open(backend.clone(), b"pw", OpenOptions { cache_dir: Some(cache.path().into()) }).await.unwrap();
     let index = repo.load_index().await.unwrap();
     assert!(index.packs().len() >= 2);
     for (id, data) in &blobs {

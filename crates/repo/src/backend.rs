@@ -571,7 +571,7 @@ impl Backend {
 
 fn first_line(s: &str) -> String {
     let s = s.lines().next().unwrap_or_default();
-    if s.len() > 300 { format!("{}…", &s[..s.floor_char_boundary(300)]) } else { s.to_string() }
+    if s.chars().count() > 300 { format!("{}…", s.chars().take(300).collect::<String>()) } else { s.to_string() }
 }
 
 fn chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {

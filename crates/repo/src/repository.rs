@@ -131,9 +131,7 @@ impl std::fmt::Debug for Repository {
 }
 
 fn validate_kdf(memory_kib: u32, iterations: u32) -> Result<KdfParams> {
-    if memory_kib < KdfParams::MIN_MEMORY_KIB
-        || memory_kib > KdfParams::MAX_MEMORY_KIB
-        || !(1..=64).contains(&iterations)
+    if !(KdfParams::MIN_MEMORY_KIB..=KdfParams::MAX_MEMORY_KIB).contains(&memory_kib) || !(1..=64).contains(&iterations)
     {
         return Err(Error::InvalidArgument(format!(
             "KDF settings out of range: memory {memory_kib} KiB (allowed {}..={}), {iterations} passes (allowed 1..=64)",

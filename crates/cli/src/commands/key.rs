@@ -25,9 +25,12 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<()> {
             if global.json {
                 return context::print_json(&keys);
             }
-            println!(" {:<10} {:<9} {:<12} {:<20} {}", "ID", "KIND", "USER", "HOST", "CREATED");
+            println!(" {:<10} {:<9} {:<12} {:<20} CREATED", "ID", "KIND", "USER", "HOST");
             for k in &keys {
-                let created = k.created.map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
+                let created = k
+                    .created
+                    .map(|t| t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
                 let kind = k.kind.map(|k| k.to_string()).unwrap_or_else(|| "damaged".into());
                 println!(
                     "{}{:<10} {:<9} {:<12} {:<20} {}{}",
