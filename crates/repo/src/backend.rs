@@ -143,7 +143,7 @@ pub enum BackendKind {
 impl BackendKind {
     fn credentials_hint(self) -> &'static str {
         match self {
-            BackendKind::S3 => "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or --s3-access-key-id",
+            BackendKind::S3 => "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
             BackendKind::Gcs => "GOOGLE_SERVICE_ACCOUNT / GOOGLE_APPLICATION_CREDENTIALS",
             BackendKind::Azure => "AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY",
             BackendKind::Local => "file permissions of the repository directory",
@@ -237,10 +237,17 @@ impl Backend {
             let store = MicrosoftAzureBuilder::from_env()
                 .with_container_name(container)
                 .with_retry(http_retry())
-                .with_client_options(client_options(std::env::var("AZURE_ALLOW_HTTP").is_ok_and(|v| v == "true")))
+                .with_client_options(client_options(
+                    std::env::var("AZURE_ALLOW_HTTP").is_ok_and(|v| v == "true")
+                        || std::env::var("AZURE_STORAGE_ENDPOINT").is_ok_and(|v| v.starts_with("http://")),
+                ))
                 .build()
                 .map_err(|e| invalid(location, e.to_string()))?;
-            (BackendKind::Azure, Arc::new(store), prefix.into(), location.into())
+            let shown = match std::env::var("AZURE_STORAGE_ENDPOINT") {
+                Ok(endpoint) => format!("{location} (at {endpoint})"),
+                Err(_) => location.into(),
+            };
+            (BackendKind::Azure, Arc::new(store), prefix.into(), shown)
         } else if location == "memory:" || location.starts_with("memory:") {
             (BackendKind::Memory, Arc::new(InMemory::new()), String::new(), location.into())
         } else {
