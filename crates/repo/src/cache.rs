@@ -73,6 +73,18 @@ impl Cache {
         }
     }
 
+    /// The key file that opened the repository last time, if recorded.
+    pub fn key_hint(&self) -> Option<Id> {
+        std::fs::read_to_string(self.dir.join("last-key")).ok()?.trim().parse().ok()
+    }
+
+    /// Records the key file that opened the repository.
+    pub fn set_key_hint(&self, id: &Id) {
+        if self.key_hint().as_ref() != Some(id) {
+            let _ = std::fs::write(self.dir.join("last-key"), id.to_hex());
+        }
+    }
+
     /// Removes entries of `kind` that are not in `live`.
     pub fn retain(&self, kind: FileKind, live: &HashSet<Id>) {
         let Ok(entries) = std::fs::read_dir(self.dir.join(kind.dir())) else { return };
@@ -103,5 +115,8 @@ mod tests {
         cache.put(FileKind::Index, &id, b"index bytes");
         cache.retain(FileKind::Index, &HashSet::new());
         assert!(cache.get(FileKind::Index, &id).is_none());
+        assert_eq!(cache.key_hint(), None);
+        cache.set_key_hint(&id);
+        assert_eq!(cache.key_hint(), Some(id));
     }
 }

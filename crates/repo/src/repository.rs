@@ -212,9 +212,13 @@ impl Repository {
         };
         let repo_id = Config::peek_id(&config_bytes)?;
         let cache = open_cache(&options, &repo_id);
-        let key_ids: Vec<Id> = backend.list(FileKind::Key).await?.into_iter().map(|(id, _)| id).collect();
+        let mut key_ids: Vec<Id> = backend.list(FileKind::Key).await?.into_iter().map(|(id, _)| id).collect();
         if key_ids.is_empty() {
             return Err(Error::NoKeys { location: backend.location().into() });
+        }
+        // Each try costs an Argon2id run: start with the key that opened last time.
+        if let Some(hint) = cache.as_ref().and_then(Cache::key_hint) {
+            key_ids.sort_by_key(|id| *id != hint);
         }
         let mut damaged: Vec<Error> = Vec::new();
         for key_id in &key_ids {
@@ -238,6 +242,7 @@ impl Repository {
                     let config = Config::decode(&config_bytes, &material)?;
                     if let Some(c) = &cache {
                         c.retain(FileKind::Key, &key_ids.iter().copied().collect());
+                        c.set_key_hint(key_id);
                     }
                     return Ok(Self::assemble(backend, config, material, *key_id, cache));
                 }
