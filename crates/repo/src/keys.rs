@@ -136,6 +136,13 @@ impl KeyMaterial {
         }
     }
 
+    /// Parses the (decrypted) JSON payload of a key file.
+    pub(crate) fn from_payload_json(json: &[u8]) -> Result<Self, KeyFileError> {
+        let payload: KeyPayload =
+            serde_json::from_slice(json).map_err(|e| KeyFileError::Malformed(format!("sealed payload: {e}")))?;
+        KeyMaterial::from_payload(&payload).map_err(KeyFileError::Malformed)
+    }
+
     fn from_payload(payload: &KeyPayload) -> Result<Self, String> {
         fn key(field: &str, s: &str) -> Result<[u8; 32], String> {
             let bytes = Zeroizing::new(B64.decode(s).map_err(|e| format!("{field}: {e}"))?);
@@ -328,9 +335,7 @@ impl KeyFile {
         let wrapping = self.kdf.derive(password).map_err(KeyFileError::Malformed)?;
         let payload =
             Zeroizing::new(crypto::open(&wrapping, KEY_FILE_AAD, &sealed).map_err(|_| KeyFileError::WrongPassword)?);
-        let payload: KeyPayload =
-            serde_json::from_slice(&payload).map_err(|e| KeyFileError::Malformed(format!("sealed payload: {e}")))?;
-        let material = KeyMaterial::from_payload(&payload).map_err(KeyFileError::Malformed)?;
+        let material = KeyMaterial::from_payload_json(&payload)?;
         if material.kind() != self.kind {
             return Err(KeyFileError::Malformed(format!("declared {} but holds a {} key", self.kind, material.kind())));
         }

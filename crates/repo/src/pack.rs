@@ -69,6 +69,9 @@ pub(crate) fn decode_preamble(bytes: &[u8]) -> Result<([u8; 32], u32), FormatErr
 /// a pack of `pack_size` bytes, checking that the blobs exactly fill the pack.
 pub(crate) fn decode_header(prefix: &[u8], pack_size: u64, key: &SecretKey) -> Result<PackHeader, FormatError> {
     let (session_public, header_len) = decode_preamble(prefix)?;
+    if pack_size > MAX_PACK_SIZE {
+        return Err(invalid("pack size", format!("{pack_size} bytes is over the 4 GiB limit of the format")).into());
+    }
     let header_end = PREAMBLE_LEN + header_len as usize;
     if prefix.len() < header_end {
         return Err(WireError::Truncated { offset: prefix.len(), needed: header_end - prefix.len() }.into());
@@ -234,5 +237,6 @@ mod tests {
             assert!(decode_header(&bad, pack.size, &key).is_err(), "flipped header byte {i} went unnoticed");
         }
         assert!(decode_header(&bytes, pack.size + 1, &key).is_err());
+        assert!(decode_header(&bytes, MAX_PACK_SIZE + 1, &key).is_err(), "offsets are u32: larger packs are refused");
     }
 }

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Writes a few well-formed inputs into fuzz/corpus/<target>/ so the fuzzers
+# start past the JSON and binary framing instead of discovering it byte by
+# byte. Safe to re-run: it only (re)writes files named seed-*.
+#
+# Each seed is what the target's *plaintext* path takes (see
+# crates/repo/src/fuzz.rs): stored objects are sealed with a per-process
+# session key, so only the inner payloads can be seeded.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+seed() { mkdir -p "corpus/$1"; printf '%b' "$3" > "corpus/$1/seed-$2"; }
+z64=0000000000000000000000000000000000000000000000000000000000000000
+ones=0101010101010101010101010101010101010101010101010101010101010101
+
+# key_file: cheap KDF parameters, so the target also runs the unlock path.
+seed key_file full '{"version":1,"kind":"full","created":"2026-01-02T03:04:05Z","hostname":"h","username":"u","kdf":{"algorithm":"argon2id","version":19,"memory_kib":8,"iterations":1,"parallelism":1,"salt":"AAAAAAAAAAAAAAAAAAAAAA=="},"data":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}'
+seed key_file put-only '{"version":1,"kind":"put-only","created":"2026-01-02T03:04:05.5+01:00","hostname":"","username":"","kdf":{"algorithm":"argon2id","version":19,"memory_kib":64,"iterations":2,"parallelism":8,"salt":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="},"data":""}'
+
+# config: the JSON sealed inside `config`. The outer repository id is all
+# zeros and the public key is the fuzz fixture's (master secret [42; 32]), so
+# the first seed decodes completely.
+fixture_pub=df1defa1cdf16f39e8adec55097f6025fb9677316fd6dfaf42dc14bd58061750
+seed config valid "{\"version\":1,\"id\":\"$z64\",\"created\":\"2026-01-02T03:04:05Z\",\"chunker\":{\"algorithm\":\"fastcdc-2020-keyed-gear\",\"min_size\":524288,\"avg_size\":2097152,\"max_size\":8388608},\"compression\":{\"algorithm\":\"zstd\",\"level\":3},\"pack_size\":16777216,\"repository_public_key\":\"$fixture_pub\"}"
+seed config version2 '{"version":2}'
+
+# pack_header: the header plaintext after its compression byte:
+# count u32, then type u8 | 0 0 0 | length u32 | raw length u32 | id (32).
+id1=$(printf '\\x01%.0s' {1..32})
+seed pack_header empty '\x00\x00\x00\x00'
+seed pack_header one-blob "\x01\x00\x00\x00\x00\x00\x00\x00\x00\x10\x00\x00\x05\x00\x00\x00$id1"
+
+# index: the index file payload (one superseded file, one pack of two blobs).
+id9=$(printf '\\x09%.0s' {1..32}); id2=$(printf '\\x02%.0s' {1..32})
+id3=$(printf '\\x03%.0s' {1..32}); id4=$(printf '\\x04%.0s' {1..32})
+seed index empty '\x00\x00\x00\x00\x00\x00\x00\x00'
+seed index sample "\x01\x00\x00\x00$id9\x01\x00\x00\x00$id1\x2c\x01\x00\x00\x00\x00\x00\x00$id2\x02\x00\x00\x00\x00\x00\x00\x00\x2c\x00\x00\x00\x64\x00\x00\x00\x50\x00\x00\x00$id3\x01\x00\x00\x00\x90\x00\x00\x00\x64\x00\x00\x00\x50\x00\x00\x00$id4"
+
+# blob: compression byte || payload (raw, and a zstd frame holding "hello").
+seed blob raw '\x00hello'
+seed blob zstd '\x01\x28\xb5\x2f\xfd\x20\x05\x29\x00\x00hello'
+
+# snapshot: the JSON payload of a snapshot, with an unknown field.
+seed snapshot full "{\"time\":\"2026-01-02T03:04:05.123456789Z\",\"tree\":\"$ones\",\"paths\":[\"/srv\"],\"hostname\":\"h\",\"username\":\"u\",\"tags\":[\"t\"],\"parent\":\"$z64\",\"program_version\":\"cairn 0.1.0\",\"future\":{\"a\":[1,-2,3.5,null,true]}}"
+seed snapshot minimal "{\"time\":\"2026-01-02T03:04:05Z\",\"tree\":\"$ones\",\"paths\":[],\"hostname\":\"\",\"program_version\":\"\"}"
+
+echo "seeds written under $(pwd)/corpus"
