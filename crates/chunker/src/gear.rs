@@ -10,7 +10,9 @@ const GEAR_CONTEXT: &[u8] = b"cairn chunker gear table v1";
 
 /// The 256 random 64-bit values of the gear hash, one per byte value, plus
 /// the same values shifted left by one bit (the "left-shifted twin" of the
-/// FastCDC 2020 paper, section 3.7, used when rolling two bytes at a time).
+/// FastCDC 2020 paper, section 3.7, which lets a scan roll several bytes per
+/// shift; [`Chunker`](crate::Chunker) also derives the tables shifted by 2
+/// and 3 bits).
 ///
 /// Build one from the repository's chunker secret with
 /// [`GearTable::from_secret`]. The table is as secret as the key it came from:
@@ -51,10 +53,7 @@ impl GearTable {
     /// of `fastcdc::v2020::FastCDC` at normalization level 1. Do not use a
     /// public table for a repository: see the [crate docs](crate).
     pub fn from_entries(entries: [u64; 256]) -> GearTable {
-        GearTable {
-            gear: entries,
-            gear_ls: entries.map(|g| g << 1),
-        }
+        GearTable { gear: entries, gear_ls: entries.map(|g| g << 1) }
     }
 
     /// The 256 gear values, indexed by byte value.

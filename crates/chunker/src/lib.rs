@@ -56,13 +56,22 @@
 //! # Speed
 //!
 //! A gear hash is one shift and one add per byte, but each step depends on
-//! the previous one, so a plain loop is bound by that latency. Since a hash
-//! depends only on the last 64 bytes, the scan splits its range into blocks
-//! of 4 lanes, warms each lane up on the 63 bytes before its part, and runs
-//! the 4 independent hash chains interleaved; the earliest hit of the
-//! earliest lane is the cut, exactly as in the sequential definition. The
-//! stream chunker hands out chunks as [`bytes::Bytes`] views into its read
-//! buffer, without copying.
+//! the previous one, so a plain loop is bound by that latency (the `fastcdc`
+//! crate, which rolls two bytes per step, runs at about 1.5 cycles per byte).
+//! Since a hash depends only on the last 64 bytes, the scan splits its range
+//! into blocks of 5 lanes of 4 KiB, warms each lane up on the 64 bytes
+//! before its part, and runs the 5 independent hash chains interleaved; the
+//! first hit of the earliest lane is the cut, exactly as in the sequential
+//! definition. Within a lane, four bytes share one shift by using the table
+//! pre-shifted by 3, 2, 1 and 0 bits (and the masks shifted to match), so a
+//! byte costs a byte load, a table add and a test-and-branch. The loop is
+//! then bound by throughput (loads, mostly) instead of latency: about one
+//! byte per cycle on the development machine. Only the bytes after
+//! `min_size` of each chunk are hashed at all.
+//!
+//! The stream chunker reads in bites of at most 128 KiB, searches each
+//! 256 KiB it reads while it is still in cache, and hands out chunks as
+//! [`bytes::Bytes`] views into its read buffer, without copying.
 //!
 //! # Example
 //!
@@ -100,7 +109,7 @@ mod stream;
 pub use crate::chunker::{Chunker, Chunks};
 pub use crate::gear::GearTable;
 pub use crate::params::{
-    AVG_SIZE_LOWER, AVG_SIZE_UPPER, ChunkerParams, MAX_SIZE_LOWER, MAX_SIZE_UPPER, MIN_SIZE_LOWER,
-    MIN_SIZE_UPPER, ParamsError, SizeField,
+    AVG_SIZE_LOWER, AVG_SIZE_UPPER, ChunkerParams, MAX_SIZE_LOWER, MAX_SIZE_UPPER, MIN_SIZE_LOWER, MIN_SIZE_UPPER,
+    ParamsError, SizeField,
 };
 pub use crate::stream::{Chunk, StreamChunker};

@@ -48,11 +48,7 @@ pub struct ChunkerParams {
 
 impl Default for ChunkerParams {
     fn default() -> Self {
-        ChunkerParams {
-            min_size: 512 * 1024,
-            avg_size: 1024 * 1024,
-            max_size: 8 * 1024 * 1024,
-        }
+        ChunkerParams { min_size: 512 * 1024, avg_size: 1024 * 1024, max_size: 8 * 1024 * 1024 }
     }
 }
 
@@ -63,33 +59,13 @@ impl ChunkerParams {
     /// are checked for ordering; the first problem found is returned.
     pub fn validate(&self) -> Result<(), ParamsError> {
         let fields = [
-            (
-                SizeField::Min,
-                self.min_size,
-                MIN_SIZE_LOWER,
-                MIN_SIZE_UPPER,
-            ),
-            (
-                SizeField::Avg,
-                self.avg_size,
-                AVG_SIZE_LOWER,
-                AVG_SIZE_UPPER,
-            ),
-            (
-                SizeField::Max,
-                self.max_size,
-                MAX_SIZE_LOWER,
-                MAX_SIZE_UPPER,
-            ),
+            (SizeField::Min, self.min_size, MIN_SIZE_LOWER, MIN_SIZE_UPPER),
+            (SizeField::Avg, self.avg_size, AVG_SIZE_LOWER, AVG_SIZE_UPPER),
+            (SizeField::Max, self.max_size, MAX_SIZE_LOWER, MAX_SIZE_UPPER),
         ];
         for (field, value, min, max) in fields {
             if !(min..=max).contains(&value) {
-                return Err(ParamsError::OutOfRange {
-                    field,
-                    value,
-                    min,
-                    max,
-                });
+                return Err(ParamsError::OutOfRange { field, value, min, max });
             }
         }
         for (field, value, _, _) in fields {
@@ -171,24 +147,13 @@ pub enum ParamsError {
 impl fmt::Display for ParamsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            ParamsError::OutOfRange {
-                field,
-                value,
-                min,
-                max,
-            } => write!(
-                f,
-                "chunker {field} is {value} bytes; it must be in {min}..={max} bytes"
-            ),
-            ParamsError::Odd { field, value } => write!(
-                f,
-                "chunker {field} is {value} bytes; it must be an even number of bytes"
-            ),
-            ParamsError::Order {
-                min_size,
-                avg_size,
-                max_size,
-            } => write!(
+            ParamsError::OutOfRange { field, value, min, max } => {
+                write!(f, "chunker {field} is {value} bytes; it must be in {min}..={max} bytes")
+            }
+            ParamsError::Odd { field, value } => {
+                write!(f, "chunker {field} is {value} bytes; it must be an even number of bytes")
+            }
+            ParamsError::Order { min_size, avg_size, max_size } => write!(
                 f,
                 "chunker sizes must satisfy min_size < avg_size < max_size, \
                  got min_size {min_size}, avg_size {avg_size}, max_size {max_size}"

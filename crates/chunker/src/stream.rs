@@ -11,6 +11,11 @@ use crate::chunker::Chunker;
 /// reaches it, large enough to amortize the per-search overhead.
 const PIECE: usize = 256 * 1024;
 
+/// Largest single read request. Each read goes into freshly zeroed buffer
+/// space (safe Rust cannot hand uninitialized memory to [`Read::read`]);
+/// zeroing and then filling a cache-sized bite keeps both in cache.
+const READ_BITE: usize = 128 * 1024;
+
 /// Capacity of the first buffer; it doubles from there as needed.
 const INITIAL_CAPACITY: usize = 64 * 1024;
 
@@ -40,7 +45,6 @@ pub struct Chunk {
 /// allocates nothing), grows by doubling up to about twice `max_size`, and is
 /// reused once every chunk handed out from it has been dropped; chunks that
 /// are kept alive keep their part of an old buffer allocated.
-#[derive(Debug)]
 pub struct StreamChunker<R> {
     chunker: Chunker,
     reader: R,
@@ -53,6 +57,8 @@ pub struct StreamChunker<R> {
     scanned: usize,
     /// Stream offset of `buf[0]`.
     offset: u64,
+    /// Capacity of the latest allocation of `buf`.
+    allocated: usize,
     eof: bool,
 }
 
@@ -66,6 +72,7 @@ impl<R: Read> StreamChunker<R> {
             filled: 0,
             scanned: 0,
             offset: 0,
+            allocated: 0,
             eof: false,
         }
     }
@@ -76,6 +83,14 @@ impl<R: Read> StreamChunker<R> {
     pub fn next_chunk(&mut self) -> io::Result<Option<Chunk>> {
         let min = self.chunker.min();
         let max = self.chunker.max();
+        if self.scanned == 0 && self.filled < self.buf.capacity() {
+            // Start of a chunk. If every chunk handed out so far has been
+            // dropped, move the few read-ahead bytes back to the start of the
+            // buffer, so a consumer that drops chunks promptly keeps reusing
+            // the same, cache-warm memory.
+            self.buf.truncate(self.filled);
+            let _ = self.buf.try_reclaim(self.allocated.saturating_sub(self.filled));
+        }
         loop {
             if self.eof || self.filled >= max {
                 // Everything the cut can depend on is here.
@@ -87,9 +102,7 @@ impl<R: Read> StreamChunker<R> {
                     n
                 } else {
                     let remaining = n.min(max);
-                    self.chunker
-                        .search(self.data(), self.scanned, remaining & !1)
-                        .unwrap_or(remaining)
+                    self.chunker.search(self.data(), self.scanned, remaining & !1).unwrap_or(remaining)
                 };
                 return Ok(Some(self.emit(len)));
             }
@@ -122,10 +135,7 @@ impl<R: Read> StreamChunker<R> {
     /// Hands out the first `len` buffered bytes (`0 < len <= filled`).
     fn emit(&mut self, len: usize) -> Chunk {
         let data = self.buf.split_to(len).freeze();
-        let chunk = Chunk {
-            offset: self.offset,
-            data,
-        };
+        let chunk = Chunk { offset: self.offset, data };
         self.filled -= len;
         self.offset += len as u64;
         self.scanned = 0;
@@ -136,7 +146,7 @@ impl<R: Read> StreamChunker<R> {
     fn fill(&mut self, target: usize) -> io::Result<()> {
         while !self.eof && self.filled < target {
             if self.buf.len() <= self.filled {
-                self.make_room(target - self.filled);
+                self.make_room((target - self.filled).min(READ_BITE));
             }
             let spare = self.buf.get_mut(self.filled..).unwrap_or_default();
             let room = spare.len();
@@ -163,10 +173,8 @@ impl<R: Read> StreamChunker<R> {
         self.buf.truncate(self.filled);
         if self.buf.capacity() - self.filled < want && !self.buf.try_reclaim(want) {
             let limit = 2 * self.chunker.max() + PIECE;
-            let capacity = (2 * self.buf.capacity())
-                .max(INITIAL_CAPACITY)
-                .min(limit)
-                .max(self.filled + want);
+            let capacity = (2 * self.allocated).max(INITIAL_CAPACITY).min(limit).max(self.filled + want);
+            self.allocated = capacity;
             let mut fresh = BytesMut::with_capacity(capacity);
             fresh.extend_from_slice(&self.buf);
             self.buf = fresh;
@@ -175,6 +183,21 @@ impl<R: Read> StreamChunker<R> {
         self.buf.resize(self.filled + want, 0);
     }
 }
+
+impl<R> std::fmt::Debug for StreamChunker<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the buffered bytes: they are user data and can be megabytes.
+        f.debug_struct("StreamChunker")
+            .field("chunker", &self.chunker)
+            .field("offset", &self.offset)
+            .field("buffered", &self.filled)
+            .field("eof", &self.eof)
+            .finish_non_exhaustive()
+    }
+}
+
+/// After the end of the stream, `next` keeps returning `None`.
+impl<R: Read> std::iter::FusedIterator for StreamChunker<R> {}
 
 impl<R: Read> Iterator for StreamChunker<R> {
     type Item = io::Result<Chunk>;

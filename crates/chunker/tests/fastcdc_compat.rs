@@ -15,10 +15,7 @@ fn fastcdc_table(seed: u64) -> GearTable {
 
 fn assert_same_cuts(p: ChunkerParams, seed: u64, data: &[u8], what: &str) {
     let chunker = Chunker::new(p, fastcdc_table(seed)).expect("valid params");
-    let ours: Vec<(usize, usize)> = chunker
-        .chunks(data)
-        .map(|r| (r.start, r.end - r.start))
-        .collect();
+    let ours: Vec<(usize, usize)> = chunker.chunks(data).map(|r| (r.start, r.end - r.start)).collect();
     let theirs: Vec<(usize, usize)> = FastCDC::with_level_and_seed(
         data,
         p.min_size as usize,
@@ -29,12 +26,7 @@ fn assert_same_cuts(p: ChunkerParams, seed: u64, data: &[u8], what: &str) {
     )
     .map(|c| (c.offset, c.length))
     .collect();
-    assert_eq!(
-        ours,
-        theirs,
-        "{what}: {p:?}, seed {seed}, {} bytes",
-        data.len()
-    );
+    assert_eq!(ours, theirs, "{what}: {p:?}, seed {seed}, {} bytes", data.len());
 }
 
 #[test]
@@ -44,10 +36,7 @@ fn default_params_random_and_text() {
     let text = text_bytes(2, 6 * 1024 * 1024 + 1);
     assert_same_cuts(p, 0, &random, "random");
     assert_same_cuts(p, 0, &text, "text");
-    let chunks = Chunker::new(p, fastcdc_table(0))
-        .expect("valid")
-        .chunks(&random)
-        .count();
+    let chunks = Chunker::new(p, fastcdc_table(0)).expect("valid").chunks(&random).count();
     assert!(chunks >= 3, "expected several chunks, got {chunks}");
 }
 
@@ -112,11 +101,7 @@ fn masks_for_every_average_bucket() {
     let data = text_bytes(9, 1_000_000);
     let rand = random_bytes(9, 1_000_000);
     for bits in 8..=22u32 {
-        for avg in [
-            (1u32 << bits) - (1 << bits) / 4,
-            1 << bits,
-            (1 << bits) + (1 << bits) / 4,
-        ] {
+        for avg in [(1u32 << bits) - (1 << bits) / 4, 1 << bits, (1 << bits) + (1 << bits) / 4] {
             let avg = (avg & !1).clamp(256, 4 * 1024 * 1024);
             let p = params((avg / 4).max(64) & !1, avg, (avg * 4).clamp(1024, 16 << 20));
             assert_same_cuts(p, 0, &data, "text");

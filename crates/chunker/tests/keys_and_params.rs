@@ -8,10 +8,7 @@ use cairn_chunker::{Chunker, ChunkerParams, GearTable, ParamsError, SizeField};
 use common::{params, random_bytes};
 
 fn cuts(secret: &[u8; 32], data: &[u8]) -> Vec<Range<usize>> {
-    Chunker::new(params(4096, 16384, 65536), GearTable::from_secret(secret))
-        .expect("valid")
-        .chunks(data)
-        .collect()
+    Chunker::new(params(4096, 16384, 65536), GearTable::from_secret(secret)).expect("valid").chunks(data).collect()
 }
 
 #[test]
@@ -36,10 +33,7 @@ fn derivation_is_pinned() {
 #[test]
 fn same_secret_is_deterministic() {
     let secret = [0x5a; 32];
-    assert_eq!(
-        GearTable::from_secret(&secret),
-        GearTable::from_secret(&secret)
-    );
+    assert_eq!(GearTable::from_secret(&secret), GearTable::from_secret(&secret));
     let data = random_bytes(1, 500_000);
     assert_eq!(cuts(&secret, &data), cuts(&secret, &data));
 }
@@ -52,12 +46,7 @@ fn different_secrets_give_different_tables_and_cuts() {
     let ta = GearTable::from_secret(&a);
     let tb = GearTable::from_secret(&b);
     assert_ne!(ta, tb);
-    let same = ta
-        .entries()
-        .iter()
-        .zip(tb.entries())
-        .filter(|(x, y)| x == y)
-        .count();
+    let same = ta.entries().iter().zip(tb.entries()).filter(|(x, y)| x == y).count();
     assert_eq!(same, 0, "tables should be unrelated");
     let data = random_bytes(2, 1_000_000);
     let (ca, cb) = (cuts(&a, &data), cuts(&b, &data));
@@ -93,57 +82,21 @@ fn default_params_are_valid() {
 fn out_of_range() {
     let cases = [
         (params(62, 1024, 4096), SizeField::Min, 62, 64, 1 << 20),
-        (
-            params((1 << 20) + 2, 2 << 20, 4 << 20),
-            SizeField::Min,
-            (1 << 20) + 2,
-            64,
-            1 << 20,
-        ),
+        (params((1 << 20) + 2, 2 << 20, 4 << 20), SizeField::Min, (1 << 20) + 2, 64, 1 << 20),
         (params(64, 254, 4096), SizeField::Avg, 254, 256, 4 << 20),
-        (
-            params(1024, (4 << 20) + 2, 8 << 20),
-            SizeField::Avg,
-            (4 << 20) + 2,
-            256,
-            4 << 20,
-        ),
+        (params(1024, (4 << 20) + 2, 8 << 20), SizeField::Avg, (4 << 20) + 2, 256, 4 << 20),
         (params(64, 256, 1022), SizeField::Max, 1022, 1024, 16 << 20),
-        (
-            params(1024, 4096, (16 << 20) + 2),
-            SizeField::Max,
-            (16 << 20) + 2,
-            1024,
-            16 << 20,
-        ),
+        (params(1024, 4096, (16 << 20) + 2), SizeField::Max, (16 << 20) + 2, 1024, 16 << 20),
         (params(0, 0, 0), SizeField::Min, 0, 64, 1 << 20),
-        (
-            params(u32::MAX, u32::MAX, u32::MAX),
-            SizeField::Min,
-            u32::MAX,
-            64,
-            1 << 20,
-        ),
+        (params(u32::MAX, u32::MAX, u32::MAX), SizeField::Min, u32::MAX, 64, 1 << 20),
     ];
     for (p, field, value, min, max) in cases {
         let err = p.validate().expect_err("must be rejected");
-        assert_eq!(
-            err,
-            ParamsError::OutOfRange {
-                field,
-                value,
-                min,
-                max
-            },
-            "{p:?}"
-        );
+        assert_eq!(err, ParamsError::OutOfRange { field, value, min, max }, "{p:?}");
         let msg = err.to_string();
         assert!(msg.contains(field.name()), "{msg}");
         assert!(msg.contains(&format!("{min}..={max}")), "{msg}");
-        assert!(
-            Chunker::new(p, GearTable::from_secret(&[0; 32])).is_err(),
-            "{p:?}"
-        );
+        assert!(Chunker::new(p, GearTable::from_secret(&[0; 32])).is_err(), "{p:?}");
     }
 }
 
@@ -171,14 +124,7 @@ fn wrong_order() {
         params(1 << 20, 4 << 20, 2 << 20),
     ] {
         let err = p.validate().expect_err("must be rejected");
-        assert_eq!(
-            err,
-            ParamsError::Order {
-                min_size: p.min_size,
-                avg_size: p.avg_size,
-                max_size: p.max_size
-            }
-        );
+        assert_eq!(err, ParamsError::Order { min_size: p.min_size, avg_size: p.avg_size, max_size: p.max_size });
         let msg = err.to_string();
         assert!(msg.contains("min_size < avg_size < max_size"), "{msg}");
     }
@@ -186,20 +132,13 @@ fn wrong_order() {
 
 #[test]
 fn errors_are_std_errors() {
-    let err: Box<dyn std::error::Error + Send + Sync> = params(0, 0, 0)
-        .validate()
-        .expect_err("invalid")
-        .into();
+    let err: Box<dyn std::error::Error + Send + Sync> = params(0, 0, 0).validate().expect_err("invalid").into();
     assert!(err.to_string().contains("min_size"));
 }
 
 #[test]
 fn extreme_valid_params_work() {
-    for p in [
-        params(64, 256, 1024),
-        params(1 << 20, 4 << 20, 16 << 20),
-        params(64, 4 << 20, 16 << 20),
-    ] {
+    for p in [params(64, 256, 1024), params(1 << 20, 4 << 20, 16 << 20), params(64, 4 << 20, 16 << 20)] {
         let c = Chunker::new(p, GearTable::from_secret(&[1; 32])).expect("valid");
         let data = random_bytes(3, 3_000_000);
         let total: usize = c.chunks(&data).map(|r| r.len()).sum();

@@ -24,9 +24,7 @@ impl Read for ShortReads<'_> {
         if self.interrupt && r % 7 == 0 {
             return Err(io::Error::from(ErrorKind::Interrupted));
         }
-        let n = (1 + (r >> 8) as usize % self.max_read)
-            .min(buf.len())
-            .min(self.data.len());
+        let n = (1 + (r >> 8) as usize % self.max_read).min(buf.len()).min(self.data.len());
         buf[..n].copy_from_slice(&self.data[..n]);
         self.data = &self.data[n..];
         Ok(n)
@@ -34,10 +32,7 @@ impl Read for ShortReads<'_> {
 }
 
 fn expected(chunker: &Chunker, data: &[u8]) -> Vec<(u64, Vec<u8>)> {
-    chunker
-        .chunks(data)
-        .map(|r| (r.start as u64, data[r].to_vec()))
-        .collect()
+    chunker.chunks(data).map(|r| (r.start as u64, data[r].to_vec())).collect()
 }
 
 fn collect<R: Read>(stream: StreamChunker<R>) -> Vec<(u64, Vec<u8>)> {
@@ -50,12 +45,7 @@ fn collect<R: Read>(stream: StreamChunker<R>) -> Vec<(u64, Vec<u8>)> {
 }
 
 fn check(chunker: &Chunker, data: &[u8], seed: u64, max_read: usize, interrupt: bool) {
-    let reader = ShortReads {
-        data,
-        rng: Rng::new(seed),
-        max_read,
-        interrupt,
-    };
+    let reader = ShortReads { data, rng: Rng::new(seed), max_read, interrupt };
     let got = collect(chunker.stream(reader));
     let want = expected(chunker, data);
     assert_eq!(got.len(), want.len(), "chunk count");
@@ -172,10 +162,7 @@ fn errors_are_reported_and_recoverable() {
     }
     let chunker = keyed(params(4096, 16384, 65536), 8);
     let data = random_bytes(15, 300_000);
-    let mut stream = chunker.stream(FailOnce {
-        data: &data,
-        calls: 0,
-    });
+    let mut stream = chunker.stream(FailOnce { data: &data, calls: 0 });
     let mut got = Vec::new();
     let mut errors = 0;
     loop {
@@ -203,9 +190,24 @@ fn lying_reader_is_an_error() {
         }
     }
     let chunker = keyed(params(4096, 16384, 65536), 8);
-    let err = chunker
-        .stream(Liar)
-        .next_chunk()
-        .expect_err("must fail");
+    let err = chunker.stream(Liar).next_chunk().expect_err("must fail");
     assert_eq!(err.kind(), ErrorKind::InvalidData);
+}
+
+/// A consumer that keeps every chunk alive forces the stream chunker to
+/// move to fresh buffers instead of reusing one; chunks stay intact.
+#[test]
+fn default_params_chunks_kept_alive() {
+    let chunker = keyed(ChunkerParams::default(), 9);
+    let data = text_bytes(16, 40 * 1024 * 1024 + 3);
+    let kept: Vec<Chunk> = chunker
+        .stream(ShortReads { data: &data, rng: Rng::new(5), max_read: 1 << 20, interrupt: false })
+        .collect::<io::Result<_>>()
+        .expect("read ok");
+    let want: Vec<_> = chunker.chunks(&data).collect();
+    assert_eq!(kept.len(), want.len());
+    for (chunk, range) in kept.iter().zip(want) {
+        assert_eq!(chunk.offset, range.start as u64);
+        assert!(chunk.data[..] == data[range], "chunk at {}", chunk.offset);
+    }
 }

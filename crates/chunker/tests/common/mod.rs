@@ -19,8 +19,8 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
 /// different, lots of repeated substrings.
 pub fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
     const WORDS: [&str; 16] = [
-        "request", "user", "backup", "chunk", "error", "timeout", "cache", "index", "upload",
-        "pack", "snapshot", "tree", "blob", "retry", "ok", "done",
+        "request", "user", "backup", "chunk", "error", "timeout", "cache", "index", "upload", "pack", "snapshot",
+        "tree", "blob", "retry", "ok", "done",
     ];
     const LEVELS: [&str; 4] = ["INFO", "WARN", "DEBUG", "ERROR"];
     let mut rng = Rng::new(seed);
@@ -30,13 +30,7 @@ pub fn text_bytes(seed: u64, len: usize) -> Vec<u8> {
         t += rng.next() % 5;
         let r = rng.next();
         out.extend_from_slice(
-            format!(
-                "{t}.{:03} {} [{}] ",
-                r % 1000,
-                LEVELS[(r >> 10) as usize % 4],
-                (r >> 12) % 64
-            )
-            .as_bytes(),
+            format!("{t}.{:03} {} [{}] ", r % 1000, LEVELS[(r >> 10) as usize % 4], (r >> 12) % 64).as_bytes(),
         );
         for _ in 0..(r >> 20) % 8 + 2 {
             let w = rng.next();
@@ -66,11 +60,7 @@ impl Rng {
 }
 
 pub fn params(min_size: u32, avg_size: u32, max_size: u32) -> ChunkerParams {
-    ChunkerParams {
-        min_size,
-        avg_size,
-        max_size,
-    }
+    ChunkerParams { min_size, avg_size, max_size }
 }
 
 pub fn keyed(params: ChunkerParams, secret: u8) -> Chunker {
