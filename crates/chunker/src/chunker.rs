@@ -549,6 +549,18 @@ mod tests {
         })
     }
 
+    /// Chunks all of `data` and checks every cut against the reference loop.
+    fn cuts_match_reference(c: &Chunker, data: &[u8]) -> Result<(), TestCaseError> {
+        let mut offset = 0;
+        while offset < data.len() {
+            let rest = &data[offset..];
+            let len = c.cut(rest);
+            prop_assert_eq!(len, c.cut_reference(rest), "offset {}", offset);
+            offset += len;
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -559,13 +571,7 @@ mod tests {
             data in proptest::collection::vec(any::<u8>(), 0..40_000),
         ) {
             let c = chunker(min, avg, max, seed);
-            let mut offset = 0;
-            while offset < data.len() {
-                let rest = &data[offset..];
-                let len = c.cut(rest);
-                prop_assert_eq!(len, c.cut_reference(rest), "offset {}", offset);
-                offset += len;
-            }
+            cuts_match_reference(&c, &data)?;
         }
 
         #[test]
@@ -577,13 +583,7 @@ mod tests {
         ) {
             let c = chunker(min, avg, max, seed);
             let data = low_entropy(data_seed, len);
-            let mut offset = 0;
-            while offset < data.len() {
-                let rest = &data[offset..];
-                let len = c.cut(rest);
-                prop_assert_eq!(len, c.cut_reference(rest), "offset {}", offset);
-                offset += len;
-            }
+            cuts_match_reference(&c, &data)?;
         }
 
         /// The lane scan finds the same first hit as the sequential scan,
@@ -616,13 +616,7 @@ mod tests {
             data in proptest::collection::vec(any::<u8>(), 0..70_000),
         ) {
             let c = chunker(min * 2, 512, 65536, seed);
-            let mut offset = 0;
-            while offset < data.len() {
-                let rest = &data[offset..];
-                let len = c.cut(rest);
-                prop_assert_eq!(len, c.cut_reference(rest), "offset {}", offset);
-                offset += len;
-            }
+            cuts_match_reference(&c, &data)?;
         }
     }
 }

@@ -89,26 +89,24 @@ fn configured(global: &GlobalArgs) -> Result<Option<Password>> {
 
 const NO_PASSWORD: &str = "no password given: use --password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD (or run on a terminal to be asked)";
 
-/// The password that opens the repository.
-pub fn repository_password(global: &GlobalArgs) -> Result<Password> {
+fn configured_or_asked(global: &GlobalArgs, ask: impl FnOnce() -> Result<Password>) -> Result<Password> {
     if let Some(pw) = configured(global)? {
         return Ok(pw);
     }
     if std::io::stdin().is_terminal() {
-        return prompt("enter password for repository: ");
+        return ask();
     }
     bail!(NO_PASSWORD)
 }
 
+/// The password that opens the repository.
+pub fn repository_password(global: &GlobalArgs) -> Result<Password> {
+    configured_or_asked(global, || prompt("enter password for repository: "))
+}
+
 /// The password of a repository being created (asked twice on a terminal).
 pub fn new_repository_password(global: &GlobalArgs) -> Result<Password> {
-    if let Some(pw) = configured(global)? {
-        return Ok(pw);
-    }
-    if std::io::stdin().is_terminal() {
-        return prompt_twice("password for the new repository");
-    }
-    bail!(NO_PASSWORD)
+    configured_or_asked(global, || prompt_twice("password for the new repository"))
 }
 
 /// The password of a key being added: `--new-password-file`, then
