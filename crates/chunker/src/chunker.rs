@@ -4,6 +4,8 @@ use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
 
+use zeroize::Zeroize;
+
 use crate::gear::GearTable;
 use crate::params::{ChunkerParams, ParamsError};
 use crate::stream::StreamChunker;
@@ -91,7 +93,22 @@ const MIN_TAIL_LANE: usize = 256;
 
 /// The gear table shifted left by 0, 1, 2 and 3 bits, as used by
 /// [`scan_lanes`]. (`[0]` and `[1]` are the table and its left-shifted twin.)
-type ShiftedTables = [[u64; 256]; 4];
+/// Wiped when the last chunker using it is dropped: it is derived from the
+/// repository's secret, and knowing it predicts every cut point.
+struct ShiftedTables([[u64; 256]; 4]);
+
+impl std::ops::Deref for ShiftedTables {
+    type Target = [[u64; 256]; 4];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for ShiftedTables {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 /// One gear hash step: shift out the oldest bit, add the next byte's entry.
 #[inline(always)]
@@ -164,7 +181,7 @@ fn resolve_hit(
 /// rarely taken branch.
 #[inline(always)]
 fn scan_lanes(tables: &ShiftedTables, window: &[u8], lane: usize, mask: u64) -> Option<usize> {
-    let [g0, g1, g2, g3] = tables;
+    let [g0, g1, g2, g3] = &tables.0;
     let lane = lane & !3;
     // Lane k's warm-up bytes, then the bytes it tests. Sub-slicing to a known
     // length lets the optimizer drop the bounds checks below.
@@ -291,7 +308,12 @@ impl Chunker {
         let (mask_s, mask_l) = select_masks(params.avg_size);
         Ok(Chunker {
             params,
-            tables: Arc::new([table.gear, table.gear_ls, table.gear.map(|g| g << 2), table.gear.map(|g| g << 3)]),
+            tables: Arc::new(ShiftedTables([
+                table.gear,
+                table.gear_ls,
+                table.gear.map(|g| g << 2),
+                table.gear.map(|g| g << 3),
+            ])),
             // Lossless: u32 fits usize on every target std supports here
             // (validated sizes are at most 16 MiB anyway).
             min: params.min_size as usize,

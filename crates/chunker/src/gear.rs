@@ -18,7 +18,7 @@ const GEAR_CONTEXT: &[u8] = b"cairn chunker gear table v1";
 /// [`GearTable::from_secret`]. The table is as secret as the key it came from:
 /// anyone who knows it can predict every cut point, so its [`Debug`] output
 /// hides the entries.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct GearTable {
     pub(crate) gear: [u64; 256],
     pub(crate) gear_ls: [u64; 256],
