@@ -66,7 +66,7 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("id_and_seal", name), &data, |b, data| {
             b.iter(|| {
                 for chunk in data.chunks(BLOB) {
-                    black_box(writer.seal(BlobType::Data, repo.content_id(chunk), chunk));
+                    black_box(writer.seal(BlobType::Data, repo.content_id(chunk), chunk).expect("seal"));
                 }
             })
         });

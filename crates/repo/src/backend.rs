@@ -451,8 +451,27 @@ impl Backend {
     pub async fn read_range(&self, kind: FileKind, id: &Id, range: Range<u64>) -> Result<Bytes> {
         let name = kind.relative_path(id);
         let path = self.path(&name);
+        if range.start >= range.end {
+            return Err(Error::corrupt(
+                name,
+                crate::format::FormatError::Mismatch(format!("empty read range {range:?}")),
+            ));
+        }
         let expected = range.end - range.start;
-        let bytes = self.retrying("reading", &name, || self.inner.store.get_range(&path, range.clone())).await?;
+        let bytes = match self.retrying("reading", &name, || self.inner.store.get_range(&path, range.clone())).await {
+            // A range past the end: the object is shorter than the index or header says.
+            Err(Error::Storage { source: e @ object_store::Error::Generic { .. }, .. })
+                if e.to_string().to_ascii_lowercase().contains("range") =>
+            {
+                return Err(Error::corrupt(
+                    name,
+                    crate::format::FormatError::Mismatch(format!(
+                        "it is shorter than the range {range:?} read from it"
+                    )),
+                ));
+            }
+            other => other?,
+        };
         if bytes.len() as u64 != expected {
             return Err(Error::corrupt(
                 name,
@@ -549,13 +568,12 @@ impl Backend {
         let name = format!("{}/", kind.dir());
         let metas: Vec<object_store::ObjectMeta> =
             self.retrying("listing", &name, || self.inner.store.list(Some(&dir)).try_collect()).await?;
+        // Only exact `<dir>/<lowercase hex id>` names count (FORMAT.md §2).
         Ok(metas
             .into_iter()
             .filter_map(|m| {
-                let file = m.location.filename()?;
-                let id: Id = file.parse().ok()?;
-                (kind != FileKind::Pack || m.location.as_ref().ends_with(&kind.relative_path(&id)))
-                    .then_some((id, m.size))
+                let id: Id = m.location.filename()?.parse().ok()?;
+                (m.location == self.path(&kind.relative_path(&id))).then_some((id, m.size))
             })
             .collect())
     }

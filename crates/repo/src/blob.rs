@@ -85,8 +85,13 @@ pub(crate) fn open(
     raw_length: u32,
     sealed: &[u8],
 ) -> Result<Vec<u8>, FormatError> {
+    if raw_length as usize > MAX_BLOB_SIZE {
+        return Err(FormatError::Mismatch(format!(
+            "indexed length {raw_length} exceeds the {MAX_BLOB_SIZE}-byte blob limit"
+        )));
+    }
     let plain = crypto::open(key, &aad(blob_type, id), sealed)?;
-    let data = compress::decode(&plain, (raw_length as usize).min(MAX_BLOB_SIZE)).map_err(FormatError::Compression)?;
+    let data = compress::decode(&plain, raw_length as usize).map_err(FormatError::Compression)?;
     if data.len() != raw_length as usize {
         return Err(FormatError::Mismatch(format!("length {} differs from the indexed {raw_length}", data.len())));
     }

@@ -105,7 +105,10 @@ impl Config {
 
     /// The repository id, readable without a key.
     pub(crate) fn peek_id(bytes: &[u8]) -> Result<Id> {
-        format::key_ref(&CONFIG_MAGIC, bytes).map(Id).map_err(|e| Error::corrupt("config", e))
+        format::key_ref(&CONFIG_MAGIC, bytes).map(Id).map_err(|e| match e {
+            FormatError::NewerVersion { found } => Error::UnsupportedVersion { found },
+            e => Error::corrupt("config", e),
+        })
     }
 
     /// Opens and validates `config` with a key's material.

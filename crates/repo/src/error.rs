@@ -114,6 +114,9 @@ pub enum Error {
         /// What was attempted.
         action: &'static str,
     },
+    /// A writing session failed earlier and refuses to publish anything.
+    #[error("the write session failed earlier ({0}); nothing more is published from it: start a new session")]
+    WriteSessionFailed(String),
     /// A caller-supplied value is not acceptable.
     #[error("{0}")]
     InvalidArgument(String),

@@ -47,6 +47,12 @@ pub enum FormatError {
     /// The bytes do not hash to the object's name or the blob's id.
     #[error("{0}")]
     Mismatch(String),
+    /// Written by a newer cairn (the last character of the magic).
+    #[error("written in format version {found}, newer than this cairn reads (1); upgrade cairn")]
+    NewerVersion {
+        /// The version in the magic.
+        found: u32,
+    },
     /// Another object kind, or another format version.
     #[error("not a {expected} object (magic {found:?})")]
     Magic {
@@ -70,6 +76,8 @@ fn magic_name(magic: &[u8; 8]) -> &'static str {
 pub(crate) fn check_magic(found: &[u8; 8], expected: &[u8; 8]) -> Result<(), FormatError> {
     if found == expected {
         Ok(())
+    } else if found[..7] == expected[..7] && found[7].is_ascii_digit() && found[7] > expected[7] {
+        Err(FormatError::NewerVersion { found: (found[7] - b'0') as u32 })
     } else {
         Err(FormatError::Magic { expected: magic_name(expected), found: String::from_utf8_lossy(found).into_owned() })
     }

@@ -68,6 +68,10 @@ pub struct ParseIdError(pub String);
 impl FromStr for Id {
     type Err = ParseIdError;
     fn from_str(s: &str) -> Result<Id, ParseIdError> {
+        // Lowercase only: object names are canonical (FORMAT.md §1).
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(ParseIdError(s.to_string()));
+        }
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out).map_err(|_| ParseIdError(s.to_string()))?;
         Ok(Id(out))

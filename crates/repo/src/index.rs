@@ -102,7 +102,10 @@ impl IndexFile {
                 let offset = r.u32()?;
                 let (length, raw_length) = (r.u32()?, r.u32()?);
                 let blob_id = r.id()?;
-                if offset as u64 + length as u64 > size || (length as usize) <= crate::crypto::SEAL_OVERHEAD {
+                if offset as u64 + length as u64 > size
+                    || (length as usize) <= crate::crypto::SEAL_OVERHEAD
+                    || raw_length as usize > crate::blob::MAX_BLOB_SIZE
+                {
                     return Err(invalid(
                         "blob location",
                         format!("blob {blob_id} at {offset}+{length} in pack {id} of {size} bytes"),

@@ -25,8 +25,8 @@ use crate::wire::{Reader, WireError, invalid};
 pub const PREAMBLE_LEN: usize = 8 + 32 + 4;
 /// Bytes per header entry.
 pub(crate) const ENTRY_LEN: usize = 1 + 3 + 4 + 4 + 32;
-/// Largest pack accepted (offsets are u32).
-pub const MAX_PACK_SIZE: u64 = u32::MAX as u64;
+/// Largest pack accepted, 4 GiB (offsets are u32).
+pub const MAX_PACK_SIZE: u64 = 1 << 32;
 
 /// One blob inside a pack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -72,10 +72,14 @@ pub(crate) fn decode_header(prefix: &[u8], pack_size: u64, key: &SecretKey) -> R
     if pack_size > MAX_PACK_SIZE {
         return Err(invalid("pack size", format!("{pack_size} bytes is over the 4 GiB limit of the format")).into());
     }
-    let header_end = PREAMBLE_LEN + header_len as usize;
-    if prefix.len() < header_end {
-        return Err(WireError::Truncated { offset: prefix.len(), needed: header_end - prefix.len() }.into());
+    // u64 arithmetic: no wrap-around on 32-bit targets.
+    let header_end = PREAMBLE_LEN as u64 + header_len as u64;
+    if (prefix.len() as u64) < header_end {
+        return Err(
+            WireError::Truncated { offset: prefix.len(), needed: (header_end - prefix.len() as u64) as usize }.into()
+        );
     }
+    let header_end = header_end as usize;
     let plain = crypto::open(key, &prefix[..PREAMBLE_LEN], &prefix[PREAMBLE_LEN..header_end])?;
     let plain = compress::decode(&plain, format::MAX_OBJECT_PAYLOAD).map_err(FormatError::Compression)?;
     let mut r = Reader::new(&plain);
@@ -108,6 +112,9 @@ pub(crate) fn read_entry_fields(r: &mut Reader<'_>) -> Result<(BlobType, u32, u3
     let raw_length = r.u32()?;
     if (length as usize) < crypto::SEAL_OVERHEAD + 1 {
         return Err(invalid("blob length", format!("{length} is shorter than a sealed blob")));
+    }
+    if raw_length as usize > crate::blob::MAX_BLOB_SIZE {
+        return Err(invalid("blob raw length", format!("{raw_length} exceeds the blob size limit")));
     }
     Ok((blob_type, length, raw_length, r.id()?))
 }

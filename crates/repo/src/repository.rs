@@ -191,8 +191,12 @@ impl Repository {
             .write_new(FileKind::Key, &key_id, vec![key_bytes.into()])
             .await
             .map_err(|e| explain_write(&backend, e))?;
-        match backend.write_config(config.encode(&material)).await {
+        let config_bytes = config.encode(&material);
+        match backend.write_config(config_bytes.clone()).await {
             Ok(WriteOutcome::Created) => {}
+            // A retried create whose first attempt landed finds its own config.
+            Ok(WriteOutcome::AlreadyExists) if backend.read_config().await.is_ok_and(|b| b[..] == config_bytes[..]) => {
+            }
             Ok(WriteOutcome::AlreadyExists) => {
                 // Another `init` won the race: leave its repository untouched.
                 let _ = backend.delete(FileKind::Key, &key_id).await;
@@ -228,6 +232,8 @@ impl Repository {
                     damaged.push(e);
                     continue;
                 }
+                // Removed since the listing (another host's `key passwd`).
+                Err(Error::ObjectNotFound { .. }) => continue,
                 Err(e) => return Err(e),
             };
             let file = match KeyFile::decode(&bytes) {
@@ -239,7 +245,15 @@ impl Repository {
             };
             match file.unlock(password) {
                 Ok(material) => {
-                    let config = Config::decode(&config_bytes, &material)?;
+                    let config = Config::decode(&config_bytes, &material).map_err(|e| match e {
+                        Error::Corrupt { source: FormatError::Crypto(_) | FormatError::Mismatch(_), .. } => Error::corrupt(
+                            "config",
+                            FormatError::Mismatch(format!(
+                                "it does not open with key keys/{key_id} (damaged, or that key belongs to another repository)"
+                            )),
+                        ),
+                        other => other,
+                    })?;
                     if let Some(c) = &cache {
                         c.retain(FileKind::Key, &key_ids.iter().copied().collect());
                         c.set_key_hint(key_id);

@@ -63,6 +63,9 @@ struct State {
     open: HashMap<BlobType, Vec<PackBuilder>>,
     uploaded: Vec<IndexedPack>,
     stats: WriterStats,
+    /// The first failure. A session that failed never publishes anything
+    /// again: blobs it counted as added may not have been stored.
+    failed: Option<String>,
 }
 
 impl Writer {
@@ -84,18 +87,45 @@ impl Writer {
         self.state.lock().expect("writer state poisoned")
     }
 
+    fn check_failed(&self) -> Result<()> {
+        match &self.state().failed {
+            Some(reason) => Err(Error::WriteSessionFailed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the first failure of the session and passes the result on.
+    fn sticky<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            let mut state = self.state();
+            if state.failed.is_none() {
+                state.failed = Some(e.to_string());
+            }
+        }
+        result
+    }
+
     /// Whether the repository or this session already has blob `id`.
     pub fn contains(&self, id: &Id) -> bool {
         self.index.contains(id) || self.state().added.contains(id)
     }
 
     /// Compresses and seals a blob (CPU only; call from worker threads).
-    pub fn seal(&self, blob_type: BlobType, id: Id, plaintext: &[u8]) -> SealedBlob {
-        blob::seal(self.session.key(), blob_type, id, plaintext, self.repo.config().compression.level)
+    /// Blobs are at most [`MAX_BLOB_SIZE`](crate::blob::MAX_BLOB_SIZE) bytes.
+    pub fn seal(&self, blob_type: BlobType, id: Id, plaintext: &[u8]) -> Result<SealedBlob> {
+        if plaintext.len() > blob::MAX_BLOB_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "a blob of {} bytes exceeds the limit of {} bytes",
+                plaintext.len(),
+                blob::MAX_BLOB_SIZE
+            )));
+        }
+        Ok(blob::seal(self.session.key(), blob_type, id, plaintext, self.repo.config().compression.level))
     }
 
     /// Adds a sealed blob. Returns false (and drops it) when it is a duplicate.
     pub async fn add_sealed(&self, sealed: SealedBlob) -> Result<bool> {
+        self.check_failed()?;
         let full_pack = {
             let mut state = self.state();
             if self.index.contains(&sealed.id) || !state.added.insert(sealed.id) {
@@ -114,19 +144,20 @@ impl Writer {
             (slot.len() >= self.repo.config().pack_size as usize).then(|| std::mem::take(slot))
         };
         if let Some(pack) = full_pack {
-            self.upload(pack).await?;
+            self.sticky(self.upload(pack).await)?;
         }
         Ok(true)
     }
 
     /// Hashes, deduplicates, seals and adds a blob; returns its id.
     pub async fn add_blob(&self, blob_type: BlobType, plaintext: &[u8]) -> Result<Id> {
+        self.check_failed()?;
         let id = self.repo.content_id(plaintext);
         if self.contains(&id) {
             self.state().stats.blobs_deduplicated += 1;
             return Ok(id);
         }
-        let sealed = self.seal(blob_type, id, plaintext);
+        let sealed = self.seal(blob_type, id, plaintext)?;
         self.add_sealed(sealed).await?;
         Ok(id)
     }
@@ -157,7 +188,7 @@ impl Writer {
     fn collect_finished_uploads(&self) -> Result<()> {
         let mut uploads = self.uploads.lock().expect("upload set poisoned");
         while let Some(done) = uploads.try_join_next() {
-            let pack = done.map_err(|e| Error::InvalidArgument(format!("pack upload task failed: {e}")))??;
+            let pack = done.map_err(|e| Error::WriteSessionFailed(format!("a pack upload task failed: {e}")))??;
             let mut state = self.state();
             state.stats.packs_written += 1;
             state.uploaded.push(pack);
@@ -170,10 +201,16 @@ impl Writer {
         if packs.is_empty() {
             return Ok(None);
         }
+        let level = self.repo.config().compression.level;
         let file = IndexFile { supersedes: Vec::new(), packs };
-        let bytes = format::seal_object(&INDEX_MAGIC, &self.session.public(), self.session.key(), &file.encode(), 1);
+        let bytes =
+            format::seal_object(&INDEX_MAGIC, &self.session.public(), self.session.key(), &file.encode(), level);
         let id = Id::of_object(&bytes);
-        self.repo.backend().write_new(FileKind::Index, &id, vec![bytes.into()]).await?;
+        if let Err(e) = self.repo.backend().write_new(FileKind::Index, &id, vec![bytes.into()]).await {
+            // Keep the packs: they are durable and still need an index entry.
+            self.state().uploaded.extend(file.packs);
+            return Err(e);
+        }
         self.state().stats.index_files_written += 1;
         Ok(Some(id))
     }
@@ -182,6 +219,12 @@ impl Writer {
     /// file for them. After `flush`, every blob added so far is durable and
     /// indexed.
     pub async fn flush(&self) -> Result<()> {
+        self.check_failed()?;
+        let result = self.flush_inner().await;
+        self.sticky(result)
+    }
+
+    async fn flush_inner(&self) -> Result<()> {
         let open: Vec<PackBuilder> = {
             let mut state = self.state();
             state
@@ -205,7 +248,7 @@ impl Writer {
             };
             let mut set = next;
             while let Some(done) = set.join_next().await {
-                let pack = done.map_err(|e| Error::InvalidArgument(format!("pack upload task failed: {e}")))??;
+                let pack = done.map_err(|e| Error::WriteSessionFailed(format!("a pack upload task failed: {e}")))??;
                 let mut state = self.state();
                 state.stats.packs_written += 1;
                 state.uploaded.push(pack);
@@ -220,7 +263,8 @@ impl Writer {
     pub async fn commit(&self, snapshot: &Snapshot) -> Result<Id> {
         self.flush().await?;
         let json = serde_json::to_vec(snapshot).expect("snapshots serialize");
-        let bytes = format::seal_object(&SNAPSHOT_MAGIC, &self.session.public(), self.session.key(), &json, 3);
+        let level = self.repo.config().compression.level;
+        let bytes = format::seal_object(&SNAPSHOT_MAGIC, &self.session.public(), self.session.key(), &json, level);
         let id = Id::of_object(&bytes);
         self.repo.backend().write_new(FileKind::Snapshot, &id, vec![bytes.into()]).await?;
         Ok(id)

@@ -337,3 +337,61 @@ async fn a_failed_publish_never_leaves_a_snapshot_without_its_data() {
     assert_eq!(repo.list_snapshots().await.unwrap().len(), 1);
     read_everything(&backend, &first).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_session_that_failed_never_publishes() {
+    let (backend, store) = faulty_backend();
+    let repo = Repository::init(backend.clone(), b"pw", fast_init(), no_cache()).await.unwrap();
+    // Pack uploads are denied: the first commit fails, and so does every
+    // later one from the same session, even once storage works again.
+    store.add(Rule { op: "put", path_contains: "data/", fault: Fault::Denied, times: usize::MAX });
+    let writer = Writer::new(&repo, Arc::new(Default::default())).unwrap();
+    let id = writer.add_blob(BlobType::Data, &bytes(5, 4000)).await.unwrap();
+    assert!(writer.commit(&Snapshot::new(id, vec!["/a".into()])).await.is_err());
+    store.clear();
+    let err = writer.commit(&Snapshot::new(id, vec!["/a".into()])).await.unwrap_err();
+    assert!(matches!(err, Error::WriteSessionFailed(_)), "{err}");
+    assert!(writer.add_blob(BlobType::Data, b"more").await.is_err());
+    assert!(backend.list(FileKind::Snapshot).await.unwrap().is_empty());
+
+    // A failed index write fails the session for good too.
+    store.add(Rule { op: "put", path_contains: "index/", fault: Fault::Denied, times: 1 });
+    let writer = Writer::new(&repo, Arc::new(Default::default())).unwrap();
+    let id = writer.add_blob(BlobType::Data, &bytes(6, 4000)).await.unwrap();
+    assert!(writer.commit(&Snapshot::new(id, vec!["/b".into()])).await.is_err());
+    assert!(writer.commit(&Snapshot::new(id, vec!["/b".into()])).await.is_err());
+    assert!(backend.list(FileKind::Snapshot).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn blobs_over_the_size_limit_are_refused_when_written() {
+    let repo = Repository::init(Backend::memory(), b"pw", fast_init(), no_cache()).await.unwrap();
+    let writer = Writer::new(&repo, Arc::new(Default::default())).unwrap();
+    let big = vec![0u8; cairn_repo::blob::MAX_BLOB_SIZE + 1];
+    let err = writer.add_blob(BlobType::Tree, &big).await.unwrap_err();
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+}
+
+#[tokio::test]
+async fn init_whose_config_write_landed_but_reply_was_lost_succeeds() {
+    let (backend, store) = faulty_backend();
+    store.add(Rule { op: "put", path_contains: "config", fault: Fault::LandedButLost, times: 1 });
+    let repo = Repository::init(backend.clone(), b"pw", fast_init(), no_cache()).await.unwrap();
+    let again = Repository::open(backend, b"pw", no_cache()).await.unwrap();
+    assert_eq!(again.id(), repo.id());
+}
+
+#[tokio::test]
+async fn a_newer_format_version_asks_for_an_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let loc = dir.path().join("repo");
+    let backend = Backend::open(loc.to_str().unwrap(), &BackendOptions { create: true, ..Default::default() }).unwrap();
+    Repository::init(backend.clone(), b"pw", fast_init(), no_cache()).await.unwrap();
+    let path = loc.join("config");
+    let mut config = std::fs::read(&path).unwrap();
+    config[7] = b'2';
+    std::fs::write(&path, config).unwrap();
+    let err = Repository::open(backend, b"pw", no_cache()).await.unwrap_err();
+    assert!(matches!(err, Error::UnsupportedVersion { found: 2 }), "{err}");
+    assert!(err.to_string().contains("Upgrade cairn"), "{err}");
+}

@@ -20,6 +20,8 @@ pub enum Fault {
     Transient,
     /// HTTP 403.
     Denied,
+    /// The write reaches the store, but the reply is lost (a timeout).
+    LandedButLost,
 }
 
 /// Which requests fail, and how.
@@ -70,32 +72,53 @@ impl FaultyStore {
     }
 
     fn check(&self, op: &str, path: &str) -> Result<()> {
+        match self.check_fault(op, path) {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// `None`: go ahead; `Some((perform, err))`: fail with `err`, after
+    /// doing the operation when `perform` is true.
+    fn check_fault(&self, op: &str, path: &str) -> Option<(bool, object_store::Error)> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let mut rules = self.rules.lock().unwrap();
         for (rule, used) in rules.iter_mut() {
             if rule.op == op && path.contains(rule.path_contains) && *used < rule.times {
                 *used += 1;
-                return Err(match rule.fault {
-                    Fault::Transient => object_store::Error::Generic {
-                        store: "faulty",
-                        source: Box::new(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected reset")),
-                    },
-                    Fault::Denied => object_store::Error::PermissionDenied {
-                        path: path.to_string(),
-                        source: "injected 403 Forbidden".into(),
-                    },
+                let transient = |kind| object_store::Error::Generic {
+                    store: "faulty",
+                    source: Box::new(std::io::Error::new(kind, "injected fault")),
+                };
+                return Some(match rule.fault {
+                    Fault::Transient => (false, transient(std::io::ErrorKind::ConnectionReset)),
+                    Fault::Denied => (
+                        false,
+                        object_store::Error::PermissionDenied {
+                            path: path.to_string(),
+                            source: "injected 403 Forbidden".into(),
+                        },
+                    ),
+                    Fault::LandedButLost => (true, transient(std::io::ErrorKind::TimedOut)),
                 });
             }
         }
-        Ok(())
+        None
     }
 }
 
 #[async_trait]
 impl ObjectStore for FaultyStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        self.check("put", location.as_ref())?;
-        self.inner.put_opts(location, payload, opts).await
+        match self.check_fault("put", location.as_ref()) {
+            None => self.inner.put_opts(location, payload, opts).await,
+            Some((perform, e)) => {
+                if perform {
+                    self.inner.put_opts(location, payload, opts).await?;
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
