@@ -92,7 +92,12 @@ pub fn pack_header(data: &[u8]) {
 pub fn index(data: &[u8]) {
     let f = fixture();
     if let Ok(payload) = format::open_object(&INDEX_MAGIC, data, f.session.key()) {
-        let _ = IndexFile::decode(&payload);
+        if let Ok((body, _)) = crate::index::split_authenticator(&payload) {
+            let _ = IndexFile::decode(body);
+        }
+    }
+    if let Ok((body, authenticator)) = crate::index::split_authenticator(data) {
+        let _ = f.keys.index_authenticator(body) == Some(authenticator);
     }
     if let Ok(file) = IndexFile::decode(data) {
         // Whatever decodes must encode back to the same bytes.

@@ -7,7 +7,14 @@
 //! pack count u32
 //! per pack: pack id (32) | pack size u64 | session public key (32) | blob count u32
 //!           per blob: type u8 | 0 0 0 | offset u32 | length u32 | raw length u32 | id (32)
+//! authenticator (32)
 //! ```
+//!
+//! The authenticator is keyed BLAKE3 of everything before it
+//! under a key only full keys hold, or 32 zero bytes from put-only writers.
+//! Only authenticated index files may supersede others, and writers
+//! deduplicate only against their entries, so a put-only host can neither
+//! hide the index nor poison deduplication.
 //!
 //! The session public key is repeated here so a blob can be opened from a
 //! ranged read of its pack without first reading the pack header.
@@ -46,6 +53,23 @@ pub struct IndexFile {
     pub supersedes: Vec<Id>,
     /// Packs and their blobs.
     pub packs: Vec<IndexedPack>,
+    /// Whether a full key wrote it (its authenticator verified). Not part of
+    /// the encoded body; set by the reader.
+    pub authenticated: bool,
+}
+
+/// Bytes of the authenticator behind an index file's body.
+pub(crate) const AUTHENTICATOR_LEN: usize = 32;
+
+/// Splits an index payload into its body and its authenticator.
+pub(crate) fn split_authenticator(payload: &[u8]) -> Result<(&[u8], [u8; AUTHENTICATOR_LEN]), WireError> {
+    if payload.len() < AUTHENTICATOR_LEN {
+        return Err(WireError::Truncated { offset: payload.len(), needed: AUTHENTICATOR_LEN - payload.len() });
+    }
+    let (body, tag) = payload.split_at(payload.len() - AUTHENTICATOR_LEN);
+    let mut out = [0u8; AUTHENTICATOR_LEN];
+    out.copy_from_slice(tag);
+    Ok((body, out))
 }
 
 impl IndexFile {
@@ -116,7 +140,7 @@ impl IndexFile {
             packs.push(IndexedPack { id, size, session_public, blobs });
         }
         r.finish()?;
-        Ok(IndexFile { supersedes, packs })
+        Ok(IndexFile { supersedes, packs, authenticated: false })
     }
 }
 
@@ -133,6 +157,8 @@ pub struct BlobLocation {
     pub length: u32,
     /// Plaintext length.
     pub raw_length: u32,
+    /// Listed by an authenticated (full-key) index file.
+    pub trusted: bool,
 }
 
 /// A pack known to the index.
@@ -157,9 +183,13 @@ pub struct Index {
 }
 
 impl Index {
-    /// Builds the index from index files; superseded files are skipped.
-    pub fn from_files(files: Vec<(Id, IndexFile)>) -> Index {
-        let superseded: HashSet<Id> = files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+    /// Builds the index from index files. Files that an *authenticated* file
+    /// supersedes are skipped; entries of authenticated files win over those
+    /// of put-only writers.
+    pub fn from_files(mut files: Vec<(Id, IndexFile)>) -> Index {
+        let superseded: HashSet<Id> =
+            files.iter().filter(|(_, f)| f.authenticated).flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        files.sort_by_key(|(id, f)| (!f.authenticated, *id));
         let mut index = Index::default();
         for (id, file) in files {
             if superseded.contains(&id) {
@@ -167,14 +197,15 @@ impl Index {
             }
             index.files.insert(id);
             for pack in file.packs {
-                index.add_pack(&pack);
+                index.add_pack(&pack, file.authenticated);
             }
         }
         index
     }
 
-    /// Adds (or re-adds) a pack and its blobs.
-    pub fn add_pack(&mut self, pack: &IndexedPack) {
+    /// Adds (or re-adds) a pack and its blobs; `trusted` when an
+    /// authenticated index file lists it.
+    pub fn add_pack(&mut self, pack: &IndexedPack, trusted: bool) {
         let position = match self.pack_positions.get(&pack.id) {
             Some(&p) => p,
             None => {
@@ -185,13 +216,21 @@ impl Index {
             }
         };
         for b in &pack.blobs {
-            self.blobs.entry(b.id).or_insert(BlobLocation {
+            let location = BlobLocation {
                 pack: position,
                 blob_type: b.blob_type,
                 offset: b.offset,
                 length: b.length,
                 raw_length: b.raw_length,
-            });
+                trusted,
+            };
+            match self.blobs.get_mut(&b.id) {
+                Some(existing) if trusted && !existing.trusted => *existing = location,
+                Some(_) => {}
+                None => {
+                    self.blobs.insert(b.id, location);
+                }
+            }
         }
     }
 
@@ -200,9 +239,15 @@ impl Index {
         self.blobs.get(id).map(|loc| (&self.packs[loc.pack as usize], *loc))
     }
 
-    /// Whether the repository has blob `id`.
+    /// Whether the repository has blob `id` (listed by any index file).
     pub fn contains(&self, id: &Id) -> bool {
         self.blobs.contains_key(id)
+    }
+
+    /// Whether an authenticated index file lists blob `id`: what a writer
+    /// may deduplicate against without uploading the blob itself.
+    pub fn contains_trusted(&self, id: &Id) -> bool {
+        self.blobs.get(id).is_some_and(|l| l.trusted)
     }
 
     /// Number of distinct blobs.
@@ -241,6 +286,7 @@ mod tests {
                 session_public: [2; 32],
                 blobs: vec![blob(3, 44), blob(4, 144)],
             }],
+            authenticated: false,
         }
     }
 
@@ -258,13 +304,37 @@ mod tests {
     }
 
     #[test]
-    fn superseded_files_are_ignored() {
-        let old = sample();
-        let mut newer = IndexFile { supersedes: vec![Id([5; 32])], packs: vec![] };
+    fn only_authenticated_files_supersede() {
+        let old = IndexFile { authenticated: true, ..sample() };
+        let mut newer = IndexFile { supersedes: vec![Id([5; 32])], packs: vec![], authenticated: false };
         newer.packs.push(IndexedPack { id: Id([7; 32]), size: 200, session_public: [2; 32], blobs: vec![] });
+        // A put-only writer's file cannot hide others...
+        let index = Index::from_files(vec![(Id([5; 32]), old.clone()), (Id([6; 32]), newer.clone())]);
+        assert!(index.contains_trusted(&Id([3; 32])));
+        assert_eq!(index.packs().len(), 2);
+        // ...a full key's can.
+        let newer = IndexFile { authenticated: true, ..newer };
         let index = Index::from_files(vec![(Id([5; 32]), old), (Id([6; 32]), newer)]);
         assert!(!index.contains(&Id([3; 32])));
         assert_eq!(index.packs().len(), 1);
         assert!(index.files().contains(&Id([6; 32])));
+    }
+
+    #[test]
+    fn trusted_entries_win_and_untrusted_ones_are_not_deduplicated_against() {
+        let untrusted = sample();
+        let mut trusted = IndexFile { supersedes: vec![], authenticated: true, ..sample() };
+        trusted.packs[0].id = Id([8; 32]);
+        trusted.packs[0].blobs.truncate(1);
+        // Whatever order the files arrive in, blob 3 resolves to the trusted pack.
+        for files in [
+            vec![(Id([1; 32]), untrusted.clone()), (Id([2; 32]), trusted.clone())],
+            vec![(Id([2; 32]), trusted.clone()), (Id([1; 32]), untrusted.clone())],
+        ] {
+            let index = Index::from_files(files);
+            assert_eq!(index.get(&Id([3; 32])).unwrap().0.id, Id([8; 32]));
+            assert!(index.contains_trusted(&Id([3; 32])));
+            assert!(index.contains(&Id([4; 32])) && !index.contains_trusted(&Id([4; 32])));
+        }
     }
 }

@@ -29,6 +29,7 @@ const CONTENT_ID_CONTEXT: &str = "cairn v1 content id";
 const CHUNKER_CONTEXT: &str = "cairn v1 chunker gear";
 const CONFIG_CONTEXT: &str = "cairn v1 config";
 const REPOSITORY_X25519_CONTEXT: &str = "cairn v1 repository x25519";
+const INDEX_AUTH_CONTEXT: &str = "cairn v1 index authentication";
 /// Associated data of the sealed part of a key file.
 const KEY_FILE_AAD: &[u8] = b"cairn key file v1";
 
@@ -104,6 +105,15 @@ impl KeyMaterial {
 
     pub(crate) fn config_key(&self) -> &SecretKey {
         &self.config_key
+    }
+
+    /// The authenticator a full key appends to the index files it writes
+    /// (keyed BLAKE3 under a key derived from the master secret); `None` for
+    /// put-only keys, whose index files are therefore never trusted to
+    /// supersede others or to deduplicate against.
+    pub fn index_authenticator(&self, body: &[u8]) -> Option<[u8; 32]> {
+        let key = self.master.as_ref()?.derive(INDEX_AUTH_CONTEXT);
+        Some(*blake3::keyed_hash(key.expose(), body).as_bytes())
     }
 
     /// The repository public key that sessions are sealed to.

@@ -479,8 +479,21 @@ impl Repository {
 
     /// Reads and decodes one index file.
     pub async fn read_index_file(&self, id: &Id) -> Result<IndexFile> {
+        let name = FileKind::Index.relative_path(id);
         let payload = self.read_sealed(FileKind::Index, &INDEX_MAGIC, id).await?;
-        IndexFile::decode(&payload).map_err(|e| Error::corrupt(FileKind::Index.relative_path(id), e))
+        let (body, authenticator) =
+            crate::index::split_authenticator(&payload).map_err(|e| Error::corrupt(&name, e))?;
+        let mut file = IndexFile::decode(body).map_err(|e| Error::corrupt(&name, e))?;
+        file.authenticated =
+            authenticator != [0; 32] && self.inner.keys.index_authenticator(body) == Some(authenticator);
+        if authenticator != [0; 32] && !file.authenticated {
+            // Storage damage cannot cause this (the payload is sealed): only a
+            // writer with the session key forging a full key's authenticator.
+            tracing::warn!(
+                "{name} claims to be written by a full key but its authenticator does not verify; not trusted"
+            );
+        }
+        Ok(file)
     }
 
     /// Loads every index file (in parallel, from the cache where possible).

@@ -107,7 +107,7 @@ impl Writer {
 
     /// Whether the repository or this session already has blob `id`.
     pub fn contains(&self, id: &Id) -> bool {
-        self.index.contains(id) || self.state().added.contains(id)
+        self.index.contains_trusted(id) || self.state().added.contains(id)
     }
 
     /// Compresses and seals a blob (CPU only; call from worker threads).
@@ -128,7 +128,7 @@ impl Writer {
         self.check_failed()?;
         let full_pack = {
             let mut state = self.state();
-            if self.index.contains(&sealed.id) || !state.added.insert(sealed.id) {
+            if self.index.contains_trusted(&sealed.id) || !state.added.insert(sealed.id) {
                 state.stats.blobs_deduplicated += 1;
                 return Ok(false);
             }
@@ -202,9 +202,11 @@ impl Writer {
             return Ok(None);
         }
         let level = self.repo.config().compression.level;
-        let file = IndexFile { supersedes: Vec::new(), packs };
-        let bytes =
-            format::seal_object(&INDEX_MAGIC, &self.session.public(), self.session.key(), &file.encode(), level);
+        let file = IndexFile { supersedes: Vec::new(), packs, authenticated: false };
+        let mut payload = file.encode();
+        let authenticator = self.repo.keys().index_authenticator(&payload).unwrap_or([0; 32]);
+        payload.extend_from_slice(&authenticator);
+        let bytes = format::seal_object(&INDEX_MAGIC, &self.session.public(), self.session.key(), &payload, level);
         let id = Id::of_object(&bytes);
         if let Err(e) = self.repo.backend().write_new(FileKind::Index, &id, vec![bytes.into()]).await {
             // Keep the packs: they are durable and still need an index entry.

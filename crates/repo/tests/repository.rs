@@ -225,10 +225,27 @@ async fn put_only_key_writes_but_cannot_read() {
     let snap = writer.commit(&Snapshot::new(id, vec!["/put".into()])).await.unwrap();
     assert!(matches!(put.read_snapshot(&snap).await, Err(Error::PutOnlyKey { .. })), "not even its own snapshot");
 
-    let full = Repository::open(backend, b"full", no_cache()).await.unwrap();
+    let full = Repository::open(backend.clone(), b"full", no_cache()).await.unwrap();
     let index = full.load_index().await.unwrap();
     assert_eq!(full.read_blob(&index, &id).await.unwrap(), data);
     assert_eq!(full.read_snapshot(&snap).await.unwrap().paths, vec!["/put".to_string()]);
+
+    // Index files of put-only sessions are not authenticated: a full writer
+    // does not trust them for deduplication and stores its own copy.
+    let mut authenticated = Vec::new();
+    for (file_id, _) in backend.list(FileKind::Index).await.unwrap() {
+        authenticated.push(full.read_index_file(&file_id).await.unwrap().authenticated);
+    }
+    authenticated.sort();
+    assert_eq!(authenticated, vec![false, true], "one file from the full session, one from the put-only one");
+    assert!(index.contains(&id) && !index.contains_trusted(&id));
+    let writer = Writer::new(&full, Arc::new(index)).unwrap();
+    writer.add_blob(BlobType::Data, &data).await.unwrap();
+    writer.flush().await.unwrap();
+    assert_eq!(writer.stats().blobs_added, 1);
+    let index = full.load_index().await.unwrap();
+    assert!(index.contains_trusted(&id));
+    assert_eq!(full.read_blob(&index, &id).await.unwrap(), data);
 }
 
 /// Flips bytes in every stored object of a local repository and checks
