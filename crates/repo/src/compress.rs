@@ -16,7 +16,10 @@ const SAMPLE: usize = 32 * 1024;
 const SAMPLE_MIN_GAIN: f64 = 0.03;
 
 thread_local! {
-    // zstd contexts are expensive to create; keep one per thread and level.
+    // One zstd context per thread, rebuilt when the level changes (so twice
+    // per large blob: the sample runs at level 1). Keeping one context per
+    // level instead measured slower (`cargo bench --bench repo`, id_and_seal:
+    // 0.56 vs 0.75 GB/s random, 0.11 vs 0.15 GB/s text), so this stays.
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
 
