@@ -17,7 +17,8 @@ pub struct Cli {
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 failure (wrong password, corrupt object, storage error), \
-2 invalid command line, 10 repository does not exist.";
+2 invalid command line, 3 backup or restore finished but some files could not be read or written, \
+10 repository does not exist.";
 
 /// Options every command takes.
 #[derive(Debug, Args)]
@@ -78,8 +79,212 @@ pub enum Command {
     /// Manage the repository's keys (passwords)
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Back up files and directories (or a stream)
+    Backup(BackupArgs),
+    /// Restore a snapshot (or a path in it) into a directory
+    Restore(RestoreArgs),
+    /// List snapshots
+    Snapshots(SnapshotsArgs),
+    /// List the files in a snapshot
+    Ls(LsArgs),
+    /// Find files by name pattern in snapshots
+    Find(FindArgs),
+    /// Show what changed between two snapshots
+    Diff(DiffArgs),
+    /// Show sizes: restore size, stored size, deduplication and compression
+    Stats(StatsArgs),
+    /// Add, remove or set tags of snapshots
+    Tag(TagArgs),
+    /// Write one file of a snapshot to stdout (a directory as tar)
+    Dump(DumpArgs),
     /// Print a repository object, decrypted, as JSON (for debugging)
     Cat(CatArgs),
+}
+
+/// Which snapshots a command considers.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SnapshotFilter {
+    /// Only snapshots of this host (repeatable)
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with this tag (repeatable; comma-separated tags must all be present)
+    #[arg(long = "tag", value_name = "TAG[,TAG]")]
+    pub tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable)
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up (with --stdin-from-command: the command and its arguments)
+    #[arg(value_name = "PATH", required_unless_present = "stdin")]
+    pub paths: Vec<PathBuf>,
+    /// Exclude paths matching PATTERN (repeatable; see README for the pattern rules)
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// Read exclude patterns from FILE (one per line, # comments)
+    #[arg(long = "exclude-file", value_name = "FILE")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Skip directories that contain an entry called NAME (e.g. .nobackup, CACHEDIR.TAG)
+    #[arg(long = "exclude-if-present", value_name = "NAME")]
+    pub exclude_if_present: Vec<String>,
+    /// Do not cross filesystem boundaries
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Tag the snapshot (repeatable, or comma-separated)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Host name to record [default: this host's name]
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Snapshot time, for imports: RFC 3339 or "YYYY-MM-DD HH:MM:SS" in local time
+    #[arg(long, value_name = "TIME")]
+    pub time: Option<String>,
+    /// Compare with this snapshot instead of the latest of this host and paths
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub parent: Option<String>,
+    /// Read every file, ignoring the parent snapshot
+    #[arg(long)]
+    pub force: bool,
+    /// Read and count everything, write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Back up standard input as one file
+    #[arg(long, conflicts_with = "paths")]
+    pub stdin: bool,
+    /// File name of the stdin stream in the snapshot
+    #[arg(long, value_name = "NAME", default_value = "stdin")]
+    pub stdin_filename: String,
+    /// Run the command given after `--` and back up its standard output as
+    /// one file; the snapshot is written only if the command exits with status 0
+    #[arg(long, conflicts_with = "stdin")]
+    pub stdin_from_command: bool,
+    /// Create the repository if it does not exist
+    #[arg(long)]
+    pub init: bool,
+    /// Reader threads
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub read_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OverwriteArg {
+    Always,
+    IfChanged,
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// SNAPSHOT[:PATH]: an id prefix or `latest`, optionally with a path inside it
+    #[arg(value_name = "SNAPSHOT[:PATH]")]
+    pub snapshot: String,
+    /// Directory to restore into (created if missing)
+    #[arg(short, long, value_name = "DIR")]
+    pub target: PathBuf,
+    /// Restore only paths matching PATTERN (repeatable)
+    #[arg(short = 'i', long = "include", value_name = "PATTERN")]
+    pub includes: Vec<String>,
+    /// Do not restore paths matching PATTERN (repeatable)
+    #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
+    /// What to do with entries that exist in the target
+    #[arg(long, value_enum, default_value = "always")]
+    pub overwrite: OverwriteArg,
+    /// Delete entries in the target that are not in the snapshot
+    #[arg(long)]
+    pub delete: bool,
+    /// Read restored files back and verify their content
+    #[arg(long)]
+    pub verify: bool,
+    /// Show what would be done, change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Restore owners by numeric id, ignoring user and group names
+    #[arg(long)]
+    pub numeric_owner: bool,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+    /// Only the latest N snapshots of each host and path set
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// An id prefix or `latest`
+    pub snapshot: String,
+    /// Directory (or file) in the snapshot to list; default the root
+    pub path: Option<String>,
+    /// Long format: type, mode, owner, size, time
+    #[arg(short, long)]
+    pub long: bool,
+    /// Only the entries directly in PATH
+    #[arg(long)]
+    pub no_recursive: bool,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// Glob pattern matched against names (or paths, when it contains '/')
+    pub pattern: String,
+    /// Search only these snapshots (id prefixes or `latest`; default all)
+    #[arg(short, long = "snapshot", value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older snapshot
+    pub first: String,
+    /// The newer snapshot
+    pub second: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Snapshots to count (default all)
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Snapshots to change (id prefixes or `latest`; default all that match the filter)
+    pub snapshots: Vec<String>,
+    /// Add this tag (repeatable)
+    #[arg(long = "add", value_name = "TAG")]
+    pub add: Vec<String>,
+    /// Remove this tag (repeatable)
+    #[arg(long = "remove", value_name = "TAG")]
+    pub remove: Vec<String>,
+    /// Replace all tags with these (repeatable)
+    #[arg(long = "set", value_name = "TAG")]
+    pub set: Vec<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// An id prefix or `latest`
+    pub snapshot: String,
+    /// The file (or directory, written as tar) in the snapshot
+    pub path: String,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
 }
 
 /// Argon2id cost of a new key.
@@ -172,4 +377,13 @@ pub enum CatWhat {
     Snapshot { id: String },
     /// A pack's header
     Pack { id: String },
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

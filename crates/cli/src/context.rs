@@ -1,4 +1,12 @@
 //! From global options to a backend and an open repository.
+//!
+//! With no repository configured (`-r` / `CAIRN_REPOSITORY`), commands use
+//! the **default repository** `$XDG_DATA_HOME/cairn/repository` (usually
+//! `~/.local/share/cairn/repository`) with the password in
+//! `$XDG_CONFIG_HOME/cairn/password` (usually `~/.config/cairn/password`);
+//! `cairn backup` creates both on first use.
+
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use cairn_repo::{Backend, BackendOptions, OpenOptions, Repository, S3Options};
@@ -6,12 +14,36 @@ use cairn_repo::{Backend, BackendOptions, OpenOptions, Repository, S3Options};
 use crate::args::GlobalArgs;
 use crate::password;
 
-/// The repository location given by `-r` or `CAIRN_REPOSITORY`.
-pub fn location(global: &GlobalArgs) -> Result<&str> {
-    match global.repo.as_deref() {
-        Some(l) if !l.trim().is_empty() => Ok(l),
-        _ => bail!("no repository given: use -r/--repo LOCATION or set CAIRN_REPOSITORY"),
+/// Where the default repository and its password live.
+pub struct DefaultRepository {
+    /// The repository directory.
+    pub location: PathBuf,
+    /// The generated password's file.
+    pub password_file: PathBuf,
+}
+
+/// The default repository's paths, if this user has a home.
+pub fn default_repository() -> Result<DefaultRepository> {
+    let data = dirs::data_dir().context("cannot find a data directory for the default repository (is HOME set?)")?;
+    let config =
+        dirs::config_dir().context("cannot find a config directory for the default repository (is HOME set?)")?;
+    Ok(DefaultRepository {
+        location: data.join("cairn").join("repository"),
+        password_file: config.join("cairn").join("password"),
+    })
+}
+
+/// True when no repository is configured, so the default one is used.
+pub fn uses_default(global: &GlobalArgs) -> bool {
+    global.repo.as_deref().is_none_or(|l| l.trim().is_empty())
+}
+
+/// The repository location: `-r`/`CAIRN_REPOSITORY`, else the default.
+pub fn location(global: &GlobalArgs) -> Result<String> {
+    if !uses_default(global) {
+        return Ok(global.repo.clone().unwrap_or_default());
     }
+    Ok(default_repository()?.location.to_string_lossy().into_owned())
 }
 
 /// Opens the storage backend.
@@ -28,7 +60,7 @@ pub fn backend(global: &GlobalArgs, create: bool) -> Result<Backend> {
         },
         ..Default::default()
     };
-    Ok(Backend::open(location(global)?, &options)?)
+    Ok(Backend::open(&location(global)?, &options)?)
 }
 
 /// Cache settings.
@@ -38,16 +70,40 @@ pub fn open_options(global: &GlobalArgs) -> OpenOptions {
     OpenOptions { cache_dir }
 }
 
+/// The password that opens the repository; for the default repository
+/// without a configured password, its password file.
+pub fn repository_password(global: &GlobalArgs) -> Result<password::Password> {
+    if uses_default(global) && !password::is_configured(global) {
+        let default = default_repository()?;
+        if !default.password_file.exists() {
+            bail!(
+                "no repository given: use -r/--repo LOCATION or set CAIRN_REPOSITORY \
+                 (or run `cairn backup PATH` once to create the default repository at {})",
+                default.location.display()
+            );
+        }
+        return password::from_file(&default.password_file);
+    }
+    password::repository_password(global)
+}
+
 /// Opens the repository with the configured password.
 pub async fn open(global: &GlobalArgs) -> Result<Repository> {
+    let pw = repository_password(global)?;
     let backend = backend(global, false)?;
-    let pw = password::repository_password(global)?;
     Repository::open(backend, &pw, open_options(global)).await.map_err(anyhow::Error::from)
 }
 
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(value).context("cannot format JSON")?;
+    println!("{s}");
+    Ok(())
+}
+
+/// Prints `value` as one JSON line on stdout (status and summary lines).
+pub fn print_json_line<T: serde::Serialize>(value: &T) -> Result<()> {
+    let s = serde_json::to_string(value).context("cannot format JSON")?;
     println!("{s}");
     Ok(())
 }

@@ -5,12 +5,15 @@
 //! | 0 | success |
 //! | 1 | failure (including a wrong password or a corrupt object) |
 //! | 2 | invalid command line |
+//! | 3 | a backup or restore finished, but some entries could not be read or written |
 //! | 10 | the repository does not exist |
 
 use cairn_repo::Error;
 
 /// Any failure.
 pub const FAILURE: u8 = 1;
+/// Finished, but some files could not be read (backup) or written (restore).
+pub const INCOMPLETE: u8 = 3;
 /// No repository at the location.
 pub const REPOSITORY_NOT_FOUND: u8 = 10;
 

@@ -5,6 +5,8 @@ mod commands;
 mod context;
 mod exit;
 mod password;
+mod progress;
+mod select;
 mod units;
 
 use std::process::ExitCode;
@@ -25,13 +27,22 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Init(args) => commands::init::run(&cli.global, args).await,
-            Command::Key(args) => commands::key::run(&cli.global, args).await,
-            Command::Cat(args) => commands::cat::run(&cli.global, args).await,
+            Command::Init(args) => commands::init::run(&cli.global, args).await.map(|()| 0),
+            Command::Key(args) => commands::key::run(&cli.global, args).await.map(|()| 0),
+            Command::Backup(args) => commands::backup::run(&cli.global, args).await,
+            Command::Restore(args) => commands::restore::run(&cli.global, args).await,
+            Command::Snapshots(args) => commands::snapshots::run(&cli.global, args).await.map(|()| 0),
+            Command::Ls(args) => commands::ls::run(&cli.global, args).await.map(|()| 0),
+            Command::Find(args) => commands::find::run(&cli.global, args).await.map(|()| 0),
+            Command::Diff(args) => commands::diff::run(&cli.global, args).await.map(|()| 0),
+            Command::Stats(args) => commands::stats::run(&cli.global, args).await.map(|()| 0),
+            Command::Tag(args) => commands::tag::run(&cli.global, args).await.map(|()| 0),
+            Command::Dump(args) => commands::dump::run(&cli.global, args).await.map(|()| 0),
+            Command::Cat(args) => commands::cat::run(&cli.global, args).await.map(|()| 0),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("cairn: error: {}", exit::message(&e));
             ExitCode::from(exit::code(&e))

@@ -26,7 +26,7 @@ fn strip_newline(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-fn from_file(path: &Path) -> Result<Password> {
+pub fn from_file(path: &Path) -> Result<Password> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read the password file {}", path.display()))?;
     // Only the first line counts, so a file may carry a trailing comment line.
     let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default().to_vec();
@@ -85,6 +85,11 @@ fn configured(global: &GlobalArgs) -> Result<Option<Password>> {
         return Ok(Some(Zeroizing::new(pw.into_bytes())));
     }
     Ok(None)
+}
+
+/// Whether a password source is configured (file, command or variable).
+pub fn is_configured(global: &GlobalArgs) -> bool {
+    global.password_file.is_some() || global.password_command.is_some() || std::env::var_os("CAIRN_PASSWORD").is_some()
 }
 
 const NO_PASSWORD: &str = "no password given: use --password-file, CAIRN_PASSWORD_FILE, CAIRN_PASSWORD_COMMAND or CAIRN_PASSWORD (or run on a terminal to be asked)";

@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub mod archiver;
 pub mod backend;
 pub mod blob;
 pub mod cache;
@@ -32,7 +33,9 @@ mod compress;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod filter;
 pub mod format;
+mod fsmeta;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod id;
@@ -40,8 +43,11 @@ pub mod index;
 pub mod keys;
 pub mod pack;
 pub mod repository;
+pub mod restorer;
 pub mod snapshot;
+pub mod tree;
 mod util;
+pub mod view;
 mod wire;
 pub mod writer;
 
@@ -49,13 +55,15 @@ pub use backend::{Backend, BackendKind, BackendOptions, FileKind, RetryPolicy, S
 pub use blob::BlobType;
 pub use config::Config;
 pub use error::{Error, Result};
+pub use filter::PathFilter;
 pub use format::FormatError;
 pub use id::Id;
 pub use index::{Index, IndexFile};
 pub use keys::{KdfParams, KeyKind};
 pub use pack::PackHeader;
 pub use repository::{InitOptions, KeyInfo, KeyOptions, OpenOptions, Repository};
-pub use snapshot::Snapshot;
+pub use snapshot::{Snapshot, SnapshotSummary};
+pub use tree::{Extent, Node, NodeKind, Tree};
 pub use util::{hostname, username};
 pub use wire::WireError;
 pub use writer::{Writer, WriterStats};

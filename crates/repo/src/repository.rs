@@ -17,7 +17,7 @@ use crate::crypto::SecretKey;
 use crate::error::{Error, Result};
 use crate::format::{self, FormatError, INDEX_MAGIC, SNAPSHOT_MAGIC};
 use crate::id::Id;
-use crate::index::{Index, IndexFile};
+use crate::index::{BlobLocation, Index, IndexFile, PackInfo};
 use crate::keys::{KdfParams, KeyFile, KeyFileError, KeyKind, KeyMaterial, SessionKeyError};
 use crate::pack::{self, PackHeader};
 use crate::snapshot::Snapshot;
@@ -553,14 +553,20 @@ impl Repository {
     /// Reads, decrypts and verifies one blob.
     pub async fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
         let (pack, loc) = index.get(id).ok_or(Error::BlobNotFound(*id))?;
-        let object = || format!("blob {} in pack {}", id, FileKind::Pack.relative_path(&pack.id));
-        let key = self.session_key(&pack.session_public, &object())?;
         let sealed = self
             .inner
             .backend
             .read_range(FileKind::Pack, &pack.id, loc.offset as u64..loc.offset as u64 + loc.length as u64)
             .await?;
-        blob::open(&key, &self.inner.keys, loc.blob_type, id, loc.raw_length, &sealed)
+        self.open_blob(pack, &loc, id, &sealed)
+    }
+
+    /// Decrypts and verifies blob `id` from its sealed bytes, read from
+    /// `pack` at `loc` (for callers that fetch ranges of packs themselves).
+    pub fn open_blob(&self, pack: &PackInfo, loc: &BlobLocation, id: &Id, sealed: &[u8]) -> Result<Vec<u8>> {
+        let object = || format!("blob {} in pack {}", id, FileKind::Pack.relative_path(&pack.id));
+        let key = self.session_key(&pack.session_public, &object())?;
+        blob::open(&key, &self.inner.keys, loc.blob_type, id, loc.raw_length, sealed)
             .map_err(|e| Error::corrupt(object(), e))
     }
 }

@@ -30,6 +30,9 @@ pub struct Snapshot {
     pub parent: Option<Id>,
     /// Program that wrote it, e.g. `cairn 0.1.0`.
     pub program_version: String,
+    /// What the backup that wrote it counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<SnapshotSummary>,
     /// Fields written by other versions, preserved as they are.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -47,9 +50,36 @@ impl Snapshot {
             tags: Vec::new(),
             parent: None,
             program_version: format!("cairn {}", env!("CARGO_PKG_VERSION")),
+            summary: None,
             extra: serde_json::Map::new(),
         }
     }
+}
+
+/// Counts a backup records in its snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotSummary {
+    /// Files not in the parent snapshot.
+    pub files_new: u64,
+    /// Files whose metadata differed from the parent's, so they were read.
+    pub files_changed: u64,
+    /// Files taken from the parent without reading them.
+    pub files_unchanged: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Entries that could not be read (recorded with an error in their tree).
+    pub errors: u64,
+    /// Bytes of all files in the snapshot.
+    pub total_bytes: u64,
+    /// Bytes read from files.
+    pub bytes_read: u64,
+    /// Bytes the backup added to the repository (after dedup, compression, encryption).
+    pub bytes_added: u64,
+    /// Wall-clock duration of the backup in seconds.
+    pub duration_secs: f64,
+    /// Fields written by other versions, preserved as they are.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[cfg(test)]

@@ -77,6 +77,16 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
+    pub fn i64(&mut self) -> Result<i64, WireError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    /// A u32 length followed by that many bytes.
+    pub fn bytes(&mut self) -> Result<&'a [u8], WireError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
     pub fn id(&mut self) -> Result<Id, WireError> {
         Ok(Id(self.array()?))
     }
@@ -98,6 +108,12 @@ impl<'a> Reader<'a> {
             n => Err(WireError::Trailing(n)),
         }
     }
+}
+
+/// Appends `bytes` with a u32 length prefix (the inverse of [`Reader::bytes`]).
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! order (FORMAT.md, "Publishing").
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use tokio::sync::Semaphore;
@@ -50,7 +50,9 @@ pub struct WriterStats {
 /// A writing session. Safe to share between tasks (`&self` methods).
 pub struct Writer {
     repo: Repository,
-    index: Arc<Index>,
+    index: RwLock<Arc<Index>>,
+    /// Count and seal, but upload and publish nothing.
+    dry_run: bool,
     session: Arc<WriteSession>,
     state: Mutex<State>,
     uploads: Mutex<JoinSet<Result<IndexedPack>>>,
@@ -75,12 +77,39 @@ impl Writer {
             .map_err(|e| Error::corrupt("config (repository public key)", e))?;
         Ok(Writer {
             repo: repo.clone(),
-            index,
+            index: RwLock::new(index),
+            dry_run: false,
             session: Arc::new(session),
             state: Mutex::new(State::default()),
             uploads: Mutex::new(JoinSet::new()),
             upload_slots: Arc::new(Semaphore::new(UPLOADS_IN_FLIGHT)),
         })
+    }
+
+    /// A session that seals and counts like a real one but writes nothing:
+    /// packs are dropped and [`commit`](Writer::commit) refuses.
+    pub fn dry_run(repo: &Repository, index: Arc<Index>) -> Result<Writer> {
+        let mut writer = Writer::new(repo, index)?;
+        writer.dry_run = true;
+        Ok(writer)
+    }
+
+    /// Replaces the index deduplicated against. A session may start with an
+    /// empty index and receive the loaded one later, so a stream (stdin, a
+    /// database dump) is consumed at once; blobs added before that are stored
+    /// even if the repository had them (prune removes such duplicates).
+    pub fn set_index(&self, index: Arc<Index>) {
+        *self.index.write().expect("writer index poisoned") = index;
+    }
+
+    /// The repository written to.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The index deduplicated against.
+    pub fn index(&self) -> Arc<Index> {
+        self.index.read().expect("writer index poisoned").clone()
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -107,7 +136,7 @@ impl Writer {
 
     /// Whether the repository or this session already has blob `id`.
     pub fn contains(&self, id: &Id) -> bool {
-        self.index.contains_trusted(id) || self.state().added.contains(id)
+        self.index.read().expect("writer index poisoned").contains_trusted(id) || self.state().added.contains(id)
     }
 
     /// Compresses and seals a blob (CPU only; call from worker threads).
@@ -128,7 +157,8 @@ impl Writer {
         self.check_failed()?;
         let full_pack = {
             let mut state = self.state();
-            if self.index.contains_trusted(&sealed.id) || !state.added.insert(sealed.id) {
+            let known = self.index.read().expect("writer index poisoned").contains_trusted(&sealed.id);
+            if known || !state.added.insert(sealed.id) {
                 state.stats.blobs_deduplicated += 1;
                 return Ok(false);
             }
@@ -165,6 +195,11 @@ impl Writer {
     async fn upload(&self, pack: PackBuilder) -> Result<()> {
         let permit = self.upload_slots.clone().acquire_owned().await.expect("upload semaphore is never closed");
         let finished = pack.finish(&self.session);
+        if self.dry_run {
+            drop(permit);
+            self.state().stats.packs_written += 1;
+            return Ok(());
+        }
         let backend = self.repo.backend().clone();
         let indexed = IndexedPack {
             id: finished.id,
@@ -263,6 +298,9 @@ impl Writer {
     /// Flushes, then publishes `snapshot`: the snapshot is written only after
     /// every pack and index file it depends on.
     pub async fn commit(&self, snapshot: &Snapshot) -> Result<Id> {
+        if self.dry_run {
+            return Err(Error::InvalidArgument("a dry-run session cannot publish a snapshot".into()));
+        }
         self.flush().await?;
         let json = serde_json::to_vec(snapshot).expect("snapshots serialize");
         let level = self.repo.config().compression.level;

@@ -9,7 +9,11 @@ use crate::context;
 use crate::password;
 
 pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<()> {
-    context::location(global)?;
+    if context::uses_default(global) {
+        anyhow::bail!(
+            "no repository given: use -r/--repo LOCATION or set CAIRN_REPOSITORY (`cairn backup` creates a default repository by itself)"
+        );
+    }
     let pw = password::new_repository_password(global)?;
     let options = InitOptions {
         chunker: ChunkerParams { min_size: args.chunk_min, avg_size: args.chunk_avg, max_size: args.chunk_max },

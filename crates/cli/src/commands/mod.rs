@@ -1,5 +1,14 @@
 //! One module per subcommand.
 
+pub mod backup;
 pub mod cat;
+pub mod diff;
+pub mod dump;
+pub mod find;
 pub mod init;
 pub mod key;
+pub mod ls;
+pub mod restore;
+pub mod snapshots;
+pub mod stats;
+pub mod tag;

@@ -1,0 +1,143 @@
+//! `cairn restore`
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result};
+use cairn_repo::restorer::{self, Overwrite, RestoreEvents, RestoreOptions, RestoreOutcome, RestoreProgress};
+use cairn_repo::view::{TreeLoader, split_snapshot_arg};
+use cairn_repo::{NodeKind, PathFilter};
+use indicatif::HumanBytes;
+
+use crate::args::{GlobalArgs, OverwriteArg, RestoreArgs};
+use crate::context;
+use crate::exit;
+use crate::progress::{self, Reporter, Status};
+use crate::select;
+
+struct Events {
+    reporter: Arc<Reporter>,
+    /// Print each action (dry run with -v).
+    list: bool,
+}
+
+impl RestoreEvents for Events {
+    fn warning(&self, path: &Path, message: &str) {
+        self.reporter.warning(path, message);
+    }
+
+    fn action(&self, path: &Path, action: &str) {
+        if self.list {
+            println!("{action:8} {}", path.display());
+        }
+    }
+}
+
+pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
+    let options = RestoreOptions {
+        includes: PathFilter::new(&args.includes)?,
+        excludes: PathFilter::new(&args.excludes)?,
+        overwrite: match args.overwrite {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::Never => Overwrite::Never,
+        },
+        delete: args.delete,
+        verify: args.verify,
+        dry_run: args.dry_run,
+        numeric_owner: args.numeric_owner,
+        workers: 0,
+    };
+    let repo = context::open(global).await?;
+    let (snapshot_arg, subpath) = split_snapshot_arg(&args.snapshot);
+    let (index, (id, snapshot)) = tokio::try_join!(
+        async { repo.load_index().await.map_err(anyhow::Error::from) },
+        select::one(&repo, snapshot_arg, &args.filter)
+    )?;
+    let reporter = Reporter::new(global, "restored");
+    let progress = Arc::new(RestoreProgress::default());
+    let ticker = {
+        let progress = progress.clone();
+        progress::tick(reporter.clone(), move || Status {
+            files: progress.files_done.load(Ordering::Relaxed),
+            total_files: progress.files_total.load(Ordering::Relaxed),
+            bytes: progress.bytes_done.load(Ordering::Relaxed),
+            total_bytes: progress.bytes_total.load(Ordering::Relaxed),
+            errors: 0,
+        })
+    };
+    let loader = TreeLoader::new(&repo, Arc::new(index), tokio::runtime::Handle::current());
+    let target = args.target.clone();
+    let subpath = subpath.unwrap_or("").to_owned();
+    let list = args.dry_run && (global.verbose > 0 || !global.quiet) && !global.json;
+    let outcome = {
+        let (progress, reporter) = (progress.clone(), reporter.clone());
+        tokio::task::spawn_blocking(move || {
+            let start = loader.resolve(&snapshot, &subpath)?;
+            let events = Events { reporter, list };
+            restorer::restore(&loader, &start, &target, &options, &progress, &events).map(|o| (o, start.kind))
+        })
+        .await
+        .context("the restore thread panicked")?
+    };
+    drop(ticker);
+    reporter.finish();
+    let (outcome, kind) = outcome?;
+    print_summary(global, &outcome, &id.short(), &args.target, kind, args.dry_run, reporter.elapsed().as_secs_f64())?;
+    Ok(if outcome.errors > 0 { exit::INCOMPLETE } else { 0 })
+}
+
+fn print_summary(
+    global: &GlobalArgs,
+    o: &RestoreOutcome,
+    snapshot: &str,
+    target: &Path,
+    kind: NodeKind,
+    dry_run: bool,
+    secs: f64,
+) -> Result<()> {
+    if global.json {
+        return context::print_json_line(&serde_json::json!({
+            "message_type": "summary",
+            "dry_run": dry_run,
+            "snapshot": snapshot,
+            "target": target,
+            "files": o.files,
+            "dirs": o.dirs,
+            "specials": o.specials,
+            "hardlinks": o.hardlinks,
+            "skipped": o.skipped,
+            "deleted": o.deleted,
+            "bytes": o.bytes,
+            "verified": o.verified,
+            "errors": o.errors,
+            "duration_secs": secs,
+        }));
+    }
+    if global.quiet {
+        return Ok(());
+    }
+    let what = if kind == NodeKind::Dir { "into" } else { "under" };
+    let verb = if dry_run { "would restore" } else { "restored" };
+    println!(
+        "{verb} snapshot {snapshot} {what} {}: {} files ({}), {} directories, {} links and special files, {} hard links",
+        target.display(),
+        o.files,
+        HumanBytes(o.bytes),
+        o.dirs,
+        o.specials,
+        o.hardlinks
+    );
+    if o.skipped > 0 || o.deleted > 0 {
+        println!("{} entries left as they were, {} deleted", o.skipped, o.deleted);
+    }
+    if o.verified > 0 {
+        println!("{} files verified", o.verified);
+    }
+    if o.errors > 0 {
+        println!("{} entries could not be restored (see the warnings)", o.errors);
+    }
+    println!("took {secs:.2}s");
+    Ok(())
+}

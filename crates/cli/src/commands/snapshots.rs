@@ -1,0 +1,78 @@
+//! `cairn snapshots`
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use indicatif::HumanBytes;
+
+use crate::args::{GlobalArgs, SnapshotsArgs};
+use crate::{context, select};
+
+pub async fn run(global: &GlobalArgs, args: SnapshotsArgs) -> Result<()> {
+    let repo = context::open(global).await?;
+    let mut snapshots = select::filtered(&repo, &args.filter).await?;
+    if let Some(n) = args.latest {
+        // Keep the newest n of each host + path set.
+        let mut seen: HashMap<(String, Vec<String>), usize> = HashMap::new();
+        snapshots.reverse();
+        snapshots.retain(|(_, s)| {
+            let mut paths = s.paths.clone();
+            paths.sort();
+            let count = seen.entry((s.hostname.clone(), paths)).or_default();
+            *count += 1;
+            *count <= n
+        });
+        snapshots.reverse();
+    }
+    if global.json {
+        let list: Vec<serde_json::Value> = snapshots
+            .iter()
+            .map(|(id, s)| {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                v["id"] = serde_json::json!(id);
+                v["short_id"] = serde_json::json!(id.short());
+                v
+            })
+            .collect();
+        return context::print_json(&list);
+    }
+    let tz = jiff::tz::TimeZone::system();
+    let rows: Vec<[String; 6]> = snapshots
+        .iter()
+        .map(|(id, s)| {
+            [
+                id.short(),
+                s.time.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                s.hostname.clone(),
+                s.tags.join(","),
+                s.summary.as_ref().map(|x| HumanBytes(x.total_bytes).to_string()).unwrap_or_default(),
+                s.paths.join(" "),
+            ]
+        })
+        .collect();
+    let header = ["ID", "Time", "Host", "Tags", "Size", "Paths"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i == 5 {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    println!("{}", line(header));
+    println!("{}", "-".repeat(widths.iter().sum::<usize>() + 10));
+    for row in &rows {
+        println!("{}", line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]));
+    }
+    println!("{} snapshots", rows.len());
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! Progress and warnings for long commands (backup, restore): a progress bar
+//! on a terminal, a plain log line every few seconds otherwise (systemd,
+//! cron), JSON status lines with `--json`, nothing with `--quiet`.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::args::GlobalArgs;
+
+/// Counters at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Status {
+    /// Files finished.
+    pub files: u64,
+    /// Files expected in all (0 while unknown).
+    pub total_files: u64,
+    /// Bytes finished.
+    pub bytes: u64,
+    /// Bytes expected in all (0 while unknown).
+    pub total_bytes: u64,
+    /// Entries with problems so far.
+    pub errors: u64,
+}
+
+enum Style {
+    Bar(ProgressBar),
+    Log,
+    Json,
+    Quiet,
+}
+
+/// Shows progress and warnings of one command.
+pub struct Reporter {
+    style: Style,
+    started: Instant,
+    verb: &'static str,
+}
+
+impl Reporter {
+    /// A reporter for `verb` ("backed up", "restored") chosen from the
+    /// global options and whether stderr is a terminal.
+    pub fn new(global: &GlobalArgs, verb: &'static str) -> Arc<Reporter> {
+        let style = if global.json {
+            Style::Json
+        } else if global.quiet {
+            Style::Quiet
+        } else if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr_with_hz(10));
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{elapsed_precise} [{wide_bar:.cyan/blue}] {binary_bytes}/{binary_total_bytes} \
+                     {binary_bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            Style::Bar(bar)
+        } else {
+            Style::Log
+        };
+        Arc::new(Reporter { style, started: Instant::now(), verb })
+    }
+
+    /// How often [`update`](Reporter::update) is worth calling.
+    pub fn interval(&self) -> Duration {
+        match self.style {
+            Style::Bar(_) => Duration::from_millis(100),
+            Style::Json => Duration::from_secs(1),
+            Style::Log => Duration::from_secs(10),
+            Style::Quiet => Duration::from_secs(3600),
+        }
+    }
+
+    /// A warning about one path: printed at once, above the bar.
+    pub fn warning(&self, path: &Path, message: &str) {
+        match &self.style {
+            Style::Json => {
+                let line = serde_json::json!({
+                    "message_type": "warning",
+                    "path": path.to_string_lossy(),
+                    "message": message,
+                });
+                println!("{line}");
+            }
+            Style::Bar(bar) => bar.suspend(|| eprintln!("warning: {}: {message}", path.display())),
+            _ => eprintln!("warning: {}: {message}", path.display()),
+        }
+    }
+
+    /// An informational line (not in JSON or quiet mode).
+    pub fn info(&self, line: &str) {
+        match &self.style {
+            Style::Bar(bar) => bar.suspend(|| eprintln!("{line}")),
+            Style::Log => eprintln!("{line}"),
+            _ => {}
+        }
+    }
+
+    /// Shows the current counters.
+    pub fn update(&self, s: Status) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        match &self.style {
+            Style::Bar(bar) => {
+                bar.set_length(s.total_bytes.max(s.bytes));
+                bar.set_position(s.bytes);
+                let files = if s.total_files > 0 {
+                    format!("{}/{} files", s.files, s.total_files.max(s.files))
+                } else {
+                    format!("{} files", s.files)
+                };
+                let errors = if s.errors > 0 { format!(", {} errors", s.errors) } else { String::new() };
+                bar.set_message(format!("{files}{errors}"));
+            }
+            Style::Log => {
+                let rate = s.bytes as f64 / elapsed.max(0.001);
+                let percent = if s.total_bytes > 0 {
+                    format!(" ({:.1}%)", 100.0 * s.bytes as f64 / s.total_bytes as f64)
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "[{:.0}s] {} {} files, {}{percent} at {}/s, {} errors",
+                    elapsed,
+                    self.verb,
+                    s.files,
+                    HumanBytes(s.bytes),
+                    HumanBytes(rate as u64),
+                    s.errors
+                );
+            }
+            Style::Json => {
+                let percent = if s.total_bytes > 0 { s.bytes as f64 / s.total_bytes as f64 } else { 0.0 };
+                let line = serde_json::json!({
+                    "message_type": "status",
+                    "seconds_elapsed": elapsed,
+                    "percent_done": percent.min(1.0),
+                    "files_done": s.files,
+                    "total_files": s.total_files,
+                    "bytes_done": s.bytes,
+                    "total_bytes": s.total_bytes,
+                    "errors": s.errors,
+                });
+                println!("{line}");
+            }
+            Style::Quiet => {}
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Style::Bar(bar) = &self.style {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// Seconds since the reporter was created.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Calls `reporter.update(status())` periodically until the returned guard
+/// is dropped.
+pub fn tick(reporter: Arc<Reporter>, status: impl Fn() -> Status + Send + 'static) -> TickGuard {
+    let interval = reporter.interval();
+    let task = tokio::spawn(async move {
+        let mut timer = tokio::time::interval(interval);
+        timer.tick().await;
+        loop {
+            timer.tick().await;
+            reporter.update(status());
+        }
+    });
+    TickGuard(task)
+}
+
+/// Stops the periodic updates when dropped.
+pub struct TickGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for TickGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

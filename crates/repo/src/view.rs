@@ -1,0 +1,215 @@
+//! Reading a snapshot's trees: its root as users see it, paths inside it,
+//! and depth-first walks. Restore, `ls`, `find`, `diff`, `stats` and `dump`
+//! all go through here, so they agree on what a path in a snapshot means.
+//!
+//! **The view of a snapshot.** A backup of one directory (`/opt/app/backups`)
+//! is seen as that directory's contents: `/db/x.sql` names
+//! `/opt/app/backups/db/x.sql`, and a restore puts `db/` directly into the
+//! target. A backup of several paths, of one file, or of a stream is seen as
+//! a directory holding each source under its base name. Inside a snapshot of
+//! one directory, the original absolute path is accepted too.
+//!
+//! The functions here block (they read trees through a runtime handle): call
+//! them from a blocking thread.
+
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::Index;
+use crate::repository::Repository;
+use crate::snapshot::Snapshot;
+use crate::tree::{Node, NodeKind, Tree};
+
+/// Loads and decodes tree blobs.
+#[derive(Clone)]
+pub struct TreeLoader {
+    repo: Repository,
+    index: Arc<Index>,
+    handle: Handle,
+}
+
+impl TreeLoader {
+    /// A loader reading through `index`; `handle` runs the reads.
+    pub fn new(repo: &Repository, index: Arc<Index>, handle: Handle) -> TreeLoader {
+        TreeLoader { repo: repo.clone(), index, handle }
+    }
+
+    /// The repository.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// The index.
+    pub fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// The runtime handle.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Reads tree `id` (blocking).
+    pub fn load(&self, id: &Id) -> Result<Tree> {
+        let bytes = self.handle.block_on(self.repo.read_blob(&self.index, id))?;
+        Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
+    }
+
+    /// The snapshot's root as users see it (see the module docs): the one
+    /// backed-up directory's node, or a directory node for the root tree.
+    pub fn root(&self, snapshot: &Snapshot) -> Result<Node> {
+        let tree = self.load(&snapshot.tree)?;
+        if let [only] = tree.nodes() {
+            if only.kind == NodeKind::Dir && snapshot.paths.len() <= 1 {
+                return Ok(only.clone());
+            }
+        }
+        let mut root = Node::new(b"/".to_vec(), NodeKind::Dir);
+        root.mode = 0o755;
+        root.subtree = Some(snapshot.tree);
+        Ok(root)
+    }
+
+    /// The node at `path` in the snapshot's view (`""` or `/` is the root).
+    pub fn resolve(&self, snapshot: &Snapshot, path: &str) -> Result<Node> {
+        let mut node = self.root(snapshot)?;
+        let relative = relative_path(snapshot, path);
+        for component in relative.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            let Some(subtree) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
+                return Err(not_found(path));
+            };
+            let tree = self.load(&subtree)?;
+            node = tree.get(component.as_bytes()).cloned().ok_or_else(|| not_found(path))?;
+        }
+        Ok(node)
+    }
+
+    /// Visits every entry below directory `dir` depth-first in name order,
+    /// with its path relative to `dir` (`/a/b`). `visit` returns whether to
+    /// descend into a directory.
+    pub fn walk<E: From<Error>>(
+        &self,
+        dir: &Node,
+        mut visit: impl FnMut(&[u8], &Node) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<(), E> {
+        let Some(root) = dir.subtree else { return Ok(()) };
+        let mut stack: Vec<(Vec<u8>, Tree, usize)> = vec![(Vec::new(), self.load(&root)?, 0)];
+        while let Some((prefix, tree, next)) = stack.last_mut() {
+            let Some(node) = tree.nodes().get(*next) else {
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            let path = [prefix.as_slice(), b"/", &node.name].concat();
+            if visit(&path, node)? && node.kind == NodeKind::Dir {
+                if let Some(sub) = node.subtree {
+                    let tree = self.load(&sub)?;
+                    stack.push((path, tree, 0));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TreeLoader {
+    /// A reader of a file node's content (blobs fetched one at a time;
+    /// holes read as zeros).
+    pub fn content(&self, node: &Node) -> ContentReader<'_> {
+        ContentReader { loader: self, extents: node.content.clone().into_iter(), current: Vec::new(), pos: 0, hole: 0 }
+    }
+}
+
+/// Reads a file's content from the repository, blob by blob.
+pub struct ContentReader<'a> {
+    loader: &'a TreeLoader,
+    extents: std::vec::IntoIter<crate::tree::Extent>,
+    current: Vec<u8>,
+    pos: usize,
+    hole: u64,
+}
+
+impl std::io::Read for ContentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use crate::tree::Extent;
+        loop {
+            if self.hole > 0 {
+                let n = (buf.len() as u64).min(self.hole) as usize;
+                buf[..n].fill(0);
+                self.hole -= n as u64;
+                return Ok(n);
+            }
+            if self.pos < self.current.len() {
+                let n = buf.len().min(self.current.len() - self.pos);
+                buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            match self.extents.next() {
+                None => return Ok(0),
+                Some(Extent::Hole { length }) => self.hole = length,
+                Some(Extent::Blob { id, offset, length }) => {
+                    let repo = &self.loader.repo;
+                    let blob = self
+                        .loader
+                        .handle
+                        .block_on(repo.read_blob(&self.loader.index, &id))
+                        .map_err(std::io::Error::other)?;
+                    let range = offset as usize..offset as usize + length as usize;
+                    let slice = blob.get(range).ok_or_else(|| {
+                        std::io::Error::other(format!("the snapshot refers past the end of blob {id}"))
+                    })?;
+                    self.current = slice.to_vec();
+                    self.pos = 0;
+                }
+            }
+        }
+    }
+}
+
+fn not_found(path: &str) -> Error {
+    Error::InvalidArgument(format!("{path} is not in the snapshot (see `cairn ls` for what it holds)"))
+}
+
+/// `path` relative to the snapshot's view: an absolute source path of a
+/// one-directory snapshot loses that prefix.
+fn relative_path<'p>(snapshot: &Snapshot, path: &'p str) -> &'p str {
+    if let [source] = snapshot.paths.as_slice() {
+        let source = source.trim_end_matches('/');
+        if !source.is_empty() {
+            if let Some(rest) = path.strip_prefix(source) {
+                if rest.is_empty() || rest.starts_with('/') {
+                    return rest;
+                }
+            }
+        }
+    }
+    path
+}
+
+/// Splits `SNAPSHOT[:PATH]` into its parts.
+pub fn split_snapshot_arg(arg: &str) -> (&str, Option<&str>) {
+    match arg.split_once(':') {
+        Some((snap, path)) => (snap, Some(path)),
+        None => (arg, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_source_paths_are_stripped() {
+        let snap = Snapshot::new(Id::default(), vec!["/opt/app/backups".into()]);
+        assert_eq!(relative_path(&snap, "/opt/app/backups/db/x"), "/db/x");
+        assert_eq!(relative_path(&snap, "/opt/app/backups"), "");
+        assert_eq!(relative_path(&snap, "/opt/app/backupsX"), "/opt/app/backupsX");
+        assert_eq!(relative_path(&snap, "/db"), "/db");
+        assert_eq!(split_snapshot_arg("latest:/a/b"), ("latest", Some("/a/b")));
+        assert_eq!(split_snapshot_arg("3fa2"), ("3fa2", None));
+    }
+}
