@@ -6,40 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cairn_repo::{Backend, BackendOptions, BlobType, OpenOptions, Repository, Snapshot, Writer};
-use support::{cairn, fails, ok, run};
-
-const FAST_KDF: [&str; 4] = ["--kdf-memory", "8MiB", "--kdf-iterations", "1"];
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pw"), "correct horse\n").unwrap();
-        Env { dir }
-    }
-    fn repo(&self) -> String {
-        self.dir.path().join("repo").display().to_string()
-    }
-    fn pw(&self) -> String {
-        self.dir.path().join("pw").display().to_string()
-    }
-    fn cmd(&self, args: &[&str]) -> std::process::Command {
-        let mut c = cairn(&self.dir.path().join("cache"));
-        c.args(["-r", &self.repo(), "--password-file", &self.pw()]).args(args);
-        c
-    }
-    fn init(&self) -> String {
-        let mut args = vec!["init"];
-        args.extend(FAST_KDF);
-        ok(run(&mut self.cmd(&args)))
-    }
-    fn path(&self, rel: &str) -> std::path::PathBuf {
-        self.dir.path().join("repo").join(rel)
-    }
-}
+use support::{Env, FAST_KDF, cairn, fails, ok, run};
 
 #[test]
 fn init_key_list_and_cat_config() {

@@ -48,3 +48,9 @@ async fn gcs_configuration_and_optional_real_bucket() {
     let again = Repository::open(backend, b"pw", OpenOptions::default()).await.unwrap();
     assert_eq!(again.id(), repo.id());
 }
+
+#[test]
+fn file_backup_and_restore_round_trip_on_s3() {
+    let Some(s) = Service::shared(Kind::S3) else { return };
+    scenarios::file_round_trip(s);
+}

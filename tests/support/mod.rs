@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod fstree;
 pub mod scenarios;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +63,45 @@ pub fn fails(o: Output, code: i32, needles: &[&str]) -> String {
     }
     assert!(!err.contains("panicked"), "{err}");
     lines[0].to_string()
+}
+
+pub const FAST_KDF: [&str; 4] = ["--kdf-memory", "8MiB", "--kdf-iterations", "1"];
+
+/// A temporary directory with a password file, a cache and a local repository.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// The directory for test files.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "correct horse\n").unwrap();
+        Env { dir }
+    }
+    pub fn repo(&self) -> String {
+        self.dir.path().join("repo").display().to_string()
+    }
+    pub fn pw(&self) -> String {
+        self.dir.path().join("pw").display().to_string()
+    }
+    pub fn cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut c = cairn(&self.dir.path().join("cache"));
+        c.args(["-r", &self.repo(), "--password-file", &self.pw()]).args(args);
+        c
+    }
+    pub fn init(&self) -> String {
+        let mut args = vec!["init"];
+        args.extend(FAST_KDF);
+        ok(run(&mut self.cmd(&args)))
+    }
+    pub fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.path().join("repo").join(rel)
+    }
 }
 
 /// Which object-store emulator a [`Service`] is.

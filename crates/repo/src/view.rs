@@ -76,7 +76,9 @@ impl TreeLoader {
     /// The node at `path` in the snapshot's view (`""` or `/` is the root).
     pub fn resolve(&self, snapshot: &Snapshot, path: &str) -> Result<Node> {
         let mut node = self.root(snapshot)?;
-        let relative = relative_path(snapshot, path);
+        // Absolute source paths name entries only in the view of one directory.
+        let one_directory = node.subtree != Some(snapshot.tree);
+        let relative = if one_directory { relative_path(snapshot, path) } else { path };
         for component in relative.split('/').filter(|c| !c.is_empty() && *c != ".") {
             let Some(subtree) = node.subtree.filter(|_| node.kind == NodeKind::Dir) else {
                 return Err(not_found(path));

@@ -1,0 +1,372 @@
+//! End-to-end tests of `cairn backup`, `restore` and the browsing commands
+//! on a local repository.
+
+mod support;
+
+use std::path::Path;
+
+use support::fstree::{self, noise};
+use support::{Env, cairn, fails, ok, run, stderr, stdout};
+
+/// The `summary` JSON line a command printed.
+fn summary(out: &str) -> serde_json::Value {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message_type"] == "summary")
+        .unwrap_or_else(|| panic!("no summary line in: {out}"))
+}
+
+fn backup(env: &Env, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json", "backup"];
+    all.extend(args);
+    summary(&ok(run(&mut env.cmd(&all))))
+}
+
+fn snapshot_count(env: &Env) -> usize {
+    let out = ok(run(&mut env.cmd(&["--json", "snapshots"])));
+    serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn round_trip_keeps_every_kind_of_entry_and_metadata() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    let fixture = fstree::build(&src);
+    eprintln!("xattrs: {}, devices: {}, owners: {}", fixture.xattrs, fixture.devices, fixture.owners);
+    let first = backup(&env, &[s(&src)]);
+    assert_eq!(first["errors"], 0, "{first}");
+    assert!(first["files_new"].as_u64().unwrap() >= 15, "{first}");
+    let target = env.root().join("restored");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&target), "--verify"])));
+    fstree::assert_same_tree(&src, &target);
+
+    // Restoring again over the same target changes nothing.
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&target), "--overwrite", "if-changed"])));
+    fstree::assert_same_tree(&src, &target);
+}
+
+#[test]
+fn restore_puts_a_directory_s_contents_into_the_target() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("opt/app/var/backups");
+    std::fs::create_dir_all(src.join("db")).unwrap();
+    std::fs::write(src.join("db/dump.sql"), "create table t();").unwrap();
+    std::fs::write(src.join("top.txt"), "top").unwrap();
+    let other = env.root().join("etc");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("hosts"), "127.0.0.1 localhost").unwrap();
+
+    backup(&env, &[s(&src)]);
+    let t = env.root().join("t1");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&t)])));
+    assert_eq!(std::fs::read_to_string(t.join("db/dump.sql")).unwrap(), "create table t();");
+    assert_eq!(std::fs::read_to_string(t.join("top.txt")).unwrap(), "top");
+    assert!(!t.join("opt").exists() && !t.join("backups").exists());
+
+    // A path inside: relative to the backed-up directory, or its absolute path.
+    let t2 = env.root().join("t2");
+    ok(run(&mut env.cmd(&["restore", "latest:/db", "--target", s(&t2)])));
+    assert!(t2.join("dump.sql").is_file());
+    let t3 = env.root().join("t3");
+    let absolute = format!("latest:{}", s(&src.join("db/dump.sql")));
+    ok(run(&mut env.cmd(&["restore", &absolute, "--target", s(&t3)])));
+    assert!(t3.join("dump.sql").is_file());
+    let missing = run(&mut env.cmd(&["restore", "latest:/nope", "--target", s(&t3)]));
+    fails(missing, 1, &["/nope is not in the snapshot"]);
+
+    // Several paths: each under its base name.
+    backup(&env, &[s(&src), s(&other)]);
+    let t4 = env.root().join("t4");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&t4)])));
+    assert!(t4.join("backups/db/dump.sql").is_file());
+    assert!(t4.join("etc/hosts").is_file());
+
+    // Include and exclude patterns.
+    let t5 = env.root().join("t5");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&t5), "--include", "*.sql"])));
+    assert!(t5.join("backups/db/dump.sql").is_file());
+    assert!(!t5.join("backups/top.txt").exists() && !t5.join("etc").exists());
+    let t6 = env.root().join("t6");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&t6), "--exclude", "/backups/db"])));
+    assert!(!t6.join("backups/db").exists() && t6.join("backups/top.txt").is_file());
+}
+
+#[test]
+fn incremental_backups_store_only_changes_and_unchanged_reruns_read_nothing() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("data");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..12u64 {
+        std::fs::write(src.join(format!("sub/file-{i}")), noise(i, 2_000_000)).unwrap();
+    }
+    for i in 0..200u64 {
+        std::fs::write(src.join(format!("small-{i}")), noise(100 + i, 300 + i as usize)).unwrap();
+    }
+    let first = backup(&env, &[s(&src)]);
+    assert_eq!(first["files_new"], 212, "{first}");
+    let total = first["bytes_added"].as_u64().unwrap();
+    assert!(total > 24_000_000, "{first}");
+
+    // Unchanged: no file is opened, nothing is added but the snapshot.
+    let again = backup(&env, &[s(&src)]);
+    assert_eq!(again["files_unchanged"], 212, "{again}");
+    assert_eq!(again["bytes_read"], 0, "{again}");
+    assert!(again["bytes_added"].as_u64().unwrap() < 20_000, "{again}");
+
+    // Change 100 bytes in the middle of one big file, append to another,
+    // add a small file: only the chunks around the changes are stored.
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(src.join("sub/file-3")).unwrap();
+        f.write_all_at(&[0xAB; 100], 1_000_000).unwrap();
+        let mut g = std::fs::OpenOptions::new().append(true).open(src.join("sub/file-7")).unwrap();
+        std::io::Write::write_all(&mut g, &noise(999, 50_000)).unwrap();
+        std::fs::write(src.join("small-new"), "new").unwrap();
+    }
+    let third = backup(&env, &[s(&src)]);
+    assert_eq!(third["files_changed"], 2, "{third}");
+    assert_eq!(third["files_new"], 1, "{third}");
+    assert_eq!(third["files_unchanged"], 210, "{third}");
+    assert_eq!(third["bytes_read"], 2_000_000 + 2_050_000 + 3, "{third}");
+    // At most two 2 MB files' worth (a changed file is a chunk or two here).
+    let added = third["bytes_added"].as_u64().unwrap();
+    assert!(added < 4_200_000, "added {added} for a 150 KB change: {third}");
+
+    let target = env.root().join("restored");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&target)])));
+    fstree::assert_same_tree(&src, &target);
+
+    // --force reads everything again, storing nothing new.
+    let forced = backup(&env, &["--force", s(&src)]);
+    assert_eq!(forced["files_unchanged"], 0, "{forced}");
+    assert!(forced["bytes_added"].as_u64().unwrap() < 20_000, "{forced}");
+}
+
+#[test]
+fn stdin_and_command_output_are_backed_up_as_one_file() {
+    let env = Env::new();
+    env.init();
+    let mut cmd = env.cmd(&["--json", "backup", "--stdin", "--stdin-filename", "dump.sql"]);
+    let payload = noise(7, 1_500_000);
+    let out = {
+        use std::io::Write;
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&payload).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let first = summary(&ok(out));
+    assert_eq!(first["bytes_read"], 1_500_000, "{first}");
+    let dumped = run(&mut env.cmd(&["dump", "latest", "/dump.sql"]));
+    assert!(dumped.status.success(), "{}", stderr(&dumped));
+    assert!(dumped.stdout == payload, "dump differs from what was piped in");
+    let target = env.root().join("t");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&target)])));
+    assert!(std::fs::read(target.join("dump.sql")).unwrap() == payload);
+
+    // A command that succeeds: its stdout is the file.
+    let good = backup(&env, &["--stdin-filename", "seq.txt", "--stdin-from-command", "--", "seq", "1", "5000"]);
+    assert!(good["snapshot_id"].is_string(), "{good}");
+    let seq = ok(run(&mut env.cmd(&["dump", "latest", "seq.txt"])));
+    assert_eq!(seq.lines().count(), 5000);
+    assert_eq!(snapshot_count(&env), 2);
+
+    // A command that fails after writing: no snapshot.
+    let bad = run(&mut env.cmd(&["backup", "--stdin-from-command", "--", "sh", "-c", "seq 1 100000; exit 3"]));
+    fails(bad, 1, &["failed", "no snapshot was written"]);
+    assert_eq!(snapshot_count(&env), 2);
+    let missing = run(&mut env.cmd(&["backup", "--stdin-from-command", "--", "/no/such/program"]));
+    fails(missing, 1, &["cannot run"]);
+    assert_eq!(snapshot_count(&env), 2);
+}
+
+#[test]
+fn restore_overwrite_and_delete_policies() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), "snapshot a").unwrap();
+    std::fs::write(src.join("b"), "snapshot b").unwrap();
+    backup(&env, &[s(&src)]);
+    let target = env.root().join("t");
+    let prepare = || {
+        let _ = std::fs::remove_dir_all(&target);
+        ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&target)])));
+        std::fs::write(target.join("a"), "local change to a").unwrap();
+        std::fs::write(target.join("extra"), "not in the snapshot").unwrap();
+    };
+    let restore = |args: &[&str]| {
+        let mut all = vec!["--json", "restore", "latest", "--target", s(&target)];
+        all.extend(args);
+        summary(&ok(run(&mut env.cmd(&all))))
+    };
+
+    prepare();
+    let never = restore(&["--overwrite", "never"]);
+    assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "local change to a");
+    assert_eq!(never["skipped"], 2, "{never}");
+    assert!(target.join("extra").exists());
+
+    prepare();
+    let changed = restore(&["--overwrite", "if-changed"]);
+    assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "snapshot a");
+    assert_eq!(changed["skipped"], 1, "b was unchanged: {changed}");
+
+    prepare();
+    restore(&[]);
+    assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "snapshot a");
+    assert!(target.join("extra").exists(), "without --delete nothing is removed");
+
+    prepare();
+    let dry = restore(&["--delete", "--dry-run"]);
+    assert_eq!(dry["deleted"], 1, "{dry}");
+    assert!(target.join("extra").exists() && std::fs::read_to_string(target.join("a")).unwrap().contains("local"));
+    let deleted = restore(&["--delete"]);
+    assert_eq!(deleted["deleted"], 1, "{deleted}");
+    assert!(!target.join("extra").exists());
+    fstree::assert_same_tree(&src, &target);
+}
+
+#[test]
+fn unreadable_files_are_warnings_and_exit_3_missing_sources_are_errors() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("fine"), "fine").unwrap();
+
+    let missing = run(&mut env.cmd(&["backup", s(&src), "/no/such/path"]));
+    fails(missing, 1, &["/no/such/path does not exist"]);
+    assert_eq!(snapshot_count(&env), 0);
+    let packs = std::fs::read_dir(env.path("data")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(packs, 0, "nothing may be written");
+
+    // /proc/self/mem is a regular file whose first page cannot be read (EIO),
+    // even by root.
+    let out = run(&mut env.cmd(&["--json", "backup", s(&src), "/proc/self/mem"]));
+    assert_eq!(out.status.code(), Some(3), "{}\n{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("\"message_type\":\"warning\"") && text.contains("/proc/self/mem"), "{text}");
+    assert_eq!(summary(&text)["errors"], 1);
+    assert_eq!(snapshot_count(&env), 1, "the snapshot is written, with the error recorded");
+    let listing = ok(run(&mut env.cmd(&["--json", "ls", "latest"])));
+    let mem: serde_json::Value = listing
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["path"] == "/mem")
+        .expect("the unreadable file is listed");
+    assert!(mem["error"].is_string(), "{mem}");
+}
+
+#[test]
+fn first_use_creates_the_default_repository_with_a_private_password_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let src = home.path().join("documents");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("note.txt"), "remember").unwrap();
+    let plain = |args: &[&str]| {
+        let mut c = cairn(&home.path().join("cache"));
+        c.env("HOME", home.path()).env_remove("XDG_DATA_HOME").env_remove("XDG_CONFIG_HOME").args(args);
+        c
+    };
+    let none = run(&mut plain(&["snapshots"]));
+    fails(none, 1, &["no repository given", "cairn backup"]);
+
+    let first = run(&mut plain(&["backup", s(&src)]));
+    assert!(first.status.success(), "{}", stderr(&first));
+    let repo = home.path().join(".local/share/cairn/repository");
+    let pw = home.path().join(".config/cairn/password");
+    let told = stderr(&first);
+    assert!(told.contains(s(&repo)) && told.contains(s(&pw)) && told.contains("safe"), "{told}");
+    assert_eq!(std::fs::metadata(&pw).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(repo.join("config").is_file());
+
+    let second = ok(run(&mut plain(&["backup", s(&src)])));
+    assert!(second.contains("0 new, 0 changed, 1 unchanged"), "{second}");
+    let target = home.path().join("back");
+    ok(run(&mut plain(&["restore", "latest", "--target", s(&target)])));
+    assert_eq!(std::fs::read_to_string(target.join("note.txt")).unwrap(), "remember");
+
+    // A configured repository that does not exist is an error without --init.
+    let elsewhere = home.path().join("elsewhere");
+    let mut cmd = plain(&["-r", s(&elsewhere), "backup", s(&src)]);
+    cmd.env("CAIRN_PASSWORD", "pw");
+    fails(run(&mut cmd), 10, &["no repository", "cairn init"]);
+    let mut cmd = plain(&["-r", s(&elsewhere), "backup", "--init", s(&src)]);
+    cmd.env("CAIRN_PASSWORD", "pw");
+    ok(run(&mut cmd));
+}
+
+#[test]
+fn browsing_commands() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("site");
+    std::fs::create_dir_all(src.join("logs")).unwrap();
+    std::fs::write(src.join("index.html"), "<html>").unwrap();
+    std::fs::write(src.join("logs/a.log"), "a").unwrap();
+    backup(&env, &["--tag", "web,daily", "--host", "web1", s(&src)]);
+    std::fs::write(src.join("logs/b.log"), "bb").unwrap();
+    std::fs::write(src.join("index.html"), "<html><body>").unwrap();
+    std::fs::remove_file(src.join("logs/a.log")).unwrap();
+    backup(&env, &["--host", "web1", "--time", "2030-01-02 03:04:05", s(&src)]);
+
+    let table = ok(run(&mut env.cmd(&["snapshots"])));
+    assert!(table.contains("web1") && table.contains("daily,web") && table.contains("2030-01-02"), "{table}");
+    let tagged: serde_json::Value =
+        serde_json::from_str(&ok(run(&mut env.cmd(&["--json", "snapshots", "--tag", "web"])))).unwrap();
+    assert_eq!(tagged.as_array().unwrap().len(), 1);
+    let first_id = tagged[0]["short_id"].as_str().unwrap().to_owned();
+
+    let ls = ok(run(&mut env.cmd(&["ls", "latest"])));
+    assert_eq!(ls.lines().collect::<Vec<_>>(), ["/index.html", "/logs", "/logs/b.log"], "{ls}");
+    let long = ok(run(&mut env.cmd(&["ls", "-l", &first_id, "/logs"])));
+    assert!(long.contains("-rw-") && long.contains("/logs/a.log"), "{long}");
+
+    let found = ok(run(&mut env.cmd(&["find", "*.log"])));
+    assert_eq!(found.lines().count(), 2, "{found}");
+    assert!(found.contains("/logs/a.log") && found.contains("/logs/b.log"), "{found}");
+
+    let diff = ok(run(&mut env.cmd(&["diff", &first_id, "latest"])));
+    assert!(diff.contains("+  /logs/b.log"), "{diff}");
+    assert!(diff.contains("-  /logs/a.log"), "{diff}");
+    assert!(diff.contains("M  /index.html"), "{diff}");
+
+    let stats: serde_json::Value = serde_json::from_str(&ok(run(&mut env.cmd(&["--json", "stats"])))).unwrap();
+    assert_eq!(stats["snapshots"], 2);
+    assert_eq!(stats["restore_files"], 4);
+    assert_eq!(stats["restore_bytes"], 6 + 1 + 12 + 2);
+
+    ok(run(&mut env.cmd(&["tag", &first_id, "--add", "keep", "--remove", "daily"])));
+    let kept: serde_json::Value =
+        serde_json::from_str(&ok(run(&mut env.cmd(&["--json", "snapshots", "--tag", "keep"])))).unwrap();
+    assert_eq!(kept[0]["tags"], serde_json::json!(["keep", "web"]));
+    assert_eq!(snapshot_count(&env), 2);
+
+    let tar = run(&mut env.cmd(&["dump", "latest", "/"]));
+    assert!(tar.status.success(), "{}", stderr(&tar));
+    let unpacked = env.root().join("untar");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let mut untar = std::process::Command::new("tar")
+        .args(["-x", "-C", s(&unpacked)])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(untar.stdin.as_mut().unwrap(), &tar.stdout).unwrap();
+    drop(untar.stdin.take());
+    assert!(untar.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(unpacked.join("logs/b.log")).unwrap(), "bb");
+}
