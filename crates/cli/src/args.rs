@@ -311,7 +311,7 @@ pub struct InitArgs {
     #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_size_u32)]
     pub chunk_max: u32,
     /// zstd level (0 = no compression, 1 fastest .. 22 smallest)
-    #[arg(long, value_name = "LEVEL", default_value_t = 3, allow_negative_numbers = true)]
+    #[arg(long, value_name = "LEVEL", default_value_t = 1, allow_negative_numbers = true)]
     pub compression: i32,
     /// Target pack size
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size_u32)]

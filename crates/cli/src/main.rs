@@ -16,6 +16,7 @@ use clap::Parser;
 use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging(cli.global.verbose, cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -47,6 +48,21 @@ fn main() -> ExitCode {
             eprintln!("cairn: error: {}", exit::message(&e));
             ExitCode::from(exit::code(&e))
         }
+    }
+}
+
+/// Keeps peak memory near what the pipeline holds. glibc's malloc raises its
+/// mmap threshold after large frees, then serves the pipeline's 0.5–8 MiB
+/// chunk and pack buffers from per-thread arenas that it rarely returns to the
+/// system; measured on a 270 MB backup, peak RSS went from 155 MB to 77 MB
+/// with a fixed threshold and two arenas, at the cost of some page faults.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 512 * 1024);
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -65,6 +65,12 @@ impl Reporter {
         Arc::new(Reporter { style, started: Instant::now(), verb })
     }
 
+    /// Whether totals are worth a second walk of the input: for the bar's
+    /// ETA and JSON's percentage, not for log lines or quiet runs.
+    pub fn wants_totals(&self) -> bool {
+        matches!(self.style, Style::Bar(_) | Style::Json)
+    }
+
     /// How often [`update`](Reporter::update) is worth calling.
     pub fn interval(&self) -> Duration {
         match self.style {

@@ -180,7 +180,7 @@ pub fn backup_paths(
     };
     let shared = Shared::new(writer, handle, progress, events);
     let readers = if options.readers == 0 { 4 } else { options.readers };
-    let (order_tx, order_rx) = bounded::<Item>(8192);
+    let (order_tx, order_rx) = bounded::<Vec<Item>>(64);
     let (job_tx, job_rx) = bounded::<FileJob>(64);
 
     let result = std::thread::scope(|scope| {
@@ -203,6 +203,7 @@ pub fn backup_paths(
             shared: sink,
             options,
             order: order_tx,
+            batch: Vec::with_capacity(BATCH),
             jobs: job_tx,
             owners: Owners::default(),
             hardlinks: HashSet::new(),
@@ -539,10 +540,15 @@ struct FileResult {
     error: Option<String>,
 }
 
+/// Entries sent to the assembler in one message (per-message channel costs
+/// dominated unchanged reruns of many small files).
+const BATCH: usize = 256;
+
 struct Walker<'s, 'a> {
     shared: &'s Shared<'a>,
     options: &'s BackupOptions,
-    order: Sender<Item>,
+    order: Sender<Vec<Item>>,
+    batch: Vec<Item>,
     jobs: Sender<FileJob>,
     owners: Owners,
     /// (device, inode) of multiply linked files already emitted.
@@ -569,6 +575,15 @@ impl Walker<'_, '_> {
                 return;
             }
         }
+        let _ = self.flush();
+    }
+
+    fn flush(&mut self) -> Result<(), Stop> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        self.order.send(batch).map_err(|_| Stop)
     }
 
     fn warn(&self, path: &Path, message: &str) {
@@ -576,11 +591,12 @@ impl Walker<'_, '_> {
         self.shared.progress.errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn emit(&self, item: Item) -> Result<(), Stop> {
+    fn emit(&mut self, item: Item) -> Result<(), Stop> {
         if self.shared.aborted() {
             return Err(Stop);
         }
-        self.order.send(item).map_err(|_| Stop)
+        self.batch.push(item);
+        if self.batch.len() >= BATCH { self.flush() } else { Ok(()) }
     }
 
     fn visit(&mut self, path: &Path, name: &[u8], meta: &Metadata, parent: Option<&Node>) -> Result<(), Stop> {
@@ -703,10 +719,10 @@ impl<'s, 'a> Assembler<'s, 'a> {
         Assembler { shared, links: HashMap::new(), outcome: BackupOutcome::default() }
     }
 
-    fn run(mut self, items: Receiver<Item>) -> Result<BackupOutcome> {
+    fn run(mut self, batches: Receiver<Vec<Item>>) -> Result<BackupOutcome> {
         let progress = self.shared.progress;
         let mut frames = vec![Frame { node: None, children: Vec::new() }];
-        for item in items {
+        for item in batches.into_iter().flatten() {
             match item {
                 Item::Dir(node) => frames.push(Frame { node: Some(node), children: Vec::new() }),
                 Item::DirEnd => {

@@ -60,7 +60,7 @@ impl Config {
     /// Largest pack size target accepted.
     pub const MAX_PACK_SIZE: u32 = 1024 * 1024 * 1024;
     /// Default zstd level.
-    pub const DEFAULT_COMPRESSION_LEVEL: i32 = 3;
+    pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
 
     /// The chunker parameters as the chunker crate takes them.
     pub fn chunker_params(&self) -> cairn_chunker::ChunkerParams {

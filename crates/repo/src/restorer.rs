@@ -471,8 +471,8 @@ struct PackRun<'i> {
 /// Unneeded bytes between two needed blobs that are still read rather
 /// than starting a new request.
 const MAX_GAP: u64 = 1 << 20;
-/// Longest single read.
-const MAX_RUN: u64 = 8 << 20;
+/// Longest single read (a worker holds one at a time).
+const MAX_RUN: u64 = 4 << 20;
 
 #[derive(Default)]
 struct DataStats {
@@ -522,7 +522,15 @@ impl DataPhase<'_> {
             }
             runs.extend(run);
         }
-        let workers = if self.options.workers == 0 { 8 } else { self.options.workers };
+        let workers = match self.options.workers {
+            // A local disk gains nothing from more readers than cores; object
+            // stores need requests in flight to hide their latency.
+            0 if self.loader.repository().backend().kind() == crate::backend::BackendKind::Local => {
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2)
+            }
+            0 => 8,
+            n => n,
+        };
         let queue = Mutex::new(runs.into_iter());
         let totals = Mutex::new(&mut stats);
         std::thread::scope(|scope| {

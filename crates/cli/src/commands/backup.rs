@@ -252,7 +252,7 @@ async fn backup_tree(
     let stop = Arc::new(AtomicBool::new(false));
     let options = Arc::new(options);
     let sources = Arc::new(sources);
-    {
+    if reporter.wants_totals() {
         let (estimate, stop, options, sources) = (estimate.clone(), stop.clone(), options.clone(), sources.clone());
         std::thread::spawn(move || archiver::estimate(&sources, &options, &estimate, &stop));
     }
