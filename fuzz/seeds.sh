@@ -45,3 +45,9 @@ seed snapshot full "{\"time\":\"2026-01-02T03:04:05.123456789Z\",\"tree\":\"$one
 seed snapshot minimal "{\"time\":\"2026-01-02T03:04:05Z\",\"tree\":\"$ones\",\"paths\":[],\"hostname\":\"\",\"program_version\":\"\"}"
 
 echo "seeds written under $(pwd)/corpus"
+
+# tree: version 1 with no entries, and one FIFO named "a" (every other field
+# zero or empty: 109 zero bytes after the kind byte).
+seed tree empty '\x01\x00\x00\x00\x00'
+zeros=$(printf '\\x00%.0s' {1..109})
+seed tree fifo "\x01\x01\x00\x00\x00\x01\x00\x00\x00a\x03$zeros"

@@ -199,26 +199,51 @@ fn system_time(t: Time) -> SystemTime {
     }
 }
 
+/// The metadata a restore applies to one entry, with owners already
+/// resolved to ids (kept small: a restore holds one per pending file).
+#[derive(Debug, Clone)]
+pub(crate) struct Attrs {
+    pub kind: NodeKind,
+    pub mode: u32,
+    /// (uid, gid) to set, when owners are restored.
+    pub owner: Option<(u32, u32)>,
+    pub atime: Time,
+    pub mtime: Time,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Attrs {
+    pub fn of(node: &Node, owners: &Owners, policy: OwnerPolicy) -> Attrs {
+        Attrs {
+            kind: node.kind,
+            mode: node.mode,
+            owner: policy.restore.then(|| owners.ids_for(node, policy.numeric)),
+            atime: node.atime,
+            mtime: node.mtime,
+            xattrs: node.xattrs.clone(),
+        }
+    }
+}
+
 /// Applies owner, mode, xattrs and times to an open regular file, in the
 /// order that keeps each: owner first (chown clears setuid), times last.
-pub(crate) fn apply_to_file(file: &File, node: &Node, owners: &Owners, policy: OwnerPolicy) -> Vec<String> {
+pub(crate) fn apply_to_file(file: &File, attrs: &Attrs) -> Vec<String> {
     use xattr::FileExt;
     let mut problems = Vec::new();
-    if policy.restore {
-        let (uid, gid) = owners.ids_for(node, policy.numeric);
+    if let Some((uid, gid)) = attrs.owner {
         if let Err(e) = std::os::unix::fs::fchown(file, Some(uid), Some(gid)) {
             problems.push(format!("cannot set owner {uid}:{gid}: {e}"));
         }
     }
-    if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(node.mode)) {
-        problems.push(format!("cannot set mode {:o}: {e}", node.mode));
+    if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(attrs.mode)) {
+        problems.push(format!("cannot set mode {:o}: {e}", attrs.mode));
     }
-    for (name, value) in &node.xattrs {
+    for (name, value) in &attrs.xattrs {
         if let Err(e) = file.set_xattr(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name), value) {
             problems.push(format!("cannot set extended attribute {}: {e}", String::from_utf8_lossy(name)));
         }
     }
-    let times = std::fs::FileTimes::new().set_accessed(system_time(node.atime)).set_modified(system_time(node.mtime));
+    let times = std::fs::FileTimes::new().set_accessed(system_time(attrs.atime)).set_modified(system_time(attrs.mtime));
     if let Err(e) = file.set_times(times) {
         problems.push(format!("cannot set times: {e}"));
     }
@@ -227,26 +252,25 @@ pub(crate) fn apply_to_file(file: &File, node: &Node, owners: &Owners, policy: O
 
 /// Applies owner, mode, xattrs and times to the entry at `path` (a
 /// directory, symlink or special file; a symlink's own metadata).
-pub(crate) fn apply_to_path(path: &Path, node: &Node, owners: &Owners, policy: OwnerPolicy) -> Vec<String> {
+pub(crate) fn apply_to_path(path: &Path, attrs: &Attrs) -> Vec<String> {
     let mut problems = Vec::new();
-    if policy.restore {
-        let (uid, gid) = owners.ids_for(node, policy.numeric);
+    if let Some((uid, gid)) = attrs.owner {
         if let Err(e) = std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
             problems.push(format!("cannot set owner {uid}:{gid}: {e}"));
         }
     }
-    if node.kind != NodeKind::Symlink {
-        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode)) {
-            problems.push(format!("cannot set mode {:o}: {e}", node.mode));
+    if attrs.kind != NodeKind::Symlink {
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(attrs.mode)) {
+            problems.push(format!("cannot set mode {:o}: {e}", attrs.mode));
         }
     }
-    for (name, value) in &node.xattrs {
+    for (name, value) in &attrs.xattrs {
         if let Err(e) = xattr::set(path, <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name), value) {
             problems.push(format!("cannot set extended attribute {}: {e}", String::from_utf8_lossy(name)));
         }
     }
-    let atime = TimeSpec::new(node.atime.secs, node.atime.nanos as i64);
-    let mtime = TimeSpec::new(node.mtime.secs, node.mtime.nanos as i64);
+    let atime = TimeSpec::new(attrs.atime.secs, attrs.atime.nanos as i64);
+    let mtime = TimeSpec::new(attrs.mtime.secs, attrs.mtime.nanos as i64);
     if let Err(e) =
         nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, path, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
     {

@@ -17,6 +17,7 @@ use crate::index::IndexFile;
 use crate::keys::{KdfParams, KeyFile, KeyMaterial};
 use crate::pack;
 use crate::snapshot::Snapshot;
+use crate::tree::Tree;
 
 struct Fixture {
     keys: KeyMaterial,
@@ -141,5 +142,13 @@ pub fn snapshot(data: &[u8]) {
             again,
             "a snapshot changed in a round trip"
         );
+    }
+}
+
+/// A tree blob's plaintext. Decoding is canonical: whatever decodes must
+/// encode to exactly the same bytes.
+pub fn tree(data: &[u8]) {
+    if let Ok(tree) = Tree::decode(data) {
+        assert_eq!(tree.encode(), data, "a decoded tree encodes differently");
     }
 }

@@ -127,11 +127,14 @@ pub(crate) fn write_entry_fields(out: &mut Vec<u8>, blob_type: BlobType, length:
     out.extend_from_slice(&id.0);
 }
 
-/// Collects sealed blobs until the pack is big enough.
+/// Collects sealed blobs until the pack is big enough. The blobs are copied
+/// into one buffer: one allocation per pack, returned to the system as a
+/// whole once the pack is uploaded, instead of thousands of small ones that
+/// fragment the heap (small files made the peak memory twice as large).
 #[derive(Default)]
 pub(crate) struct PackBuilder {
-    blobs: Vec<SealedBlob>,
-    size: usize,
+    data: Vec<u8>,
+    blobs: Vec<(BlobType, Id, u32, u32)>,
 }
 
 /// A finished pack, ready to upload.
@@ -144,8 +147,14 @@ pub(crate) struct FinishedPack {
 }
 
 impl PackBuilder {
+    /// A builder whose buffer is reserved for `capacity` bytes (address space
+    /// only: untouched pages cost no memory).
+    pub fn with_capacity(capacity: usize) -> PackBuilder {
+        PackBuilder { data: Vec::with_capacity(capacity), blobs: Vec::new() }
+    }
+
     pub fn len(&self) -> usize {
-        self.size
+        self.data.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -153,15 +162,15 @@ impl PackBuilder {
     }
 
     pub fn add(&mut self, blob: SealedBlob) {
-        self.size += blob.bytes.len();
-        self.blobs.push(blob);
+        self.data.extend_from_slice(&blob.bytes);
+        self.blobs.push((blob.blob_type, blob.id, blob.bytes.len() as u32, blob.raw_length));
     }
 
     pub fn finish(self, session: &WriteSession) -> FinishedPack {
         let mut plain = Vec::with_capacity(4 + ENTRY_LEN * self.blobs.len());
         plain.extend_from_slice(&(self.blobs.len() as u32).to_le_bytes());
-        for b in &self.blobs {
-            write_entry_fields(&mut plain, b.blob_type, b.bytes.len() as u32, b.raw_length, &b.id);
+        for &(blob_type, id, length, raw_length) in &self.blobs {
+            write_entry_fields(&mut plain, blob_type, length, raw_length, &id);
         }
         let header_len = (crypto::SEAL_OVERHEAD + 1 + plain.len()) as u32;
         let mut preamble = Vec::with_capacity(PREAMBLE_LEN);
@@ -177,27 +186,17 @@ impl PackBuilder {
         let mut head = preamble;
         head.extend_from_slice(&sealed);
         hasher.update(&head);
+        hasher.update(&self.data);
         let mut offset = head.len() as u64;
         let mut entries = Vec::with_capacity(self.blobs.len());
-        let mut parts = Vec::with_capacity(self.blobs.len() + 1);
-        parts.push(Bytes::from(head));
-        for b in self.blobs {
-            hasher.update(&b.bytes);
-            let length = b.bytes.len() as u32;
-            entries.push(PackEntry {
-                blob_type: b.blob_type,
-                id: b.id,
-                offset: offset as u32,
-                length,
-                raw_length: b.raw_length,
-            });
+        for (blob_type, id, length, raw_length) in self.blobs {
+            entries.push(PackEntry { blob_type, id, offset: offset as u32, length, raw_length });
             offset += length as u64;
-            parts.push(Bytes::from(b.bytes));
         }
         FinishedPack {
             id: Id(*hasher.finalize().as_bytes()),
             size: offset,
-            parts,
+            parts: vec![Bytes::from(head), Bytes::from(self.data)],
             header: PackHeader { session_public: session.public(), entries },
         }
     }

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::backend::FileKind;
 use crate::error::{Error, Result};
 use crate::filter::PathFilter;
-use crate::fsmeta::{self, OwnerPolicy, Owners};
+use crate::fsmeta::{self, Attrs, OwnerPolicy, Owners};
 use crate::id::Id;
 use crate::index::{BlobLocation, PackInfo};
 use crate::tree::{Extent, Node, NodeKind};
@@ -154,15 +154,15 @@ pub fn restore(
     if options.delete && start.kind == NodeKind::Dir {
         planner.delete_extraneous();
     }
-    let Planner { files, needs, dirs, created_dirs, links, mut outcome, owners, policy, .. } = planner;
+    let Planner { files, needs, dirs, created_dirs, links, mut outcome, .. } = planner;
     for f in &files {
         progress.files_total.fetch_add(1, Ordering::Relaxed);
-        progress.bytes_total.fetch_add(f.node.size, Ordering::Relaxed);
+        progress.bytes_total.fetch_add(f.size, Ordering::Relaxed);
     }
     outcome.files += files.len() as u64;
 
     if !options.dry_run {
-        let data = DataPhase { loader, options, progress, events, files: &files, owners: &owners, policy };
+        let data = DataPhase { loader, options, progress, events, files: &files };
         let stats = data.run(needs)?;
         outcome.bytes += stats.bytes;
         outcome.verified += stats.verified;
@@ -177,10 +177,10 @@ pub fn restore(
                 }
             }
         }
-        for (rel, node) in dirs.iter().rev() {
+        for (rel, attrs) in dirs.iter().rev() {
             if created_dirs.contains(rel) {
                 let path = join(target, rel);
-                for problem in fsmeta::apply_to_path(&path, node, &owners, policy) {
+                for problem in fsmeta::apply_to_path(&path, attrs) {
                     events.warning(&path, &problem);
                 }
             }
@@ -203,10 +203,16 @@ fn parent_of(rel: &[u8]) -> &[u8] {
     }
 }
 
-/// A file whose content the data phase writes.
+/// A file whose content the data phase writes (a restore holds one per
+/// file until it is written, so only what the data phase needs).
 struct PlannedFile {
     dest: PathBuf,
-    node: Node,
+    attrs: Attrs,
+    size: u64,
+    /// The file ends with a hole: its length must be set explicitly.
+    tail_hole: bool,
+    /// The extents, kept only to verify the written file.
+    content: Option<Vec<Extent>>,
     /// Blob extents not yet written (or failed).
     remaining: AtomicU32,
     failed: AtomicBool,
@@ -231,10 +237,10 @@ struct Planner<'a> {
     files: Vec<PlannedFile>,
     needs: HashMap<Id, Vec<Use>>,
     /// Every directory seen, in walk order, for metadata at the end.
-    dirs: Vec<(Vec<u8>, Node)>,
+    dirs: Vec<(Vec<u8>, Attrs)>,
     /// Directories that exist in the target as part of this restore.
     created_dirs: HashSet<Vec<u8>>,
-    /// Names restored into each directory (for `delete`).
+    /// Names restored into each directory (for `delete` only).
     children: HashMap<Vec<u8>, HashSet<Vec<u8>>>,
     /// First restored path of each multiply linked file.
     hardlinks: HashMap<(u64, u64), PathBuf>,
@@ -285,11 +291,9 @@ impl Planner<'_> {
         }
         let included = self.options.includes.is_empty() || self.options.includes.matches_self_or_ancestor(rel);
         if node.kind == NodeKind::Dir {
-            let mut meta_node = node.clone();
-            meta_node.content.clear();
-            self.dirs.push((rel.to_vec(), meta_node));
+            self.dirs.push((rel.to_vec(), Attrs::of(node, &self.owners, self.policy)));
             if included {
-                self.children.entry(parent_of(rel).to_vec()).or_default().insert(node.name.clone());
+                self.note_child(rel, node);
                 if !self.ensure_dir(rel) {
                     return Ok(false);
                 }
@@ -300,7 +304,7 @@ impl Planner<'_> {
         if !included {
             return Ok(false);
         }
-        self.children.entry(parent_of(rel).to_vec()).or_default().insert(node.name.clone());
+        self.note_child(rel, node);
         if !self.ensure_dir(parent_of(rel)) {
             return Ok(false);
         }
@@ -329,7 +333,8 @@ impl Planner<'_> {
                     };
                     match made {
                         Ok(()) => {
-                            for problem in fsmeta::apply_to_path(&dest, node, &self.owners, self.policy) {
+                            let attrs = Attrs::of(node, &self.owners, self.policy);
+                            for problem in fsmeta::apply_to_path(&dest, &attrs) {
                                 self.events.warning(&dest, &problem);
                             }
                         }
@@ -340,6 +345,12 @@ impl Planner<'_> {
             NodeKind::Dir => unreachable!("directories are handled above"),
         }
         Ok(false)
+    }
+
+    fn note_child(&mut self, rel: &[u8], node: &Node) {
+        if self.options.delete {
+            self.children.entry(parent_of(rel).to_vec()).or_default().insert(node.name.clone());
+        }
     }
 
     /// Applies the overwrite policy to whatever exists at `dest`; returns
@@ -395,7 +406,8 @@ impl Planner<'_> {
                 });
                 match made {
                     Ok(f) => {
-                        for problem in fsmeta::apply_to_file(&f, node, &self.owners, self.policy) {
+                        let attrs = Attrs::of(node, &self.owners, self.policy);
+                        for problem in fsmeta::apply_to_file(&f, &attrs) {
                             self.events.warning(&dest, &problem);
                         }
                     }
@@ -414,7 +426,10 @@ impl Planner<'_> {
         }
         self.files.push(PlannedFile {
             dest,
-            node: node.clone(),
+            attrs: Attrs::of(node, &self.owners, self.policy),
+            size: node.size,
+            tail_hole: matches!(node.content.last(), Some(Extent::Hole { .. })),
+            content: self.options.verify.then(|| node.content.clone()),
             remaining: AtomicU32::new(blobs),
             failed: AtomicBool::new(false),
         });
@@ -487,8 +502,6 @@ struct DataPhase<'a> {
     progress: &'a RestoreProgress,
     events: &'a dyn RestoreEvents,
     files: &'a [PlannedFile],
-    owners: &'a Owners,
-    policy: OwnerPolicy,
 }
 
 impl DataPhase<'_> {
@@ -621,9 +634,8 @@ impl DataPhase<'_> {
 
     /// Called once, when a file's last blob is written.
     fn finish(&self, file: &PlannedFile, handle: File, stats: &mut DataStats) {
-        let node = &file.node;
-        if matches!(node.content.last(), Some(Extent::Hole { .. })) {
-            if let Err(e) = handle.set_len(node.size) {
+        if file.tail_hole {
+            if let Err(e) = handle.set_len(file.size) {
                 file.failed.store(true, Ordering::Release);
                 self.events.warning(&file.dest, &format!("cannot set the length: {e}"));
             }
@@ -637,7 +649,7 @@ impl DataPhase<'_> {
                 }
             }
         }
-        for problem in fsmeta::apply_to_file(&handle, node, self.owners, self.policy) {
+        for problem in fsmeta::apply_to_file(&handle, &file.attrs) {
             self.events.warning(&file.dest, &problem);
         }
         self.progress.files_done.fetch_add(1, Ordering::Relaxed);
@@ -650,7 +662,7 @@ impl DataPhase<'_> {
         let mut f = File::open(&file.dest).map_err(|e| e.to_string())?;
         let mut pos = 0u64;
         let mut buf = Vec::new();
-        for extent in &file.node.content {
+        for extent in file.content.as_deref().unwrap_or_default() {
             buf.resize(extent.len() as usize, 0);
             f.read_exact(&mut buf).map_err(|e| format!("at offset {pos}: {e}"))?;
             let ok = match *extent {

@@ -173,6 +173,11 @@ impl Writer {
                 .entry(sealed.blob_type)
                 .or_insert_with(|| (0..OPEN_PACKS).map(|_| PackBuilder::default()).collect());
             let slot = &mut slots[rand::random_range(0..OPEN_PACKS)];
+            if slot.is_empty() {
+                // Room for a full pack plus the blob that overfills it.
+                let config = self.repo.config();
+                *slot = PackBuilder::with_capacity(config.pack_size as usize + config.chunker.max_size as usize + 4096);
+            }
             slot.add(sealed);
             (slot.len() >= self.repo.config().pack_size as usize).then(|| std::mem::take(slot))
         };
