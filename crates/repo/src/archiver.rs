@@ -38,7 +38,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use tokio::runtime::Handle;
 
-use crate::blob::BlobType;
+use crate::blob::{BlobType, SealedBlob};
 use crate::error::{Error, Result};
 use crate::filter::PathFilter;
 use crate::fsmeta::{self, Owners};
@@ -352,14 +352,17 @@ impl<'a> Shared<'a> {
             .map(|_| {
                 let rx = self.chunks_rx.clone();
                 scope.spawn(move || {
+                    // One buffer per sealer, reused for every blob.
+                    let mut sealed =
+                        SealedBlob { blob_type: BlobType::Data, id: Id::default(), raw_length: 0, bytes: Vec::new() };
                     for (id, data) in rx {
                         if self.aborted() {
                             continue; // keep draining so no sender blocks
                         }
                         let result = self
                             .writer
-                            .seal(BlobType::Data, id, &data)
-                            .and_then(|sealed| self.handle.block_on(self.writer.add_sealed(sealed)));
+                            .seal_into(BlobType::Data, id, &data, &mut sealed)
+                            .and_then(|()| self.handle.block_on(self.writer.add_sealed_ref(&sealed)));
                         if let Err(e) = result {
                             self.fail(e);
                         }

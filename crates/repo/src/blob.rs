@@ -70,10 +70,24 @@ fn aad(blob_type: BlobType, id: &Id) -> [u8; 33] {
 
 /// Compresses (when it pays) and seals a blob whose id is already known.
 pub(crate) fn seal(key: &SecretKey, blob_type: BlobType, id: Id, plaintext: &[u8], level: i32) -> SealedBlob {
-    let bytes = crypto::seal_with(key, &aad(blob_type, &id), plaintext.len() + 1, |buf| {
-        compress::encode(plaintext, level, buf)
-    });
-    SealedBlob { blob_type, id, raw_length: plaintext.len() as u32, bytes }
+    let mut sealed = SealedBlob { blob_type, id, raw_length: 0, bytes: Vec::with_capacity(plaintext.len() + 64) };
+    seal_into(key, blob_type, id, plaintext, level, &mut sealed);
+    sealed
+}
+
+/// [`seal`] into an existing [`SealedBlob`], reusing its buffer.
+pub(crate) fn seal_into(
+    key: &SecretKey,
+    blob_type: BlobType,
+    id: Id,
+    plaintext: &[u8],
+    level: i32,
+    out: &mut SealedBlob,
+) {
+    crypto::seal_into(key, &aad(blob_type, &id), &mut out.bytes, |buf| compress::encode(plaintext, level, buf));
+    out.blob_type = blob_type;
+    out.id = id;
+    out.raw_length = plaintext.len() as u32;
 }
 
 /// Opens a sealed blob and checks that its plaintext hashes to `id`.

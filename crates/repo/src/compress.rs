@@ -36,13 +36,18 @@ fn with_compressor<T>(level: i32, f: impl FnOnce(&mut zstd::bulk::Compressor<'st
 /// Appends `compression byte || payload` to `out`, compressing with zstd at
 /// `level` when that saves space. `level == 0` disables compression.
 pub(crate) fn encode(data: &[u8], level: i32, out: &mut Vec<u8>) {
+    let start = out.len();
     if level != 0 && worth_trying(data) {
-        let compressed = with_compressor(level, |c| c.compress(data).ok()).flatten();
-        if let Some(compressed) = compressed.filter(|c| c.len() < data.len()) {
-            out.push(ZSTD);
-            out.extend_from_slice(&compressed);
+        // Compress straight into `out` (callers reuse it across blobs, so
+        // no fresh memory is touched per blob).
+        out.resize(start + 1 + zstd::zstd_safe::compress_bound(data.len()), 0);
+        out[start] = ZSTD;
+        let written = with_compressor(level, |c| c.compress_to_buffer(data, &mut out[start + 1..]).ok()).flatten();
+        if let Some(n) = written.filter(|&n| n < data.len()) {
+            out.truncate(start + 1 + n);
             return;
         }
+        out.truncate(start);
     }
     out.push(RAW);
     out.extend_from_slice(data);

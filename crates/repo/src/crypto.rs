@@ -77,17 +77,24 @@ pub enum CryptoError {
 /// plaintext straight into the output buffer saves a copy on the hot path
 /// (compression writes its output there directly).
 pub fn seal_with(key: &SecretKey, aad: &[u8], capacity: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
-    let nonce: [u8; NONCE_LEN] = random_array();
     let mut out = Vec::with_capacity(NONCE_LEN + capacity + TAG_LEN);
+    seal_into(key, aad, &mut out, fill);
+    out
+}
+
+/// Like [`seal_with`], but into `out` (cleared first), so a caller can reuse
+/// one buffer for many seals.
+pub fn seal_into(key: &SecretKey, aad: &[u8], out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
+    let nonce: [u8; NONCE_LEN] = random_array();
+    out.clear();
     out.extend_from_slice(&nonce);
-    fill(&mut out);
+    fill(out);
     let cipher = XChaCha20Poly1305::new(&Key::from(*key.expose()));
     let tag = cipher
         .encrypt_inout_detached(&XNonce::from(nonce), aad, (&mut out[NONCE_LEN..]).into())
         // Only fails for messages longer than 2^38 bytes; ours are bounded far below.
         .expect("plaintext within XChaCha20-Poly1305 limits");
     out.extend_from_slice(tag.as_slice());
-    out
 }
 
 /// Seals `plaintext`: `nonce || ciphertext || tag`.

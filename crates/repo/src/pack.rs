@@ -147,10 +147,10 @@ pub(crate) struct FinishedPack {
 }
 
 impl PackBuilder {
-    /// A builder whose buffer is reserved for `capacity` bytes (address space
-    /// only: untouched pages cost no memory).
-    pub fn with_capacity(capacity: usize) -> PackBuilder {
-        PackBuilder { data: Vec::with_capacity(capacity), blobs: Vec::new() }
+    /// A builder that fills `buffer` (emptied first).
+    pub fn with_buffer(mut buffer: Vec<u8>) -> PackBuilder {
+        buffer.clear();
+        PackBuilder { data: buffer, blobs: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -161,12 +161,14 @@ impl PackBuilder {
         self.blobs.is_empty()
     }
 
-    pub fn add(&mut self, blob: SealedBlob) {
+    pub fn add(&mut self, blob: &SealedBlob) {
         self.data.extend_from_slice(&blob.bytes);
         self.blobs.push((blob.blob_type, blob.id, blob.bytes.len() as u32, blob.raw_length));
     }
 
-    pub fn finish(self, session: &WriteSession) -> FinishedPack {
+    /// Seals the header and turns the blob buffer into the upload's second
+    /// part with `wrap`.
+    pub fn finish(self, session: &WriteSession, wrap: impl FnOnce(Vec<u8>) -> Bytes) -> FinishedPack {
         let mut plain = Vec::with_capacity(4 + ENTRY_LEN * self.blobs.len());
         plain.extend_from_slice(&(self.blobs.len() as u32).to_le_bytes());
         for &(blob_type, id, length, raw_length) in &self.blobs {
@@ -196,7 +198,7 @@ impl PackBuilder {
         FinishedPack {
             id: Id(*hasher.finalize().as_bytes()),
             size: offset,
-            parts: vec![Bytes::from(head), Bytes::from(self.data)],
+            parts: vec![Bytes::from(head), wrap(self.data)],
             header: PackHeader { session_public: session.public(), entries },
         }
     }
@@ -216,9 +218,9 @@ mod tests {
         let datas: Vec<Vec<u8>> = vec![b"first blob".to_vec(), vec![7u8; 5000], b"third".to_vec()];
         for (i, d) in datas.iter().enumerate() {
             let t = if i == 1 { BlobType::Tree } else { BlobType::Data };
-            builder.add(blob::seal(session.key(), t, keys.content_id(d), d, 3));
+            builder.add(&blob::seal(session.key(), t, keys.content_id(d), d, 3));
         }
-        let pack = builder.finish(&session);
+        let pack = builder.finish(&session, Bytes::from);
         let bytes: Vec<u8> = pack.parts.iter().flat_map(|p| p.iter().copied()).collect();
         assert_eq!(bytes.len() as u64, pack.size);
         assert_eq!(Id::of_object(&bytes), pack.id);
