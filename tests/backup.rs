@@ -370,3 +370,34 @@ fn browsing_commands() {
     assert!(untar.wait().unwrap().success());
     assert_eq!(std::fs::read_to_string(unpacked.join("logs/b.log")).unwrap(), "bb");
 }
+
+#[test]
+fn exclude_options_and_dry_run() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("home");
+    for dir in ["docs", "cache/tmp", "project/node_modules/pkg", "skipme"] {
+        std::fs::create_dir_all(src.join(dir)).unwrap();
+    }
+    std::fs::write(src.join("docs/a.txt"), "keep").unwrap();
+    std::fs::write(src.join("docs/b.tmp"), "drop by pattern").unwrap();
+    std::fs::write(src.join("cache/tmp/x"), "drop by anchored pattern").unwrap();
+    std::fs::write(src.join("project/node_modules/pkg/index.js"), "drop by file pattern").unwrap();
+    std::fs::write(src.join("project/main.rs"), "keep").unwrap();
+    std::fs::write(src.join("skipme/.nobackup"), "").unwrap();
+    std::fs::write(src.join("skipme/data"), "drop by marker").unwrap();
+    let patterns = env.root().join("excludes");
+    std::fs::write(&patterns, "# build output\nnode_modules\n\n").unwrap();
+    let anchored = format!("{}/cache", s(&src));
+
+    let dry = backup(&env, &["--dry-run", "-e", "*.tmp", s(&src)]);
+    assert!(dry["snapshot_id"].is_null(), "{dry}");
+    assert_eq!(snapshot_count(&env), 0, "a dry run writes no snapshot");
+
+    let args =
+        ["-e", "*.tmp", "-e", &anchored, "--exclude-file", s(&patterns), "--exclude-if-present", ".nobackup", s(&src)];
+    let done = backup(&env, &args);
+    assert_eq!(done["files_new"], 2, "{done}");
+    let listing = ok(run(&mut env.cmd(&["ls", "latest"])));
+    assert_eq!(listing.lines().collect::<Vec<_>>(), ["/docs", "/docs/a.txt", "/project", "/project/main.rs"]);
+}
