@@ -288,7 +288,7 @@ pub fn backup_stream(
 /// Reads and decodes a tree blob.
 pub(crate) fn load_tree(writer: &Writer, handle: &Handle, id: &Id) -> Result<Tree> {
     let repo = writer.repository();
-    let bytes = handle.block_on(repo.read_blob(&writer.index(), id))?;
+    let bytes = repo.read_blob_blocking(handle, &writer.index(), id)?;
     Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
 }
 

@@ -174,6 +174,9 @@ struct Inner {
     location: String,
     kind: BackendKind,
     retry: RetryPolicy,
+    /// The directory of a local repository, for blocking reads that skip
+    /// the async store (and its hop to another thread per read).
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -218,6 +221,7 @@ fn http_retry() -> RetryConfig {
 impl Backend {
     /// Opens the location described by `location` (see the module docs).
     pub fn open(location: &str, options: &BackendOptions) -> Result<Backend> {
+        let mut local_dir = None;
         let (kind, store, prefix, shown): (BackendKind, Arc<dyn ObjectStore>, String, String) = if let Some(rest) =
             location.strip_prefix("s3:")
         {
@@ -274,6 +278,7 @@ impl Backend {
             }
             let store =
                 LocalFileSystem::new_with_prefix(dir).map_err(|e| invalid(location, e.to_string()))?.with_fsync(true);
+            local_dir = Some(dir.to_path_buf());
             (BackendKind::Local, Arc::new(store), String::new(), location.into())
         };
         let connections = options.connections.unwrap_or(match kind {
@@ -281,7 +286,7 @@ impl Backend {
             _ => 16,
         });
         let store: Arc<dyn ObjectStore> = Arc::new(LimitStore::new(store, connections.max(1)));
-        Ok(Backend { inner: Arc::new(Inner { store, prefix, location: shown, kind, retry: options.retry }) })
+        Ok(Backend { inner: Arc::new(Inner { store, prefix, location: shown, kind, retry: options.retry, local_dir }) })
     }
 
     fn s3(location: &str, rest: &str, opts: &S3Options) -> Result<(Arc<dyn ObjectStore>, String, String)> {
@@ -350,6 +355,7 @@ impl Backend {
                 location: location.into(),
                 kind,
                 retry: RetryPolicy::default(),
+                local_dir: None,
             }),
         }
     }
@@ -364,6 +370,7 @@ impl Backend {
                 location: inner.location.clone(),
                 kind: inner.kind,
                 retry,
+                local_dir: inner.local_dir.clone(),
             }),
         }
     }
@@ -445,6 +452,63 @@ impl Backend {
     async fn read_name(&self, name: &str) -> Result<Bytes> {
         let path = self.path(name);
         self.retrying("reading", name, || async { self.inner.store.get(&path).await?.bytes().await }).await
+    }
+
+    /// [`read_range`](Backend::read_range) for blocking threads: a local
+    /// repository is read directly with `pread`; other stores through
+    /// `handle`.
+    pub fn read_range_blocking(
+        &self,
+        handle: &tokio::runtime::Handle,
+        kind: FileKind,
+        id: &Id,
+        range: Range<u64>,
+    ) -> Result<Bytes> {
+        if self.inner.local_dir.is_none() {
+            return handle.block_on(self.read_range(kind, id, range));
+        }
+        let mut buf = Vec::new();
+        self.read_range_into(handle, kind, id, range, &mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Like [`read_range_blocking`](Backend::read_range_blocking), into a
+    /// buffer the caller reuses.
+    pub fn read_range_into(
+        &self,
+        handle: &tokio::runtime::Handle,
+        kind: FileKind,
+        id: &Id,
+        range: Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some(dir) = &self.inner.local_dir else {
+            let bytes = handle.block_on(self.read_range(kind, id, range))?;
+            buf.clear();
+            buf.extend_from_slice(&bytes);
+            return Ok(());
+        };
+        let name = kind.relative_path(id);
+        let short = |detail: String| Error::corrupt(name.clone(), crate::format::FormatError::Mismatch(detail));
+        if range.start >= range.end {
+            return Err(short(format!("empty read range {range:?}")));
+        }
+        let file = match std::fs::File::open(dir.join(&name)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::ObjectNotFound { object: name, location: self.inner.location.clone() });
+            }
+            Err(e) => return Err(Error::Io { context: format!("cannot open {name}"), source: e }),
+        };
+        buf.resize((range.end - range.start) as usize, 0);
+        match file.read_exact_at(buf, range.start) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(short(format!("it is shorter than the range {range:?} read from it")))
+            }
+            Err(e) => Err(Error::Io { context: format!("cannot read {name}"), source: e }),
+        }
     }
 
     /// Reads a byte range of an object.

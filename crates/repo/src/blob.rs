@@ -90,6 +90,43 @@ pub(crate) fn seal_into(
     out.raw_length = plaintext.len() as u32;
 }
 
+/// Reusable buffers for opening many blobs ([`Repository::open_blob_into`](crate::Repository::open_blob_into)).
+#[derive(Debug, Default)]
+pub struct BlobScratch {
+    plain: Vec<u8>,
+    data: Vec<u8>,
+}
+
+/// Like [`open`], with the plaintext in `scratch` (no allocation per blob
+/// once the buffers have grown).
+pub(crate) fn open_into<'s>(
+    key: &SecretKey,
+    keys: &KeyMaterial,
+    blob_type: BlobType,
+    id: &Id,
+    raw_length: u32,
+    sealed: &[u8],
+    scratch: &'s mut BlobScratch,
+) -> Result<&'s [u8], FormatError> {
+    if raw_length as usize > MAX_BLOB_SIZE {
+        return Err(FormatError::Mismatch(format!(
+            "indexed length {raw_length} exceeds the {MAX_BLOB_SIZE}-byte blob limit"
+        )));
+    }
+    crypto::open_into(key, &aad(blob_type, id), sealed, &mut scratch.plain)?;
+    let raw = compress::decode_into(&scratch.plain, raw_length as usize, &mut scratch.data)
+        .map_err(FormatError::Compression)?;
+    let data: &[u8] = if raw { &scratch.plain[1..] } else { &scratch.data };
+    if data.len() != raw_length as usize {
+        return Err(FormatError::Mismatch(format!("length {} differs from the indexed {raw_length}", data.len())));
+    }
+    let actual = keys.content_id(data);
+    if actual != *id {
+        return Err(FormatError::Mismatch(format!("content hashes to {actual}, not to its id")));
+    }
+    Ok(data)
+}
+
 /// Opens a sealed blob and checks that its plaintext hashes to `id`.
 pub(crate) fn open(
     key: &SecretKey,

@@ -23,6 +23,13 @@ thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// One decompression context per thread (creating one per blob showed
+    /// in profiles of restores and tree reads).
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn with_compressor<T>(level: i32, f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> T) -> Option<T> {
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -71,9 +78,18 @@ fn worth_trying(data: &[u8]) -> bool {
 /// Decodes `compression byte || payload`. `limit` bounds the decompressed
 /// size so a forged frame cannot exhaust memory.
 pub(crate) fn decode(plain: &[u8], limit: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let raw = decode_into(plain, limit, &mut out)?;
+    Ok(if raw { plain[1..].to_vec() } else { out })
+}
+
+/// Like [`decode`], reusing `out`: a zstd payload is decompressed into
+/// `out`; for a raw payload `out` is left alone and `true` is returned (the
+/// data is `plain[1..]`, no copy needed).
+pub(crate) fn decode_into(plain: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<bool, String> {
     let (&kind, body) = plain.split_first().ok_or("empty payload")?;
     match kind {
-        RAW => Ok(body.to_vec()),
+        RAW => Ok(true),
         ZSTD => {
             let size = match zstd::zstd_safe::get_frame_content_size(body) {
                 Ok(Some(size)) => size,
@@ -83,11 +99,24 @@ pub(crate) fn decode(plain: &[u8], limit: usize) -> Result<Vec<u8>, String> {
             if size > limit as u64 {
                 return Err(format!("decompressed size {size} exceeds the limit of {limit} bytes"));
             }
-            let out = zstd::bulk::decompress(body, size as usize).map_err(|e| format!("zstd: {e}"))?;
+            out.clear();
+            out.reserve(size as usize);
+            DECOMPRESSOR
+                .with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    if slot.is_none() {
+                        *slot = zstd::bulk::Decompressor::new().ok();
+                    }
+                    match slot.as_mut() {
+                        Some(d) => d.decompress_to_buffer(body, out).map(drop),
+                        None => zstd::bulk::decompress_to_buffer(body, out).map(drop),
+                    }
+                })
+                .map_err(|e| format!("zstd: {e}"))?;
             if out.len() as u64 != size {
                 return Err(format!("zstd frame declared {size} bytes but held {}", out.len()));
             }
-            Ok(out)
+            Ok(false)
         }
         other => Err(format!("unknown compression {other}")),
     }

@@ -119,6 +119,24 @@ pub fn open(key: &SecretKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Crypt
     Ok(buf)
 }
 
+/// Like [`open`], into `out` (cleared first), so a caller can reuse one
+/// buffer for many blobs.
+pub fn open_into(key: &SecretKey, aad: &[u8], sealed: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
+    if sealed.len() < SEAL_OVERHEAD {
+        return Err(CryptoError::TooShort(sealed.len()));
+    }
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::TooShort(sealed.len()))?;
+    let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| CryptoError::TooShort(sealed.len()))?;
+    out.clear();
+    out.extend_from_slice(ciphertext);
+    let cipher = XChaCha20Poly1305::new(&Key::from(*key.expose()));
+    cipher
+        .decrypt_inout_detached(&XNonce::from(nonce), aad, (&mut out[..]).into(), &Tag::from(tag))
+        .map_err(|_| CryptoError::Authentication)
+}
+
 /// The repository's X25519 key pair: every session key is agreed with it.
 #[derive(Clone)]
 pub struct RepositoryKeyPair {

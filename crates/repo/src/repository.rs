@@ -561,6 +561,31 @@ impl Repository {
         self.open_blob(pack, &loc, id, &sealed)
     }
 
+    /// [`read_blob`](Repository::read_blob) for blocking threads (a local
+    /// repository is read without going through the runtime).
+    pub fn read_blob_blocking(&self, handle: &tokio::runtime::Handle, index: &Index, id: &Id) -> Result<Vec<u8>> {
+        let (pack, loc) = index.get(id).ok_or(Error::BlobNotFound(*id))?;
+        let range = loc.offset as u64..loc.offset as u64 + loc.length as u64;
+        let sealed = self.inner.backend.read_range_blocking(handle, FileKind::Pack, &pack.id, range)?;
+        self.open_blob(pack, &loc, id, &sealed)
+    }
+
+    /// Like [`open_blob`](Repository::open_blob), with the plaintext in
+    /// `scratch` (reused across blobs by callers that open many).
+    pub fn open_blob_into<'s>(
+        &self,
+        pack: &PackInfo,
+        loc: &BlobLocation,
+        id: &Id,
+        sealed: &[u8],
+        scratch: &'s mut crate::blob::BlobScratch,
+    ) -> Result<&'s [u8]> {
+        let object = || format!("blob {} in pack {}", id, FileKind::Pack.relative_path(&pack.id));
+        let key = self.session_key(&pack.session_public, &object())?;
+        blob::open_into(&key, &self.inner.keys, loc.blob_type, id, loc.raw_length, sealed, scratch)
+            .map_err(|e| Error::corrupt(object(), e))
+    }
+
     /// Decrypts and verifies blob `id` from its sealed bytes, read from
     /// `pack` at `loc` (for callers that fetch ranges of packs themselves).
     pub fn open_blob(&self, pack: &PackInfo, loc: &BlobLocation, id: &Id, sealed: &[u8]) -> Result<Vec<u8>> {

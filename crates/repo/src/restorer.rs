@@ -26,6 +26,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::backend::FileKind;
+use crate::blob::BlobScratch;
 use crate::error::{Error, Result};
 use crate::filter::PathFilter;
 use crate::fsmeta::{self, Attrs, OwnerPolicy, Owners};
@@ -550,10 +551,12 @@ impl DataPhase<'_> {
             for _ in 0..workers {
                 scope.spawn(|| {
                     let mut local = DataStats::default();
+                    // Buffers reused for every run and blob of this thread.
+                    let mut buffers = (Vec::new(), BlobScratch::default());
                     loop {
                         let next = queue.lock().expect("run queue poisoned").next();
                         let Some(run) = next else { break };
-                        self.process_run(&run, &needs, &mut local);
+                        self.process_run(&run, &needs, &mut local, &mut buffers);
                     }
                     let mut t = totals.lock().expect("stats poisoned");
                     t.bytes += local.bytes;
@@ -566,23 +569,26 @@ impl DataPhase<'_> {
         Ok(stats)
     }
 
-    fn process_run(&self, run: &PackRun<'_>, needs: &HashMap<Id, Vec<Use>>, stats: &mut DataStats) {
+    fn process_run(
+        &self,
+        run: &PackRun<'_>,
+        needs: &HashMap<Id, Vec<Use>>,
+        stats: &mut DataStats,
+        (bytes, scratch): &mut (Vec<u8>, BlobScratch),
+    ) {
         let repo = self.loader.repository();
-        let read =
-            self.loader.handle().block_on(repo.backend().read_range(FileKind::Pack, &run.pack.id, run.start..run.end));
-        let bytes = match read {
-            Ok(b) => b,
-            Err(e) => {
-                for (id, _) in &run.blobs {
-                    self.fail_uses(&needs[id], &e.to_string());
-                }
-                return;
+        let handle = self.loader.handle();
+        let read = repo.backend().read_range_into(handle, FileKind::Pack, &run.pack.id, run.start..run.end, bytes);
+        if let Err(e) = read {
+            for (id, _) in &run.blobs {
+                self.fail_uses(&needs[id], &e.to_string());
             }
-        };
+            return;
+        }
         for (id, loc) in &run.blobs {
             let from = (loc.offset as u64 - run.start) as usize;
             let sealed = &bytes[from..from + loc.length as usize];
-            let data = match repo.open_blob(run.pack, loc, id, sealed) {
+            let data = match repo.open_blob_into(run.pack, loc, id, sealed, scratch) {
                 Ok(d) => d,
                 Err(e) => {
                     self.fail_uses(&needs[id], &e.to_string());
@@ -590,7 +596,7 @@ impl DataPhase<'_> {
                 }
             };
             for u in &needs[id] {
-                self.write_use(u, &data, stats);
+                self.write_use(u, data, stats);
             }
         }
     }

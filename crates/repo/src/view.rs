@@ -54,7 +54,7 @@ impl TreeLoader {
 
     /// Reads tree `id` (blocking).
     pub fn load(&self, id: &Id) -> Result<Tree> {
-        let bytes = self.handle.block_on(self.repo.read_blob(&self.index, id))?;
+        let bytes = self.repo.read_blob_blocking(&self.handle, &self.index, id)?;
         Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
     }
 
@@ -155,10 +155,8 @@ impl std::io::Read for ContentReader<'_> {
                 Some(Extent::Hole { length }) => self.hole = length,
                 Some(Extent::Blob { id, offset, length }) => {
                     let repo = &self.loader.repo;
-                    let blob = self
-                        .loader
-                        .handle
-                        .block_on(repo.read_blob(&self.loader.index, &id))
+                    let blob = repo
+                        .read_blob_blocking(&self.loader.handle, &self.loader.index, &id)
                         .map_err(std::io::Error::other)?;
                     let range = offset as usize..offset as usize + length as usize;
                     let slice = blob.get(range).ok_or_else(|| {
