@@ -183,6 +183,8 @@ pub fn backup_paths(
     let (order_tx, order_rx) = bounded::<Vec<Item>>(64);
     let (job_tx, job_rx) = bounded::<FileJob>(64);
 
+    let prefetcher = Prefetcher::default();
+    let prefetch = &prefetcher;
     let result = std::thread::scope(|scope| {
         let sink = &shared;
         let sealer_handles = sink.start_sealers(scope);
@@ -208,9 +210,17 @@ pub fn backup_paths(
             owners: Owners::default(),
             hardlinks: HashSet::new(),
             root_device: 0,
+            prefetch,
+            pending: HashMap::new(),
         };
+        for _ in 0..LISTERS {
+            scope.spawn(move || prefetch.work(options, writer, handle));
+        }
         let parent_root = parent_root.as_ref();
-        scope.spawn(move || walker.run(sources, &names, parent_root));
+        scope.spawn(move || {
+            walker.run(sources, &names, parent_root);
+            prefetch.close();
+        });
         let assembled = Assembler::new(sink).run(order_rx);
         if assembled.is_err() {
             sink.abort();
@@ -543,6 +553,9 @@ struct FileResult {
     error: Option<String>,
 }
 
+/// Threads listing directories ahead of the walker.
+const LISTERS: usize = 2;
+
 /// Entries sent to the assembler in one message (per-message channel costs
 /// dominated unchanged reruns of many small files).
 const BATCH: usize = 256;
@@ -557,6 +570,9 @@ struct Walker<'s, 'a> {
     /// (device, inode) of multiply linked files already emitted.
     hardlinks: HashSet<(u64, u64)>,
     root_device: u64,
+    prefetch: &'s Prefetcher,
+    /// Listings requested from the prefetcher, by directory.
+    pending: HashMap<PathBuf, Receiver<Listing>>,
 }
 
 /// The walker stops when the assembler has gone (it failed).
@@ -649,51 +665,50 @@ impl Walker<'_, '_> {
     }
 
     fn visit_dir(&mut self, path: &Path, mut node: Node, parent: Option<&Node>) -> Result<(), Stop> {
-        let mut entries = Vec::new();
         let descend = !(self.options.one_file_system && node.device != self.root_device);
-        if descend {
-            if self.options.exclude_if_present.iter().any(|marker| path.join(marker).symlink_metadata().is_ok()) {
-                return Ok(());
-            }
-            match std::fs::read_dir(path) {
-                Ok(dir) => {
-                    for entry in dir {
-                        match entry {
-                            Ok(e) => entries.push(e),
-                            Err(e) => {
-                                self.warn(path, &format!("cannot list directory: {e}"));
-                                node.error = Some(format!("listing incomplete: {e}"));
-                                break;
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    self.warn(path, &format!("cannot list directory: {e}"));
-                    node.error = Some(format!("cannot list directory: {e}"));
-                }
-            }
-        }
-        entries.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
-        let parent_tree = match parent.and_then(|p| p.subtree) {
-            Some(id) => match load_tree(self.shared.writer, self.shared.handle, &id) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    // Not fatal: the directory is simply read in full.
-                    tracing::warn!("parent tree of {} unreadable, reading everything: {e}", path.display());
-                    None
-                }
-            },
-            None => None,
+        let listing = match (descend, self.pending.remove(path)) {
+            (false, _) => Listing::default(),
+            // Listed ahead by the prefetcher (or now, if it has gone).
+            (true, Some(ready)) => ready.recv().unwrap_or_else(|_| list_dir(path, self.options)),
+            (true, None) => list_dir(path, self.options),
         };
+        if listing.marked {
+            return Ok(());
+        }
+        if let Some(e) = &listing.error {
+            self.warn(path, &format!("cannot list directory: {e}"));
+            node.error = Some(format!("cannot list directory completely: {e}"));
+        }
+        let parent_tree = match (listing.parent_tree, parent.and_then(|p| p.subtree)) {
+            (Some(loaded), _) => loaded,
+            (None, Some(id)) => load_tree(self.shared.writer, self.shared.handle, &id).ok(),
+            (None, None) => None,
+        };
+        if parent.and_then(|p| p.subtree).is_some() && parent_tree.is_none() {
+            // Not fatal: the directory is simply read in full.
+            tracing::warn!("parent tree of {} unreadable, reading everything", path.display());
+        }
+        // List the subdirectories (and read their parent trees) while this
+        // one is processed.
+        let subdirs: Vec<(PathBuf, Option<Id>)> = listing
+            .entries
+            .iter()
+            .filter(|(_, meta)| {
+                meta.as_ref()
+                    .is_ok_and(|m| m.is_dir() && !(self.options.one_file_system && m.dev() != self.root_device))
+            })
+            .map(|(name, _)| {
+                let old = parent_tree.as_ref().and_then(|t| t.get(name.as_bytes()));
+                (path.join(name), old.filter(|n| n.kind == NodeKind::Dir).and_then(|n| n.subtree))
+            })
+            .collect();
+        for (dir, ready) in self.prefetch.request(subdirs) {
+            self.pending.insert(dir, ready);
+        }
         self.emit(Item::Dir(node))?;
-        for entry in entries {
-            let name = entry.file_name();
+        for (name, meta) in listing.entries {
             let child = path.join(&name);
-            if self.options.excludes.matches(child.as_os_str().as_bytes()) {
-                continue;
-            }
-            match entry.metadata() {
+            match meta {
                 Ok(meta) => {
                     let parent_node = parent_tree.as_ref().and_then(|t| t.get(name.as_bytes()));
                     self.visit(&child, name.as_bytes(), &meta, parent_node)?;
@@ -702,6 +717,117 @@ impl Walker<'_, '_> {
             }
         }
         self.emit(Item::DirEnd)
+    }
+}
+
+/// One directory's entries, sorted by name, excluded ones removed, each with
+/// its `lstat` metadata.
+#[derive(Default)]
+struct Listing {
+    /// It holds an `--exclude-if-present` marker: skip it.
+    marked: bool,
+    entries: Vec<(std::ffi::OsString, io::Result<Metadata>)>,
+    /// The listing failed or stopped early.
+    error: Option<io::Error>,
+    /// The directory's tree in the parent snapshot, when the prefetcher read
+    /// it (`Some(None)`: it could not be read).
+    parent_tree: Option<Option<Tree>>,
+}
+
+fn list_dir(path: &Path, options: &BackupOptions) -> Listing {
+    let mut listing = Listing::default();
+    if options.exclude_if_present.iter().any(|marker| path.join(marker).symlink_metadata().is_ok()) {
+        listing.marked = true;
+        return listing;
+    }
+    let dir = match std::fs::read_dir(path) {
+        Ok(d) => d,
+        Err(e) => {
+            listing.error = Some(e);
+            return listing;
+        }
+    };
+    let mut entries = Vec::new();
+    for entry in dir {
+        match entry {
+            Ok(e) => {
+                let name = e.file_name();
+                let excluded = {
+                    let full = path.join(&name);
+                    options.excludes.matches(full.as_os_str().as_bytes())
+                };
+                if !excluded {
+                    entries.push((name, e));
+                }
+            }
+            Err(e) => {
+                listing.error = Some(e);
+                break;
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    listing.entries = entries.into_iter().map(|(name, e)| (name, e.metadata())).collect();
+    listing
+}
+
+/// Lists directories ahead of the walker on other threads, so the
+/// `getdents` and `lstat` calls of a large tree (most of an unchanged
+/// rerun) run in parallel with the walker's own work. Requests go to the
+/// front of the queue: the walker needs the subdirectories of the directory
+/// it just entered first (depth-first order).
+#[derive(Default)]
+struct Prefetcher {
+    queue: Mutex<(std::collections::VecDeque<(PathBuf, Option<Id>, Sender<Listing>)>, bool)>,
+    ready: std::sync::Condvar,
+}
+
+impl Prefetcher {
+    /// Queues `dirs` (each with its tree in the parent snapshot, if any).
+    fn request(&self, dirs: Vec<(PathBuf, Option<Id>)>) -> Vec<(PathBuf, Receiver<Listing>)> {
+        let mut out = Vec::with_capacity(dirs.len());
+        let mut queue = self.queue.lock().expect("prefetch queue poisoned");
+        for (dir, parent) in dirs.into_iter().rev() {
+            let (tx, rx) = bounded(1);
+            queue.0.push_front((dir.clone(), parent, tx));
+            out.push((dir, rx));
+        }
+        drop(queue);
+        self.ready.notify_all();
+        out
+    }
+
+    /// Stops the workers; requests not yet started are dropped.
+    fn close(&self) {
+        let mut queue = self.queue.lock().expect("prefetch queue poisoned");
+        queue.0.clear();
+        queue.1 = true;
+        drop(queue);
+        self.ready.notify_all();
+    }
+
+    fn work(&self, options: &BackupOptions, writer: &Writer, handle: &Handle) {
+        loop {
+            let next = {
+                let mut queue = self.queue.lock().expect("prefetch queue poisoned");
+                loop {
+                    if let Some(job) = queue.0.pop_front() {
+                        break Some(job);
+                    }
+                    if queue.1 {
+                        break None;
+                    }
+                    queue = self.ready.wait(queue).expect("prefetch queue poisoned");
+                }
+            };
+            let Some((dir, parent, reply)) = next else { return };
+            let mut listing = list_dir(&dir, options);
+            if let Some(id) = parent {
+                listing.parent_tree = Some(load_tree(writer, handle, &id).ok());
+            }
+            // The walker may have stopped and dropped the receiver.
+            let _ = reply.send(listing);
+        }
     }
 }
 
