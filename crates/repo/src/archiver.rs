@@ -778,9 +778,13 @@ fn list_dir(path: &Path, options: &BackupOptions) -> Listing {
 /// it just entered first (depth-first order).
 #[derive(Default)]
 struct Prefetcher {
-    queue: Mutex<(std::collections::VecDeque<(PathBuf, Option<Id>, Sender<Listing>)>, bool)>,
+    queue: Mutex<PrefetchQueue>,
     ready: std::sync::Condvar,
 }
+
+/// Directories to list (each with its tree in the parent snapshot, and where
+/// to send the listing), and whether the walker has finished.
+type PrefetchQueue = (std::collections::VecDeque<(PathBuf, Option<Id>, Sender<Listing>)>, bool);
 
 impl Prefetcher {
     /// Queues `dirs` (each with its tree in the parent snapshot, if any).
