@@ -315,12 +315,36 @@ struct Shared<'a> {
     claimed: Mutex<HashSet<Id>>,
     aborted: AtomicBool,
     failure: Mutex<Option<Error>>,
+    /// Tokens for streaming a large file (see `read_file`).
+    stream_tokens: (Sender<()>, Receiver<()>),
+}
+
+/// A token from a pool, returned when dropped.
+struct StreamToken<'t>(&'t Sender<()>);
+
+impl<'t> StreamToken<'t> {
+    fn take(pool: &'t (Sender<()>, Receiver<()>)) -> StreamToken<'t> {
+        // The pool is never closed while readers run.
+        let _ = pool.1.recv();
+        StreamToken(&pool.0)
+    }
+}
+
+impl Drop for StreamToken<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
 }
 
 impl<'a> Shared<'a> {
     fn new(writer: &'a Writer, handle: &'a Handle, progress: &'a BackupProgress, events: &'a dyn BackupEvents) -> Self {
         let (tx, rx) = bounded(available_cores() * 2);
+        let stream_tokens = bounded(available_cores());
+        for _ in 0..available_cores() {
+            let _ = stream_tokens.0.send(());
+        }
         Shared {
+            stream_tokens,
             writer,
             handle,
             progress,
@@ -470,6 +494,9 @@ impl<'a> Shared<'a> {
     fn read_file(&self, job: &FileJob) -> FileResult {
         let mut content = Vec::new();
         let mut size = 0;
+        // Large files go through the stream chunker, whose buffer holds up to
+        // two maximal chunks: only one reader per core streams at a time.
+        let _token = (job.size > self.min_chunk as u64).then(|| StreamToken::take(&self.stream_tokens));
         let opened = open_for_backup(&job.path);
         let outcome = opened.and_then(|mut file| {
             let meta = file.metadata()?;

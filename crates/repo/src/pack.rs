@@ -135,10 +135,14 @@ pub(crate) fn write_entry_fields(out: &mut Vec<u8>, blob_type: BlobType, length:
 pub(crate) struct PackBuilder {
     data: Vec<u8>,
     blobs: Vec<(BlobType, Id, u32, u32)>,
+    /// Held while the pack's buffer exists (the writer bounds buffers).
+    guard: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A finished pack, ready to upload.
 pub(crate) struct FinishedPack {
+    /// Released when the upload is done with the buffer.
+    pub guard: Option<tokio::sync::OwnedSemaphorePermit>,
     pub id: Id,
     pub size: u64,
     /// Header and blobs, uploaded as one object without concatenating them.
@@ -147,10 +151,11 @@ pub(crate) struct FinishedPack {
 }
 
 impl PackBuilder {
-    /// A builder that fills `buffer` (emptied first).
-    pub fn with_buffer(mut buffer: Vec<u8>) -> PackBuilder {
+    /// A builder that fills `buffer` (emptied first), holding `guard` until
+    /// the finished pack is dropped.
+    pub fn with_buffer(mut buffer: Vec<u8>, guard: Option<tokio::sync::OwnedSemaphorePermit>) -> PackBuilder {
         buffer.clear();
-        PackBuilder { data: buffer, blobs: Vec::new() }
+        PackBuilder { data: buffer, blobs: Vec::new(), guard }
     }
 
     pub fn len(&self) -> usize {
@@ -196,6 +201,7 @@ impl PackBuilder {
             offset += length as u64;
         }
         FinishedPack {
+            guard: self.guard,
             id: Id(*hasher.finalize().as_bytes()),
             size: offset,
             parts: vec![Bytes::from(head), wrap(self.data)],

@@ -64,6 +64,27 @@ pub struct Writer {
     state: Mutex<State>,
     uploads: Mutex<JoinSet<Result<IndexedPack>>>,
     upload_slots: Arc<Semaphore>,
+    /// Data pack buffers in existence (open or uploading).
+    buffer_slots: Arc<Semaphore>,
+}
+
+/// Asks the kernel to back a large buffer with transparent huge pages:
+/// filling a fresh 16 MiB pack in 4 KiB pages took ~4,000 page faults, a
+/// quarter of a backup's system time (measured: 4.0 -> 2.9 s on 2 GiB).
+fn advise_huge_pages(buffer: &mut Vec<u8>) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = buffer.as_mut_ptr() as usize;
+        let (first, last) = ((start + PAGE - 1) & !(PAGE - 1), (start + buffer.capacity()) & !(PAGE - 1));
+        if last > first {
+            // SAFETY: the range lies inside the vector's allocation, and
+            // MADV_HUGEPAGE changes only how it is paged, never its contents.
+            unsafe {
+                nix::libc::madvise(first as *mut nix::libc::c_void, last - first, nix::libc::MADV_HUGEPAGE);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -94,6 +115,7 @@ impl Writer {
             state: Mutex::new(State::default()),
             uploads: Mutex::new(JoinSet::new()),
             upload_slots: Arc::new(Semaphore::new(uploads)),
+            buffer_slots: Arc::new(Semaphore::new(OPEN_PACKS + uploads)),
         })
     }
 
@@ -187,37 +209,70 @@ impl Writer {
     /// Adds a copy of a sealed blob (the pack copies it into its buffer).
     /// Returns false when it is a duplicate.
     pub async fn add_sealed_ref(&self, sealed: &SealedBlob) -> Result<bool> {
-        self.check_failed()?;
-        let full_pack = {
-            let mut state = self.state();
-            let known = self.index.read().expect("writer index poisoned").contains_trusted(&sealed.id);
-            if known || !state.added.insert(sealed.id) {
-                state.stats.blobs_deduplicated += 1;
-                return Ok(false);
-            }
-            state.stats.blobs_added += 1;
-            state.stats.raw_bytes_added += sealed.raw_length as u64;
-            state.stats.stored_bytes_added += sealed.bytes.len() as u64;
-            let slots = state
-                .open
-                .entry(sealed.blob_type)
-                .or_insert_with(|| (0..OPEN_PACKS).map(|_| PackBuilder::default()).collect());
-            let slot = &mut slots[rand::random_range(0..OPEN_PACKS)];
-            if slot.is_empty() && sealed.blob_type == BlobType::Data {
-                // Room for a full pack plus the blob that overfills it
-                // (address space: pages cost memory only once written).
-                // Tree packs fill slowly with small blobs and just grow.
-                let config = self.repo.config();
-                let capacity = config.pack_size as usize + config.chunker.max_size as usize + 4096;
-                *slot = PackBuilder::with_buffer(Vec::with_capacity(capacity));
-            }
-            slot.add(sealed);
-            (slot.len() >= self.repo.config().pack_size as usize).then(|| std::mem::take(slot))
-        };
-        if let Some(pack) = full_pack {
-            self.sticky(self.upload(pack).await)?;
+        enum Step {
+            Duplicate,
+            Added(Option<PackBuilder>),
+            NeedBuffer,
         }
-        Ok(true)
+        self.check_failed()?;
+        let mut permit = None;
+        loop {
+            let step = {
+                let mut guard = self.state();
+                let state = &mut *guard;
+                let known = self.index.read().expect("writer index poisoned").contains_trusted(&sealed.id)
+                    || state.added.contains(&sealed.id);
+                let slots = state
+                    .open
+                    .entry(sealed.blob_type)
+                    .or_insert_with(|| (0..OPEN_PACKS).map(|_| PackBuilder::default()).collect());
+                let slot = &mut slots[rand::random_range(0..OPEN_PACKS)];
+                if known {
+                    state.stats.blobs_deduplicated += 1;
+                    Step::Duplicate
+                } else if slot.is_empty()
+                    && sealed.blob_type == BlobType::Data
+                    && permit.is_none()
+                    && self.buffer_slots.available_permits() == 0
+                {
+                    // A new data pack needs a buffer; there are at most as
+                    // many as open packs plus uploads, which bounds memory.
+                    Step::NeedBuffer
+                } else {
+                    if slot.is_empty() && sealed.blob_type == BlobType::Data {
+                        let guard = permit.take().or_else(|| self.buffer_slots.clone().try_acquire_owned().ok());
+                        let config = self.repo.config();
+                        // Room for a full pack plus the blob that overfills it
+                        // (address space: pages cost memory once written).
+                        let capacity = config.pack_size as usize + config.chunker.max_size as usize + 4096;
+                        let mut buffer = Vec::with_capacity(capacity);
+                        advise_huge_pages(&mut buffer);
+                        *slot = PackBuilder::with_buffer(buffer, guard);
+                    }
+                    // Tree packs fill slowly with small blobs and just grow.
+                    slot.add(sealed);
+                    let full = (slot.len() >= self.repo.config().pack_size as usize).then(|| std::mem::take(slot));
+                    state.added.insert(sealed.id);
+                    state.stats.blobs_added += 1;
+                    state.stats.raw_bytes_added += sealed.raw_length as u64;
+                    state.stats.stored_bytes_added += sealed.bytes.len() as u64;
+                    Step::Added(full)
+                }
+            };
+            match step {
+                Step::Duplicate => return Ok(false),
+                Step::NeedBuffer => {
+                    let p = self.buffer_slots.clone().acquire_owned().await.expect("buffer semaphore is never closed");
+                    permit = Some(p);
+                }
+                Step::Added(full_pack) => {
+                    if let Some(pack) = full_pack {
+                        self.sticky(self.upload(pack).await)?;
+                    }
+                    return Ok(true);
+                }
+            }
+        }
     }
 
     /// Hashes, deduplicates, seals and adds a blob; returns its id.
@@ -235,9 +290,11 @@ impl Writer {
 
     async fn upload(&self, pack: PackBuilder) -> Result<()> {
         let permit = self.upload_slots.clone().acquire_owned().await.expect("upload semaphore is never closed");
-        let finished = pack.finish(&self.session, Bytes::from);
+        let mut finished = pack.finish(&self.session, Bytes::from);
+        let buffer_guard = finished.guard.take();
         if self.dry_run {
             drop(permit);
+            drop(buffer_guard);
             self.state().stats.packs_written += 1;
             return Ok(());
         }
@@ -250,8 +307,10 @@ impl Writer {
         };
         let parts: Vec<Bytes> = finished.parts;
         self.uploads.lock().expect("upload set poisoned").spawn(async move {
-            backend.write_new(FileKind::Pack, &indexed.id, parts).await?;
+            let written = backend.write_new(FileKind::Pack, &indexed.id, parts).await;
             drop(permit);
+            drop(buffer_guard);
+            written?;
             Ok(indexed)
         });
         self.collect_finished_uploads()?;
