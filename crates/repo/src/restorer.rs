@@ -146,28 +146,40 @@ pub fn restore(
             .map_err(|e| Error::Io { context: format!("cannot create target {}", target.display()), source: e })?;
     }
     planner.created_dirs.insert(Vec::new());
+    let write_batch = |planner: &mut Planner<'_>| -> Result<()> {
+        let files = std::mem::take(&mut planner.files);
+        let needs = std::mem::take(&mut planner.needs);
+        for f in &files {
+            progress.files_total.fetch_add(1, Ordering::Relaxed);
+            progress.bytes_total.fetch_add(f.size, Ordering::Relaxed);
+        }
+        planner.outcome.files += files.len() as u64;
+        if !options.dry_run {
+            let stats = DataPhase { loader, options, progress, events, files: &files }.run(needs)?;
+            planner.outcome.bytes += stats.bytes;
+            planner.outcome.verified += stats.verified;
+            planner.outcome.errors += stats.errors;
+        }
+        Ok(())
+    };
     if start.kind == NodeKind::Dir {
-        loader.walk(start, |rel, node| planner.visit(rel, node))?;
+        loader.walk(start, |rel, node| {
+            let descend = planner.visit(rel, node)?;
+            if planner.files.len() >= FILES_PER_BATCH {
+                write_batch(&mut planner)?;
+            }
+            Ok::<bool, Error>(descend)
+        })?;
     } else {
         let rel = [b"/".as_slice(), &start.name].concat();
         planner.visit(&rel, start)?;
     }
+    write_batch(&mut planner)?;
     if options.delete && start.kind == NodeKind::Dir {
         planner.delete_extraneous();
     }
-    let Planner { files, needs, dirs, created_dirs, links, mut outcome, .. } = planner;
-    for f in &files {
-        progress.files_total.fetch_add(1, Ordering::Relaxed);
-        progress.bytes_total.fetch_add(f.size, Ordering::Relaxed);
-    }
-    outcome.files += files.len() as u64;
-
+    let Planner { dirs, created_dirs, links, mut outcome, .. } = planner;
     if !options.dry_run {
-        let data = DataPhase { loader, options, progress, events, files: &files };
-        let stats = data.run(needs)?;
-        outcome.bytes += stats.bytes;
-        outcome.verified += stats.verified;
-        outcome.errors += stats.errors;
         for (dest, first) in &links {
             let _ = std::fs::remove_file(dest);
             match std::fs::hard_link(first, dest) {
@@ -203,6 +215,11 @@ fn parent_of(rel: &[u8]) -> &[u8] {
         None => b"",
     }
 }
+
+/// Files planned before their content is written: bounds a restore's memory
+/// whatever the size of the snapshot (measured: 200,000 small files took
+/// 141 MB planned at once). A pack needed by two batches is read twice.
+const FILES_PER_BATCH: usize = 40_000;
 
 /// A file whose content the data phase writes (a restore holds one per
 /// file until it is written, so only what the data phase needs).
