@@ -45,6 +45,11 @@ fn round_trip_keeps_every_kind_of_entry_and_metadata() {
     ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&target), "--verify"])));
     fstree::assert_same_tree(&src, &target);
 
+    // In batches of 3 files (hard links across batches included).
+    let batched = env.root().join("batched");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&batched), "--batch-files", "3"])));
+    fstree::assert_same_tree(&src, &batched);
+
     // Restoring again over the same target changes nothing.
     ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&target), "--overwrite", "if-changed"])));
     fstree::assert_same_tree(&src, &target);

@@ -204,6 +204,9 @@ pub struct RestoreArgs {
     /// Restore owners by numeric id, ignoring user and group names
     #[arg(long)]
     pub numeric_owner: bool,
+    /// Files planned and written per batch (bounds memory on huge trees)
+    #[arg(long, value_name = "N", default_value_t = 40_000)]
+    pub batch_files: usize,
     #[command(flatten)]
     pub filter: SnapshotFilter,
 }

@@ -67,6 +67,8 @@ pub struct RestoreOptions {
     pub numeric_owner: bool,
     /// Download threads; 0 chooses.
     pub workers: usize,
+    /// Files planned per batch (memory bound); 0 chooses 40,000.
+    pub batch_files: usize,
 }
 
 /// Live counters of a running restore.
@@ -165,7 +167,8 @@ pub fn restore(
     if start.kind == NodeKind::Dir {
         loader.walk(start, |rel, node| {
             let descend = planner.visit(rel, node)?;
-            if planner.files.len() >= FILES_PER_BATCH {
+            let batch = if options.batch_files == 0 { FILES_PER_BATCH } else { options.batch_files };
+            if planner.files.len() >= batch {
                 write_batch(&mut planner)?;
             }
             Ok::<bool, Error>(descend)

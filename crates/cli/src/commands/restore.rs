@@ -48,6 +48,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
         dry_run: args.dry_run,
         numeric_owner: args.numeric_owner,
         workers: 0,
+        batch_files: args.batch_files,
     };
     let repo = context::open(global).await?;
     let (snapshot_arg, subpath) = split_snapshot_arg(&args.snapshot);
