@@ -95,6 +95,8 @@ pub enum Command {
     Stats(StatsArgs),
     /// Add, remove or set tags of snapshots
     Tag(TagArgs),
+    /// Remove snapshots by a retention policy (keep daily, weekly, ...) or by id
+    Forget(ForgetArgs),
     /// Write one file of a snapshot to stdout (a directory as tar)
     Dump(DumpArgs),
     /// Print a repository object, decrypted, as JSON (for debugging)
@@ -276,6 +278,62 @@ pub struct TagArgs {
     /// Replace all tags with these (repeatable)
     #[arg(long = "set", value_name = "TAG")]
     pub set: Vec<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Remove exactly these snapshots (instead of applying a policy)
+    pub snapshots: Vec<String>,
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the N most recent hours
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_hourly: u32,
+    /// Keep the newest snapshot of each of the N most recent days
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_daily: u32,
+    /// Keep the newest snapshot of each of the N most recent ISO weeks
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_weekly: u32,
+    /// Keep the newest snapshot of each of the N most recent months
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_monthly: u32,
+    /// Keep the newest snapshot of each of the N most recent years
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_yearly: u32,
+    /// Keep every snapshot within DURATION of the newest (e.g. 30d, 1y6m)
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Keep the newest snapshot of each hour within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_hourly: Option<String>,
+    /// Keep the newest snapshot of each day within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_daily: Option<String>,
+    /// Keep the newest snapshot of each week within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_weekly: Option<String>,
+    /// Keep the newest snapshot of each month within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_monthly: Option<String>,
+    /// Keep the newest snapshot of each year within DURATION of the newest
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within_yearly: Option<String>,
+    /// Keep every snapshot with these tags (repeatable; comma-separated tags must all be present)
+    #[arg(long, value_name = "TAG[,TAG]")]
+    pub keep_tag: Vec<String>,
+    /// Judge snapshots in groups by these fields: any of host, paths, tags; empty for one group
+    #[arg(long, value_name = "FIELDS", default_value = "host,paths")]
+    pub group_by: String,
+    /// Refuse (and remove nothing) if any group would keep fewer than N snapshots
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub min_keep: usize,
+    /// Show what would be kept and removed, and why; remove nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub filter: SnapshotFilter,
 }

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
             Command::Diff(args) => commands::diff::run(&cli.global, args).await.map(|()| 0),
             Command::Stats(args) => commands::stats::run(&cli.global, args).await.map(|()| 0),
             Command::Tag(args) => commands::tag::run(&cli.global, args).await.map(|()| 0),
+            Command::Forget(args) => commands::forget::run(&cli.global, args).await.map(|()| 0),
             Command::Dump(args) => commands::dump::run(&cli.global, args).await.map(|()| 0),
             Command::Cat(args) => commands::cat::run(&cli.global, args).await.map(|()| 0),
         }

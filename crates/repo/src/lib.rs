@@ -44,6 +44,7 @@ pub mod keys;
 pub mod pack;
 pub mod repository;
 pub mod restorer;
+pub mod retention;
 pub mod snapshot;
 pub mod tree;
 mod util;

@@ -1,0 +1,188 @@
+//! `cairn forget`: removes snapshots by a retention policy or by id. Only
+//! the snapshot objects go; the data they referenced stays until a prune.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use cairn_repo::retention::{self, Period, Policy, Verdict};
+use cairn_repo::{FileKind, Id, Snapshot};
+
+use crate::args::{ForgetArgs, GlobalArgs};
+use crate::{context, select};
+
+/// What snapshots are grouped by.
+#[derive(Debug, Clone, Copy, Default)]
+struct GroupBy {
+    host: bool,
+    paths: bool,
+    tags: bool,
+}
+
+fn group_by(spec: &str) -> Result<GroupBy> {
+    let mut by = GroupBy::default();
+    for field in spec.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        match field {
+            "host" => by.host = true,
+            "paths" => by.paths = true,
+            "tags" => by.tags = true,
+            other => bail!("--group-by: unknown field {other:?}; use host, paths and tags, comma-separated"),
+        }
+    }
+    Ok(by)
+}
+
+fn policy(args: &ForgetArgs) -> Result<Policy> {
+    let mut policy = Policy { last: args.keep_last, ..Default::default() };
+    for (period, n) in [
+        (Period::Hourly, args.keep_hourly),
+        (Period::Daily, args.keep_daily),
+        (Period::Weekly, args.keep_weekly),
+        (Period::Monthly, args.keep_monthly),
+        (Period::Yearly, args.keep_yearly),
+    ] {
+        if n > 0 {
+            policy.periods.insert(period, n);
+        }
+    }
+    policy.within = args.keep_within.as_deref().map(retention::parse_span).transpose()?;
+    for (period, span) in [
+        (Period::Hourly, &args.keep_within_hourly),
+        (Period::Daily, &args.keep_within_daily),
+        (Period::Weekly, &args.keep_within_weekly),
+        (Period::Monthly, &args.keep_within_monthly),
+        (Period::Yearly, &args.keep_within_yearly),
+    ] {
+        if let Some(text) = span {
+            policy.within_periods.insert(period, retention::parse_span(text)?);
+        }
+    }
+    policy.tags = args
+        .keep_tag
+        .iter()
+        .map(|set| set.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect())
+        .collect();
+    Ok(policy)
+}
+
+/// A group's host, sorted paths and tags (empty for fields not grouped by).
+type GroupKey = (String, Vec<String>, Vec<String>);
+
+fn group_label(key: &GroupKey, by: GroupBy) -> String {
+    let mut parts = Vec::new();
+    if by.host {
+        parts.push(format!("host {}", key.0));
+    }
+    if by.paths {
+        parts.push(format!("paths {}", key.1.join(" ")));
+    }
+    if by.tags {
+        parts.push(format!("tags {}", key.2.join(",")));
+    }
+    if parts.is_empty() { "all snapshots".into() } else { parts.join(", ") }
+}
+
+pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
+    let by = group_by(&args.group_by)?;
+    let policy = policy(&args)?;
+    let repo = context::open(global).await?;
+    let explicit = !args.snapshots.is_empty();
+    if explicit && !policy.is_empty() {
+        bail!("give snapshot ids or --keep-* options, not both");
+    }
+    if !explicit && policy.is_empty() {
+        bail!(
+            "no policy given: use --keep-last, --keep-daily, --keep-within, --keep-tag, ... (or snapshot ids); nothing was removed"
+        );
+    }
+    let snapshots = if explicit {
+        select::many(&repo, &args.snapshots, &args.filter).await?
+    } else {
+        select::filtered(&repo, &args.filter).await?
+    };
+
+    // Group, judge each group, and check --min-keep before removing anything.
+    let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
+    for (id, s) in snapshots {
+        let mut paths = s.paths.clone();
+        paths.sort();
+        let key = (
+            if by.host { s.hostname.clone() } else { String::new() },
+            if by.paths { paths } else { Vec::new() },
+            if by.tags { s.tags.clone() } else { Vec::new() },
+        );
+        groups.entry(key).or_default().push((id, s));
+    }
+    let tz = jiff::tz::TimeZone::system();
+    let mut judged: Vec<(String, Vec<(Verdict, Snapshot)>)> = Vec::new();
+    for (key, group) in &groups {
+        let verdicts = if explicit {
+            group.iter().map(|(id, _)| Verdict { id: *id, keep: false, reasons: Vec::new() }).collect()
+        } else {
+            retention::apply(&policy, group, &tz)?
+        };
+        let kept = verdicts.iter().filter(|v| v.keep).count();
+        if !explicit && kept < args.min_keep {
+            bail!(
+                "{}: the policy would keep {kept} snapshot(s), fewer than --min-keep {}; nothing was removed",
+                group_label(key, by),
+                args.min_keep
+            );
+        }
+        let with_snapshots = verdicts
+            .into_iter()
+            .map(|v| {
+                let s = group
+                    .iter()
+                    .find(|(id, _)| *id == v.id)
+                    .map(|(_, s)| s.clone())
+                    .expect("verdicts are of the group");
+                (v, s)
+            })
+            .collect();
+        judged.push((group_label(key, by), with_snapshots));
+    }
+
+    let tz_fmt = |s: &Snapshot| s.time.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string();
+    let mut removed = 0;
+    let mut json_groups = Vec::new();
+    for (label, verdicts) in &judged {
+        if global.json {
+            let list = |keep: bool| -> Vec<serde_json::Value> {
+                verdicts
+                    .iter()
+                    .filter(|(v, _)| v.keep == keep)
+                    .map(|(v, s)| serde_json::json!({"id": v.id, "time": s.time, "tags": s.tags, "reasons": v.reasons}))
+                    .collect()
+            };
+            json_groups.push(serde_json::json!({"group": label, "keep": list(true), "remove": list(false)}));
+        } else if !global.quiet {
+            println!("{label}:");
+            for (v, s) in verdicts {
+                let action = if v.keep { "keep" } else { "remove" };
+                println!(
+                    "  {action:6} {} {} {:<16} {}",
+                    v.id.short(),
+                    tz_fmt(s),
+                    s.tags.join(","),
+                    v.reasons.join(", ")
+                );
+            }
+        }
+        if !args.dry_run {
+            for (v, _) in verdicts.iter().filter(|(v, _)| !v.keep) {
+                repo.backend().delete(FileKind::Snapshot, &v.id).await?;
+                removed += 1;
+            }
+        }
+    }
+    if global.json {
+        context::print_json(&serde_json::json!({"dry_run": args.dry_run, "groups": json_groups, "removed": removed}))?;
+    } else if !global.quiet {
+        if args.dry_run {
+            println!("dry run: nothing was removed");
+        } else {
+            println!("removed {removed} snapshot(s); the data they alone referenced stays in the repository");
+        }
+    }
+    Ok(())
+}
