@@ -104,6 +104,11 @@ impl Env {
     }
 }
 
+/// Writes `len` deterministic pseudo-random bytes to `path`.
+pub fn noise_file(path: &Path, seed: u64, len: usize) {
+    std::fs::write(path, fstree::noise(seed, len)).unwrap();
+}
+
 /// Which object-store emulator a [`Service`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {

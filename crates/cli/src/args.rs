@@ -97,6 +97,8 @@ pub enum Command {
     Tag(TagArgs),
     /// Remove snapshots by a retention policy (keep daily, weekly, ...) or by id
     Forget(ForgetArgs),
+    /// Verify the repository: structure, and with --read-data the stored data
+    Check(CheckArgs),
     /// Write one file of a snapshot to stdout (a directory as tar)
     Dump(DumpArgs),
     /// Print a repository object, decrypted, as JSON (for debugging)
@@ -336,6 +338,17 @@ pub struct ForgetArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also download every pack and verify every blob
+    #[arg(long)]
+    pub read_data: bool,
+    /// Download and verify only a subset: n/m (group n of m, deterministic),
+    /// P% (random packs) or a size such as 500MiB (random packs up to it)
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
+    pub read_data_subset: Option<String>,
 }
 
 #[derive(Debug, Args)]

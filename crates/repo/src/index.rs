@@ -250,6 +250,11 @@ impl Index {
         self.blobs.get(id).is_some_and(|l| l.trusted)
     }
 
+    /// Every indexed blob with its location.
+    pub fn blobs(&self) -> impl Iterator<Item = (&Id, &BlobLocation)> {
+        self.blobs.iter()
+    }
+
     /// Number of distinct blobs.
     pub fn blob_count(&self) -> usize {
         self.blobs.len()

@@ -29,6 +29,7 @@ pub mod archiver;
 pub mod backend;
 pub mod blob;
 pub mod cache;
+pub mod check;
 mod compress;
 pub mod config;
 pub mod crypto;

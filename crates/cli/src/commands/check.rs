@@ -1,0 +1,42 @@
+//! `cairn check`
+
+use anyhow::{Result, bail};
+use cairn_repo::check::{self, Subset};
+use indicatif::HumanBytes;
+
+use crate::args::{CheckArgs, GlobalArgs};
+use crate::context;
+
+pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<()> {
+    let subset = match (&args.read_data_subset, args.read_data) {
+        (Some(text), _) => Some(Subset::parse(text, |s| crate::units::parse_size(s).ok())?),
+        (None, true) => Some(Subset::All),
+        (None, false) => None,
+    };
+    let repo = context::open(global).await?;
+    let report = check::check(&repo, subset).await?;
+    if global.json {
+        context::print_json(&report)?;
+    } else if !global.quiet || !report.problems.is_empty() {
+        println!("checked {} snapshots, {} trees, {} packs in the index", report.snapshots, report.trees, report.packs);
+        if subset.is_some() {
+            println!("read and verified {} packs ({})", report.packs_read, HumanBytes(report.bytes_read));
+        }
+        if !report.unindexed_packs.is_empty() {
+            println!(
+                "{} packs are not in any index (left by interrupted backups; not damage)",
+                report.unindexed_packs.len()
+            );
+        }
+        for p in &report.problems {
+            println!("damaged: {}: {}", p.object, p.message);
+        }
+        if report.problems.is_empty() {
+            println!("no problems found");
+        }
+    }
+    if !report.problems.is_empty() {
+        bail!("check found {} problem(s); see the list above", report.problems.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! `check`: verifies that a repository is complete and intact.
+//!
+//! Structure (always): every index entry's pack exists with the indexed
+//! size; every snapshot decodes; every tree of every snapshot is indexed and
+//! decodes; every data blob a file uses is indexed. With `read_data`, the
+//! selected packs are downloaded whole: each must hash to its name and each
+//! indexed blob in it must decrypt and hash to its id. Damaged blobs are then
+//! traced to the files (per snapshot) that use them, so the report names the
+//! packs, blobs, snapshots and files affected.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{BlobLocation, Index};
+use crate::repository::Repository;
+use crate::tree::{Extent, NodeKind};
+use crate::view::TreeLoader;
+
+/// Which packs `--read-data` reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Subset {
+    /// Every pack.
+    All,
+    /// Group `n` of `m` (1-based): packs whose id's first 8 bytes, as a
+    /// number, are `n - 1` modulo `m`. Deterministic: running `1/m` … `m/m`
+    /// on successive days reads everything once.
+    Part {
+        /// Which group.
+        n: u64,
+        /// How many groups.
+        m: u64,
+    },
+    /// A random selection of this percentage of the packs.
+    Percent(f64),
+    /// Random packs until this many bytes are selected.
+    Bytes(u64),
+}
+
+impl Subset {
+    /// Parses `n/m`, `P%` or a size such as `500MiB` (`parse_size` reads sizes).
+    pub fn parse(text: &str, parse_size: impl Fn(&str) -> Option<u64>) -> Result<Subset> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "invalid subset {text:?}: use n/m (e.g. 1/7), a percentage (5%) or a size (500MiB)"
+            ))
+        };
+        if let Some((n, m)) = text.split_once('/') {
+            let (n, m): (u64, u64) = (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);
+            return if m >= 1 && (1..=m).contains(&n) { Ok(Subset::Part { n, m }) } else { Err(bad()) };
+        }
+        if let Some(p) = text.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            return if p > 0.0 && p <= 100.0 { Ok(Subset::Percent(p)) } else { Err(bad()) };
+        }
+        parse_size(text).filter(|&b| b > 0).map(Subset::Bytes).ok_or_else(bad)
+    }
+
+    fn select(&self, packs: &[(Id, u64)]) -> Vec<Id> {
+        use rand::seq::SliceRandom;
+        match *self {
+            Subset::All => packs.iter().map(|(id, _)| *id).collect(),
+            Subset::Part { n, m } => packs
+                .iter()
+                .filter(|(id, _)| {
+                    let head = u64::from_be_bytes(id.0[..8].try_into().expect("8 bytes"));
+                    head % m == n - 1
+                })
+                .map(|(id, _)| *id)
+                .collect(),
+            Subset::Percent(p) => {
+                let mut ids: Vec<Id> = packs.iter().map(|(id, _)| *id).collect();
+                ids.shuffle(&mut rand::rng());
+                let count = ((ids.len() as f64 * p / 100.0).ceil() as usize).min(ids.len());
+                ids.truncate(count);
+                ids
+            }
+            Subset::Bytes(limit) => {
+                let mut shuffled = packs.to_vec();
+                shuffled.shuffle(&mut rand::rng());
+                let mut total = 0;
+                shuffled
+                    .into_iter()
+                    .take_while(|(_, size)| {
+                        let take = total < limit;
+                        total += size;
+                        take
+                    })
+                    .map(|(id, _)| id)
+                    .collect()
+            }
+        }
+    }
+}
+
+/// One thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The object: `data/3f/3fa2…`, `blob 81c0…`, `snapshot 9d41…`, `snapshot 9d41… file /a/b`.
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What `check` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// Everything wrong, each named.
+    pub problems: Vec<Problem>,
+    /// Packs not listed by any index file (left by interrupted backups; not damage).
+    pub unindexed_packs: Vec<Id>,
+    /// Packs listed by the index.
+    pub packs: usize,
+    /// Snapshots checked.
+    pub snapshots: usize,
+    /// Distinct trees checked.
+    pub trees: usize,
+    /// Packs downloaded and verified.
+    pub packs_read: usize,
+    /// Bytes downloaded for that.
+    pub bytes_read: u64,
+}
+
+/// Checks `repo`; `read_data` selects packs to download and verify.
+pub async fn check(repo: &Repository, read_data: Option<Subset>) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let index = Arc::new(repo.load_index().await?);
+    report.packs = index.packs().len();
+    let backend = repo.backend();
+
+    // Packs: present, right size; packs nothing indexes.
+    let listed: HashMap<Id, u64> = backend.list(FileKind::Pack).await?.into_iter().collect();
+    let indexed: HashSet<Id> = index.packs().iter().map(|p| p.id).collect();
+    for pack in index.packs() {
+        let name = FileKind::Pack.relative_path(&pack.id);
+        match listed.get(&pack.id) {
+            None => report.problems.push(Problem { object: name, message: "missing (listed in the index)".into() }),
+            Some(&size) if size != pack.size => report
+                .problems
+                .push(Problem { object: name, message: format!("is {size} bytes, the index says {}", pack.size) }),
+            Some(_) => {}
+        }
+    }
+    report.unindexed_packs = listed.keys().filter(|id| !indexed.contains(id)).copied().collect();
+    report.unindexed_packs.sort();
+
+    // Data: download the selected packs and open every indexed blob in them.
+    let mut damaged: HashMap<Id, String> = HashMap::new();
+    if let Some(subset) = read_data {
+        let mut present: Vec<(Id, u64)> =
+            index.packs().iter().filter(|p| listed.contains_key(&p.id)).map(|p| (p.id, p.size)).collect();
+        present.sort();
+        let selected = subset.select(&present);
+        let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
+        for (id, loc) in index.blobs() {
+            by_pack.entry(index.packs()[loc.pack as usize].id).or_default().push((*id, *loc));
+        }
+        let results: Vec<(Id, Result<PackVerdict>)> = futures::stream::iter(selected)
+            .map(|pack_id| {
+                let blobs = by_pack.remove(&pack_id).unwrap_or_default();
+                let index = index.clone();
+                async move { (pack_id, verify_pack(repo, &index, pack_id, blobs).await) }
+            })
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        for (pack_id, result) in results {
+            let name = FileKind::Pack.relative_path(&pack_id);
+            match result {
+                Ok(PackVerdict { bytes, bad_blobs }) => {
+                    report.packs_read += 1;
+                    report.bytes_read += bytes;
+                    for (blob, why) in bad_blobs {
+                        report
+                            .problems
+                            .push(Problem { object: format!("blob {blob} in pack {name}"), message: why.clone() });
+                        damaged.insert(blob, why);
+                    }
+                }
+                Err(e) => report.problems.push(Problem { object: name, message: e.to_string() }),
+            }
+        }
+    }
+
+    // Snapshots and trees, naming the files that use damaged or missing data.
+    let ids: Vec<Id> = backend.list(FileKind::Snapshot).await?.into_iter().map(|(id, _)| id).collect();
+    let mut snapshots = Vec::new();
+    for id in ids {
+        match repo.read_snapshot(&id).await {
+            Ok(s) => snapshots.push((id, s)),
+            Err(e) => {
+                report.problems.push(Problem { object: format!("snapshot {}", id.short()), message: e.to_string() })
+            }
+        }
+    }
+    report.snapshots = snapshots.len();
+    let loader = TreeLoader::new(repo, index.clone(), tokio::runtime::Handle::current());
+    let (problems, trees) = tokio::task::spawn_blocking(move || {
+        let mut walker = TreeCheck {
+            loader: &loader,
+            damaged: &damaged,
+            clean: HashSet::new(),
+            seen: HashSet::new(),
+            problems: Vec::new(),
+        };
+        for (id, snapshot) in &snapshots {
+            let name = format!("snapshot {}", id.short());
+            // Paths as `ls` and `restore` show them (the snapshot's view).
+            match loader.root(snapshot) {
+                Ok(root) => {
+                    walker.tree(&root.subtree.unwrap_or(snapshot.tree), &name, "");
+                }
+                Err(e) => walker.problems.push(Problem { object: name, message: format!("root tree: {e}") }),
+            }
+        }
+        (walker.problems, walker.seen.len())
+    })
+    .await
+    .map_err(|e| Error::InvalidArgument(format!("the check thread failed: {e}")))?;
+    report.problems.extend(problems);
+    report.trees = trees;
+    Ok(report)
+}
+
+/// What reading one pack found: its size, and the blobs that failed (with why).
+struct PackVerdict {
+    bytes: u64,
+    bad_blobs: Vec<(Id, String)>,
+}
+
+/// Downloads a pack, checks its name, and opens each indexed blob in it.
+async fn verify_pack(
+    repo: &Repository,
+    index: &Index,
+    pack_id: Id,
+    blobs: Vec<(Id, BlobLocation)>,
+) -> Result<PackVerdict> {
+    let bytes = repo.backend().read(FileKind::Pack, &pack_id).await?;
+    let mut bad = Vec::new();
+    let hash_ok = Id::of_object(&bytes) == pack_id;
+    let info = &index.packs()[blobs.first().map(|(_, l)| l.pack as usize).unwrap_or(0)];
+    for (id, loc) in blobs {
+        let range = loc.offset as usize..loc.offset as usize + loc.length as usize;
+        let outcome = match bytes.get(range) {
+            None => Err("lies beyond the end of the pack".to_owned()),
+            Some(sealed) => repo.open_blob(info, &loc, &id, sealed).map(drop).map_err(|e| match e {
+                Error::Corrupt { source, .. } => source.to_string(),
+                other => other.to_string(),
+            }),
+        };
+        if let Err(why) = outcome {
+            bad.push((id, why));
+        }
+    }
+    if !hash_ok && bad.is_empty() {
+        // Damage outside every blob (header or padding): still damage.
+        return Err(Error::corrupt(
+            FileKind::Pack.relative_path(&pack_id),
+            crate::format::FormatError::Mismatch("its content does not hash to its name".into()),
+        ));
+    }
+    Ok(PackVerdict { bytes: bytes.len() as u64, bad_blobs: bad })
+}
+
+struct TreeCheck<'a> {
+    loader: &'a TreeLoader,
+    damaged: &'a HashMap<Id, String>,
+    /// Trees checked and found clean (skipped when met again).
+    clean: HashSet<Id>,
+    /// Every tree visited.
+    seen: HashSet<Id>,
+    problems: Vec<Problem>,
+}
+
+impl TreeCheck<'_> {
+    /// Checks tree `id` at `path` in `snapshot`; returns whether it is clean.
+    fn tree(&mut self, id: &Id, snapshot: &str, path: &str) -> bool {
+        if self.clean.contains(id) {
+            return true;
+        }
+        let shown = if path.is_empty() { "/" } else { path };
+        self.seen.insert(*id);
+        let tree = match self.loader.load(id) {
+            Ok(t) => t,
+            Err(e) => {
+                let message = match self.damaged.get(id) {
+                    Some(why) => format!("tree {id} is damaged: {why}"),
+                    None => format!("tree {id}: {e}"),
+                };
+                self.problems.push(Problem { object: format!("{snapshot} directory {shown}"), message });
+                return false;
+            }
+        };
+        let mut clean = true;
+        for node in tree.nodes() {
+            let child = format!("{path}/{}", node.display_name());
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(sub)) => clean &= self.tree(&sub, snapshot, &child),
+                (NodeKind::File, _) => {
+                    for extent in &node.content {
+                        let Extent::Blob { id: blob, .. } = extent else { continue };
+                        let why = match self.damaged.get(blob) {
+                            Some(why) => Some(format!("uses damaged blob {blob}: {why}")),
+                            None if !self.loader.index().contains(blob) => {
+                                Some(format!("uses blob {blob}, which no index lists"))
+                            }
+                            None => None,
+                        };
+                        if let Some(message) = why {
+                            self.problems.push(Problem { object: format!("{snapshot} file {child}"), message });
+                            clean = false;
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if clean {
+            self.clean.insert(*id);
+        }
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn size(s: &str) -> Option<u64> {
+        s.strip_suffix("MiB").and_then(|n| n.parse::<u64>().ok()).map(|n| n << 20)
+    }
+
+    #[test]
+    fn subsets() {
+        assert_eq!(Subset::parse("2/7", size).unwrap(), Subset::Part { n: 2, m: 7 });
+        assert_eq!(Subset::parse("5%", size).unwrap(), Subset::Percent(5.0));
+        assert_eq!(Subset::parse("3MiB", size).unwrap(), Subset::Bytes(3 << 20));
+        for bad in ["0/7", "8/7", "1/0", "0%", "101%", "x", "0MiB"] {
+            assert!(Subset::parse(bad, size).is_err(), "{bad}");
+        }
+        let packs: Vec<(Id, u64)> = (0..40u8).map(|i| (Id([i.wrapping_mul(37); 32]), 10)).collect();
+        let parts: Vec<usize> = (1..=4).map(|n| Subset::Part { n, m: 4 }.select(&packs).len()).collect();
+        assert_eq!(parts.iter().sum::<usize>(), 40, "n/m groups partition the packs");
+        assert_eq!(Subset::Part { n: 1, m: 1 }.select(&packs).len(), 40);
+        assert_eq!(Subset::Percent(25.0).select(&packs).len(), 10);
+        assert_eq!(Subset::Bytes(35).select(&packs).len(), 4);
+    }
+}

@@ -1,0 +1,76 @@
+//! `cairn check`: structure, `--read-data`, subsets, and reports that name
+//! the damaged pack, blob and file.
+
+mod support;
+
+use support::{Env, fails, noise_file, ok, run};
+
+fn pack_files(env: &Env) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(env.path("data")).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            out.push(f.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn check_finds_and_names_damage() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    for i in 0..6u64 {
+        noise_file(&src.join(format!("sub/file-{i}")), i, 200_000);
+    }
+    ok(run(&mut env.cmd(&["backup", "-q", src.to_str().unwrap()])));
+    let clean = ok(run(&mut env.cmd(&["check", "--read-data"])));
+    assert!(clean.contains("no problems found"), "{clean}");
+
+    // Find the data pack and the file that its first blob belongs to.
+    let listing = ok(run(&mut env.cmd(&["--json", "ls", "latest"])));
+    let files: Vec<serde_json::Value> = listing.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (pack, entry, victim) = pack_files(&env)
+        .into_iter()
+        .find_map(|path| {
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            let header: serde_json::Value =
+                serde_json::from_str(&ok(run(&mut env.cmd(&["cat", "pack", &name])))).unwrap();
+            let entry = header["header"]["entries"].as_array().unwrap().iter().find(|e| e["type"] == "data")?.clone();
+            let file = files
+                .iter()
+                .find(|f| f["content"].as_array().is_some_and(|c| c.iter().any(|x| x["id"] == entry["id"])))?;
+            Some((path, entry, file["path"].as_str().unwrap().to_owned()))
+        })
+        .expect("a data pack whose first blob belongs to a file");
+
+    // Flip one byte inside that blob.
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let at = entry["offset"].as_u64().unwrap() as usize + 40;
+    bytes[at] ^= 0x01;
+    std::fs::write(&pack, &bytes).unwrap();
+
+    // Structure alone does not read data: it passes.
+    ok(run(&mut env.cmd(&["check"])));
+    let full = run(&mut env.cmd(&["check", "--read-data"]));
+    let text = support::stdout(&full);
+    fails(full, 1, &["check found"]);
+    let blob = entry["id"].as_str().unwrap();
+    let pack_name = pack.file_name().unwrap().to_str().unwrap();
+    assert!(text.contains(blob) && text.contains(pack_name), "names the blob and pack: {text}");
+    assert!(text.contains(&format!("file {victim}")), "names the file {victim}: {text}");
+
+    // 1/1 is a full read: the same report.
+    let subset = run(&mut env.cmd(&["check", "--read-data-subset", "1/1"]));
+    assert_eq!(support::stdout(&subset), text);
+
+    // A missing pack is found without reading data.
+    std::fs::remove_file(&pack).unwrap();
+    let missing = run(&mut env.cmd(&["check"]));
+    let text = support::stdout(&missing);
+    fails(missing, 1, &["check found"]);
+    assert!(text.contains(pack_name) && text.contains("missing"), "{text}");
+    fails(run(&mut env.cmd(&["check", "--read-data-subset", "9/8"])), 1, &["invalid subset"]);
+}
