@@ -74,3 +74,38 @@ fn check_finds_and_names_damage() {
     assert!(text.contains(pack_name) && text.contains("missing"), "{text}");
     fails(run(&mut env.cmd(&["check", "--read-data-subset", "9/8"])), 1, &["invalid subset"]);
 }
+
+#[test]
+fn repair_index_rebuilds_a_lost_or_damaged_index() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..4u64 {
+        noise_file(&src.join(format!("f{i}")), i, 300_000);
+    }
+    ok(run(&mut env.cmd(&["backup", "-q", src.to_str().unwrap()])));
+    // Damage the only index file: nothing can be read any more.
+    let index_dir = env.path("index");
+    let index_file = std::fs::read_dir(&index_dir).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&index_file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&index_file, &bytes).unwrap();
+    let no_cache = |args: &[&str]| {
+        let mut all = vec!["--no-cache"];
+        all.extend(args);
+        env.cmd(&all)
+    };
+    fails(run(&mut no_cache(&["check"])), 1, &["corrupt"]);
+
+    let out = ok(run(&mut no_cache(&["repair", "index"])));
+    assert!(out.contains("supersede the 1 old"), "{out}");
+    let checked = ok(run(&mut no_cache(&["check", "--read-data"])));
+    assert!(checked.contains("no problems found"), "{checked}");
+    let target = env.root().join("restored");
+    ok(run(&mut no_cache(&["restore", "latest", "--target", target.to_str().unwrap()])));
+    for i in 0..4u64 {
+        assert_eq!(std::fs::read(target.join(format!("f{i}"))).unwrap(), support::fstree::noise(i, 300_000));
+    }
+}

@@ -99,6 +99,9 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Verify the repository: structure, and with --read-data the stored data
     Check(CheckArgs),
+    /// Repair a damaged repository
+    #[command(subcommand)]
+    Repair(RepairCommand),
     /// Write one file of a snapshot to stdout (a directory as tar)
     Dump(DumpArgs),
     /// Print a repository object, decrypted, as JSON (for debugging)
@@ -338,6 +341,12 @@ pub struct ForgetArgs {
     pub dry_run: bool,
     #[command(flatten)]
     pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepairCommand {
+    /// Rebuild the index from the pack headers (lost or damaged index files)
+    Index,
 }
 
 #[derive(Debug, Args)]

@@ -43,6 +43,7 @@ pub mod id;
 pub mod index;
 pub mod keys;
 pub mod pack;
+pub mod repair;
 pub mod repository;
 pub mod restorer;
 pub mod retention;

@@ -497,13 +497,31 @@ impl Repository {
     }
 
     /// Loads every index file (in parallel, from the cache where possible).
+    /// An unreadable index file is an error unless an authenticated file
+    /// supersedes it (as `repair index` writes).
     pub async fn load_index(&self) -> Result<Index> {
         let ids: Vec<Id> = self.inner.backend.list(FileKind::Index).await?.into_iter().map(|(id, _)| id).collect();
-        let files: Vec<(Id, IndexFile)> = futures::stream::iter(ids.iter().copied())
-            .map(|id| async move { self.read_index_file(&id).await.map(|f| (id, f)) })
+        let results: Vec<(Id, Result<IndexFile>)> = futures::stream::iter(ids.iter().copied())
+            .map(|id| async move { (id, self.read_index_file(&id).await) })
             .buffer_unordered(16)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
+        let superseded: HashSet<Id> = results
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .filter(|f| f.authenticated)
+            .flat_map(|f| f.supersedes.iter().copied())
+            .collect();
+        let mut files = Vec::with_capacity(results.len());
+        for (id, result) in results {
+            match result {
+                Ok(file) => files.push((id, file)),
+                Err(e) if superseded.contains(&id) => {
+                    tracing::debug!("ignoring superseded index file {}: {e}", id.short());
+                }
+                Err(e) => return Err(e),
+            }
+        }
         if let Some(c) = self.cache() {
             c.retain(FileKind::Index, &ids.into_iter().collect());
         }

@@ -36,6 +36,8 @@ const UPLOADS_LOCAL: usize = 1;
 /// An index file is written after this many packs, so an interrupted backup
 /// leaves indexed packs that the next one reuses.
 const PACKS_PER_INDEX_FILE: usize = 64;
+/// Packs per index file when the whole index is rewritten.
+const PACKS_PER_REPLACED_INDEX_FILE: usize = 2048;
 
 /// What a session has written so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -336,20 +338,59 @@ impl Writer {
         if packs.is_empty() {
             return Ok(None);
         }
-        let level = self.repo.config().compression.level;
         let file = IndexFile { supersedes: Vec::new(), packs, authenticated: false };
+        match self.write_index_file(&file).await {
+            Ok(id) => Ok(Some(id)),
+            Err(e) => {
+                // Keep the packs: they are durable and still need an index entry.
+                self.state().uploaded.extend(file.packs);
+                Err(e)
+            }
+        }
+    }
+
+    /// Seals and stores one index file (authenticated when a full key
+    /// writes it).
+    async fn write_index_file(&self, file: &IndexFile) -> Result<Id> {
+        let level = self.repo.config().compression.level;
         let mut payload = file.encode();
         let authenticator = self.repo.keys().index_authenticator(&payload).unwrap_or([0; 32]);
         payload.extend_from_slice(&authenticator);
         let bytes = format::seal_object(&INDEX_MAGIC, &self.session.public(), self.session.key(), &payload, level);
         let id = Id::of_object(&bytes);
-        if let Err(e) = self.repo.backend().write_new(FileKind::Index, &id, vec![bytes.into()]).await {
-            // Keep the packs: they are durable and still need an index entry.
-            self.state().uploaded.extend(file.packs);
-            return Err(e);
-        }
+        self.repo.backend().write_new(FileKind::Index, &id, vec![bytes.into()]).await?;
         self.state().stats.index_files_written += 1;
-        Ok(Some(id))
+        Ok(id)
+    }
+
+    /// Publishes `packs` in new index files that supersede the index files
+    /// `supersedes` (used by `repair index`, later by prune). The
+    /// superseding list goes into the last file written, so the old files
+    /// are set aside only once every new one exists. Needs a full key: a
+    /// put-only key's index files cannot supersede anything.
+    pub async fn replace_index(&self, packs: Vec<IndexedPack>, supersedes: Vec<Id>) -> Result<Vec<Id>> {
+        if self.repo.keys().index_authenticator(b"").is_none() {
+            return Err(Error::PutOnlyKey { action: "rewrite the index" });
+        }
+        let mut chunks: Vec<Vec<IndexedPack>> = Vec::new();
+        let mut packs = packs.into_iter().peekable();
+        while packs.peek().is_some() {
+            chunks.push(packs.by_ref().take(PACKS_PER_REPLACED_INDEX_FILE).collect());
+        }
+        if chunks.is_empty() {
+            chunks.push(Vec::new());
+        }
+        let last = chunks.len() - 1;
+        let mut written = Vec::new();
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let file = IndexFile {
+                supersedes: if i == last { supersedes.clone() } else { Vec::new() },
+                packs: chunk,
+                authenticated: true,
+            };
+            written.push(self.write_index_file(&file).await?);
+        }
+        Ok(written)
     }
 
     /// Uploads every open pack, waits for all uploads, and writes an index
