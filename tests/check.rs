@@ -109,3 +109,59 @@ fn repair_index_rebuilds_a_lost_or_damaged_index() {
         assert_eq!(std::fs::read(target.join(format!("f{i}"))).unwrap(), support::fstree::noise(i, 300_000));
     }
 }
+
+#[test]
+fn repair_snapshots_leaves_out_lost_files() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // Two separate backups, so the second file lands in a pack of its own.
+    noise_file(&src.join("keep"), 1, 100_000);
+    ok(run(&mut env.cmd(&["backup", "-q", src.to_str().unwrap()])));
+    let before = pack_files(&env);
+    noise_file(&src.join("lose"), 2, 100_000);
+    ok(run(&mut env.cmd(&["backup", "-q", src.to_str().unwrap()])));
+    let lost: Vec<_> = pack_files(&env).into_iter().filter(|p| !before.contains(p)).collect();
+    // The new packs hold the new data blob and the new trees: remove the data one.
+    let data_pack = lost
+        .iter()
+        .find(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            ok(run(&mut env.cmd(&["cat", "pack", name]))).contains("\"data\"")
+        })
+        .unwrap();
+    std::fs::remove_file(data_pack).unwrap();
+    ok(run(&mut env.cmd(&["--no-cache", "repair", "index"])));
+
+    let dry = ok(run(&mut env.cmd(&["--no-cache", "repair", "snapshots", "--dry-run"])));
+    assert!(dry.contains("/lose") && dry.contains("1 of 2 snapshots"), "{dry}");
+    let out = ok(run(&mut env.cmd(&["--no-cache", "repair", "snapshots"])));
+    assert!(out.contains("repaired copy"), "{out}");
+    let target = env.root().join("t");
+    ok(run(&mut env.cmd(&[
+        "--no-cache",
+        "restore",
+        "latest",
+        "--tag",
+        "repaired",
+        "--target",
+        target.to_str().unwrap(),
+    ])));
+    assert!(target.join("keep").is_file() && !target.join("lose").exists());
+    // The original is still there (check names it) until it is forgotten.
+    let damaged = run(&mut env.cmd(&["--no-cache", "check"]));
+    assert!(support::stdout(&damaged).contains("file /lose"), "{}", support::stdout(&damaged));
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(run(&mut env.cmd(&["--json", "--no-cache", "snapshots"])))).unwrap();
+    let original = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["tags"].as_array().is_none_or(|t| t.is_empty()) && s["time"] == list[1]["time"])
+        .map(|s| s["short_id"].as_str().unwrap().to_owned())
+        .unwrap();
+    ok(run(&mut env.cmd(&["--no-cache", "forget", &original])));
+    let clean = ok(run(&mut env.cmd(&["--no-cache", "check"])));
+    assert!(clean.contains("no problems found"), "{clean}");
+}

@@ -347,6 +347,16 @@ pub struct ForgetArgs {
 pub enum RepairCommand {
     /// Rebuild the index from the pack headers (lost or damaged index files)
     Index,
+    /// Write copies of snapshots without the entries whose data is lost
+    Snapshots {
+        /// Snapshots to repair (default all that match the filter)
+        snapshots: Vec<String>,
+        /// Show what would be removed, write nothing
+        #[arg(short = 'n', long)]
+        dry_run: bool,
+        #[command(flatten)]
+        filter: SnapshotFilter,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -57,3 +57,154 @@ pub async fn rebuild_index(repo: &Repository) -> Result<IndexRebuild> {
     report.written = writer.replace_index(indexed, old).await?;
     Ok(report)
 }
+
+/// What `repair_snapshots` did to one snapshot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotRepair {
+    /// The snapshot examined.
+    pub snapshot: Id,
+    /// The repaired copy written (none when nothing was wrong, or in a dry run).
+    pub repaired: Option<Id>,
+    /// Entries left out of the copy, as paths inside the snapshot, with why.
+    pub removed: Vec<(String, String)>,
+}
+
+/// Writes, for every snapshot that refers to data the index does not have
+/// (or to trees that cannot be read), a new snapshot without those entries.
+/// The original stays until forgotten; the copy carries `original` and the
+/// tag `repaired`. Blocking (call from a blocking thread).
+pub fn repair_snapshots(
+    loader: &crate::view::TreeLoader,
+    snapshots: &[(Id, crate::snapshot::Snapshot)],
+    dry_run: bool,
+) -> Result<Vec<SnapshotRepair>> {
+    use std::collections::HashMap;
+    let repo = loader.repository();
+    let handle = loader.handle().clone();
+    let writer = Writer::new(repo, loader.index().clone())?;
+    let mut memo: HashMap<Id, Rewritten> = HashMap::new();
+    let mut out = Vec::new();
+    for (id, snapshot) in snapshots {
+        let mut removed = Vec::new();
+        let mut rewriter = Rewriter { loader, writer: &writer, handle: &handle, memo: &mut memo, dry_run };
+        let root = rewriter.tree(&snapshot.tree, "", &mut removed)?;
+        let repaired = match root {
+            Rewritten::Same => None,
+            Rewritten::New(_) | Rewritten::Lost(_) if dry_run => None,
+            Rewritten::New(tree) => {
+                let mut copy = snapshot.clone();
+                copy.tree = tree;
+                copy.extra.insert("original".into(), serde_json::json!(id));
+                if !copy.tags.iter().any(|t| t == "repaired") {
+                    copy.tags.push("repaired".into());
+                    copy.tags.sort();
+                }
+                Some(handle.block_on(writer.commit(&copy))?)
+            }
+            Rewritten::Lost(why) => {
+                removed.push(("/".into(), why));
+                None
+            }
+        };
+        out.push(SnapshotRepair { snapshot: *id, repaired, removed });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone)]
+enum Rewritten {
+    /// Nothing below was damaged.
+    Same,
+    /// Damaged entries were left out of this new tree.
+    New(Id),
+    /// The tree itself cannot be read.
+    Lost(String),
+}
+
+struct Rewriter<'a> {
+    loader: &'a crate::view::TreeLoader,
+    writer: &'a Writer,
+    handle: &'a tokio::runtime::Handle,
+    memo: &'a mut std::collections::HashMap<Id, Rewritten>,
+    dry_run: bool,
+}
+
+impl Rewriter<'_> {
+    fn tree(&mut self, id: &Id, path: &str, removed: &mut Vec<(String, String)>) -> Result<Rewritten> {
+        use crate::tree::{Extent, NodeKind, Tree};
+        if let Some(done) = self.memo.get(id).cloned() {
+            if !matches!(done, Rewritten::Same) {
+                // Report the damage for this snapshot too.
+                self.report_again(id, path, removed)?;
+            }
+            return Ok(done);
+        }
+        let tree = match self.loader.load(id) {
+            Ok(t) => t,
+            Err(e) => {
+                let lost = Rewritten::Lost(e.to_string());
+                self.memo.insert(*id, lost.clone());
+                return Ok(lost);
+            }
+        };
+        let mut changed = false;
+        let mut nodes = Vec::with_capacity(tree.nodes().len());
+        for node in tree.nodes() {
+            let child = format!("{path}/{}", node.display_name());
+            let mut node = node.clone();
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(sub)) => match self.tree(&sub, &child, removed)? {
+                    Rewritten::Same => {}
+                    Rewritten::New(new) => {
+                        node.subtree = Some(new);
+                        changed = true;
+                    }
+                    Rewritten::Lost(why) => {
+                        removed.push((child, format!("directory listing unreadable: {why}")));
+                        changed = true;
+                        continue;
+                    }
+                },
+                (NodeKind::File, _) => {
+                    let missing = node.content.iter().find_map(|e| match e {
+                        Extent::Blob { id, .. } if !self.loader.index().contains(id) => Some(*id),
+                        _ => None,
+                    });
+                    if let Some(blob) = missing {
+                        removed.push((child, format!("uses blob {blob}, which no index lists")));
+                        changed = true;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            nodes.push(node);
+        }
+        let result = if !changed {
+            Rewritten::Same
+        } else {
+            let tree = Tree::new(nodes).map_err(|e| crate::error::Error::corrupt(format!("tree {id}"), e))?;
+            let bytes = tree.encode();
+            let new_id = if self.dry_run {
+                self.loader.repository().content_id(&bytes)
+            } else {
+                self.handle.block_on(self.writer.add_blob(crate::blob::BlobType::Tree, &bytes))?
+            };
+            Rewritten::New(new_id)
+        };
+        self.memo.insert(*id, result.clone());
+        Ok(result)
+    }
+
+    /// Lists the removed entries of an already rewritten tree again, under
+    /// `path`, for another snapshot that shares it.
+    fn report_again(&mut self, id: &Id, path: &str, removed: &mut Vec<(String, String)>) -> Result<()> {
+        let mut fresh = std::collections::HashMap::new();
+        std::mem::swap(self.memo, &mut fresh);
+        let mut again =
+            Rewriter { loader: self.loader, writer: self.writer, handle: self.handle, memo: &mut fresh, dry_run: true };
+        let result = again.tree(id, path, removed);
+        std::mem::swap(self.memo, &mut fresh);
+        result.map(drop)
+    }
+}

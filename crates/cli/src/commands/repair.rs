@@ -1,10 +1,13 @@
 //! `cairn repair`
 
-use anyhow::Result;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
 use cairn_repo::repair;
+use cairn_repo::view::TreeLoader;
 
 use crate::args::{GlobalArgs, RepairCommand};
-use crate::context;
+use crate::{context, select};
 
 pub async fn run(global: &GlobalArgs, command: RepairCommand) -> Result<()> {
     let repo = context::open(global).await?;
@@ -28,6 +31,46 @@ pub async fn run(global: &GlobalArgs, command: RepairCommand) -> Result<()> {
             }
             if !report.unreadable_packs.is_empty() {
                 eprintln!("run `cairn check` to see which snapshots and files that affects");
+            }
+        }
+        RepairCommand::Snapshots { snapshots, dry_run, filter } => {
+            let (index, chosen) = tokio::try_join!(
+                async { repo.load_index().await.map_err(anyhow::Error::from) },
+                select::many(&repo, &snapshots, &filter)
+            )?;
+            let loader = TreeLoader::new(&repo, Arc::new(index), tokio::runtime::Handle::current());
+            let results = tokio::task::spawn_blocking(move || repair::repair_snapshots(&loader, &chosen, dry_run))
+                .await
+                .context("the repair thread panicked")??;
+            if global.json {
+                return context::print_json(&results);
+            }
+            let mut damaged = 0;
+            for r in &results {
+                if r.removed.is_empty() {
+                    continue;
+                }
+                damaged += 1;
+                match (&r.repaired, dry_run) {
+                    (Some(new), _) => println!(
+                        "snapshot {}: {} entries left out; repaired copy {} (the original stays until forgotten)",
+                        r.snapshot.short(),
+                        r.removed.len(),
+                        new.short()
+                    ),
+                    (None, true) => {
+                        println!("snapshot {}: would leave out {} entries", r.snapshot.short(), r.removed.len())
+                    }
+                    (None, false) => {
+                        println!("snapshot {}: its root tree is lost; nothing to copy", r.snapshot.short())
+                    }
+                }
+                for (path, why) in &r.removed {
+                    println!("  {path}: {why}");
+                }
+            }
+            if !global.quiet {
+                println!("{} of {} snapshots needed repair", damaged, results.len());
             }
         }
     }
