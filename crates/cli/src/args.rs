@@ -21,7 +21,7 @@ const EXIT_CODES: &str = "Exit codes: 0 success, 1 failure (wrong password, corr
 10 repository does not exist.";
 
 /// Options every command takes.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct GlobalArgs {
     /// Repository location: a path, s3:BUCKET[/PREFIX], s3:https://HOST/BUCKET[/PREFIX], gs:BUCKET[/PREFIX], azure:CONTAINER[/PREFIX]
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true, value_name = "LOCATION")]
@@ -99,6 +99,8 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Verify the repository: structure, and with --read-data the stored data
     Check(CheckArgs),
+    /// Copy snapshots from another repository (--from-repo) into this one
+    Copy(CopyArgs),
     /// Repair a damaged repository
     #[command(subcommand)]
     Repair(RepairCommand),
@@ -411,6 +413,36 @@ pub struct InitArgs {
     pub pack_size: u32,
     #[command(flatten)]
     pub kdf: KdfArgs,
+    /// Share this repository's master secret and chunker, so `copy` from it
+    /// moves packs verbatim (see README: copy and offsite)
+    #[arg(long, value_name = "LOCATION")]
+    pub from_repo: Option<String>,
+    #[command(flatten)]
+    pub from: FromPasswordArgs,
+}
+
+/// The password of the other repository (default: the same as this one's).
+#[derive(Debug, Args, Clone, Default)]
+pub struct FromPasswordArgs {
+    /// Read the other repository's password from FILE
+    #[arg(long, value_name = "FILE")]
+    pub from_password_file: Option<PathBuf>,
+    /// Run CMD for the other repository's password
+    #[arg(long, value_name = "CMD")]
+    pub from_password_command: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The repository to copy from
+    #[arg(long, value_name = "LOCATION")]
+    pub from_repo: String,
+    #[command(flatten)]
+    pub from: FromPasswordArgs,
+    /// Snapshots to copy (default all that match the filter)
+    pub snapshots: Vec<String>,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
 }
 
 #[derive(Debug, Subcommand)]

@@ -94,6 +94,23 @@ pub async fn open(global: &GlobalArgs) -> Result<Repository> {
     Repository::open(backend, &pw, open_options(global)).await.map_err(anyhow::Error::from)
 }
 
+/// Opens another repository (`--from-repo`): same storage options; its own
+/// password if given, else the same password as this repository.
+pub async fn open_other(
+    global: &GlobalArgs,
+    location: &str,
+    from: &crate::args::FromPasswordArgs,
+) -> Result<Repository> {
+    let pw = match (&from.from_password_file, &from.from_password_command) {
+        (Some(file), _) => password::from_file(file)?,
+        (None, Some(cmd)) => password::from_command(cmd)?,
+        (None, None) => repository_password(global)?,
+    };
+    let other = GlobalArgs { repo: Some(location.to_owned()), ..global.clone() };
+    let backend = backend(&other, false)?;
+    Repository::open(backend, &pw, open_options(global)).await.map_err(anyhow::Error::from)
+}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
     let s = serde_json::to_string_pretty(value).context("cannot format JSON")?;

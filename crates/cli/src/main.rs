@@ -40,6 +40,7 @@ fn main() -> ExitCode {
             Command::Tag(args) => commands::tag::run(&cli.global, args).await.map(|()| 0),
             Command::Forget(args) => commands::forget::run(&cli.global, args).await.map(|()| 0),
             Command::Check(args) => commands::check::run(&cli.global, args).await.map(|()| 0),
+            Command::Copy(args) => commands::copy::run(&cli.global, args).await.map(|()| 0),
             Command::Repair(args) => commands::repair::run(&cli.global, args).await.map(|()| 0),
             Command::Dump(args) => commands::dump::run(&cli.global, args).await.map(|()| 0),
             Command::Cat(args) => commands::cat::run(&cli.global, args).await.map(|()| 0),

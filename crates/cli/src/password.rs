@@ -37,7 +37,7 @@ pub fn from_file(path: &Path) -> Result<Password> {
     Ok(pw)
 }
 
-fn from_command(cmd: &str) -> Result<Password> {
+pub fn from_command(cmd: &str) -> Result<Password> {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)

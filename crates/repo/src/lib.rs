@@ -32,6 +32,7 @@ pub mod cache;
 pub mod check;
 mod compress;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod filter;

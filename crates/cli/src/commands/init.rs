@@ -15,7 +15,7 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<()> {
         );
     }
     let pw = password::new_repository_password(global)?;
-    let options = InitOptions {
+    let mut options = InitOptions {
         chunker: ChunkerParams { min_size: args.chunk_min, avg_size: args.chunk_avg, max_size: args.chunk_max },
         compression_level: args.compression,
         pack_size: args.pack_size,
@@ -23,6 +23,16 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<()> {
         kdf_iterations: args.kdf.kdf_iterations,
         master: None,
     };
+    if let Some(from) = &args.from_repo {
+        // Same secret and chunker as the source: copies move packs verbatim.
+        let source = context::open_other(global, from, &args.from).await?;
+        let Some(master) = source.keys().master() else {
+            anyhow::bail!("the key of {from} is put-only; --from-repo needs a full key of the source");
+        };
+        let c = &source.config().chunker;
+        options.master = Some(master.clone());
+        options.chunker = ChunkerParams { min_size: c.min_size, avg_size: c.avg_size, max_size: c.max_size };
+    }
     let backend = context::backend(global, true)?;
     let repo = Repository::init(backend, &pw, options, context::open_options(global)).await?;
     if global.json {

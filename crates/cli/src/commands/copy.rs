@@ -1,0 +1,47 @@
+//! `cairn copy`
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use cairn_repo::copy;
+use indicatif::HumanBytes;
+
+use crate::args::{CopyArgs, GlobalArgs};
+use crate::{context, select};
+
+pub async fn run(global: &GlobalArgs, args: CopyArgs) -> Result<()> {
+    let dst = context::open(global).await?;
+    let src = context::open_other(global, &args.from_repo, &args.from).await?;
+    if src.id() == dst.id() {
+        anyhow::bail!("--from-repo is this repository itself; nothing to copy");
+    }
+    let snapshots = select::many(&src, &args.snapshots, &args.filter).await?;
+    let handle = tokio::runtime::Handle::current();
+    let (src, dst) = (Arc::new(src), Arc::new(dst));
+    let outcome = {
+        let (src, dst) = (src.clone(), dst.clone());
+        tokio::task::spawn_blocking(move || copy::copy_snapshots(&src, &dst, &snapshots, &handle))
+            .await
+            .context("the copy thread panicked")??
+    };
+    if global.json {
+        return context::print_json(&outcome);
+    }
+    if !global.quiet {
+        for (from, to) in &outcome.copied {
+            println!("copied snapshot {} as {}", from.short(), to.short());
+        }
+        let how = if outcome.verbatim {
+            format!("{} packs copied verbatim", outcome.packs)
+        } else {
+            format!("{} blobs re-encrypted", outcome.blobs)
+        };
+        println!(
+            "{} snapshots copied, {} already there; {how}, {} written",
+            outcome.copied.len(),
+            outcome.skipped.len(),
+            HumanBytes(outcome.bytes)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! Copying snapshots between repositories (a local repository to an
+//! offsite bucket, say).
+//!
+//! Two ways, chosen by the keys:
+//!
+//! * **Verbatim**, when the destination was created from the source
+//!   (`init --from-repo`: same master secret, same chunker): blob ids agree,
+//!   so every source pack that holds a blob the destination lacks is copied
+//!   as it is, without decrypting anything, and indexed in the destination.
+//!   Packs may carry blobs the destination does not need (they are freed by
+//!   prune); whoever holds the destination's password can read the source's
+//!   data too, because the secret is shared.
+//! * **Re-encrypted** otherwise: content ids are keyed per repository, so
+//!   every blob is read, given the destination's id, and stored through a
+//!   destination writing session; trees are rewritten with the new ids.
+//!
+//! Both are idempotent and resumable: a snapshot already in the destination
+//! (recorded as `copied_from`) is skipped, and blobs or packs stored by an
+//! interrupted run are reused.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+
+use crate::backend::FileKind;
+use crate::blob::BlobType;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{Index, IndexedPack};
+use crate::repository::Repository;
+use crate::snapshot::Snapshot;
+use crate::tree::{Extent, Node, NodeKind, Tree};
+use crate::view::TreeLoader;
+use crate::writer::Writer;
+
+/// What a copy did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CopyOutcome {
+    /// Packs were copied without decryption.
+    pub verbatim: bool,
+    /// (source snapshot, new destination snapshot).
+    pub copied: Vec<(Id, Id)>,
+    /// Snapshots the destination already had.
+    pub skipped: Vec<Id>,
+    /// Packs copied (verbatim mode).
+    pub packs: usize,
+    /// Blobs stored in the destination (re-encrypted mode).
+    pub blobs: u64,
+    /// Bytes written to the destination.
+    pub bytes: u64,
+}
+
+/// Whether `dst` shares `src`'s master secret and chunker, so packs can be
+/// copied verbatim.
+pub fn shares_secret(src: &Repository, dst: &Repository) -> bool {
+    let same_master = match (src.keys().master(), dst.keys().master()) {
+        (Some(a), Some(b)) => a.expose() == b.expose(),
+        _ => false,
+    };
+    same_master && src.config().chunker == dst.config().chunker
+}
+
+/// The field a copied snapshot records its source snapshot's id in.
+const COPIED_FROM: &str = "copied_from";
+
+/// Copies `snapshots` of `src` into `dst`. Blocking (call from a blocking
+/// thread; `handle` runs the storage requests).
+pub fn copy_snapshots(
+    src: &Repository,
+    dst: &Repository,
+    snapshots: &[(Id, Snapshot)],
+    handle: &Handle,
+) -> Result<CopyOutcome> {
+    if dst.keys().master().is_none() {
+        return Err(Error::PutOnlyKey { action: "be the destination of a copy (it must write index files)" });
+    }
+    let src_index = Arc::new(handle.block_on(src.load_index())?);
+    let dst_index = Arc::new(handle.block_on(dst.load_index())?);
+    let existing = handle.block_on(dst.list_snapshots())?;
+    let already: HashSet<String> = existing
+        .iter()
+        .filter_map(|(_, s)| s.extra.get(COPIED_FROM).and_then(|v| v.as_str()).map(str::to_owned))
+        .collect();
+    let mut outcome = CopyOutcome { verbatim: shares_secret(src, dst), ..Default::default() };
+    let todo: Vec<&(Id, Snapshot)> = snapshots
+        .iter()
+        .filter(|(id, s)| {
+            let copied = already.contains(&id.to_hex())
+                || (outcome.verbatim
+                    && existing.iter().any(|(_, d)| d.tree == s.tree && d.time == s.time && d.hostname == s.hostname));
+            if copied {
+                outcome.skipped.push(*id);
+            }
+            !copied
+        })
+        .collect();
+    let loader = TreeLoader::new(src, src_index.clone(), handle.clone());
+    let writer = Writer::new(dst, dst_index.clone())?;
+    let trees: Vec<Id> = if outcome.verbatim {
+        copy_packs(&loader, dst, &dst_index, &writer, &todo, handle, &mut outcome)?;
+        todo.iter().map(|(_, s)| s.tree).collect()
+    } else {
+        let mut rewriter =
+            Rewriter { loader: &loader, writer: &writer, handle, trees: HashMap::new(), blobs: HashMap::new() };
+        let trees = todo.iter().map(|(_, s)| rewriter.tree(&s.tree)).collect::<Result<Vec<_>>>()?;
+        let stats = writer.stats();
+        outcome.blobs = stats.blobs_added;
+        outcome.bytes = stats.stored_bytes_added;
+        trees
+    };
+    // Snapshots last, after the data and index they need.
+    for ((id, snapshot), tree) in todo.into_iter().zip(trees) {
+        let mut copy = snapshot.clone();
+        copy.tree = tree;
+        copy.extra.insert(COPIED_FROM.into(), serde_json::json!(id));
+        let new_id = handle.block_on(writer.commit(&copy))?;
+        outcome.copied.push((*id, new_id));
+    }
+    Ok(outcome)
+}
+
+/// Verbatim mode: copies the source packs holding blobs the destination
+/// lacks, then indexes them in the destination.
+fn copy_packs(
+    loader: &TreeLoader,
+    dst: &Repository,
+    dst_index: &Index,
+    writer: &Writer,
+    todo: &[&(Id, Snapshot)],
+    handle: &Handle,
+    outcome: &mut CopyOutcome,
+) -> Result<()> {
+    let src = loader.repository();
+    let src_index = loader.index();
+    // Every blob the snapshots reach that the destination lacks.
+    let mut needed_packs: HashSet<Id> = HashSet::new();
+    let mut seen: HashSet<Id> = HashSet::new();
+    let mut stack: Vec<Id> = todo.iter().map(|(_, s)| s.tree).collect();
+    let need = |id: &Id, packs: &mut HashSet<Id>| -> Result<()> {
+        if !dst_index.contains(id) {
+            let (pack, _) = src_index.get(id).ok_or(Error::BlobNotFound(*id))?;
+            packs.insert(pack.id);
+        }
+        Ok(())
+    };
+    while let Some(tree_id) = stack.pop() {
+        if !seen.insert(tree_id) {
+            continue;
+        }
+        need(&tree_id, &mut needed_packs)?;
+        let tree = loader.load(&tree_id)?;
+        for node in tree.nodes() {
+            if let Some(sub) = node.subtree {
+                stack.push(sub);
+            }
+            for extent in &node.content {
+                if let Extent::Blob { id, .. } = extent {
+                    need(id, &mut needed_packs)?;
+                }
+            }
+        }
+    }
+    let mut packs: Vec<Id> = needed_packs.into_iter().collect();
+    packs.sort();
+    let mut indexed = Vec::with_capacity(packs.len());
+    for pack in packs {
+        let header = handle.block_on(src.read_pack_header(&pack))?;
+        if !handle.block_on(dst.backend().exists(FileKind::Pack, &pack))? {
+            let bytes = handle.block_on(src.backend().read(FileKind::Pack, &pack))?;
+            if Id::of_object(&bytes) != pack {
+                return Err(Error::corrupt(
+                    FileKind::Pack.relative_path(&pack),
+                    crate::format::FormatError::Mismatch("its content does not hash to its name".into()),
+                ));
+            }
+            outcome.bytes += bytes.len() as u64;
+            handle.block_on(dst.backend().write_new(FileKind::Pack, &pack, vec![bytes.clone()]))?;
+            outcome.packs += 1;
+            indexed.push(IndexedPack {
+                id: pack,
+                size: bytes.len() as u64,
+                session_public: header.session_public,
+                blobs: header.entries,
+            });
+        } else {
+            let size = handle.block_on(dst.backend().size(FileKind::Pack, &pack))?;
+            indexed.push(IndexedPack { id: pack, size, session_public: header.session_public, blobs: header.entries });
+        }
+    }
+    if !indexed.is_empty() {
+        handle.block_on(writer.replace_index(indexed, Vec::new()))?;
+    }
+    Ok(())
+}
+
+/// Re-encrypted mode: rebuilds trees with the destination's ids, storing
+/// each blob through the destination's writer.
+struct Rewriter<'a> {
+    loader: &'a TreeLoader,
+    writer: &'a Writer,
+    handle: &'a Handle,
+    /// Source tree id → destination tree id.
+    trees: HashMap<Id, Id>,
+    /// Source data blob id → destination id.
+    blobs: HashMap<Id, Id>,
+}
+
+impl Rewriter<'_> {
+    fn tree(&mut self, id: &Id) -> Result<Id> {
+        if let Some(done) = self.trees.get(id) {
+            return Ok(*done);
+        }
+        let tree = self.loader.load(id)?;
+        let mut nodes: Vec<Node> = Vec::with_capacity(tree.nodes().len());
+        for node in tree.nodes() {
+            let mut node = node.clone();
+            if node.kind == NodeKind::Dir {
+                if let Some(sub) = node.subtree {
+                    node.subtree = Some(self.tree(&sub)?);
+                }
+            }
+            for extent in node.content.iter_mut() {
+                if let Extent::Blob { id, .. } = extent {
+                    *id = self.blob(id)?;
+                }
+            }
+            nodes.push(node);
+        }
+        let tree = Tree::new(nodes).map_err(|e| Error::corrupt(format!("tree {id}"), e))?;
+        let new_id = self.handle.block_on(self.writer.add_blob(BlobType::Tree, &tree.encode()))?;
+        self.trees.insert(*id, new_id);
+        Ok(new_id)
+    }
+
+    fn blob(&mut self, id: &Id) -> Result<Id> {
+        if let Some(done) = self.blobs.get(id) {
+            return Ok(*done);
+        }
+        let repo = self.loader.repository();
+        let data = repo.read_blob_blocking(self.handle, self.loader.index(), id)?;
+        let new_id = self.handle.block_on(self.writer.add_blob(BlobType::Data, &data))?;
+        self.blobs.insert(*id, new_id);
+        Ok(new_id)
+    }
+}
