@@ -54,3 +54,9 @@ fn file_backup_and_restore_round_trip_on_s3() {
     let Some(s) = Service::shared(Kind::S3) else { return };
     scenarios::file_round_trip(s);
 }
+
+#[test]
+fn copy_offsite_to_s3_and_restore_from_there() {
+    let Some(s) = Service::shared(Kind::S3) else { return };
+    scenarios::copy_offsite(s);
+}

@@ -146,3 +146,30 @@ pub fn file_round_trip(service: &Service) {
     let again = ok(run(&mut cmd(&["--json", "backup", src_arg])));
     assert!(again.contains("\"bytes_read\":0"), "{again}");
 }
+
+/// A local repository copied offsite into the service, verbatim (`init
+/// --from-repo`), then restored from there.
+pub fn copy_offsite(service: &Service) {
+    use super::fstree;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let local = dir.path().join("local").to_str().unwrap().to_owned();
+    let offsite = service.location("offsite");
+    let on = |location: &str, args: &[&str]| cairn_on(service, &cache, location, args);
+    let mut init = vec!["init"];
+    init.extend(FAST_KDF);
+    ok(run(&mut on(&local, &init)));
+    let src = dir.path().join("src");
+    fstree::build(&src);
+    ok(run(&mut on(&local, &["backup", "-q", src.to_str().unwrap()])));
+    let mut init = vec!["init", "--from-repo", local.as_str()];
+    init.extend(FAST_KDF);
+    ok(run(&mut on(&offsite, &init)));
+    let copied = ok(run(&mut on(&offsite, &["copy", "--from-repo", &local])));
+    assert!(copied.contains("1 snapshots copied") && copied.contains("verbatim"), "{copied}");
+    let target = dir.path().join("restored");
+    ok(run(&mut on(&offsite, &["restore", "latest", "--target", target.to_str().unwrap()])));
+    fstree::assert_same_tree(&src, &target);
+    let again = ok(run(&mut on(&offsite, &["copy", "--from-repo", &local])));
+    assert!(again.contains("0 snapshots copied, 1 already there"), "{again}");
+}
