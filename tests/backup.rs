@@ -406,3 +406,44 @@ fn exclude_options_and_dry_run() {
     let listing = ok(run(&mut env.cmd(&["ls", "latest"])));
     assert_eq!(listing.lines().collect::<Vec<_>>(), ["/docs", "/docs/a.txt", "/project", "/project/main.rs"]);
 }
+
+#[test]
+fn a_put_only_key_backs_up_incrementally_but_cannot_read() {
+    let env = Env::new();
+    env.init();
+    let put_pw = env.root().join("put-pw");
+    std::fs::write(&put_pw, "put only\n").unwrap();
+    let mut add = vec!["key", "add", "--put-only", "--new-password-file", s(&put_pw)];
+    add.extend(support::FAST_KDF);
+    ok(run(&mut env.cmd(&add)));
+    let put = |args: &[&str]| {
+        let mut c = cairn(&env.root().join("cache"));
+        c.args(["-r", &env.repo(), "--password-file", s(&put_pw)]).args(args);
+        c
+    };
+    let src = env.root().join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/a"), noise(1, 700_000)).unwrap();
+    std::fs::write(src.join("b"), "bee").unwrap();
+
+    let first = summary(&ok(run(&mut put(&["--json", "backup", s(&src)]))));
+    assert_eq!(first["files_new"], 2, "{first}");
+    // The next run compares with the trees this machine kept: nothing is read.
+    let second = summary(&ok(run(&mut put(&["--json", "backup", s(&src)]))));
+    assert_eq!(second["files_unchanged"], 2, "{second}");
+    assert_eq!(second["bytes_read"], 0, "{second}");
+    std::fs::write(src.join("b"), "changed").unwrap();
+    let third = summary(&ok(run(&mut put(&["--json", "backup", s(&src)]))));
+    assert_eq!(third["files_changed"], 1, "{third}");
+    assert_eq!(third["bytes_read"], 7, "{third}");
+
+    // A full key reads what the put-only key wrote.
+    let target = env.root().join("t");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&target)])));
+    fstree::assert_same_tree(&src, &target);
+    ok(run(&mut env.cmd(&["check", "--read-data"])));
+    // The put-only key itself cannot read anything.
+    for args in [&["restore", "latest", "--target", "/tmp/never"][..], &["snapshots"][..], &["ls", "latest"][..]] {
+        fails(run(&mut put(args)), 1, &["put-only key"]);
+    }
+}

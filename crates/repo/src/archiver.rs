@@ -58,6 +58,9 @@ pub struct BackupOptions {
     pub one_file_system: bool,
     /// Reader threads; 0 chooses.
     pub readers: usize,
+    /// Keep trees on the client and read parent trees from there (for
+    /// put-only keys, which cannot read the repository).
+    pub local_trees: Option<crate::localtrees::LocalTrees>,
 }
 
 /// Live counters of a running backup, for progress displays.
@@ -175,10 +178,11 @@ pub fn backup_paths(
 ) -> Result<BackupOutcome> {
     let names = root_names(sources);
     let parent_root = match parent_tree {
-        Some(id) => Some(load_tree(writer, handle, &id)?),
+        Some(id) => Some(load_tree(writer, handle, options.local_trees.as_ref(), &id)?),
         None => None,
     };
-    let shared = Shared::new(writer, handle, progress, events);
+    let mut shared = Shared::new(writer, handle, progress, events);
+    shared.local_trees = options.local_trees.clone();
     let readers = if options.readers == 0 { 4 } else { options.readers };
     let (order_tx, order_rx) = bounded::<Vec<Item>>(64);
     let (job_tx, job_rx) = bounded::<FileJob>(64);
@@ -296,8 +300,16 @@ pub fn backup_stream(
 }
 
 /// Reads and decodes a tree blob.
-pub(crate) fn load_tree(writer: &Writer, handle: &Handle, id: &Id) -> Result<Tree> {
+pub(crate) fn load_tree(
+    writer: &Writer,
+    handle: &Handle,
+    local: Option<&crate::localtrees::LocalTrees>,
+    id: &Id,
+) -> Result<Tree> {
     let repo = writer.repository();
+    if let Some(local) = local {
+        return local.load(repo.keys(), id);
+    }
     let bytes = repo.read_blob_blocking(handle, &writer.index(), id)?;
     Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
 }
@@ -317,6 +329,8 @@ struct Shared<'a> {
     failure: Mutex<Option<Error>>,
     /// Tokens for streaming a large file (see `read_file`).
     stream_tokens: (Sender<()>, Receiver<()>),
+    /// Where trees are also kept (put-only clients).
+    local_trees: Option<crate::localtrees::LocalTrees>,
 }
 
 /// A token from a pool, returned when dropped.
@@ -345,6 +359,7 @@ impl<'a> Shared<'a> {
         }
         Shared {
             stream_tokens,
+            local_trees: None,
             writer,
             handle,
             progress,
@@ -528,7 +543,11 @@ impl<'a> Shared<'a> {
 
     fn store_tree(&self, tree: &Tree) -> Result<Id> {
         let bytes = tree.encode();
-        self.handle.block_on(self.writer.add_blob(BlobType::Tree, &bytes))
+        let id = self.handle.block_on(self.writer.add_blob(BlobType::Tree, &bytes))?;
+        if let Some(local) = &self.local_trees {
+            local.save(&id, &bytes);
+        }
+        Ok(id)
     }
 }
 
@@ -708,7 +727,9 @@ impl Walker<'_, '_> {
         }
         let parent_tree = match (listing.parent_tree, parent.and_then(|p| p.subtree)) {
             (Some(loaded), _) => loaded,
-            (None, Some(id)) => load_tree(self.shared.writer, self.shared.handle, &id).ok(),
+            (None, Some(id)) => {
+                load_tree(self.shared.writer, self.shared.handle, self.options.local_trees.as_ref(), &id).ok()
+            }
             (None, None) => None,
         };
         if parent.and_then(|p| p.subtree).is_some() && parent_tree.is_none() {
@@ -854,7 +875,7 @@ impl Prefetcher {
             let Some((dir, parent, reply)) = next else { return };
             let mut listing = list_dir(&dir, options);
             if let Some(id) = parent {
-                listing.parent_tree = Some(load_tree(writer, handle, &id).ok());
+                listing.parent_tree = Some(load_tree(writer, handle, options.local_trees.as_ref(), &id).ok());
             }
             // The walker may have stopped and dropped the receiver.
             let _ = reply.send(listing);

@@ -43,6 +43,7 @@ pub mod fuzz;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod localtrees;
 pub mod pack;
 pub mod repair;
 pub mod repository;

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use cairn_repo::archiver::{self, BackupEvents, BackupOptions, BackupOutcome, BackupProgress};
-use cairn_repo::{Error, Id, Index, InitOptions, PathFilter, Repository, Snapshot, SnapshotSummary, Writer};
+use cairn_repo::localtrees::{LocalParent, LocalTrees};
+use cairn_repo::{Error, FileKind, Id, Index, InitOptions, PathFilter, Repository, Snapshot, SnapshotSummary, Writer};
 use indicatif::HumanBytes;
 
 use crate::args::{BackupArgs, GlobalArgs};
@@ -28,7 +29,7 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
     // Everything about the input is checked before the repository is touched.
     let sources =
         if args.stdin || args.stdin_from_command { Vec::new() } else { archiver::resolve_sources(&args.paths)? };
-    let options = backup_options(&args)?;
+    let mut options = backup_options(&args)?;
     let time = args.time.as_deref().map(parse_time).transpose()?;
     let reporter = Reporter::new(global, "backed up");
 
@@ -43,6 +44,7 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
     snapshot.tags = split_tags(&args.tags);
 
     let progress = Arc::new(BackupProgress::default());
+    let mut local: Option<LocalTrees> = None;
     let (outcome, writer) = if args.stdin_from_command {
         let command: Vec<String> = args.paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
         let name = args.stdin_filename.clone();
@@ -55,12 +57,25 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
         backup_reader(&repo, stdin, &name, args.dry_run, &progress, &reporter).await?
     } else {
         snapshot.paths = sources.iter().map(|p| p.to_string_lossy().into_owned()).collect();
-        let parent = if args.force { None } else { find_parent(&repo, &args, &snapshot).await? };
+        let parent = if put_only(&repo) {
+            // A put-only key cannot read snapshots: its parent is the one it
+            // wrote last, with trees kept on this machine.
+            local = local_trees(&repo, &snapshot)?;
+            options.local_trees = local.clone();
+            match &local {
+                Some(l) if !args.force => local_parent(&repo, l).await?,
+                _ => None,
+            }
+        } else if args.force {
+            None
+        } else {
+            find_parent(&repo, &args, &snapshot).await?.map(|(id, s)| (id, s.tree))
+        };
         if let Some((id, _)) = &parent {
             reporter.info(&format!("using parent snapshot {}", id.short()));
         }
         snapshot.parent = parent.as_ref().map(|(id, _)| *id);
-        let parent_tree = parent.map(|(_, s)| s.tree);
+        let parent_tree = parent.map(|(_, tree)| tree);
         backup_tree(&repo, sources, parent_tree, options, args.dry_run, &progress, &reporter).await?
     };
     let stats = writer.stats();
@@ -83,7 +98,11 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
         None
     } else {
         snapshot.summary = Some(summary.clone());
-        Some(writer.commit(&snapshot).await?)
+        let id = writer.commit(&snapshot).await?;
+        if let Some(local) = &local {
+            local.set_parent(repo.keys(), &LocalParent { snapshot: id, tree: snapshot.tree })?;
+        }
+        Some(id)
     };
     reporter.finish();
     summary.bytes_added = writer.stats().stored_bytes_added;
@@ -101,6 +120,7 @@ fn backup_options(args: &BackupArgs) -> Result<BackupOptions> {
         exclude_if_present: args.exclude_if_present.clone(),
         one_file_system: args.one_file_system,
         readers: args.read_concurrency,
+        local_trees: None,
     })
 }
 
@@ -212,6 +232,28 @@ fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn put_only(repo: &Repository) -> bool {
+    repo.keys().master().is_none()
+}
+
+/// A put-only client's local state for this host and set of paths (none
+/// without a cache directory: then every backup reads everything).
+fn local_trees(repo: &Repository, snapshot: &Snapshot) -> Result<Option<LocalTrees>> {
+    let Some(cache) = repo.cache() else { return Ok(None) };
+    let mut paths = snapshot.paths.clone();
+    paths.sort();
+    let key = blake3::hash(format!("{}\0{}", snapshot.hostname, paths.join("\0")).as_bytes());
+    let dir = cache.dir().join("put-only").join(repo.key_id().to_hex()).join(&key.to_hex()[..16]);
+    Ok(Some(LocalTrees::open(&dir)?))
+}
+
+/// The snapshot this put-only client wrote last, while it still exists
+/// (prune keeps everything a snapshot references).
+async fn local_parent(repo: &Repository, local: &LocalTrees) -> Result<Option<(Id, Id)>> {
+    let Some(parent) = local.parent() else { return Ok(None) };
+    Ok(repo.backend().exists(FileKind::Snapshot, &parent.snapshot).await?.then_some((parent.snapshot, parent.tree)))
+}
+
 /// The latest snapshot of the same host and the same paths, or `--parent`.
 async fn find_parent(repo: &Repository, args: &BackupArgs, snapshot: &Snapshot) -> Result<Option<(Id, Snapshot)>> {
     if let Some(arg) = &args.parent {
@@ -246,7 +288,9 @@ async fn backup_tree(
     progress: &Arc<BackupProgress>,
     reporter: &Arc<Reporter>,
 ) -> Result<(BackupOutcome, Arc<Writer>)> {
-    let index = Arc::new(repo.load_index().await?);
+    // A put-only key cannot read the index: it stores what it has not stored
+    // in this session (the repository deduplicates again at prune).
+    let index = Arc::new(if put_only(repo) { Index::default() } else { repo.load_index().await? });
     let writer = Arc::new(if dry_run { Writer::dry_run(repo, index)? } else { Writer::new(repo, index)? });
     let estimate = Arc::new(BackupProgress::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -289,6 +333,9 @@ async fn backup_reader(
     let index_task = {
         let (repo, writer) = (repo.clone(), writer.clone());
         tokio::spawn(async move {
+            if put_only(&repo) {
+                return Ok(());
+            }
             let index = repo.load_index().await?;
             writer.set_index(Arc::new(index));
             Ok::<(), Error>(())
