@@ -87,8 +87,23 @@ pub fn repository_password(global: &GlobalArgs) -> Result<password::Password> {
     password::repository_password(global)
 }
 
-/// Opens the repository with the configured password.
+/// Opens the repository for a command that reads it: write-only
+/// credentials are refused with [`cairn_repo::Error::WriteOnly`] (exit 12).
 pub async fn open(global: &GlobalArgs) -> Result<Repository> {
+    let repo = open_writable(global).await?;
+    if repo.write_only() {
+        return Err(cairn_repo::Error::WriteOnly {
+            location: repo.location().to_owned(),
+            action: "this command".into(),
+        }
+        .into());
+    }
+    Ok(repo)
+}
+
+/// Opens the repository for a command that only adds to it (`backup`),
+/// also with write-only credentials (from the cache of an earlier visit).
+pub async fn open_writable(global: &GlobalArgs) -> Result<Repository> {
     let pw = repository_password(global)?;
     let backend = backend(global, false)?;
     Repository::open(backend, &pw, open_options(global)).await.map_err(anyhow::Error::from)

@@ -7,6 +7,7 @@
 //! | 2 | invalid command line |
 //! | 3 | a backup or restore finished, but some entries could not be read or written |
 //! | 10 | the repository does not exist |
+//! | 12 | skipped: the storage credentials are write-only and the command needs to read |
 
 use cairn_repo::Error;
 
@@ -14,6 +15,8 @@ use cairn_repo::Error;
 pub const FAILURE: u8 = 1;
 /// Finished, but some files could not be read (backup) or written (restore).
 pub const INCOMPLETE: u8 = 3;
+/// The command needs to read, and the credentials are write-only.
+pub const WRITE_ONLY: u8 = 12;
 /// No repository at the location.
 pub const REPOSITORY_NOT_FOUND: u8 = 10;
 
@@ -21,6 +24,7 @@ pub const REPOSITORY_NOT_FOUND: u8 = 10;
 pub fn code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<Error>() {
         Some(Error::RepositoryNotFound { .. }) => REPOSITORY_NOT_FOUND,
+        Some(Error::WriteOnly { .. }) => WRITE_ONLY,
         _ => FAILURE,
     }
 }

@@ -73,6 +73,26 @@ impl Cache {
         }
     }
 
+    /// Remembers the `config` object of the repository at `location`, so a
+    /// client with write-only credentials can open it without reading it
+    /// (the config is sealed: a tampered copy does not open).
+    pub fn remember_config(base: &Path, location: &str, config: &[u8]) {
+        let dir = base.join("locations");
+        let path = dir.join(blake3::hash(location.as_bytes()).to_hex().as_str());
+        let tmp = path.with_extension("tmp");
+        let result = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&tmp, config))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = result {
+            tracing::debug!("cannot remember the config of {location}: {e}");
+        }
+    }
+
+    /// The remembered `config` of the repository at `location`.
+    pub fn remembered_config(base: &Path, location: &str) -> Option<Vec<u8>> {
+        std::fs::read(base.join("locations").join(blake3::hash(location.as_bytes()).to_hex().as_str())).ok()
+    }
+
     /// The key file that opened the repository last time, if recorded.
     pub fn key_hint(&self) -> Option<Id> {
         std::fs::read_to_string(self.dir.join("last-key")).ok()?.trim().parse().ok()

@@ -114,6 +114,16 @@ pub enum Error {
         /// What was attempted.
         action: &'static str,
     },
+    /// The storage credentials may create objects but not read or list them.
+    #[error(
+        "the credentials for {location} are write-only (they may create objects, not read or list them): {action} needs read access. Use credentials that can read"
+    )]
+    WriteOnly {
+        /// Where.
+        location: String,
+        /// What needed reading.
+        action: String,
+    },
     /// A writing session failed earlier and refuses to publish anything.
     #[error("the write session failed earlier ({0}); nothing more is published from it: start a new session")]
     WriteSessionFailed(String),

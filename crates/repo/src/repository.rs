@@ -122,6 +122,8 @@ struct Inner {
     cache: Option<Cache>,
     chunker: Chunker,
     session_keys: Mutex<HashMap<[u8; 32], SecretKey>>,
+    /// Opened from the cache because the storage refuses reads.
+    write_only: bool,
 }
 
 impl std::fmt::Debug for Repository {
@@ -212,8 +214,19 @@ impl Repository {
     pub async fn open(backend: Backend, password: &[u8], options: OpenOptions) -> Result<Repository> {
         let config_bytes = match backend.read_config().await {
             Ok(b) => b,
+            Err(denied @ Error::AccessDenied { .. }) => {
+                // Perhaps write-only credentials: open from what the cache
+                // remembers of an earlier, readable visit.
+                return match Self::open_remembered(&backend, password, &options)? {
+                    Some(repo) => Ok(repo),
+                    None => Err(denied),
+                };
+            }
             Err(e) => return Err(explain_missing(&backend, e).await),
         };
+        if let Some(base) = &options.cache_dir {
+            Cache::remember_config(base, backend.location(), &config_bytes);
+        }
         let repo_id = Config::peek_id(&config_bytes)?;
         let cache = open_cache(&options, &repo_id);
         let mut key_ids: Vec<Id> = backend.list(FileKind::Key).await?.into_iter().map(|(id, _)| id).collect();
@@ -276,6 +289,39 @@ impl Repository {
         Err(Error::WrongPassword { location: backend.location().into(), tried: key_ids.len() - damaged.len() })
     }
 
+    /// Opens a repository whose storage refuses reads, from the config and
+    /// key file cached by an earlier visit. Such a repository is
+    /// [`write_only`](Repository::write_only). `None` when nothing is cached.
+    fn open_remembered(backend: &Backend, password: &[u8], options: &OpenOptions) -> Result<Option<Repository>> {
+        let Some(base) = &options.cache_dir else { return Ok(None) };
+        let Some(config_bytes) = Cache::remembered_config(base, backend.location()) else { return Ok(None) };
+        let repo_id = Config::peek_id(&config_bytes)?;
+        let Some(cache) = open_cache(options, &repo_id) else { return Ok(None) };
+        let Some(key_id) = cache.key_hint() else { return Ok(None) };
+        let Some(bytes) = cache.get(FileKind::Key, &key_id) else { return Ok(None) };
+        let file = KeyFile::decode(&bytes)
+            .map_err(|e| Error::corrupt(format!("cached keys/{key_id}"), FormatError::Json(e.to_string())))?;
+        let material = match file.unlock(password) {
+            Ok(m) => m,
+            Err(KeyFileError::WrongPassword) => {
+                return Err(Error::WrongPassword { location: backend.location().into(), tried: 1 });
+            }
+            Err(KeyFileError::Malformed(m)) => {
+                return Err(Error::corrupt(format!("cached keys/{key_id}"), FormatError::Json(m)));
+            }
+        };
+        let config = Config::decode(&config_bytes, &material)?;
+        let mut repo = Self::assemble(backend.clone(), config, material, key_id, Some(cache));
+        Arc::get_mut(&mut repo.inner).expect("just built").write_only = true;
+        Ok(Some(repo))
+    }
+
+    /// True when the storage refused reads and the repository was opened
+    /// from the cache: it can take new backups but nothing can be read.
+    pub fn write_only(&self) -> bool {
+        self.inner.write_only
+    }
+
     fn assemble(backend: Backend, config: Config, keys: KeyMaterial, key_id: Id, cache: Option<Cache>) -> Repository {
         let chunker = Chunker::new(config.chunker_params(), GearTable::from_secret(keys.chunker_secret()))
             .expect("config validation checked the chunker parameters");
@@ -288,6 +334,7 @@ impl Repository {
                 cache,
                 chunker,
                 session_keys: Mutex::new(HashMap::new()),
+                write_only: false,
             }),
         }
     }

@@ -412,3 +412,42 @@ async fn a_newer_format_version_asks_for_an_upgrade() {
     assert!(matches!(err, Error::UnsupportedVersion { found: 2 }), "{err}");
     assert!(err.to_string().contains("Upgrade cairn"), "{err}");
 }
+
+/// Storage credentials that may only create objects: the repository opens
+/// from the cache of an earlier readable visit, a session writes a snapshot
+/// with puts alone, and every read is refused.
+#[tokio::test]
+async fn write_only_credentials_can_back_up_from_the_cache() {
+    let (backend, store) = faulty_backend();
+    let cache = tempfile::tempdir().unwrap();
+    let with_cache = || OpenOptions { cache_dir: Some(cache.path().to_path_buf()) };
+    Repository::init(backend.clone(), b"pw", fast_init(), with_cache()).await.unwrap();
+    // A readable visit fills the cache (config and key file).
+    Repository::open(backend.clone(), b"pw", with_cache()).await.unwrap();
+
+    for op in ["get", "list", "delete"] {
+        store.add(Rule { op, path_contains: "", fault: Fault::Denied, times: usize::MAX });
+    }
+    // Without the cache, write-only credentials cannot open the repository.
+    let denied = Repository::open(backend.clone(), b"pw", no_cache()).await.unwrap_err();
+    assert!(matches!(denied, Error::AccessDenied { .. }), "{denied}");
+    let wrong = Repository::open(backend.clone(), b"nope", with_cache()).await.unwrap_err();
+    assert!(matches!(wrong, Error::WrongPassword { .. }), "{wrong}");
+
+    let repo = Repository::open(backend.clone(), b"pw", with_cache()).await.unwrap();
+    assert!(repo.write_only());
+    let writer = Writer::new(&repo, Arc::new(Default::default())).unwrap();
+    let data = b"written with put permission only".to_vec();
+    let blob = writer.add_blob(BlobType::Data, &data).await.unwrap();
+    let snapshot = writer.commit(&Snapshot::new(blob, vec!["/w".into()])).await.unwrap();
+    assert!(matches!(repo.list_snapshots().await.unwrap_err(), Error::AccessDenied { .. }));
+    assert!(repo.load_index().await.is_err());
+
+    // With read access again, everything is there.
+    store.clear();
+    let repo = Repository::open(backend, b"pw", no_cache()).await.unwrap();
+    assert!(!repo.write_only());
+    let index = repo.load_index().await.unwrap();
+    assert_eq!(repo.read_blob(&index, &blob).await.unwrap(), data);
+    assert_eq!(repo.list_snapshots().await.unwrap()[0].0, snapshot);
+}

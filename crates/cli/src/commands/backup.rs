@@ -157,7 +157,7 @@ async fn open_or_init(global: &GlobalArgs, init: bool, reporter: &Reporter) -> R
             return init_default(global, &paths, reporter).await;
         }
     }
-    match context::open(global).await {
+    match context::open_writable(global).await {
         Err(e) if init && matches!(e.downcast_ref::<Error>(), Some(Error::RepositoryNotFound { .. })) => {
             let pw = crate::password::new_repository_password(global)?;
             let backend = context::backend(global, true)?;
@@ -232,8 +232,10 @@ fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether this client cannot read the repository (a put-only key, or
+/// write-only storage credentials): it then works from local state.
 fn put_only(repo: &Repository) -> bool {
-    repo.keys().master().is_none()
+    repo.keys().master().is_none() || repo.write_only()
 }
 
 /// A put-only client's local state for this host and set of paths (none
@@ -251,6 +253,11 @@ fn local_trees(repo: &Repository, snapshot: &Snapshot) -> Result<Option<LocalTre
 /// (prune keeps everything a snapshot references).
 async fn local_parent(repo: &Repository, local: &LocalTrees) -> Result<Option<(Id, Id)>> {
     let Some(parent) = local.parent() else { return Ok(None) };
+    if repo.write_only() {
+        // Cannot look: trust that retention keeps each host's latest
+        // snapshot (README: write-only credentials).
+        return Ok(Some((parent.snapshot, parent.tree)));
+    }
     Ok(repo.backend().exists(FileKind::Snapshot, &parent.snapshot).await?.then_some((parent.snapshot, parent.tree)))
 }
 

@@ -27,7 +27,7 @@ pub enum Fault {
 /// Which requests fail, and how.
 #[derive(Clone)]
 pub struct Rule {
-    /// "put", "get" or "list".
+    /// "put", "get", "list" or "delete".
     pub op: &'static str,
     /// The path must contain this.
     pub path_contains: &'static str,
@@ -132,6 +132,9 @@ impl ObjectStore for FaultyStore {
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        if let Err(e) = self.check("delete", "") {
+            return Box::pin(futures::stream::once(async move { Err(e) }));
+        }
         self.inner.delete_stream(locations)
     }
 
