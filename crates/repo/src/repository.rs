@@ -187,6 +187,7 @@ impl Repository {
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let key_bytes = key_file.encode();
         let key_id = Id::of_object(&key_bytes);
+        let key_bytes_for_cache = key_bytes.clone();
         // Key first, config last: a crash in between leaves no repository
         // (an orphan key file only), and `config` is the commit point.
         backend
@@ -207,6 +208,12 @@ impl Repository {
             Err(e) => return Err(e),
         }
         let cache = open_cache(&open, &config.id);
+        // Remember what a write-only client needs to open it later.
+        if let (Some(base), Some(c)) = (&open.cache_dir, &cache) {
+            Cache::remember_config(base, backend.location(), &config_bytes);
+            c.put(FileKind::Key, &key_id, &key_bytes_for_cache);
+            c.set_key_hint(&key_id);
+        }
         Ok(Self::assemble(backend, config, material, key_id, cache))
     }
 
