@@ -75,14 +75,38 @@ pub fn copy_snapshots(
     if dst.keys().master().is_none() {
         return Err(Error::PutOnlyKey { action: "be the destination of a copy (it must write index files)" });
     }
+    let verbatim = shares_secret(src, dst);
+    if dst.write_only() && !verbatim {
+        return Err(Error::WriteOnly {
+            location: dst.location().into(),
+            action: "copying into a repository not made with `init --from-repo` (re-encrypting reads its index)".into(),
+        });
+    }
+    // A write-only destination cannot be read: what it holds is what this
+    // client copied there before, as recorded in the cache.
+    let record = match (dst.write_only(), dst.cache()) {
+        (false, _) => None,
+        (true, Some(cache)) => Some(CopyRecord::load(cache.dir())),
+        (true, None) => {
+            return Err(Error::WriteOnly {
+                location: dst.location().into(),
+                action: "copying without a cache directory (the cache records what was copied)".into(),
+            });
+        }
+    };
     let src_index = Arc::new(handle.block_on(src.load_index())?);
-    let dst_index = Arc::new(handle.block_on(dst.load_index())?);
-    let existing = handle.block_on(dst.list_snapshots())?;
-    let already: HashSet<String> = existing
+    let (dst_index, existing) = match &record {
+        Some(_) => (Arc::new(Index::default()), Vec::new()),
+        None => (Arc::new(handle.block_on(dst.load_index())?), handle.block_on(dst.list_snapshots())?),
+    };
+    let mut already: HashSet<String> = existing
         .iter()
         .filter_map(|(_, s)| s.extra.get(COPIED_FROM).and_then(|v| v.as_str()).map(str::to_owned))
         .collect();
-    let mut outcome = CopyOutcome { verbatim: shares_secret(src, dst), ..Default::default() };
+    if let Some(r) = &record {
+        already.extend(r.snapshots.iter().map(Id::to_hex));
+    }
+    let mut outcome = CopyOutcome { verbatim, ..Default::default() };
     let todo: Vec<&(Id, Snapshot)> = snapshots
         .iter()
         .filter(|(id, s)| {
@@ -98,7 +122,18 @@ pub fn copy_snapshots(
     let loader = TreeLoader::new(src, src_index.clone(), handle.clone());
     let writer = Writer::new(dst, dst_index.clone())?;
     let trees: Vec<Id> = if outcome.verbatim {
-        copy_packs(&loader, dst, &dst_index, &writer, &todo, handle, &mut outcome)?;
+        let copied_before: HashSet<Id> = record.iter().flat_map(|r| r.packs.iter().copied()).collect();
+        let has = |blob: &Id| {
+            dst_index.contains(blob) || src_index.get(blob).is_some_and(|(pack, _)| copied_before.contains(&pack.id))
+        };
+        let packs = copy_packs(&loader, dst, &has, &writer, &todo, handle, &mut outcome)?;
+        if let (Some(r), Some(cache)) = (&record, dst.cache()) {
+            // Recorded before the snapshots are written: a pack recorded but
+            // not referenced is harmless; the reverse would lose data.
+            let mut r = r.clone();
+            r.packs.extend(packs);
+            r.save(cache.dir())?;
+        }
         todo.iter().map(|(_, s)| s.tree).collect()
     } else {
         let mut rewriter =
@@ -116,21 +151,51 @@ pub fn copy_snapshots(
         copy.extra.insert(COPIED_FROM.into(), serde_json::json!(id));
         let new_id = handle.block_on(writer.commit(&copy))?;
         outcome.copied.push((*id, new_id));
+        if let Some(cache) = dst.cache().filter(|_| record.is_some()) {
+            let mut r = CopyRecord::load(cache.dir());
+            r.snapshots.push(*id);
+            r.save(cache.dir())?;
+        }
     }
     Ok(outcome)
 }
 
+/// What this client copied into a write-only destination (in the
+/// destination's cache directory).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct CopyRecord {
+    /// Packs stored there.
+    packs: Vec<Id>,
+    /// Source snapshots copied there.
+    snapshots: Vec<Id>,
+}
+
+impl CopyRecord {
+    fn load(dir: &std::path::Path) -> CopyRecord {
+        std::fs::read(dir.join("copied.json")).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    fn save(&self, dir: &std::path::Path) -> Result<()> {
+        let tmp = dir.join("copied.json.tmp");
+        let json = serde_json::to_vec(self).expect("records serialize");
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, dir.join("copied.json")))
+            .map_err(|e| Error::Io { context: format!("cannot record the copy in {}", dir.display()), source: e })
+    }
+}
+
 /// Verbatim mode: copies the source packs holding blobs the destination
 /// lacks, then indexes them in the destination.
+/// Returns the packs it stored.
 fn copy_packs(
     loader: &TreeLoader,
     dst: &Repository,
-    dst_index: &Index,
+    has: &dyn Fn(&Id) -> bool,
     writer: &Writer,
     todo: &[&(Id, Snapshot)],
     handle: &Handle,
     outcome: &mut CopyOutcome,
-) -> Result<()> {
+) -> Result<Vec<Id>> {
     let src = loader.repository();
     let src_index = loader.index();
     // Every blob the snapshots reach that the destination lacks.
@@ -138,7 +203,7 @@ fn copy_packs(
     let mut seen: HashSet<Id> = HashSet::new();
     let mut stack: Vec<Id> = todo.iter().map(|(_, s)| s.tree).collect();
     let need = |id: &Id, packs: &mut HashSet<Id>| -> Result<()> {
-        if !dst_index.contains(id) {
+        if !has(id) {
             let (pack, _) = src_index.get(id).ok_or(Error::BlobNotFound(*id))?;
             packs.insert(pack.id);
         }
@@ -166,7 +231,9 @@ fn copy_packs(
     let mut indexed = Vec::with_capacity(packs.len());
     for pack in packs {
         let header = handle.block_on(src.read_pack_header(&pack))?;
-        if !handle.block_on(dst.backend().exists(FileKind::Pack, &pack))? {
+        // A write-only destination cannot be asked; creating is idempotent.
+        let stored = !dst.write_only() && handle.block_on(dst.backend().exists(FileKind::Pack, &pack))?;
+        if !stored {
             let bytes = handle.block_on(src.backend().read(FileKind::Pack, &pack))?;
             if Id::of_object(&bytes) != pack {
                 return Err(Error::corrupt(
@@ -188,10 +255,11 @@ fn copy_packs(
             indexed.push(IndexedPack { id: pack, size, session_public: header.session_public, blobs: header.entries });
         }
     }
+    let ids: Vec<Id> = indexed.iter().map(|p| p.id).collect();
     if !indexed.is_empty() {
         handle.block_on(writer.replace_index(indexed, Vec::new()))?;
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// Re-encrypted mode: rebuilds trees with the destination's ids, storing

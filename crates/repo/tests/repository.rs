@@ -450,3 +450,61 @@ async fn write_only_credentials_can_back_up_from_the_cache() {
     assert_eq!(repo.read_blob(&index, &blob).await.unwrap(), data);
     assert_eq!(repo.list_snapshots().await.unwrap()[0].0, snapshot);
 }
+
+/// `copy` into an offsite repository made from the source, through
+/// write-only credentials: what was copied is remembered locally.
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_into_a_write_only_destination() {
+    let src_backend = Backend::memory();
+    let src = Repository::init(src_backend, b"pw", fast_init(), no_cache()).await.unwrap();
+    let (backend, store) = faulty_backend();
+    let cache = tempfile::tempdir().unwrap();
+    let with_cache = || OpenOptions { cache_dir: Some(cache.path().to_path_buf()) };
+    let mut from = fast_init();
+    from.master = src.keys().master().cloned();
+    from.chunker = src.config().chunker_params();
+    Repository::init(backend.clone(), b"pw", from, with_cache()).await.unwrap();
+
+    // A real snapshot: a tree of files, each one data blob.
+    let writer = Writer::new(&src, Arc::new(Default::default())).unwrap();
+    let (mut nodes, mut blobs) = (Vec::new(), Vec::new());
+    for i in 0..8u64 {
+        let data = bytes(i, 200_000);
+        let id = writer.add_blob(BlobType::Data, &data).await.unwrap();
+        let mut node = cairn_repo::Node::new(format!("f{i}"), cairn_repo::NodeKind::File);
+        node.size = data.len() as u64;
+        node.content = vec![cairn_repo::Extent::Blob { id, offset: 0, length: data.len() as u32 }];
+        nodes.push(node);
+        blobs.push((id, data));
+    }
+    let tree = cairn_repo::Tree::new(nodes).unwrap();
+    let tree_id = writer.add_blob(BlobType::Tree, &tree.encode()).await.unwrap();
+    writer.commit(&Snapshot::new(tree_id, vec!["/x".into()])).await.unwrap();
+    let snapshots = src.list_snapshots().await.unwrap();
+    for op in ["get", "list", "delete"] {
+        store.add(Rule { op, path_contains: "", fault: Fault::Denied, times: usize::MAX });
+    }
+    let dst = Repository::open(backend.clone(), b"pw", with_cache()).await.unwrap();
+    assert!(dst.write_only());
+    let handle = tokio::runtime::Handle::current();
+    let (s, d, snaps, h) = (src.clone(), dst.clone(), snapshots.clone(), handle.clone());
+    let first = tokio::task::spawn_blocking(move || cairn_repo::copy::copy_snapshots(&s, &d, &snaps, &h))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.verbatim && first.packs >= 1 && first.copied.len() == snapshots.len(), "{first:?}");
+    let (s, d, snaps, h) = (src.clone(), dst.clone(), snapshots.clone(), handle.clone());
+    let again = tokio::task::spawn_blocking(move || cairn_repo::copy::copy_snapshots(&s, &d, &snaps, &h))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again.copied.is_empty() && again.skipped.len() == snapshots.len(), "{again:?}");
+
+    store.clear();
+    let dst = Repository::open(backend, b"pw", no_cache()).await.unwrap();
+    let index = dst.load_index().await.unwrap();
+    for (id, data) in &blobs {
+        assert_eq!(&dst.read_blob(&index, id).await.unwrap(), data);
+    }
+    assert_eq!(dst.list_snapshots().await.unwrap().len(), snapshots.len());
+}

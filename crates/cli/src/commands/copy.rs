@@ -10,7 +10,8 @@ use crate::args::{CopyArgs, GlobalArgs};
 use crate::{context, select};
 
 pub async fn run(global: &GlobalArgs, args: CopyArgs) -> Result<()> {
-    let dst = context::open(global).await?;
+    // The destination may be write-only (offsite): copy then works from the cache.
+    let dst = context::open_writable(global).await?;
     let src = context::open_other(global, &args.from_repo, &args.from).await?;
     if src.id() == dst.id() {
         anyhow::bail!("--from-repo is this repository itself; nothing to copy");
