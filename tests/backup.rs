@@ -390,6 +390,8 @@ fn exclude_options_and_dry_run() {
     std::fs::write(src.join("project/node_modules/pkg/index.js"), "drop by file pattern").unwrap();
     std::fs::write(src.join("project/main.rs"), "keep").unwrap();
     std::fs::write(src.join("skipme/.nobackup"), "").unwrap();
+    std::fs::create_dir_all(src.join("docs/.cache")).unwrap();
+    std::fs::write(src.join("docs/.cache/CACHEDIR.TAG"), "Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
     std::fs::write(src.join("skipme/data"), "drop by marker").unwrap();
     let patterns = env.root().join("excludes");
     std::fs::write(&patterns, "# build output\nnode_modules\n\n").unwrap();
@@ -399,8 +401,18 @@ fn exclude_options_and_dry_run() {
     assert!(dry["snapshot_id"].is_null(), "{dry}");
     assert_eq!(snapshot_count(&env), 0, "a dry run writes no snapshot");
 
-    let args =
-        ["-e", "*.tmp", "-e", &anchored, "--exclude-file", s(&patterns), "--exclude-if-present", ".nobackup", s(&src)];
+    let args = [
+        "-e",
+        "*.tmp",
+        "-e",
+        &anchored,
+        "--exclude-file",
+        s(&patterns),
+        "--exclude-if-present",
+        ".nobackup",
+        "--exclude-caches",
+        s(&src),
+    ];
     let done = backup(&env, &args);
     assert_eq!(done["files_new"], 2, "{done}");
     let listing = ok(run(&mut env.cmd(&["ls", "latest"])));

@@ -138,6 +138,9 @@ pub struct BackupArgs {
     /// Skip directories that contain an entry called NAME (e.g. .nobackup, CACHEDIR.TAG)
     #[arg(long = "exclude-if-present", value_name = "NAME")]
     pub exclude_if_present: Vec<String>,
+    /// Skip cache directories marked with a CACHEDIR.TAG file
+    #[arg(long)]
+    pub exclude_caches: bool,
     /// Do not cross filesystem boundaries
     #[arg(short = 'x', long)]
     pub one_file_system: bool,

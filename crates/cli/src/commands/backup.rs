@@ -117,7 +117,12 @@ fn backup_options(args: &BackupArgs) -> Result<BackupOptions> {
     }
     Ok(BackupOptions {
         excludes: PathFilter::new(&patterns)?,
-        exclude_if_present: args.exclude_if_present.clone(),
+        exclude_if_present: args
+            .exclude_if_present
+            .iter()
+            .cloned()
+            .chain(args.exclude_caches.then(|| "CACHEDIR.TAG".to_owned()))
+            .collect(),
         one_file_system: args.one_file_system,
         readers: args.read_concurrency,
         local_trees: None,
