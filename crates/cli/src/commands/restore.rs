@@ -35,6 +35,7 @@ impl RestoreEvents for Events {
 }
 
 pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
+    let started = std::time::Instant::now();
     let options = RestoreOptions {
         includes: PathFilter::new(&args.includes)?,
         excludes: PathFilter::new(&args.excludes)?,
@@ -85,7 +86,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
     drop(ticker);
     reporter.finish();
     let (outcome, kind) = outcome?;
-    print_summary(global, &outcome, &id.short(), &args.target, kind, args.dry_run, reporter.elapsed().as_secs_f64())?;
+    print_summary(global, &outcome, &id.short(), &args.target, kind, args.dry_run, started.elapsed().as_secs_f64())?;
     Ok(if outcome.errors > 0 { exit::INCOMPLETE } else { 0 })
 }
 
