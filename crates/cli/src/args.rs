@@ -18,7 +18,7 @@ pub struct Cli {
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 failure (wrong password, corrupt object, storage error), \
 2 invalid command line, 3 backup or restore finished but some files could not be read or written, \
-10 repository does not exist.";
+10 repository does not exist, 12 skipped: the storage credentials are write-only.";
 
 /// Options every command takes.
 #[derive(Debug, Args, Clone)]
