@@ -22,11 +22,6 @@ fn backup(env: &Env, args: &[&str]) -> serde_json::Value {
     summary(&ok(run(&mut env.cmd(&all))))
 }
 
-fn snapshot_count(env: &Env) -> usize {
-    let out = ok(run(&mut env.cmd(&["--json", "snapshots"])));
-    serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len()
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -185,15 +180,15 @@ fn stdin_and_command_output_are_backed_up_as_one_file() {
     assert!(good["snapshot_id"].is_string(), "{good}");
     let seq = ok(run(&mut env.cmd(&["dump", "latest", "seq.txt"])));
     assert_eq!(seq.lines().count(), 5000);
-    assert_eq!(snapshot_count(&env), 2);
+    assert_eq!(env.snapshot_count(), 2);
 
     // A command that fails after writing: no snapshot.
     let bad = run(&mut env.cmd(&["backup", "--stdin-from-command", "--", "sh", "-c", "seq 1 100000; exit 3"]));
     fails(bad, 1, &["failed", "no snapshot was written"]);
-    assert_eq!(snapshot_count(&env), 2);
+    assert_eq!(env.snapshot_count(), 2);
     let missing = run(&mut env.cmd(&["backup", "--stdin-from-command", "--", "/no/such/program"]));
     fails(missing, 1, &["cannot run"]);
-    assert_eq!(snapshot_count(&env), 2);
+    assert_eq!(env.snapshot_count(), 2);
 }
 
 #[test]
@@ -254,7 +249,7 @@ fn unreadable_files_are_warnings_and_exit_3_missing_sources_are_errors() {
 
     let missing = run(&mut env.cmd(&["backup", s(&src), "/no/such/path"]));
     fails(missing, 1, &["/no/such/path does not exist"]);
-    assert_eq!(snapshot_count(&env), 0);
+    assert_eq!(env.snapshot_count(), 0);
     let packs = std::fs::read_dir(env.path("data")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(packs, 0, "nothing may be written");
 
@@ -265,7 +260,7 @@ fn unreadable_files_are_warnings_and_exit_3_missing_sources_are_errors() {
     let text = stdout(&out);
     assert!(text.contains("\"message_type\":\"warning\"") && text.contains("/proc/self/mem"), "{text}");
     assert_eq!(summary(&text)["errors"], 1);
-    assert_eq!(snapshot_count(&env), 1, "the snapshot is written, with the error recorded");
+    assert_eq!(env.snapshot_count(), 1, "the snapshot is written, with the error recorded");
     let listing = ok(run(&mut env.cmd(&["--json", "ls", "latest"])));
     let mem: serde_json::Value = listing
         .lines()
@@ -359,7 +354,7 @@ fn browsing_commands() {
     let kept: serde_json::Value =
         serde_json::from_str(&ok(run(&mut env.cmd(&["--json", "snapshots", "--tag", "keep"])))).unwrap();
     assert_eq!(kept[0]["tags"], serde_json::json!(["keep", "web"]));
-    assert_eq!(snapshot_count(&env), 2);
+    assert_eq!(env.snapshot_count(), 2);
 
     let tar = run(&mut env.cmd(&["dump", "latest", "/"]));
     assert!(tar.status.success(), "{}", stderr(&tar));
@@ -399,7 +394,7 @@ fn exclude_options_and_dry_run() {
 
     let dry = backup(&env, &["--dry-run", "-e", "*.tmp", s(&src)]);
     assert!(dry["snapshot_id"].is_null(), "{dry}");
-    assert_eq!(snapshot_count(&env), 0, "a dry run writes no snapshot");
+    assert_eq!(env.snapshot_count(), 0, "a dry run writes no snapshot");
 
     let args = [
         "-e",

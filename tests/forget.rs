@@ -41,11 +41,6 @@ fn kept(env: &Env, policy: &[&str]) -> Vec<String> {
     times
 }
 
-fn snapshot_count(env: &Env) -> usize {
-    let out = ok(run(&mut cmd(env, &["--json", "snapshots"])));
-    serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len()
-}
-
 #[test]
 fn policies_keep_exactly_the_expected_snapshots() {
     let env = Env::new();
@@ -62,7 +57,7 @@ fn policies_keep_exactly_the_expected_snapshots() {
         args.push(src.to_str().unwrap());
         ok(run(&mut cmd(&env, &args)));
     }
-    assert_eq!(snapshot_count(&env), all.len());
+    assert_eq!(env.snapshot_count(), all.len());
 
     let d = |day: u32| format!("2025-12-{day:02}T02:00:00Z");
     let m = |y: u32, month: u32| format!("{y}-{month:02}-01T03:00:00Z");
@@ -86,22 +81,22 @@ fn policies_keep_exactly_the_expected_snapshots() {
         expected.sort();
         assert_eq!(kept(&env, policy), expected, "policy {policy:?}");
     }
-    assert_eq!(snapshot_count(&env), all.len(), "dry runs remove nothing");
+    assert_eq!(env.snapshot_count(), all.len(), "dry runs remove nothing");
 
     // --min-keep refuses when a group would keep too few, removing nothing.
     let refused = run(&mut cmd(&env, &["forget", "--keep-last", "2", "--min-keep", "3"]));
     fails(refused, 1, &["fewer than --min-keep 3", "nothing was removed"]);
-    assert_eq!(snapshot_count(&env), all.len());
+    assert_eq!(env.snapshot_count(), all.len());
     fails(run(&mut cmd(&env, &["forget"])), 1, &["no policy given"]);
 
     // For real: the forever snapshot and the last five days survive.
     ok(run(&mut cmd(&env, &["forget", "--keep-daily", "5", "--keep-tag", "forever", "--min-keep", "3"])));
-    assert_eq!(snapshot_count(&env), 6);
+    assert_eq!(env.snapshot_count(), 6);
     let left = ok(run(&mut cmd(&env, &["snapshots"])));
     assert!(left.contains("forever") && left.contains("2025-12-31"), "{left}");
     // And by id.
     let list: serde_json::Value = serde_json::from_str(&ok(run(&mut cmd(&env, &["--json", "snapshots"])))).unwrap();
     let oldest = list[0]["short_id"].as_str().unwrap().to_owned();
     ok(run(&mut cmd(&env, &["forget", &oldest])));
-    assert_eq!(snapshot_count(&env), 5);
+    assert_eq!(env.snapshot_count(), 5);
 }

@@ -99,6 +99,12 @@ impl Env {
         args.extend(FAST_KDF);
         ok(run(&mut self.cmd(&args)))
     }
+    /// How many snapshots the repository lists.
+    pub fn snapshot_count(&self) -> usize {
+        let out = ok(run(&mut self.cmd(&["--json", "snapshots"])));
+        serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len()
+    }
+
     pub fn path(&self, rel: &str) -> std::path::PathBuf {
         self.dir.path().join("repo").join(rel)
     }

@@ -69,3 +69,18 @@ impl PartialEq for SnapshotFilter {
         self.hosts == other.hosts && self.tags == other.tags && self.paths == other.paths
     }
 }
+
+/// Opens the repository and picks one snapshot (`latest` or an id prefix),
+/// loading the index meanwhile; returns a tree loader over both.
+pub async fn open_snapshot(
+    global: &crate::args::GlobalArgs,
+    arg: &str,
+    filter: &SnapshotFilter,
+) -> Result<(cairn_repo::view::TreeLoader, Id, Snapshot)> {
+    let repo = crate::context::open(global).await?;
+    let (index, (id, snapshot)) =
+        tokio::try_join!(async { repo.load_index().await.map_err(anyhow::Error::from) }, one(&repo, arg, filter))?;
+    let loader =
+        cairn_repo::view::TreeLoader::new(&repo, std::sync::Arc::new(index), tokio::runtime::Handle::current());
+    Ok((loader, id, snapshot))
+}

@@ -11,8 +11,10 @@
 //!                        └──new chunks──► sealers (compress, encrypt) ─► Writer ─► packs
 //! ```
 //!
-//! * The **walker** lists directories in name order, compares each entry
-//!   with the parent snapshot, and emits entries in depth-first order. A file
+//! * Two **listers** read directories (`getdents`, `lstat`, sorted by name)
+//!   and the matching parent-snapshot trees ahead of the walker.
+//! * The **walker** compares each entry with the parent snapshot and emits
+//!   entries in depth-first order. A file
 //!   whose size, mtime, ctime, inode and mode match the parent's is emitted
 //!   complete, with the parent's content: it is not opened at all.
 //! * **Readers** (several, because small files are bound by system-call
@@ -43,6 +45,7 @@ use crate::error::{Error, Result};
 use crate::filter::PathFilter;
 use crate::fsmeta::{self, Owners};
 use crate::id::Id;
+use crate::snapshot::SnapshotSummary;
 use crate::tree::{Extent, Node, NodeKind, Time, Tree};
 use crate::writer::Writer;
 
@@ -89,20 +92,9 @@ pub trait BackupEvents: Send + Sync {
 pub struct BackupOutcome {
     /// The root tree, for the snapshot.
     pub tree: Id,
-    /// Files not in the parent snapshot.
-    pub files_new: u64,
-    /// Files that were read because their metadata changed.
-    pub files_changed: u64,
-    /// Files taken from the parent without reading.
-    pub files_unchanged: u64,
-    /// Directories.
-    pub dirs: u64,
-    /// Entries recorded with an error.
-    pub errors: u64,
-    /// Bytes of all files in the snapshot.
-    pub total_bytes: u64,
-    /// Bytes read from files.
-    pub bytes_read: u64,
+    /// The counts for the snapshot; the caller adds `bytes_added` and
+    /// `duration_secs`, which depend on when it commits.
+    pub summary: SnapshotSummary,
 }
 
 /// The name of each source in the root tree: its base name, made unique
@@ -236,7 +228,7 @@ pub fn backup_paths(
         (_, Some(e)) => Err(e),
         (Err(e), None) => Err(e),
         (Ok(mut outcome), None) => {
-            outcome.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
+            outcome.summary.bytes_read = progress.bytes_read.load(Ordering::Relaxed);
             Ok(outcome)
         }
     }
@@ -296,7 +288,8 @@ pub fn backup_stream(
     let tree = shared.store_tree(&root)?;
     progress.files.fetch_add(1, Ordering::Relaxed);
     progress.bytes.fetch_add(size, Ordering::Relaxed);
-    Ok(BackupOutcome { tree, files_new: 1, total_bytes: size, bytes_read: size, ..Default::default() })
+    let summary = SnapshotSummary { files_new: 1, total_bytes: size, bytes_read: size, ..Default::default() };
+    Ok(BackupOutcome { tree, summary })
 }
 
 /// Reads and decodes a tree blob.
@@ -912,10 +905,10 @@ impl<'s, 'a> Assembler<'s, 'a> {
                         return Err(Error::InvalidArgument("internal error: unbalanced directory walk".into()));
                     };
                     if node.error.is_some() {
-                        self.outcome.errors += 1;
+                        self.outcome.summary.errors += 1;
                     }
                     node.subtree = Some(self.store(children, &node.name)?);
-                    self.outcome.dirs += 1;
+                    self.outcome.summary.dirs += 1;
                     progress.dirs.fetch_add(1, Ordering::Relaxed);
                     frames.last_mut().expect("root frame stays").children.push(node);
                 }
@@ -966,7 +959,7 @@ impl<'s, 'a> Assembler<'s, 'a> {
 
     fn file_done(&mut self, node: Node, status: Status) -> Node {
         if node.error.is_some() {
-            self.outcome.errors += 1;
+            self.outcome.summary.errors += 1;
         }
         if node.kind != NodeKind::File {
             return node;
@@ -975,12 +968,12 @@ impl<'s, 'a> Assembler<'s, 'a> {
             self.links.entry((node.device, node.inode)).or_insert_with(|| (node.content.clone(), node.size));
         }
         match status {
-            Status::New => self.outcome.files_new += 1,
-            Status::Changed => self.outcome.files_changed += 1,
-            Status::Unchanged => self.outcome.files_unchanged += 1,
+            Status::New => self.outcome.summary.files_new += 1,
+            Status::Changed => self.outcome.summary.files_changed += 1,
+            Status::Unchanged => self.outcome.summary.files_unchanged += 1,
             Status::Other => {}
         }
-        self.outcome.total_bytes += node.size;
+        self.outcome.summary.total_bytes += node.size;
         let progress = self.shared.progress;
         progress.files.fetch_add(1, Ordering::Relaxed);
         progress.bytes.fetch_add(node.size, Ordering::Relaxed);

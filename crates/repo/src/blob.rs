@@ -108,6 +108,40 @@ pub(crate) fn open_into<'s>(
     sealed: &[u8],
     scratch: &'s mut BlobScratch,
 ) -> Result<&'s [u8], FormatError> {
+    let raw = open_checked(key, keys, blob_type, id, raw_length, sealed, scratch)?;
+    Ok(if raw { &scratch.plain[1..] } else { &scratch.data })
+}
+
+/// Opens a sealed blob and checks that its plaintext hashes to `id`.
+pub(crate) fn open(
+    key: &SecretKey,
+    keys: &KeyMaterial,
+    blob_type: BlobType,
+    id: &Id,
+    raw_length: u32,
+    sealed: &[u8],
+) -> Result<Vec<u8>, FormatError> {
+    let mut scratch = BlobScratch::default();
+    if open_checked(key, keys, blob_type, id, raw_length, sealed, &mut scratch)? {
+        scratch.plain.drain(..1);
+        Ok(scratch.plain)
+    } else {
+        Ok(scratch.data)
+    }
+}
+
+/// Decrypts, decompresses and verifies into `scratch`; returns true when the
+/// blob was stored raw (its data is `scratch.plain[1..]`), false when it was
+/// decompressed into `scratch.data`.
+fn open_checked(
+    key: &SecretKey,
+    keys: &KeyMaterial,
+    blob_type: BlobType,
+    id: &Id,
+    raw_length: u32,
+    sealed: &[u8],
+    scratch: &mut BlobScratch,
+) -> Result<bool, FormatError> {
     if raw_length as usize > MAX_BLOB_SIZE {
         return Err(FormatError::Mismatch(format!(
             "indexed length {raw_length} exceeds the {MAX_BLOB_SIZE}-byte blob limit"
@@ -124,31 +158,5 @@ pub(crate) fn open_into<'s>(
     if actual != *id {
         return Err(FormatError::Mismatch(format!("content hashes to {actual}, not to its id")));
     }
-    Ok(data)
-}
-
-/// Opens a sealed blob and checks that its plaintext hashes to `id`.
-pub(crate) fn open(
-    key: &SecretKey,
-    keys: &KeyMaterial,
-    blob_type: BlobType,
-    id: &Id,
-    raw_length: u32,
-    sealed: &[u8],
-) -> Result<Vec<u8>, FormatError> {
-    if raw_length as usize > MAX_BLOB_SIZE {
-        return Err(FormatError::Mismatch(format!(
-            "indexed length {raw_length} exceeds the {MAX_BLOB_SIZE}-byte blob limit"
-        )));
-    }
-    let plain = crypto::open(key, &aad(blob_type, id), sealed)?;
-    let data = compress::decode(&plain, raw_length as usize).map_err(FormatError::Compression)?;
-    if data.len() != raw_length as usize {
-        return Err(FormatError::Mismatch(format!("length {} differs from the indexed {raw_length}", data.len())));
-    }
-    let actual = keys.content_id(&data);
-    if actual != *id {
-        return Err(FormatError::Mismatch(format!("content hashes to {actual}, not to its id")));
-    }
-    Ok(data)
+    Ok(raw)
 }

@@ -84,7 +84,7 @@ pub fn copy_snapshots(
     }
     // A write-only destination cannot be read: what it holds is what this
     // client copied there before, as recorded in the cache.
-    let record = match (dst.write_only(), dst.cache()) {
+    let mut record = match (dst.write_only(), dst.cache()) {
         (false, _) => None,
         (true, Some(cache)) => Some(CopyRecord::load(cache.dir())),
         (true, None) => {
@@ -127,10 +127,9 @@ pub fn copy_snapshots(
             dst_index.contains(blob) || src_index.get(blob).is_some_and(|(pack, _)| copied_before.contains(&pack.id))
         };
         let packs = copy_packs(&loader, dst, &has, &writer, &todo, handle, &mut outcome)?;
-        if let (Some(r), Some(cache)) = (&record, dst.cache()) {
+        if let (Some(r), Some(cache)) = (&mut record, dst.cache()) {
             // Recorded before the snapshots are written: a pack recorded but
             // not referenced is harmless; the reverse would lose data.
-            let mut r = r.clone();
             r.packs.extend(packs);
             r.save(cache.dir())?;
         }
@@ -151,8 +150,7 @@ pub fn copy_snapshots(
         copy.extra.insert(COPIED_FROM.into(), serde_json::json!(id));
         let new_id = handle.block_on(writer.commit(&copy))?;
         outcome.copied.push((*id, new_id));
-        if let Some(cache) = dst.cache().filter(|_| record.is_some()) {
-            let mut r = CopyRecord::load(cache.dir());
+        if let (Some(r), Some(cache)) = (&mut record, dst.cache()) {
             r.snapshots.push(*id);
             r.save(cache.dir())?;
         }
@@ -162,7 +160,7 @@ pub fn copy_snapshots(
 
 /// What this client copied into a write-only destination (in the
 /// destination's cache directory).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct CopyRecord {
     /// Packs stored there.
     packs: Vec<Id>,

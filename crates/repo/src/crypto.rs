@@ -104,19 +104,9 @@ pub fn seal(key: &SecretKey, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
 
 /// Opens what [`seal`] produced, verifying the tag.
 pub fn open(key: &SecretKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    if sealed.len() < SEAL_OVERHEAD {
-        return Err(CryptoError::TooShort(sealed.len()));
-    }
-    let (nonce, rest) = sealed.split_at(NONCE_LEN);
-    let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
-    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::TooShort(sealed.len()))?;
-    let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| CryptoError::TooShort(sealed.len()))?;
-    let mut buf = ciphertext.to_vec();
-    let cipher = XChaCha20Poly1305::new(&Key::from(*key.expose()));
-    cipher
-        .decrypt_inout_detached(&XNonce::from(nonce), aad, (&mut buf[..]).into(), &Tag::from(tag))
-        .map_err(|_| CryptoError::Authentication)?;
-    Ok(buf)
+    let mut out = Vec::new();
+    open_into(key, aad, sealed, &mut out)?;
+    Ok(out)
 }
 
 /// Like [`open`], into `out` (cleared first), so a caller can reuse one

@@ -81,18 +81,8 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
     let stats = writer.stats();
     let duration = reporter.elapsed().as_secs_f64();
     snapshot.tree = outcome.tree;
-    let mut summary = SnapshotSummary {
-        files_new: outcome.files_new,
-        files_changed: outcome.files_changed,
-        files_unchanged: outcome.files_unchanged,
-        dirs: outcome.dirs,
-        errors: outcome.errors,
-        total_bytes: outcome.total_bytes,
-        bytes_read: outcome.bytes_read,
-        bytes_added: stats.stored_bytes_added,
-        duration_secs: duration,
-        ..Default::default()
-    };
+    let mut summary =
+        SnapshotSummary { bytes_added: stats.stored_bytes_added, duration_secs: duration, ..outcome.summary.clone() };
     let id = if args.dry_run {
         writer.flush().await?;
         None
@@ -107,7 +97,7 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
     reporter.finish();
     summary.bytes_added = writer.stats().stored_bytes_added;
     print_summary(global, &summary, id.as_ref(), args.dry_run)?;
-    Ok(if outcome.errors > 0 { exit::INCOMPLETE } else { 0 })
+    Ok(if outcome.summary.errors > 0 { exit::INCOMPLETE } else { 0 })
 }
 
 fn backup_options(args: &BackupArgs) -> Result<BackupOptions> {

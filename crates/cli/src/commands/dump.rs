@@ -4,22 +4,16 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cairn_repo::view::TreeLoader;
 use cairn_repo::{Node, NodeKind};
 
 use crate::args::{DumpArgs, GlobalArgs};
-use crate::{context, select};
+use crate::select;
 
 pub async fn run(global: &GlobalArgs, args: DumpArgs) -> Result<()> {
-    let repo = context::open(global).await?;
-    let (index, (_, snapshot)) = tokio::try_join!(
-        async { repo.load_index().await.map_err(anyhow::Error::from) },
-        select::one(&repo, &args.snapshot, &args.filter)
-    )?;
-    let loader = TreeLoader::new(&repo, Arc::new(index), tokio::runtime::Handle::current());
+    let (loader, _, snapshot) = select::open_snapshot(global, &args.snapshot, &args.filter).await?;
     tokio::task::spawn_blocking(move || -> Result<()> {
         let node = loader.resolve(&snapshot, &args.path)?;
         let stdout = std::io::stdout().lock();

@@ -128,14 +128,12 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
                 args.min_keep
             );
         }
+        // Verdicts are of this group's snapshots, one each.
+        let by_id: std::collections::HashMap<Id, &Snapshot> = group.iter().map(|(id, s)| (*id, s)).collect();
         let with_snapshots = verdicts
             .into_iter()
             .map(|v| {
-                let s = group
-                    .iter()
-                    .find(|(id, _)| *id == v.id)
-                    .map(|(_, s)| s.clone())
-                    .expect("verdicts are of the group");
+                let s = by_id[&v.id].clone();
                 (v, s)
             })
             .collect();

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use cairn_repo::restorer::{self, Overwrite, RestoreEvents, RestoreOptions, RestoreOutcome, RestoreProgress};
-use cairn_repo::view::{TreeLoader, split_snapshot_arg};
+use cairn_repo::view::split_snapshot_arg;
 use cairn_repo::{NodeKind, PathFilter};
 use indicatif::HumanBytes;
 
@@ -51,12 +51,8 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
         workers: 0,
         batch_files: args.batch_files,
     };
-    let repo = context::open(global).await?;
     let (snapshot_arg, subpath) = split_snapshot_arg(&args.snapshot);
-    let (index, (id, snapshot)) = tokio::try_join!(
-        async { repo.load_index().await.map_err(anyhow::Error::from) },
-        select::one(&repo, snapshot_arg, &args.filter)
-    )?;
+    let (loader, id, snapshot) = select::open_snapshot(global, snapshot_arg, &args.filter).await?;
     let reporter = Reporter::new(global, "restored");
     let progress = Arc::new(RestoreProgress::default());
     let ticker = {
@@ -69,7 +65,6 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
             errors: 0,
         })
     };
-    let loader = TreeLoader::new(&repo, Arc::new(index), tokio::runtime::Handle::current());
     let target = args.target.clone();
     let subpath = subpath.unwrap_or("").to_owned();
     let list = args.dry_run && (global.verbose > 0 || !global.quiet) && !global.json;
