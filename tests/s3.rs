@@ -60,3 +60,13 @@ fn copy_offsite_to_s3_and_restore_from_there() {
     let Some(s) = Service::shared(Kind::S3) else { return };
     scenarios::copy_offsite(s);
 }
+
+#[test]
+fn backups_and_prunes_run_concurrently_on_s3() {
+    let Some(s) = Service::shared(Kind::S3) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let location = s.location("concurrent-prune");
+    let cmd = |args: &[&str]| support::cairn_on(s, &cache, &location, args);
+    scenarios::backup_and_prune_concurrently(&cmd, &dir.path().join("work"));
+}

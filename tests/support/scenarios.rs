@@ -173,3 +173,145 @@ pub fn copy_offsite(service: &Service) {
     let again = ok(run(&mut on(&offsite, &["copy", "--from-repo", &local])));
     assert!(again.contains("0 snapshots copied, 1 already there"), "{again}");
 }
+
+/// Path -> BLAKE3 of the content of every file under `root`.
+fn contents(root: &std::path::Path) -> std::collections::BTreeMap<String, blake3::Hash> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, blake3::hash(&std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// Two hosts back up, round after round, while a third process forgets and
+/// prunes (with repacking and a short grace period) as fast as it can. Old
+/// content keeps coming back, so backups deduplicate against data a prune
+/// has just marked. Afterwards `check --read-data` passes and every
+/// surviving snapshot restores byte for byte.
+///
+/// `cmd` builds a cairn command against the repository.
+pub fn backup_and_prune_concurrently(cmd: &(dyn Fn(&[&str]) -> std::process::Command + Sync), root: &std::path::Path) {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    const ROUNDS: u64 = 10;
+    // Long enough that backups finish within it even on a loaded machine
+    // (the safety condition of FORMAT.md §12.3), short enough for a test.
+    const GRACE: &str = "3s";
+    let with_grace = |args: &[&str]| {
+        let mut c = cmd(args);
+        c.env("CAIRN_TEST_MIN_GRACE_SECS", "3");
+        c
+    };
+    let mut init = vec!["init"];
+    init.extend(FAST_KDF);
+    ok(run(&mut with_grace(&init)));
+
+    let expected: Mutex<HashMap<String, BTreeMap<String, blake3::Hash>>> = Mutex::new(HashMap::new());
+    let backups_done = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (prunes, deleted, rescued) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        for (h, host) in ["h1", "h2"].into_iter().enumerate() {
+            let (expected, backups_done, deleted, with_grace) = (&expected, &backups_done, &deleted, &with_grace);
+            s.spawn(move || {
+                // Counts this host as done even if it panics, so the prune
+                // loop stops and the panic is reported.
+                struct Done<'a>(&'a AtomicUsize);
+                impl Drop for Done<'_> {
+                    fn drop(&mut self) {
+                        self.0.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                let _done = Done(backups_done);
+                let src = root.join(host);
+                std::fs::create_dir_all(&src).unwrap();
+                super::noise_file(&src.join("constant.bin"), 1000 + h as u64, 300_000);
+                // At least ROUNDS rounds, and on until prunes have deleted
+                // data while backups were running.
+                let mut next = 0;
+                while next < ROUNDS || (deleted.load(Ordering::SeqCst) == 0 && next < 4 * ROUNDS) {
+                    let round = next;
+                    next += 1;
+                    // Content that returns every third round, after prune
+                    // has had the chance to mark it.
+                    super::noise_file(&src.join("cycle.bin"), 2000 + 10 * h as u64 + round % 3, 400_000);
+                    super::noise_file(&src.join(format!("round-{round}.bin")), 3000 + 100 * h as u64 + round, 150_000);
+                    if round >= 2 {
+                        std::fs::remove_file(src.join(format!("round-{}.bin", round - 2))).unwrap();
+                    }
+                    let out = run(&mut with_grace(&["--json", "backup", "--host", host, src.to_str().unwrap()]));
+                    if !out.status.success() {
+                        // The one failure allowed: a backup that outlived the
+                        // grace period and lost reused data refuses to publish.
+                        let err = super::stderr(&out);
+                        assert!(err.contains("Run the backup again"), "backup failed: {err}");
+                        continue;
+                    }
+                    let summary: serde_json::Value =
+                        serde_json::from_str(super::stdout(&out).lines().last().unwrap()).unwrap();
+                    let id = summary["snapshot_id"].as_str().unwrap().to_owned();
+                    expected.lock().unwrap().insert(id, contents(&src));
+                    // Let prunes interleave with the backups.
+                    std::thread::sleep(std::time::Duration::from_millis(250));
+                }
+            });
+        }
+        let (stop, prunes, deleted, rescued, with_grace) = (&stop, &prunes, &deleted, &rescued, &with_grace);
+        s.spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                ok(run(&mut with_grace(&["forget", "--keep-last", "2"])));
+                let out = ok(run(&mut with_grace(&["--json", "prune", "--grace", GRACE, "--max-unused", "0%"])));
+                let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+                deleted.fetch_add(report["packs_deleted"].as_u64().unwrap() as usize, Ordering::SeqCst);
+                rescued.fetch_add(report["packs_rescued"].as_u64().unwrap() as usize, Ordering::SeqCst);
+                prunes.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        });
+        while backups_done.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::SeqCst);
+    });
+    let (prunes, deleted) = (prunes.load(Ordering::SeqCst), deleted.load(Ordering::SeqCst));
+    eprintln!("{prunes} prunes ran during the backups: {deleted} packs deleted, {rescued:?} rescued");
+    assert!(prunes >= 3 && deleted > 0, "prunes deleted data while the backups ran");
+
+    // Forget down to the policy, let the last marks age and sweep them
+    // until nothing is left to do, then verify everything.
+    let final_prune = ["--json", "forget", "--keep-last", "2", "--prune", "--grace", GRACE, "--max-unused", "0%"];
+    ok(run(&mut with_grace(&final_prune)));
+    for round in 0.. {
+        assert!(round < 5, "prune keeps finding work");
+        std::thread::sleep(std::time::Duration::from_millis(3100));
+        let out = ok(run(&mut with_grace(&["--json", "prune", "--grace", GRACE, "--max-unused", "0%"])));
+        let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if report["packs_marked"] == 0 && report["records_pending"] == 0 && report["records_swept"] == 0 {
+            break;
+        }
+    }
+    let report = ok(run(&mut with_grace(&["check", "--read-data"])));
+    assert!(report.contains("no problems found"), "{report}");
+    assert!(!report.contains("not in any index") && !report.contains("marked for deletion"), "{report}");
+    let listed: serde_json::Value = serde_json::from_str(&ok(run(&mut with_grace(&["--json", "snapshots"])))).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 4, "two per host survive: {listed:?}");
+    let expected = expected.into_inner().unwrap();
+    for snap in listed {
+        let id = snap["id"].as_str().unwrap();
+        let target = root.join(format!("restore-{id}"));
+        ok(run(&mut with_grace(&["restore", id, "--target", target.to_str().unwrap()])));
+        assert_eq!(contents(&target), expected[id], "snapshot {id} restores byte for byte");
+    }
+}

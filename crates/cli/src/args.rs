@@ -97,6 +97,8 @@ pub enum Command {
     Tag(TagArgs),
     /// Remove snapshots by a retention policy (keep daily, weekly, ...) or by id
     Forget(ForgetArgs),
+    /// Delete data no snapshot references and repack mostly-unused packs (safe while backups run)
+    Prune(PruneArgs),
     /// Verify the repository: structure, and with --read-data the stored data
     Check(CheckArgs),
     /// Copy snapshots from another repository (--from-repo) into this one
@@ -344,8 +346,39 @@ pub struct ForgetArgs {
     /// Show what would be kept and removed, and why; remove nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Prune afterwards (with --dry-run: also show what prune would do now,
+    /// before anything is removed)
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_tuning: PruneTuning,
     #[command(flatten)]
     pub filter: SnapshotFilter,
+}
+
+/// How prune decides and how long it waits.
+#[derive(Debug, Args, Clone)]
+pub struct PruneTuning {
+    /// Unused data tolerated in packs that stay, before they are repacked:
+    /// a percentage of their size (5%), a size (2GiB) or `unlimited`
+    #[arg(long, value_name = "LIMIT", default_value = "5%")]
+    pub max_unused: String,
+    /// Copy at most this much used data when repacking (e.g. 10GiB)
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
+    pub max_repack_size: Option<u64>,
+    /// How long marked packs wait before a later prune deletes them: at
+    /// least 1h; longer than your longest backup (s, m, h, d; e.g. 24h)
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = crate::units::parse_duration)]
+    pub grace: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Show what would be marked, repacked and deleted; change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub tuning: PruneTuning,
 }
 
 #[derive(Debug, Subcommand)]

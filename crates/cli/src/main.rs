@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             Command::Stats(args) => commands::stats::run(&cli.global, args).await.map(|()| 0),
             Command::Tag(args) => commands::tag::run(&cli.global, args).await.map(|()| 0),
             Command::Forget(args) => commands::forget::run(&cli.global, args).await.map(|()| 0),
+            Command::Prune(args) => commands::prune::run(&cli.global, args).await.map(|()| 0),
             Command::Check(args) => commands::check::run(&cli.global, args).await.map(|()| 0),
             Command::Copy(args) => commands::copy::run(&cli.global, args).await.map(|()| 0),
             Command::Repair(args) => commands::repair::run(&cli.global, args).await.map(|()| 0),

@@ -657,12 +657,23 @@ impl Walker<'_, '_> {
         if self.batch.len() >= BATCH { self.flush() } else { Ok(()) }
     }
 
+    /// Whether a parent's unchanged file can be reused as it is: every blob
+    /// it points at is still indexed. (A put-only client has no index and
+    /// trusts its local parent trees.)
+    fn reusable(&self, parent: &Node) -> bool {
+        self.options.local_trees.is_some()
+            || parent.content.iter().all(|e| match e {
+                Extent::Blob { id, .. } => self.shared.writer.has_blob(id),
+                Extent::Hole { .. } => true,
+            })
+    }
+
     fn visit(&mut self, path: &Path, name: &[u8], meta: &Metadata, parent: Option<&Node>) -> Result<(), Stop> {
         let mut node = fsmeta::node_from_metadata(name, meta, &self.owners);
         let status = match (node.kind, parent) {
             (NodeKind::File, None) => Status::New,
             (NodeKind::File, Some(p)) if p.kind != NodeKind::File => Status::New,
-            (NodeKind::File, Some(p)) if fsmeta::unchanged(p, &node) => Status::Unchanged,
+            (NodeKind::File, Some(p)) if fsmeta::unchanged(p, &node) && self.reusable(p) => Status::Unchanged,
             (NodeKind::File, Some(_)) => Status::Changed,
             _ => Status::Other,
         };

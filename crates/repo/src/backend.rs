@@ -50,6 +50,8 @@ pub enum FileKind {
     Snapshot,
     /// `data/<2 hex>/<id>`
     Pack,
+    /// `trash/<id>`: prune's deletion records
+    Trash,
 }
 
 impl FileKind {
@@ -61,6 +63,7 @@ impl FileKind {
             FileKind::Index => "index",
             FileKind::Snapshot => "snapshots",
             FileKind::Pack => "data",
+            FileKind::Trash => "trash",
         }
     }
 
@@ -72,6 +75,17 @@ impl FileKind {
             other => format!("{}/{}", other.dir(), id),
         }
     }
+}
+
+/// One object found by [`Backend::list_objects`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedObject {
+    /// The id in its name.
+    pub id: Id,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When the store last wrote it, in seconds since the Unix epoch.
+    pub modified_unix: i64,
 }
 
 /// How many times, and how patiently, to retry transient failures.
@@ -449,7 +463,7 @@ impl Backend {
         self.read_name("config").await
     }
 
-    async fn read_name(&self, name: &str) -> Result<Bytes> {
+    pub(crate) async fn read_name(&self, name: &str) -> Result<Bytes> {
         let path = self.path(name);
         self.retrying("reading", name, || async { self.inner.store.get(&path).await?.bytes().await }).await
     }
@@ -555,7 +569,9 @@ impl Backend {
         self.create("config", vec![Bytes::from(bytes)]).await
     }
 
-    async fn create(&self, name: &str, parts: Vec<Bytes>) -> Result<WriteOutcome> {
+    /// Creates object `name` unless it exists (conditional create where
+    /// the store has it).
+    pub(crate) async fn create(&self, name: &str, parts: Vec<Bytes>) -> Result<WriteOutcome> {
         let path = self.path(name);
         let result = self
             .retrying("writing", name, || async {
@@ -615,11 +631,16 @@ impl Backend {
         self.exists_path(&kind.relative_path(id)).await
     }
 
-    /// Deletes an object (prune only). A missing object is not an error.
+    /// Deletes an object (prune and forget only). A missing object is not
+    /// an error.
     pub async fn delete(&self, kind: FileKind, id: &Id) -> Result<()> {
-        let name = kind.relative_path(id);
-        let path = self.path(&name);
-        match self.retrying("deleting", &name, || self.inner.store.delete(&path)).await {
+        self.delete_name(&kind.relative_path(id)).await
+    }
+
+    /// Deletes object `name`; a missing object is not an error.
+    pub(crate) async fn delete_name(&self, name: &str) -> Result<()> {
+        let path = self.path(name);
+        match self.retrying("deleting", name, || self.inner.store.delete(&path)).await {
             Ok(()) | Err(Error::ObjectNotFound { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -628,6 +649,12 @@ impl Backend {
     /// Lists the ids and sizes of all objects of a kind. Names that are not
     /// ids (temporary files of other tools) are skipped.
     pub async fn list(&self, kind: FileKind) -> Result<Vec<(Id, u64)>> {
+        Ok(self.list_objects(kind).await?.into_iter().map(|o| (o.id, o.size)).collect())
+    }
+
+    /// Like [`list`](Backend::list), with each object's modification time
+    /// as the store reports it.
+    pub async fn list_objects(&self, kind: FileKind) -> Result<Vec<ListedObject>> {
         let dir = self.path(kind.dir());
         let name = format!("{}/", kind.dir());
         let metas: Vec<object_store::ObjectMeta> =
@@ -637,7 +664,11 @@ impl Backend {
             .into_iter()
             .filter_map(|m| {
                 let id: Id = m.location.filename()?.parse().ok()?;
-                (m.location == self.path(&kind.relative_path(&id))).then_some((id, m.size))
+                (m.location == self.path(&kind.relative_path(&id))).then_some(ListedObject {
+                    id,
+                    size: m.size,
+                    modified_unix: m.last_modified.timestamp(),
+                })
             })
             .collect())
     }

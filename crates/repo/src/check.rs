@@ -114,6 +114,9 @@ pub struct CheckReport {
     pub problems: Vec<Problem>,
     /// Packs not listed by any index file (left by interrupted backups; not damage).
     pub unindexed_packs: Vec<Id>,
+    /// Packs that prune marked for deletion (no longer indexed; a later
+    /// prune deletes them).
+    pub marked_packs: usize,
     /// Packs listed by the index.
     pub packs: usize,
     /// Snapshots checked.
@@ -146,7 +149,22 @@ pub async fn check(repo: &Repository, read_data: Option<Subset>) -> Result<Check
             Some(_) => {}
         }
     }
-    report.unindexed_packs = listed.keys().filter(|id| !indexed.contains(id)).copied().collect();
+    let mut marked: HashSet<Id> = HashSet::new();
+    for (id, _) in backend.list(FileKind::Trash).await? {
+        match repo.read_trash_record(&id).await {
+            Ok(record) if record.authenticated => marked.extend(record.content.packs.iter().map(|p| p.id)),
+            Ok(_) => report.problems.push(Problem {
+                object: FileKind::Trash.relative_path(&id),
+                message: "a deletion record not written by a full key (prune ignores it)".into(),
+            }),
+            Err(e) => {
+                report.problems.push(Problem { object: FileKind::Trash.relative_path(&id), message: e.to_string() })
+            }
+        }
+    }
+    let unindexed: Vec<Id> = listed.keys().filter(|id| !indexed.contains(id)).copied().collect();
+    report.marked_packs = unindexed.iter().filter(|id| marked.contains(id)).count();
+    report.unindexed_packs = unindexed.into_iter().filter(|id| !marked.contains(id)).collect();
     report.unindexed_packs.sort();
 
     // Data: download the selected packs and open every indexed blob in them.

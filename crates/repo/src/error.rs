@@ -127,6 +127,38 @@ pub enum Error {
     /// A writing session failed earlier and refuses to publish anything.
     #[error("the write session failed earlier ({0}); nothing more is published from it: start a new session")]
     WriteSessionFailed(String),
+    /// Another prune holds the prune lease.
+    #[error(
+        "another prune ({owner}) is running on this repository; its lease expires at {until} unless renewed. \
+         Wait for it to finish: a crashed prune's lease simply expires, no unlock is needed"
+    )]
+    PruneRunning {
+        /// Who holds the lease.
+        owner: String,
+        /// When the lease expires (RFC 3339).
+        until: String,
+    },
+    /// This prune lost its lease (it could not renew it in time, or another
+    /// prune took it over); it stopped before deleting anything more.
+    #[error("prune lost its lease ({0}); it stopped before deleting anything more. Run prune again")]
+    LeaseLost(String),
+    /// Prune refuses to run on a repository whose snapshots need data that
+    /// is not there.
+    #[error(
+        "{0}. Prune changed nothing: run `cairn check`, then `cairn repair index` and `cairn repair snapshots`, and prune again"
+    )]
+    DamagedForPrune(String),
+    /// A long backup reused data that a prune has deleted since.
+    #[error(
+        "this backup ran longer than prune's minimum grace period and reused {count} pack(s) that a prune has \
+         deleted since (e.g. {example}); no snapshot was written. Run the backup again"
+    )]
+    ReusedDataPruned {
+        /// How many reused packs are gone.
+        count: usize,
+        /// One of them.
+        example: String,
+    },
     /// A caller-supplied value is not acceptable.
     #[error("{0}")]
     InvalidArgument(String),

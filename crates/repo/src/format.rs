@@ -20,6 +20,7 @@ use crate::wire::{Reader, WireError};
 pub(crate) const CONFIG_MAGIC: [u8; 8] = *b"cairnCF1";
 pub(crate) const INDEX_MAGIC: [u8; 8] = *b"cairnIX1";
 pub(crate) const SNAPSHOT_MAGIC: [u8; 8] = *b"cairnSN1";
+pub(crate) const TRASH_MAGIC: [u8; 8] = *b"cairnTR1";
 pub(crate) const PACK_MAGIC: [u8; 8] = *b"cairnPK1";
 
 /// Bytes in front of the sealed part of an envelope.
@@ -69,6 +70,7 @@ fn magic_name(magic: &[u8; 8]) -> &'static str {
         m if m == &INDEX_MAGIC => "index",
         m if m == &SNAPSHOT_MAGIC => "snapshot",
         m if m == &PACK_MAGIC => "pack",
+        m if m == &TRASH_MAGIC => "deletion record",
         _ => "cairn",
     }
 }

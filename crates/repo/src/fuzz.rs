@@ -107,6 +107,20 @@ pub fn index(data: &[u8]) {
     }
 }
 
+/// A deletion record (`trash/<id>`): the stored bytes, and the bytes as its
+/// payload (marking time + index-file body).
+pub fn trash_record(data: &[u8]) {
+    let f = fixture();
+    if let Ok(payload) = format::open_object(&crate::format::TRASH_MAGIC, data, f.session.key()) {
+        if let Ok((body, _)) = crate::index::split_authenticator(&payload) {
+            let _ = crate::trash::TrashRecord::decode(body);
+        }
+    }
+    if let Ok(record) = crate::trash::TrashRecord::decode(data) {
+        assert_eq!(record.encode(), data, "deletion record encoding is not canonical");
+    }
+}
+
 /// A sealed blob: raw, and as the plaintext (compression byte + payload).
 pub fn blob(data: &[u8]) {
     let f = fixture();

@@ -108,6 +108,15 @@ pub struct KeyInfo {
     pub problem: Option<String>,
 }
 
+/// What [`Repository::load_index_files`] found.
+#[derive(Debug, Default)]
+pub struct IndexFiles {
+    /// Every index file that decodes, with its id.
+    pub files: Vec<(Id, IndexFile)>,
+    /// Unreadable index files that an authenticated file supersedes.
+    pub unreadable_superseded: Vec<Id>,
+}
+
 /// An open repository. Cheap to clone; clones share caches.
 #[derive(Clone)]
 pub struct Repository {
@@ -554,6 +563,13 @@ impl Repository {
     /// An unreadable index file is an error unless an authenticated file
     /// supersedes it (as `repair index` writes).
     pub async fn load_index(&self) -> Result<Index> {
+        Ok(Index::from_files(self.load_index_files().await?.files))
+    }
+
+    /// Reads every index file: the ones that decode (superseded or not), and
+    /// the ids of unreadable ones that an authenticated file supersedes
+    /// (any other unreadable file is an error).
+    pub async fn load_index_files(&self) -> Result<IndexFiles> {
         let ids: Vec<Id> = self.inner.backend.list(FileKind::Index).await?.into_iter().map(|(id, _)| id).collect();
         let results: Vec<(Id, Result<IndexFile>)> = futures::stream::iter(ids.iter().copied())
             .map(|id| async move { (id, self.read_index_file(&id).await) })
@@ -566,12 +582,13 @@ impl Repository {
             .filter(|f| f.authenticated)
             .flat_map(|f| f.supersedes.iter().copied())
             .collect();
-        let mut files = Vec::with_capacity(results.len());
+        let mut out = IndexFiles::default();
         for (id, result) in results {
             match result {
-                Ok(file) => files.push((id, file)),
+                Ok(file) => out.files.push((id, file)),
                 Err(e) if superseded.contains(&id) => {
                     tracing::debug!("ignoring superseded index file {}: {e}", id.short());
+                    out.unreadable_superseded.push(id);
                 }
                 Err(e) => return Err(e),
             }
@@ -579,7 +596,19 @@ impl Repository {
         if let Some(c) = self.cache() {
             c.retain(FileKind::Index, &ids.into_iter().collect());
         }
-        Ok(Index::from_files(files))
+        Ok(out)
+    }
+
+    /// Reads one deletion record (`trash/<id>`, written by prune).
+    pub async fn read_trash_record(&self, id: &Id) -> Result<crate::trash::TrashRecord> {
+        let name = FileKind::Trash.relative_path(id);
+        let payload = self.read_sealed(FileKind::Trash, &crate::format::TRASH_MAGIC, id).await?;
+        let (body, authenticator) =
+            crate::index::split_authenticator(&payload).map_err(|e| Error::corrupt(&name, e))?;
+        let mut record = crate::trash::TrashRecord::decode(body).map_err(|e| Error::corrupt(&name, e))?;
+        record.authenticated =
+            authenticator != [0; 32] && self.inner.keys.index_authenticator(body) == Some(authenticator);
+        Ok(record)
     }
 
     /// Reads one snapshot.
@@ -692,7 +721,8 @@ async fn read_verified(backend: &Backend, cache: Option<&Cache>, kind: FileKind,
             FormatError::Mismatch(format!("its content hashes to {}, not to its name", actual.short())),
         ));
     }
-    if let Some(c) = cache {
+    // Deletion records are read once per prune and then deleted: not cached.
+    if let Some(c) = cache.filter(|_| kind != FileKind::Trash) {
         c.put(kind, id, &bytes);
     }
     Ok(bytes.to_vec())

@@ -68,6 +68,12 @@ pub struct Writer {
     upload_slots: Arc<Semaphore>,
     /// Data pack buffers in existence (open or uploading).
     buffer_slots: Arc<Semaphore>,
+    /// When the session started, and the packs its snapshot depends on
+    /// (those of the loaded index it reused blobs from, and its own): a
+    /// session older than prune's minimum grace period checks at commit
+    /// that they still exist (FORMAT.md §12.3).
+    started: std::time::Instant,
+    needed_packs: Mutex<HashSet<Id>>,
 }
 
 /// Asks the kernel to back a large buffer with transparent huge pages:
@@ -118,6 +124,8 @@ impl Writer {
             uploads: Mutex::new(JoinSet::new()),
             upload_slots: Arc::new(Semaphore::new(uploads)),
             buffer_slots: Arc::new(Semaphore::new(OPEN_PACKS + uploads)),
+            started: std::time::Instant::now(),
+            needed_packs: Mutex::new(HashSet::new()),
         })
     }
 
@@ -169,9 +177,32 @@ impl Writer {
         result
     }
 
-    /// Whether the repository or this session already has blob `id`.
+    /// Whether the repository or this session already has blob `id` (for
+    /// deduplication: only entries of authenticated index files count).
     pub fn contains(&self, id: &Id) -> bool {
-        self.index.read().expect("writer index poisoned").contains_trusted(id) || self.state().added.contains(id)
+        self.reuse(id, true) || self.state().added.contains(id)
+    }
+
+    /// Whether blob `id` can be referenced as it is: listed by any index
+    /// file, or added in this session. For content reused from a parent
+    /// snapshot, which must not point at blobs the index has lost.
+    pub fn has_blob(&self, id: &Id) -> bool {
+        self.reuse(id, false) || self.state().added.contains(id)
+    }
+
+    /// Whether the loaded index lists `id` (from an authenticated file when
+    /// `trusted_only`); if so, notes its pack as reused.
+    fn reuse(&self, id: &Id, trusted_only: bool) -> bool {
+        let index = self.index.read().expect("writer index poisoned");
+        let Some((pack, location)) = index.get(id) else { return false };
+        if trusted_only && !location.trusted {
+            return false;
+        }
+        let mut reused = self.needed_packs.lock().expect("needed-pack set poisoned");
+        if !reused.contains(&pack.id) {
+            reused.insert(pack.id);
+        }
+        true
     }
 
     /// Compresses and seals a blob (CPU only; call from worker threads).
@@ -222,8 +253,7 @@ impl Writer {
             let step = {
                 let mut guard = self.state();
                 let state = &mut *guard;
-                let known = self.index.read().expect("writer index poisoned").contains_trusted(&sealed.id)
-                    || state.added.contains(&sealed.id);
+                let known = state.added.contains(&sealed.id) || self.reuse(&sealed.id, true);
                 let slots = state
                     .open
                     .entry(sealed.blob_type)
@@ -338,6 +368,9 @@ impl Writer {
         if packs.is_empty() {
             return Ok(None);
         }
+        // The snapshot depends on these as much as on reused ones: a prune
+        // may mark a pack nothing indexed for longer than its grace period.
+        self.needed_packs.lock().expect("needed-pack set poisoned").extend(packs.iter().map(|p| p.id));
         let file = IndexFile { supersedes: Vec::new(), packs, authenticated: false };
         match self.write_index_file(&file).await {
             Ok(id) => Ok(Some(id)),
@@ -352,15 +385,51 @@ impl Writer {
     /// Seals and stores one index file (authenticated when a full key
     /// writes it).
     async fn write_index_file(&self, file: &IndexFile) -> Result<Id> {
-        let level = self.repo.config().compression.level;
-        let mut payload = file.encode();
-        let authenticator = self.repo.keys().index_authenticator(&payload).unwrap_or([0; 32]);
+        self.write_index_payload(file.encode(), true).await
+    }
+
+    /// Seals and stores an index-file body with its authenticator (32 zero
+    /// bytes when `authenticate` is false or the key is put-only).
+    async fn write_index_payload(&self, mut payload: Vec<u8>, authenticate: bool) -> Result<Id> {
+        let authenticator =
+            if authenticate { self.repo.keys().index_authenticator(&payload) } else { None }.unwrap_or([0; 32]);
         payload.extend_from_slice(&authenticator);
-        let bytes = format::seal_object(&INDEX_MAGIC, &self.session.public(), self.session.key(), &payload, level);
-        let id = Id::of_object(&bytes);
-        self.repo.backend().write_new(FileKind::Index, &id, vec![bytes.into()]).await?;
+        let id = self.store_sealed(FileKind::Index, &INDEX_MAGIC, &payload).await?;
         self.state().stats.index_files_written += 1;
         Ok(id)
+    }
+
+    /// Seals `payload` as an object of `kind` and stores it under its id.
+    async fn store_sealed(&self, kind: FileKind, magic: &[u8; 8], payload: &[u8]) -> Result<Id> {
+        let level = self.repo.config().compression.level;
+        let bytes = format::seal_object(magic, &self.session.public(), self.session.key(), payload, level);
+        let id = Id::of_object(&bytes);
+        self.repo.backend().write_new(kind, &id, vec![bytes.into()]).await?;
+        Ok(id)
+    }
+
+    /// Lists `packs` in index files without an authenticator: readers use
+    /// them, writers do not deduplicate against them. Prune keeps packs
+    /// that only put-only sessions (or rescues) indexed at that trust level.
+    pub(crate) async fn write_untrusted_index(&self, packs: Vec<IndexedPack>) -> Result<Vec<Id>> {
+        let mut written = Vec::new();
+        let mut packs = packs.into_iter().peekable();
+        while packs.peek().is_some() {
+            let chunk: Vec<IndexedPack> = packs.by_ref().take(PACKS_PER_REPLACED_INDEX_FILE).collect();
+            let file = IndexFile { supersedes: Vec::new(), packs: chunk, authenticated: false };
+            written.push(self.write_index_payload(file.encode(), false).await?);
+        }
+        Ok(written)
+    }
+
+    /// Stores a deletion record (full keys only: an unauthenticated record
+    /// is never acted on).
+    pub(crate) async fn write_trash_record(&self, record: &crate::trash::TrashRecord) -> Result<Id> {
+        let mut payload = record.encode();
+        let authenticator =
+            self.repo.keys().index_authenticator(&payload).ok_or(Error::PutOnlyKey { action: "prune" })?;
+        payload.extend_from_slice(&authenticator);
+        self.store_sealed(FileKind::Trash, &crate::format::TRASH_MAGIC, &payload).await
     }
 
     /// Publishes `packs` in new index files that supersede the index files
@@ -437,18 +506,37 @@ impl Writer {
     }
 
     /// Flushes, then publishes `snapshot`: the snapshot is written only after
-    /// every pack and index file it depends on.
+    /// every pack and index file it depends on. A session older than
+    /// prune's minimum grace period first checks that the packs it reused
+    /// still exist (a prune may have deleted them meanwhile).
     pub async fn commit(&self, snapshot: &Snapshot) -> Result<Id> {
         if self.dry_run {
             return Err(Error::InvalidArgument("a dry-run session cannot publish a snapshot".into()));
         }
         self.flush().await?;
+        if self.started.elapsed() >= crate::prune::minimum_grace() {
+            self.check_needed_packs().await?;
+        }
         let json = serde_json::to_vec(snapshot).expect("snapshots serialize");
-        let level = self.repo.config().compression.level;
-        let bytes = format::seal_object(&SNAPSHOT_MAGIC, &self.session.public(), self.session.key(), &json, level);
-        let id = Id::of_object(&bytes);
-        self.repo.backend().write_new(FileKind::Snapshot, &id, vec![bytes.into()]).await?;
+        let id = self.store_sealed(FileKind::Snapshot, &SNAPSHOT_MAGIC, &json).await?;
         Ok(id)
+    }
+
+    async fn check_needed_packs(&self) -> Result<()> {
+        let reused: Vec<Id> = self.needed_packs.lock().expect("needed-pack set poisoned").iter().copied().collect();
+        if reused.is_empty() {
+            return Ok(());
+        }
+        let present: HashSet<Id> =
+            self.repo.backend().list(FileKind::Pack).await?.into_iter().map(|(id, _)| id).collect();
+        let gone: Vec<&Id> = reused.iter().filter(|id| !present.contains(id)).collect();
+        match gone.first() {
+            None => Ok(()),
+            Some(first) => {
+                let example = FileKind::Pack.relative_path(first);
+                self.sticky(Err(Error::ReusedDataPruned { count: gone.len(), example }))
+            }
+        }
     }
 
     /// What the session has written.

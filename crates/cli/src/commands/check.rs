@@ -22,6 +22,9 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<()> {
         if subset.is_some() {
             println!("read and verified {} packs ({})", report.packs_read, HumanBytes(report.bytes_read));
         }
+        if report.marked_packs > 0 {
+            println!("{} packs are marked for deletion by prune (a later prune deletes them)", report.marked_packs);
+        }
         if !report.unindexed_packs.is_empty() {
             println!(
                 "{} packs are not in any index (left by interrupted backups; not damage)",

@@ -178,9 +178,14 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
     } else if !global.quiet {
         if args.dry_run {
             println!("dry run: nothing was removed");
+        } else if args.prune {
+            println!("removed {removed} snapshot(s); pruning");
         } else {
-            println!("removed {removed} snapshot(s); the data they alone referenced stays in the repository");
+            println!("removed {removed} snapshot(s); the data they alone referenced stays until `cairn prune`");
         }
+    }
+    if args.prune {
+        crate::commands::prune::prune_repository(global, &repo, &args.prune_tuning, args.dry_run).await?;
     }
     Ok(())
 }

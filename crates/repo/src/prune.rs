@@ -1,0 +1,716 @@
+//! Prune: deletes data that no snapshot references and repacks mostly-unused
+//! packs, safely while other hosts keep backing up (FORMAT.md §12.3).
+//!
+//! One run, under the prune lease ([`crate::lease`]):
+//!
+//! 1. **Read** the snapshots, *then* the index files (so every listed
+//!    snapshot's index files are listed too) and the deletion records, and
+//!    walk every snapshot's trees: the set of used blobs. A snapshot that
+//!    needs a blob no index lists stops the run before anything changes.
+//! 2. **Rescue**: a pack marked by an earlier run that holds a used blob
+//!    found nowhere else (a backup that started before the mark reused it)
+//!    is listed again in a new index file.
+//! 3. **Sweep** the deletion records older than the grace period: delete
+//!    their packs (unless re-indexed or rescued), then the index files they
+//!    retired, then the record.
+//! 4. **Mark**: packs with no used blob, packs worth repacking (their used
+//!    blobs are first copied into new packs) and packs no index has listed
+//!    for longer than the grace period go into a new deletion record; then
+//!    new index files list the packs that stay and supersede the old ones.
+//!    Nothing is deleted in the run that marks it.
+//!
+//! Every step is idempotent, so an interrupted prune is finished by the next
+//! one. Memory is bounded by the index: the used-blob set and one entry per
+//! pack.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::backend::FileKind;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::{BlobLocation, Index, IndexFile, IndexedPack, PackInfo};
+use crate::lease::Lease;
+use crate::repository::Repository;
+use crate::snapshot::Snapshot;
+use crate::trash::TrashRecord;
+use crate::tree::Extent;
+use crate::view::TreeLoader;
+use crate::writer::Writer;
+
+/// The grace period when none is given: a day, so that any backup that
+/// runs daily finishes well within it.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// Live index files beyond which prune rewrites the index even when it has
+/// nothing to delete (each backup adds at least one small file).
+const COMPACT_INDEX_FILES: usize = 64;
+
+/// Requests in flight when deleting or reading packs.
+const PARALLEL_REQUESTS: usize = 16;
+
+/// The shortest grace period prune accepts: one hour. Backups that run
+/// longer than this check, before publishing, that the packs they reused
+/// still exist. Tests may lower it with `CAIRN_TEST_MIN_GRACE_SECS`
+/// (never do that for real repositories).
+pub fn minimum_grace() -> Duration {
+    std::env::var("CAIRN_TEST_MIN_GRACE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(3600))
+}
+
+/// How much unused data prune tolerates in packs it keeps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnusedLimit {
+    /// A percentage of the size of the packs that stay.
+    Percent(f64),
+    /// An absolute number of bytes.
+    Bytes(u64),
+    /// Never repack.
+    Unlimited,
+}
+
+impl UnusedLimit {
+    /// Parses `5%`, `unlimited` or a size (with `parse_size`, e.g. `1G`).
+    pub fn parse(text: &str, parse_size: impl Fn(&str) -> Option<u64>) -> Result<UnusedLimit> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("unlimited") {
+            return Ok(UnusedLimit::Unlimited);
+        }
+        if let Some(p) = text.strip_suffix('%') {
+            return match p.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(UnusedLimit::Percent(p)),
+                _ => Err(Error::InvalidArgument(format!("--max-unused {text:?}: a percentage is 0% to 100%"))),
+            };
+        }
+        parse_size(text).map(UnusedLimit::Bytes).ok_or_else(|| {
+            Error::InvalidArgument(format!("--max-unused {text:?}: use a percentage (5%), a size (2G) or `unlimited`"))
+        })
+    }
+
+    fn bytes(self, total: u64) -> u64 {
+        match self {
+            UnusedLimit::Percent(p) => (total as f64 * p / 100.0) as u64,
+            UnusedLimit::Bytes(b) => b,
+            UnusedLimit::Unlimited => u64::MAX,
+        }
+    }
+}
+
+/// What prune should do.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Unused data tolerated in kept packs before they are repacked.
+    pub max_unused: UnusedLimit,
+    /// At most this many bytes of used blobs are copied by repacking.
+    pub max_repack_bytes: Option<u64>,
+    /// How long marked packs wait before they are deleted.
+    pub grace: Duration,
+    /// Report what would be done; change nothing.
+    pub dry_run: bool,
+    /// Who holds the lease (shown to a prune that finds it held).
+    pub owner: String,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            max_unused: UnusedLimit::Percent(5.0),
+            max_repack_bytes: None,
+            grace: DEFAULT_GRACE,
+            dry_run: false,
+            owner: format!("{} (pid {})", crate::util::hostname(), std::process::id()),
+        }
+    }
+}
+
+/// What a prune did (or, in a dry run, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Snapshots whose trees were walked.
+    pub snapshots: usize,
+    /// Distinct blobs they use.
+    pub blobs_used: usize,
+    /// Indexed packs, and their bytes.
+    pub packs: usize,
+    /// Bytes of the indexed packs.
+    pub bytes: u64,
+    /// Packs that stay.
+    pub packs_kept: usize,
+    /// Unused bytes left in packs that stay.
+    pub unused_bytes_kept: u64,
+    /// Packs marked for deletion in this run (unused, repacked or unindexed).
+    pub packs_marked: usize,
+    /// Their bytes.
+    pub bytes_marked: u64,
+    /// Of those, packs no index listed.
+    pub unindexed_packs_marked: usize,
+    /// Packs whose used blobs were copied into new packs.
+    pub packs_repacked: usize,
+    /// Bytes of used blobs copied.
+    pub bytes_repacked: u64,
+    /// Indexed packs that are missing from storage and hold nothing a
+    /// snapshot needs (dropped from the index).
+    pub missing_packs_dropped: usize,
+    /// Index files written.
+    pub index_files_written: usize,
+    /// Deletion records still inside their grace period.
+    pub records_pending: usize,
+    /// Deletion records swept in this run.
+    pub records_swept: usize,
+    /// Marked packs listed again because a snapshot needs them.
+    pub packs_rescued: usize,
+    /// Packs deleted.
+    pub packs_deleted: usize,
+    /// Their bytes.
+    pub bytes_deleted: u64,
+    /// Index files deleted.
+    pub index_files_deleted: usize,
+    /// Deletion records that could not be read or are not authenticated
+    /// (left alone).
+    pub records_ignored: Vec<String>,
+}
+
+/// Prunes `repo` (see the module documentation). Needs a full key and
+/// read, list and delete access to the storage.
+pub async fn prune(repo: &Repository, options: &PruneOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<PruneReport> {
+    if repo.keys().index_authenticator(b"").is_none() {
+        return Err(Error::PutOnlyKey { action: "prune" });
+    }
+    if options.grace < minimum_grace() {
+        return Err(Error::InvalidArgument(format!(
+            "a grace period of {}s is too short: at least {}s (backups running longer than the grace period \
+             could lose data they reused)",
+            options.grace.as_secs(),
+            minimum_grace().as_secs()
+        )));
+    }
+    let lease = if options.dry_run { None } else { Some(Lease::acquire(repo.backend(), &options.owner).await?) };
+    let mut run = Run { repo, options, lease: lease.as_ref(), progress, report: PruneReport::default() };
+    let result = run.execute().await;
+    let report = run.report;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    result.map(|()| report)
+}
+
+/// A pack as prune sees it.
+struct Pack {
+    entry: IndexedPack,
+    /// Listed by an authenticated index file.
+    trusted: bool,
+}
+
+struct Run<'a> {
+    repo: &'a Repository,
+    options: &'a PruneOptions,
+    lease: Option<&'a Lease>,
+    progress: &'a (dyn Fn(&str) + Sync),
+    report: PruneReport,
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+impl Run<'_> {
+    fn ensure_lease(&self) -> Result<()> {
+        self.lease.map_or(Ok(()), Lease::ensure)
+    }
+
+    async fn execute(&mut self) -> Result<()> {
+        let repo = self.repo;
+        self.report.dry_run = self.options.dry_run;
+
+        // 1. Read. Snapshots before index files: a snapshot is written after
+        //    its index files, so all of them are in the listing that follows.
+        (self.progress)("reading snapshots, index and deletion records");
+        let snapshots = repo.list_snapshots().await?;
+        let loaded = repo.load_index_files().await?;
+        let records = self.load_records().await?;
+        let superseded: HashSet<Id> = loaded
+            .files
+            .iter()
+            .filter(|(_, f)| f.authenticated)
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
+        let file_supersedes: HashMap<Id, Vec<Id>> = loaded
+            .files
+            .iter()
+            .map(|(id, f)| (*id, if f.authenticated { f.supersedes.clone() } else { vec![] }))
+            .collect();
+        let mut known_files: HashSet<Id> = loaded.files.iter().map(|(id, _)| *id).collect();
+        known_files.extend(loaded.unreadable_superseded.iter().copied());
+        let mut live: Vec<Id> = Vec::new();
+        let mut retired: Vec<Id> = loaded.unreadable_superseded.clone();
+        let mut current: HashMap<Id, Pack> = HashMap::new();
+        for (id, file) in loaded.files {
+            if superseded.contains(&id) {
+                retired.push(id);
+                continue;
+            }
+            live.push(id);
+            for entry in file.packs {
+                match current.get(&entry.id) {
+                    Some(p) if p.trusted || !file.authenticated => {}
+                    _ => {
+                        current.insert(entry.id, Pack { entry, trusted: file.authenticated });
+                    }
+                }
+            }
+        }
+
+        (self.progress)(&format!("walking the trees of {} snapshots", snapshots.len()));
+        let mut walk_index = Index::default();
+        for pack in current.values() {
+            walk_index.add_pack(&pack.entry, pack.trusted);
+        }
+        for (_, record) in &records {
+            for pack in &record.content.packs {
+                walk_index.add_pack(pack, false);
+            }
+        }
+        self.report.snapshots = snapshots.len();
+        let walked: HashSet<Id> = snapshots.iter().map(|(id, _)| *id).collect();
+        let walk_index = Arc::new(walk_index);
+        let mut used = used_blobs(repo, walk_index.clone(), snapshots, HashSet::new()).await?;
+
+        // Before a sweep deletes anything, look once more for snapshots and
+        // index files published since the listing (backups that were
+        // running): their snapshots' blobs count as used and their packs
+        // as indexed, so the window in which a backup could publish unseen
+        // is the few requests between here and the deletions.
+        let now = now_unix();
+        let grace = self.options.grace.as_secs() as i64;
+        let mut recent: HashSet<Id> = HashSet::new();
+        let mut recent_blobs: HashSet<Id> = HashSet::new();
+        if records.iter().any(|(_, r)| now - r.marked_at >= grace) {
+            let late = self.late_snapshots(&walked).await?;
+            let mut index = Arc::try_unwrap(walk_index).unwrap_or_else(|shared| (*shared).clone());
+            for id in repo.backend().list(FileKind::Index).await?.into_iter().map(|(id, _)| id) {
+                if known_files.contains(&id) {
+                    continue;
+                }
+                let file = repo.read_index_file(&id).await?;
+                for pack in &file.packs {
+                    index.add_pack(pack, file.authenticated);
+                    recent.insert(pack.id);
+                    recent_blobs.extend(pack.blobs.iter().map(|b| b.id));
+                }
+            }
+            self.report.snapshots += late.len();
+            used = used_blobs(repo, Arc::new(index), late, used).await?;
+        }
+        self.report.blobs_used = used.len();
+
+        // 2. Rescue marked packs that a snapshot needs.
+        let mut current_blobs: HashSet<Id> =
+            current.values().flat_map(|p| p.entry.blobs.iter().map(|b| b.id)).collect();
+        current_blobs.extend(recent_blobs);
+        let mut rescue = Vec::new();
+        for (_, record) in &records {
+            for pack in &record.content.packs {
+                let needed = pack.blobs.iter().any(|b| used.contains(&b.id) && !current_blobs.contains(&b.id));
+                if needed && !current.contains_key(&pack.id) && !recent.contains(&pack.id) {
+                    current_blobs.extend(pack.blobs.iter().map(|b| b.id));
+                    rescue.push(pack.clone());
+                }
+            }
+        }
+        self.report.packs_rescued = rescue.len();
+        if !rescue.is_empty() && !self.options.dry_run {
+            (self.progress)(&format!("rescuing {} marked packs that snapshots need", rescue.len()));
+            let writer = Writer::new(repo, Arc::new(Index::default()))?;
+            self.report.index_files_written += writer.write_untrusted_index(rescue.clone()).await?.len();
+        }
+        for entry in rescue {
+            current.insert(entry.id, Pack { entry, trusted: false });
+        }
+        // Packs some index lists now: never deleted by a sweep.
+        let indexed: HashSet<Id> = current.keys().chain(recent.iter()).copied().collect();
+
+        // 3. Sweep deletion records older than the grace period, oldest
+        //    first (a later record may retire the index file that
+        //    supersedes an earlier record's files).
+        let mut in_records: HashSet<Id> = HashSet::new();
+        let mut marked_elsewhere: HashSet<Id> = HashSet::new();
+        for (id, record) in &records {
+            in_records.extend(record.content.supersedes.iter().copied());
+            if now - record.marked_at < grace {
+                self.report.records_pending += 1;
+                marked_elsewhere.extend(record.content.packs.iter().map(|p| p.id));
+                continue;
+            }
+            self.sweep(id, record, &indexed, &live, &file_supersedes).await?;
+        }
+
+        // 4. Mark (packs indexed since the listing are left to the next run).
+        marked_elsewhere.extend(recent);
+        self.mark(current, &used, live, retired, &in_records, &marked_elsewhere).await
+    }
+
+    /// Snapshots listed now that the walk did not see (forgotten ones are
+    /// skipped).
+    async fn late_snapshots(&self, walked: &HashSet<Id>) -> Result<Vec<(Id, Snapshot)>> {
+        let mut late = Vec::new();
+        for (id, _) in self.repo.backend().list(FileKind::Snapshot).await? {
+            if walked.contains(&id) {
+                continue;
+            }
+            match self.repo.read_snapshot(&id).await {
+                Ok(s) => late.push((id, s)),
+                Err(Error::ObjectNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(late)
+    }
+
+    /// Reads every deletion record, oldest first; unreadable and
+    /// unauthenticated ones are reported and left alone.
+    async fn load_records(&mut self) -> Result<Vec<(Id, TrashRecord)>> {
+        let repo = self.repo;
+        let ids = repo.backend().list(FileKind::Trash).await?;
+        let results: Vec<(Id, Result<TrashRecord>)> = futures::stream::iter(ids)
+            .map(|(id, _)| async move { (id, repo.read_trash_record(&id).await) })
+            .buffer_unordered(PARALLEL_REQUESTS)
+            .collect()
+            .await;
+        let mut records = Vec::new();
+        for (id, result) in results {
+            match result {
+                Ok(r) if r.authenticated => records.push((id, r)),
+                Ok(_) => self.report.records_ignored.push(format!(
+                    "{}: not written by a full key (its authenticator does not verify)",
+                    FileKind::Trash.relative_path(&id)
+                )),
+                Err(e) => self.report.records_ignored.push(e.to_string()),
+            }
+        }
+        for why in &self.report.records_ignored {
+            tracing::warn!("ignoring deletion record {why}");
+        }
+        records.sort_by_key(|(id, r)| (r.marked_at, *id));
+        Ok(records)
+    }
+
+    /// Deletes what `record` marked: packs no index lists any more, then
+    /// the index files it retired (those no live file still needs), then
+    /// the record itself.
+    async fn sweep(
+        &mut self,
+        id: &Id,
+        record: &TrashRecord,
+        indexed: &HashSet<Id>,
+        live: &[Id],
+        file_supersedes: &HashMap<Id, Vec<Id>>,
+    ) -> Result<()> {
+        let packs: Vec<(Id, u64)> =
+            record.content.packs.iter().filter(|p| !indexed.contains(&p.id)).map(|p| (p.id, p.size)).collect();
+        // An index file the record retired is deleted only once superseded
+        // (the marking run may have stopped before writing its
+        // replacement), and never before a file it supersedes itself.
+        let live: HashSet<&Id> = live.iter().collect();
+        let files: Vec<Id> = record.content.supersedes.iter().filter(|f| !live.contains(f)).copied().collect();
+        self.report.records_swept += 1;
+        if self.options.dry_run {
+            self.report.packs_deleted += packs.len();
+            self.report.bytes_deleted += packs.iter().map(|p| p.1).sum::<u64>();
+            self.report.index_files_deleted += files.len();
+            return Ok(());
+        }
+        (self.progress)(&format!("deleting {} packs marked {}s ago", packs.len(), now_unix() - record.marked_at));
+        self.ensure_lease()?;
+        let backend = self.repo.backend();
+        let lease = self.lease;
+        futures::stream::iter(packs.iter())
+            .map(|(pack, _)| async move {
+                lease.map_or(Ok(()), Lease::ensure)?;
+                backend.delete(FileKind::Pack, pack).await
+            })
+            .buffer_unordered(PARALLEL_REQUESTS)
+            .try_collect::<Vec<()>>()
+            .await?;
+        self.report.packs_deleted += packs.len();
+        self.report.bytes_deleted += packs.iter().map(|p| p.1).sum::<u64>();
+        let mut remaining: HashSet<Id> = files.iter().copied().collect();
+        while !remaining.is_empty() {
+            let ready: Vec<Id> = remaining
+                .iter()
+                .filter(|f| {
+                    file_supersedes.get(f).is_none_or(|subs| subs.iter().all(|s| !remaining.contains(s) || s == *f))
+                })
+                .copied()
+                .collect();
+            // A cycle cannot be built from content-addressed files; if one
+            // shows up anyway, delete the rest together.
+            let batch = if ready.is_empty() { remaining.iter().copied().collect() } else { ready };
+            self.ensure_lease()?;
+            futures::stream::iter(batch.iter())
+                .map(|f| backend.delete(FileKind::Index, f))
+                .buffer_unordered(PARALLEL_REQUESTS)
+                .try_collect::<Vec<()>>()
+                .await?;
+            for f in &batch {
+                remaining.remove(f);
+            }
+            self.report.index_files_deleted += batch.len();
+        }
+        backend.delete(FileKind::Trash, id).await
+    }
+
+    async fn mark(
+        &mut self,
+        current: HashMap<Id, Pack>,
+        used: &HashSet<Id>,
+        live: Vec<Id>,
+        retired: Vec<Id>,
+        in_records: &HashSet<Id>,
+        marked_elsewhere: &HashSet<Id>,
+    ) -> Result<()> {
+        let repo = self.repo;
+        let listed: HashMap<Id, crate::backend::ListedObject> =
+            repo.backend().list_objects(FileKind::Pack).await?.into_iter().map(|o| (o.id, o)).collect();
+
+        // Give every used blob one home: trusted packs first.
+        let mut order: Vec<&Pack> = current.values().collect();
+        order.sort_by_key(|p| (!p.trusted, p.entry.id));
+        let mut homed: HashSet<Id> = HashSet::new();
+        let mut missing_needed = None;
+        struct Usage<'p> {
+            pack: &'p Pack,
+            used_bytes: u64,
+            unused_bytes: u64,
+            used: Vec<usize>,
+        }
+        let mut usages: Vec<Usage> = Vec::new();
+        for pack in order {
+            if !listed.contains_key(&pack.entry.id) {
+                continue;
+            }
+            let mut u = Usage { pack, used_bytes: 0, unused_bytes: 0, used: Vec::new() };
+            for (i, b) in pack.entry.blobs.iter().enumerate() {
+                if used.contains(&b.id) && homed.insert(b.id) {
+                    u.used_bytes += b.length as u64;
+                    u.used.push(i);
+                } else {
+                    u.unused_bytes += b.length as u64;
+                }
+            }
+            usages.push(u);
+        }
+        for pack in current.values().filter(|p| !listed.contains_key(&p.entry.id)) {
+            match pack.entry.blobs.iter().find(|b| used.contains(&b.id) && !homed.contains(&b.id)) {
+                Some(b) => missing_needed = Some((pack.entry.id, b.id)),
+                None => self.report.missing_packs_dropped += 1,
+            }
+        }
+        if let Some((pack, blob)) = missing_needed {
+            return Err(Error::DamagedForPrune(format!(
+                "pack {} is listed in the index but missing from storage, and snapshots need blob {blob} from it",
+                FileKind::Pack.relative_path(&pack)
+            )));
+        }
+        self.report.packs = current.len();
+        self.report.bytes = current.values().map(|p| p.entry.size).sum();
+
+        // Fully unused packs go; partly used ones may be repacked.
+        let mut doomed: Vec<IndexedPack> = Vec::new();
+        let mut partly: Vec<&Usage> = Vec::new();
+        let mut kept_bytes = 0u64;
+        for u in &usages {
+            if u.used.is_empty() {
+                doomed.push(u.pack.entry.clone());
+            } else {
+                kept_bytes += u.pack.entry.size;
+                if u.unused_bytes > 0 {
+                    partly.push(u);
+                }
+            }
+        }
+        let mut unused_kept: u64 = partly.iter().map(|u| u.unused_bytes).sum();
+        let limit = self.options.max_unused.bytes(kept_bytes);
+        partly.sort_by(|a, b| {
+            let ra = a.unused_bytes as f64 / a.pack.entry.size.max(1) as f64;
+            let rb = b.unused_bytes as f64 / b.pack.entry.size.max(1) as f64;
+            rb.total_cmp(&ra).then(a.pack.entry.id.cmp(&b.pack.entry.id))
+        });
+        let mut repack: Vec<&Usage> = Vec::new();
+        let mut repack_bytes = 0u64;
+        for u in partly {
+            if unused_kept <= limit {
+                break;
+            }
+            if self.options.max_repack_bytes.is_some_and(|max| repack_bytes + u.used_bytes > max) {
+                continue;
+            }
+            repack_bytes += u.used_bytes;
+            unused_kept -= u.unused_bytes;
+            repack.push(u);
+        }
+        self.report.unused_bytes_kept = unused_kept;
+
+        // Packs no index has listed for longer than the grace period: left
+        // by interrupted backups (a running backup indexes its packs within
+        // minutes, and re-indexed packs are spared by the sweep).
+        let grace = self.options.grace.as_secs() as i64;
+        let now = now_unix();
+        let mut unindexed: Vec<IndexedPack> = listed
+            .values()
+            .filter(|o| !current.contains_key(&o.id) && !marked_elsewhere.contains(&o.id))
+            .filter(|o| now - o.modified_unix >= grace && o.size <= crate::pack::MAX_PACK_SIZE)
+            .map(|o| IndexedPack { id: o.id, size: o.size, session_public: [0; 32], blobs: Vec::new() })
+            .collect();
+        unindexed.sort_by_key(|p| p.id);
+        let retired: Vec<Id> = retired.into_iter().filter(|f| !in_records.contains(f)).collect();
+
+        self.report.unindexed_packs_marked = unindexed.len();
+        self.report.packs_repacked = repack.len();
+        self.report.bytes_repacked = repack_bytes;
+        self.report.packs_marked = doomed.len() + repack.len() + unindexed.len();
+        self.report.bytes_marked = doomed.iter().chain(unindexed.iter()).map(|p| p.size).sum::<u64>()
+            + repack.iter().map(|u| u.pack.entry.size).sum::<u64>();
+        self.report.packs_kept = usages.len() - doomed.len() - repack.len();
+        let rewrite = self.report.packs_marked > 0
+            || self.report.missing_packs_dropped > 0
+            || !retired.is_empty()
+            || live.len() > COMPACT_INDEX_FILES;
+        if !rewrite || self.options.dry_run {
+            return Ok(());
+        }
+
+        // Copy the used blobs of the packs to repack into new packs; the
+        // writer indexes them (its own, ordinary index files).
+        if !repack.is_empty() {
+            (self.progress)(&format!("repacking {} packs ({} bytes in use)", repack.len(), repack_bytes));
+            let writer = Writer::new(repo, Arc::new(Index::default()))?;
+            for u in &repack {
+                self.ensure_lease()?;
+                copy_used_blobs(repo, &writer, &u.pack.entry, &u.used).await?;
+            }
+            writer.flush().await?;
+            self.report.index_files_written += writer.stats().index_files_written as usize;
+        }
+
+        // Record what is to go, then publish the index without it.
+        let repacked: HashSet<Id> = repack.iter().map(|u| u.pack.entry.id).collect();
+        let mut marked: Vec<IndexedPack> = doomed;
+        marked.extend(repack.iter().map(|u| u.pack.entry.clone()));
+        marked.extend(unindexed);
+        let doomed_ids: HashSet<Id> = marked.iter().map(|p| p.id).collect();
+        let mut retiring = live.clone();
+        retiring.extend(retired);
+        let writer = Writer::new(repo, Arc::new(Index::default()))?;
+        self.ensure_lease()?;
+        let record = TrashRecord {
+            marked_at: now_unix(),
+            content: IndexFile { supersedes: retiring, packs: marked, authenticated: true },
+            authenticated: true,
+        };
+        (self.progress)(&format!("marking {} packs for deletion", record.content.packs.len()));
+        writer.write_trash_record(&record).await?;
+        let (mut trusted, mut untrusted): (Vec<IndexedPack>, Vec<IndexedPack>) = (Vec::new(), Vec::new());
+        for u in &usages {
+            if doomed_ids.contains(&u.pack.entry.id) || repacked.contains(&u.pack.entry.id) {
+                continue;
+            }
+            if u.pack.trusted { &mut trusted } else { &mut untrusted }.push(u.pack.entry.clone());
+        }
+        trusted.sort_by_key(|p| p.id);
+        untrusted.sort_by_key(|p| p.id);
+        self.ensure_lease()?;
+        self.report.index_files_written += writer.write_untrusted_index(untrusted).await?.len();
+        self.report.index_files_written += writer.replace_index(trusted, live).await?.len();
+        Ok(())
+    }
+}
+
+/// Reads a pack and adds its used blobs (positions `used` in its entry) to
+/// `writer`, checking each decrypts to the content its id names.
+async fn copy_used_blobs(repo: &Repository, writer: &Writer, pack: &IndexedPack, used: &[usize]) -> Result<()> {
+    let name = FileKind::Pack.relative_path(&pack.id);
+    let bytes = repo.backend().read(FileKind::Pack, &pack.id).await?;
+    let info = PackInfo { id: pack.id, size: pack.size, session_public: pack.session_public };
+    for &i in used {
+        let b = &pack.blobs[i];
+        let location = BlobLocation {
+            pack: 0,
+            blob_type: b.blob_type,
+            offset: b.offset,
+            length: b.length,
+            raw_length: b.raw_length,
+            trusted: false,
+        };
+        let range = b.offset as usize..b.offset as usize + b.length as usize;
+        let sealed = bytes.get(range).ok_or_else(|| {
+            Error::DamagedForPrune(format!("{name} is shorter than its index entry for blob {}", b.id))
+        })?;
+        let plaintext = repo
+            .open_blob(&info, &location, &b.id, sealed)
+            .map_err(|e| Error::DamagedForPrune(format!("cannot repack blob {} from {name}: {e}", b.id)))?;
+        let stored = writer.add_blob(b.blob_type, &plaintext).await?;
+        if stored != b.id {
+            return Err(Error::DamagedForPrune(format!(
+                "blob {} in {name} decrypts to content with id {stored}",
+                b.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every blob the snapshots use: their trees and the data blobs in them,
+/// added to `used` (trees already in it are not walked again).
+async fn used_blobs(
+    repo: &Repository,
+    index: Arc<Index>,
+    snapshots: Vec<(Id, Snapshot)>,
+    mut used: HashSet<Id>,
+) -> Result<HashSet<Id>> {
+    let loader = TreeLoader::new(repo, index.clone(), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || {
+        let mut stack: Vec<(Id, Id)> = Vec::new();
+        for (id, snapshot) in &snapshots {
+            if used.insert(snapshot.tree) {
+                stack.push((snapshot.tree, *id));
+            }
+        }
+        let missing = |snapshot: &Id, what: String| {
+            Error::DamagedForPrune(format!("snapshot {} needs {what}, which no index lists", snapshot.short()))
+        };
+        while let Some((tree_id, snapshot)) = stack.pop() {
+            if !index.contains(&tree_id) {
+                return Err(missing(&snapshot, format!("tree {tree_id}")));
+            }
+            let tree = loader.load(&tree_id).map_err(|e| {
+                Error::DamagedForPrune(format!("snapshot {}: cannot read tree {tree_id}: {e}", snapshot.short()))
+            })?;
+            for node in tree.nodes() {
+                if let Some(sub) = node.subtree {
+                    if used.insert(sub) {
+                        stack.push((sub, snapshot));
+                    }
+                }
+                for extent in &node.content {
+                    if let Extent::Blob { id, .. } = extent {
+                        if used.insert(*id) && !index.contains(id) {
+                            return Err(missing(&snapshot, format!("data blob {id}")));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(used)
+    })
+    .await
+    .map_err(|e| Error::InvalidArgument(format!("the prune walk failed: {e}")))?
+}
