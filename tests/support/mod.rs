@@ -132,7 +132,7 @@ pub struct Service {
 }
 
 impl Service {
-    fn var(&self, key: &str) -> &str {
+    pub fn var(&self, key: &str) -> &str {
         self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or_default()
     }
 
