@@ -5,9 +5,12 @@
 //! The text format is used both ways: it is what pg_dump uses, it restores
 //! into any later server version and any type with text I/O (binary COPY
 //! needs every type's binary send/receive functions and the same type
-//! layouts on both sides), and it measured about as fast and 15% smaller
-//! (PG_STATUS.md). The server sends one CopyData message per row, so
-//! messages are gathered into [`BATCH`]-sized buffers before chunking.
+//! layouts on both sides), and it stores smaller. Measured on a 600,000-row
+//! table (timestamps, numerics, floats, jsonb; PG_STATUS.md): binary COPY
+//! was produced about 15% faster by the server, but stored 10% larger
+//! (34.5 vs 31.3 MB after compression) and its day-2 growth was 14% larger.
+//! The server sends one CopyData message per row, so messages are gathered
+//! into [`BATCH`]-sized buffers before chunking.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
