@@ -207,7 +207,7 @@ fn writes_during_a_backup_are_not_in_it() {
     wait_for(
         pg,
         &db,
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cairn' AND wait_event_type = 'Lock'",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cairn' AND datname = current_database() AND wait_event_type = 'Lock'",
     );
     pg.psql(
         &db,
@@ -444,7 +444,7 @@ fn server_killed_mid_backup() {
     wait_for(
         &pg,
         &db,
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cairn' AND wait_event_type = 'Lock'",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cairn' AND datname = current_database() AND wait_event_type = 'Lock'",
     );
     pg.stop();
     let out = backup.wait_with_output().unwrap();
