@@ -65,6 +65,29 @@ if [ ! -x "$AZURITE_BIN" ]; then
 fi
 export AZURITE_BIN
 
+# PostgreSQL server and client programs for tests/pg.rs (Debian keeps
+# initdb/pg_ctl out of PATH: the tests find them through PGBIN).
+find_pgbin() {
+    local b
+    if command -v pg_config >/dev/null 2>&1; then
+        b=$(pg_config --bindir 2>/dev/null || true)
+        if [ -n "$b" ] && [ -x "$b/initdb" ]; then echo "$b"; return; fi
+    fi
+    b=$(printf "%s\n" /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+    if [ -x "$b/initdb" ]; then echo "$b"; fi
+}
+if [ -z "$(find_pgbin)" ] || ! command -v pg_dump >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
+    say "installing PostgreSQL (apt package postgresql) for the PostgreSQL tests"
+    sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq postgresql </dev/null
+fi
+PGBIN=$(find_pgbin)
+if [ -z "$PGBIN" ]; then
+    echo "PostgreSQL was installed but initdb was not found; set PGBIN" >&2
+    exit 1
+fi
+export PGBIN
+
 say "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -110,6 +110,9 @@ pub enum Command {
     Dump(DumpArgs),
     /// Print a repository object, decrypted, as JSON (for debugging)
     Cat(CatArgs),
+    /// PostgreSQL: back up, restore and drill databases
+    #[command(subcommand)]
+    Pg(crate::commands::pg::PgCommand),
 }
 
 /// Which snapshots a command considers.

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             Command::Repair(args) => commands::repair::run(&cli.global, args).await.map(|()| 0),
             Command::Dump(args) => commands::dump::run(&cli.global, args).await.map(|()| 0),
             Command::Cat(args) => commands::cat::run(&cli.global, args).await.map(|()| 0),
+            Command::Pg(command) => commands::pg::run(&cli.global, command).await,
         }
     });
     match result {

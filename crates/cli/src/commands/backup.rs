@@ -119,7 +119,7 @@ fn backup_options(args: &BackupArgs) -> Result<BackupOptions> {
     })
 }
 
-fn split_tags(tags: &[String]) -> Vec<String> {
+pub(crate) fn split_tags(tags: &[String]) -> Vec<String> {
     let mut out: Vec<String> =
         tags.iter().flat_map(|t| t.split(',')).map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
     out.sort();
@@ -144,7 +144,7 @@ fn parse_time(s: &str) -> Result<jiff::Timestamp> {
 
 /// Opens the repository; creates it when it is the default repository used
 /// for the first time, or when `--init` is given.
-async fn open_or_init(global: &GlobalArgs, init: bool, reporter: &Reporter) -> Result<Repository> {
+pub(crate) async fn open_or_init(global: &GlobalArgs, init: bool, reporter: &Reporter) -> Result<Repository> {
     let default = context::uses_default(global) && !crate::password::is_configured(global);
     if default {
         let paths = context::default_repository()?;
@@ -229,7 +229,7 @@ fn hex_string(bytes: &[u8]) -> String {
 
 /// Whether this client cannot read the repository (a put-only key, or
 /// write-only storage credentials): it then works from local state.
-fn put_only(repo: &Repository) -> bool {
+pub(crate) fn put_only(repo: &Repository) -> bool {
     repo.keys().master().is_none() || repo.write_only()
 }
 

@@ -1,0 +1,368 @@
+//! `cairn pg backup | restore | drill`: PostgreSQL databases (see the
+//! cairn-pgsource crate for how each works).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result};
+use cairn_pgsource::manifest::{PATH_PREFIX, TAG};
+use cairn_pgsource::{BackupOptions, BackupProgress, ConnSpec, DrillOptions, OpenedSnapshot, RestoreOptions, Tools};
+use cairn_repo::{Id, Index, Snapshot, SnapshotSummary, Writer};
+use clap::{Args, Subcommand};
+use indicatif::HumanBytes;
+
+use crate::args::{GlobalArgs, SnapshotFilter};
+use crate::commands::backup::{open_or_init, put_only, split_tags};
+use crate::context;
+use crate::exit;
+use crate::progress::{self, Reporter, Status};
+use crate::select;
+
+/// PostgreSQL subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PgCommand {
+    /// Back up a database: a consistent snapshot, tables copied in parallel
+    Backup(PgBackupArgs),
+    /// Restore a database snapshot into a database
+    Restore(PgRestoreArgs),
+    /// Restore into a temporary database, compare row counts, run checks, drop it
+    Drill(PgDrillArgs),
+}
+
+/// Where the server is and where its client programs are.
+#[derive(Debug, Args, Clone)]
+pub struct PgConnArgs {
+    /// Directory of pg_dump and pg_restore [default: the newest /usr/lib/postgresql/N/bin, then PATH]
+    #[arg(long, env = "CAIRN_PG_BINDIR", value_name = "DIR")]
+    pub pg_bindir: Option<PathBuf>,
+    /// Loading or copying connections at once
+    #[arg(short = 'j', long, default_value_t = 2, value_name = "N")]
+    pub jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PgBackupArgs {
+    /// The database: a URL (postgresql://user@host/db), key=value pairs ("host=/run/postgresql dbname=app") or a name [default: PGHOST, PGPORT, PGUSER, PGDATABASE, ...]
+    #[arg(short = 'd', long, value_name = "CONNINFO|URL")]
+    pub dbname: Option<String>,
+    #[command(flatten)]
+    pub conn: PgConnArgs,
+    /// Only tables (and sequences, views) matching PATTERN, as pg_dump -t (repeatable)
+    #[arg(short = 't', long = "table", value_name = "PATTERN")]
+    pub tables: Vec<String>,
+    /// Leave out tables matching PATTERN, definition and data (repeatable)
+    #[arg(short = 'T', long = "exclude-table", value_name = "PATTERN")]
+    pub exclude_tables: Vec<String>,
+    /// Keep the definition of tables matching PATTERN but not their rows (repeatable)
+    #[arg(long = "exclude-table-data", value_name = "PATTERN")]
+    pub exclude_table_data: Vec<String>,
+    /// Add a tag (besides `pg`; repeatable, or comma-separated)
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Host name to record [default: this machine's]
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// Create the repository if it does not exist
+    #[arg(long)]
+    pub init: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PgRestoreArgs {
+    /// The snapshot: an id (or unique prefix) or `latest` (of the PostgreSQL snapshots passing the filters)
+    #[arg(default_value = "latest", value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// The target database (URL, key=value pairs or a name); with --create, the one to create
+    #[arg(short = 'd', long, value_name = "CONNINFO|URL")]
+    pub dbname: String,
+    /// Create the target database (from template0, with the source's encoding)
+    #[arg(short = 'C', long)]
+    pub create: bool,
+    /// Drop the snapshot's objects in the target before recreating them
+    #[arg(short = 'c', long)]
+    pub clean: bool,
+    /// Only these tables, definition and data, like pg_restore -t (repeatable)
+    #[arg(short = 't', long = "table", value_name = "PATTERN")]
+    pub tables: Vec<String>,
+    /// Do not restore object owners: everything belongs to the restoring role
+    #[arg(short = 'O', long)]
+    pub no_owner: bool,
+    #[command(flatten)]
+    pub conn: PgConnArgs,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+#[derive(Debug, Args)]
+pub struct PgDrillArgs {
+    /// The snapshot: an id (or unique prefix) or `latest`
+    #[arg(default_value = "latest", value_name = "SNAPSHOT")]
+    pub snapshot: String,
+    /// A database of the server to drill on, with a role that may create databases
+    #[arg(short = 'd', long, value_name = "CONNINFO|URL")]
+    pub dbname: String,
+    /// A query that must return true, or at least one row (repeatable)
+    #[arg(long = "check", value_name = "SQL")]
+    pub checks: Vec<String>,
+    #[command(flatten)]
+    pub conn: PgConnArgs,
+    #[command(flatten)]
+    pub filter: SnapshotFilter,
+}
+
+pub async fn run(global: &GlobalArgs, command: PgCommand) -> Result<u8> {
+    match command {
+        PgCommand::Backup(args) => backup(global, args).await,
+        PgCommand::Restore(args) => restore(global, args).await,
+        PgCommand::Drill(args) => drill(global, args).await,
+    }
+}
+
+fn tools(args: &PgConnArgs) -> Tools {
+    Tools { bindir: args.pg_bindir.clone() }
+}
+
+async fn backup(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
+    // The connection string and patterns are checked before the repository is touched.
+    let conn = ConnSpec::parse(args.dbname.as_deref())?;
+    let options = BackupOptions {
+        conn,
+        jobs: args.conn.jobs.max(1),
+        selection: cairn_pgsource::manifest::SelectionEntry {
+            tables: args.tables.clone(),
+            exclude_tables: args.exclude_tables.clone(),
+            exclude_table_data: args.exclude_table_data.clone(),
+        },
+        tools: tools(&args.conn),
+    };
+    for patterns in [&args.tables, &args.exclude_tables, &args.exclude_table_data] {
+        cairn_pgsource::pattern::PatternSet::parse(patterns)?;
+    }
+    let reporter = Reporter::new(global, "backed up");
+    let repo = open_or_init(global, args.init, &reporter).await?;
+    let index = Arc::new(if put_only(&repo) { Index::default() } else { repo.load_index().await? });
+    let writer = Arc::new(Writer::new(&repo, index)?);
+    let progress = Arc::new(BackupProgress::default());
+    let ticker = {
+        let progress = progress.clone();
+        progress::tick(reporter.clone(), move || Status {
+            files: progress.items_done.load(Ordering::Relaxed),
+            total_files: progress.items_total.load(Ordering::Relaxed),
+            bytes: progress.bytes.load(Ordering::Relaxed),
+            total_bytes: progress.bytes_estimate.load(Ordering::Relaxed),
+            errors: 0,
+        })
+    };
+    let outcome = cairn_pgsource::backup(writer.clone(), &options, &progress).await;
+    drop(ticker);
+    let outcome = outcome.context("the backup failed; no snapshot was written")?;
+    let manifest = &outcome.manifest;
+
+    let mut snapshot = Snapshot::new(outcome.tree, vec![cairn_pgsource::backup::snapshot_path(&manifest.database)]);
+    if let Some(h) = &args.host {
+        snapshot.hostname = h.clone();
+    }
+    let mut tags = args.tags.clone();
+    tags.push(TAG.to_owned());
+    snapshot.tags = split_tags(&tags);
+    snapshot.extra.insert(
+        "postgresql".into(),
+        serde_json::json!({
+            "database": manifest.database,
+            "server_version": manifest.server_version,
+            "snapshot_lsn": manifest.snapshot_lsn,
+            "tables": manifest.tables.len(),
+            "rows": manifest.total_rows(),
+        }),
+    );
+    let mut summary = SnapshotSummary {
+        files_new: outcome.files,
+        dirs: outcome.dirs,
+        total_bytes: outcome.bytes,
+        bytes_read: outcome.bytes,
+        bytes_added: writer.stats().stored_bytes_added,
+        duration_secs: reporter.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    snapshot.summary = Some(summary.clone());
+    let id = writer.commit(&snapshot).await?;
+    reporter.finish();
+    summary.bytes_added = writer.stats().stored_bytes_added;
+    print_backup_summary(global, manifest, &summary, &id)?;
+    Ok(0)
+}
+
+fn print_backup_summary(global: &GlobalArgs, m: &cairn_pgsource::Manifest, s: &SnapshotSummary, id: &Id) -> Result<()> {
+    let rate = s.bytes_read as f64 / s.duration_secs.max(0.001);
+    if global.json {
+        return context::print_json_line(&serde_json::json!({
+            "message_type": "summary",
+            "database": m.database,
+            "server_version": m.server_version,
+            "snapshot_lsn": m.snapshot_lsn,
+            "tables": m.tables.len(),
+            "rows": m.total_rows(),
+            "sequences": m.sequences.len(),
+            "large_objects": m.large_objects.len(),
+            "total_bytes": s.total_bytes,
+            "bytes_read": s.bytes_read,
+            "bytes_added": s.bytes_added,
+            "duration_secs": s.duration_secs,
+            "bytes_read_per_sec": rate,
+            "snapshot_id": id,
+        }));
+    }
+    if global.quiet {
+        return Ok(());
+    }
+    println!(
+        "database {} (PostgreSQL {}): {} tables, {} rows, {} sequences, {} large objects",
+        m.database,
+        m.server_version,
+        m.tables.len(),
+        m.total_rows(),
+        m.sequences.len(),
+        m.large_objects.len()
+    );
+    println!(
+        "read {} in {:.2}s ({}/s); added {} to the repository",
+        HumanBytes(s.bytes_read),
+        s.duration_secs,
+        HumanBytes(rate as u64),
+        HumanBytes(s.bytes_added)
+    );
+    println!("snapshot {} saved", id.short());
+    Ok(())
+}
+
+/// The filter for PostgreSQL snapshots: every tag set also needs `pg`.
+fn pg_filter(filter: &SnapshotFilter) -> SnapshotFilter {
+    let mut f = filter.clone();
+    f.tags =
+        if f.tags.is_empty() { vec![TAG.to_owned()] } else { f.tags.iter().map(|t| format!("{t},{TAG}")).collect() };
+    f
+}
+
+/// Opens the snapshot and reads its manifest.
+async fn open(
+    global: &GlobalArgs,
+    arg: &str,
+    filter: &SnapshotFilter,
+) -> Result<(cairn_repo::view::TreeLoader, Id, Snapshot, Arc<OpenedSnapshot>)> {
+    let (loader, id, snapshot) = select::open_snapshot(global, arg, &pg_filter(filter)).await?;
+    if !snapshot.paths.iter().any(|p| p.starts_with(PATH_PREFIX)) {
+        anyhow::bail!(
+            "snapshot {} ({}) is not a PostgreSQL backup: pick one written by `cairn pg backup`",
+            id.short(),
+            snapshot.paths.join(", ")
+        );
+    }
+    let opened = {
+        let (loader, snapshot) = (loader.clone(), snapshot.clone());
+        tokio::task::spawn_blocking(move || OpenedSnapshot::open(&loader, &snapshot))
+            .await
+            .context("reading the manifest panicked")??
+    };
+    Ok((loader, id, snapshot, Arc::new(opened)))
+}
+
+async fn restore(global: &GlobalArgs, args: PgRestoreArgs) -> Result<u8> {
+    let conn = ConnSpec::parse(Some(&args.dbname))?;
+    let (loader, id, _, opened) = open(global, &args.snapshot, &args.filter).await?;
+    let reporter = Reporter::new(global, "restored");
+    reporter.info(&format!(
+        "restoring snapshot {} of database {} into {}",
+        id.short(),
+        opened.manifest.database,
+        conn.display()
+    ));
+    let options = RestoreOptions {
+        conn,
+        create: args.create,
+        clean: args.clean,
+        jobs: args.conn.jobs.max(1),
+        tables: args.tables.clone(),
+        no_owner: args.no_owner,
+        tools: tools(&args.conn),
+    };
+    let progress = Arc::new(cairn_pgsource::RestoreProgress::default());
+    let ticker = {
+        let progress = progress.clone();
+        progress::tick(reporter.clone(), move || Status {
+            files: progress.items_done.load(Ordering::Relaxed),
+            total_files: progress.items_total.load(Ordering::Relaxed),
+            bytes: progress.bytes.load(Ordering::Relaxed),
+            total_bytes: progress.bytes_total.load(Ordering::Relaxed),
+            errors: 0,
+        })
+    };
+    let report = cairn_pgsource::restore(&loader, &opened, &options, &progress).await;
+    drop(ticker);
+    reporter.finish();
+    let report = report?;
+    if global.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["message_type"] = "summary".into();
+        value["snapshot_id"] = serde_json::to_value(id)?;
+        context::print_json_line(&value)?;
+    } else if !global.quiet {
+        println!(
+            "restored {} tables ({} rows, {}), {} sequences, {} large objects into {}",
+            report.tables,
+            report.rows,
+            HumanBytes(report.bytes),
+            report.sequences,
+            report.large_objects,
+            report.database
+        );
+        println!(
+            "took {:.2}s: schema {:.2}s, data {:.2}s, indexes/constraints/ANALYZE {:.2}s",
+            report.duration_secs, report.phase_secs.pre_data, report.phase_secs.data, report.phase_secs.post_data
+        );
+    }
+    Ok(0)
+}
+
+async fn drill(global: &GlobalArgs, args: PgDrillArgs) -> Result<u8> {
+    let admin = ConnSpec::parse(Some(&args.dbname))?;
+    let (loader, id, _, opened) = open(global, &args.snapshot, &args.filter).await?;
+    let options =
+        DrillOptions { admin, checks: args.checks.clone(), jobs: args.conn.jobs.max(1), tools: tools(&args.conn) };
+    let report = cairn_pgsource::drill(&loader, &opened, &options).await?;
+    if global.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["snapshot_id"] = serde_json::to_value(id)?;
+        context::print_json(&value)?;
+    } else {
+        println!(
+            "drill of snapshot {} (database {}) in temporary database {}",
+            id.short(),
+            report.source_database,
+            report.database
+        );
+        match (&report.restore, &report.restore_error) {
+            (_, Some(e)) => println!("restore: FAILED after {:.2}s: {e}", report.restore_secs),
+            (Some(r), None) => println!(
+                "restore: ok in {:.2}s ({} tables, {} rows, {})",
+                report.restore_secs,
+                r.tables,
+                r.rows,
+                HumanBytes(r.bytes)
+            ),
+            (None, None) => {}
+        }
+        let bad: Vec<_> = report.tables.iter().filter(|t| !t.ok).collect();
+        println!("row counts: {} of {} tables match the backup", report.tables.len() - bad.len(), report.tables.len());
+        for t in bad {
+            let actual = t.actual.map(|a| a.to_string()).unwrap_or_else(|| "missing".into());
+            println!("  MISMATCH {}: backup {} rows, restored {actual}", t.table, t.expected);
+        }
+        for c in &report.checks {
+            println!("check {}: {} ({})", if c.ok { "ok" } else { "FAILED" }, c.sql, c.detail);
+        }
+        println!("temporary database {}", if report.dropped { "dropped" } else { "NOT dropped: drop it by hand" });
+        println!("drill {}", if report.ok { "passed" } else { "FAILED" });
+    }
+    Ok(if report.ok { 0 } else { exit::FAILURE })
+}

@@ -1,0 +1,176 @@
+//! The manifest (`manifest.json`) and the layout of a PostgreSQL snapshot's
+//! tree (FORMAT.md, "PostgreSQL snapshots"):
+//!
+//! ```text
+//! DBNAME/                      the root tree's only entry (snapshot path /pg/DBNAME)
+//!   manifest.json              this module's Manifest
+//!   schema.dump                pg_dump -Fc --section=pre-data --section=post-data
+//!   data/SCHEMA/TABLE          COPY ... TO STDOUT (text format) of each table
+//!   large_objects/OID          the bytes of each large object
+//! ```
+//!
+//! Names in the tree are escaped with [`escape_name`]; the manifest records
+//! each file's path, so a reader never has to reverse the escaping.
+
+use serde::{Deserialize, Serialize};
+
+/// The manifest version this build writes and reads.
+pub const MANIFEST_VERSION: u32 = 1;
+/// The manifest's file name.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The schema archive's file name.
+pub const SCHEMA_FILE: &str = "schema.dump";
+/// The directory of table data.
+pub const DATA_DIR: &str = "data";
+/// The directory of large objects.
+pub const LARGE_OBJECTS_DIR: &str = "large_objects";
+/// The tag every PostgreSQL snapshot carries.
+pub const TAG: &str = "pg";
+/// The snapshot path prefix: `/pg/DBNAME`.
+pub const PATH_PREFIX: &str = "/pg/";
+
+/// What a PostgreSQL snapshot holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`MANIFEST_VERSION`].
+    pub version: u32,
+    /// Always `postgresql`.
+    pub kind: String,
+    /// `server_version` of the source.
+    pub server_version: String,
+    /// `server_version_num` of the source.
+    pub server_version_num: i32,
+    /// The database backed up.
+    pub database: String,
+    /// Its encoding (`UTF8`).
+    pub encoding: String,
+    /// `pg_current_wal_lsn()` at the snapshot (`pg_last_wal_replay_lsn()` on a standby).
+    pub snapshot_lsn: Option<String>,
+    /// Whether the source was a standby.
+    pub in_recovery: bool,
+    /// When the snapshot was exported.
+    pub started: jiff::Timestamp,
+    /// When the last stream was stored.
+    pub finished: jiff::Timestamp,
+    /// `pg_dump --version` of the program that wrote the schema archive.
+    pub pg_dump_version: String,
+    /// `text`: the COPY format of the table files.
+    pub copy_format: String,
+    /// The schema archive's path in the tree.
+    pub schema_file: String,
+    /// Tables, in schema and name order.
+    pub tables: Vec<TableEntry>,
+    /// Sequences and their values.
+    pub sequences: Vec<SequenceEntry>,
+    /// Large objects.
+    pub large_objects: Vec<LargeObjectEntry>,
+    /// The options that chose what was backed up.
+    pub selection: SelectionEntry,
+}
+
+/// One table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableEntry {
+    /// Schema name.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// The columns of the COPY, in order (generated columns are left out).
+    pub columns: Vec<String>,
+    /// The data file's path in the tree; `None` when `--exclude-table-data` applied.
+    pub file: Option<String>,
+    /// Rows copied.
+    pub rows: u64,
+    /// Bytes of COPY data.
+    pub bytes: u64,
+    /// `true` for an unlogged table.
+    pub unlogged: bool,
+}
+
+/// One sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequenceEntry {
+    /// Schema name.
+    pub schema: String,
+    /// Sequence name.
+    pub name: String,
+    /// `last_value`.
+    pub last_value: i64,
+    /// `is_called`.
+    pub is_called: bool,
+}
+
+/// One large object (its owner, comment and privileges are in the schema archive).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LargeObjectEntry {
+    /// Its OID, kept on restore.
+    pub oid: u32,
+    /// The content file's path in the tree.
+    pub file: String,
+    /// Its length in bytes.
+    pub bytes: u64,
+}
+
+/// The patterns a backup was given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SelectionEntry {
+    /// `--table`.
+    pub tables: Vec<String>,
+    /// `--exclude-table`.
+    pub exclude_tables: Vec<String>,
+    /// `--exclude-table-data`.
+    pub exclude_table_data: Vec<String>,
+}
+
+impl Manifest {
+    /// Rows of all tables.
+    pub fn total_rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+
+    /// Bytes of all data files.
+    pub fn total_bytes(&self) -> u64 {
+        self.tables.iter().map(|t| t.bytes).sum::<u64>() + self.large_objects.iter().map(|l| l.bytes).sum::<u64>()
+    }
+
+    /// Parses and checks a manifest.
+    pub fn decode(bytes: &[u8]) -> crate::Result<Manifest> {
+        let m: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| crate::Error::Manifest(format!("the snapshot's {MANIFEST_FILE} cannot be read: {e}")))?;
+        if m.kind != "postgresql" || m.version != MANIFEST_VERSION {
+            return Err(crate::Error::Manifest(format!(
+                "the snapshot's {MANIFEST_FILE} is version {} of kind {:?}; this cairn reads version {MANIFEST_VERSION} (upgrade cairn)",
+                m.version, m.kind
+            )));
+        }
+        if m.copy_format != "text" {
+            return Err(crate::Error::Manifest(format!("unknown COPY format {:?} in the manifest", m.copy_format)));
+        }
+        Ok(m)
+    }
+}
+
+/// A name for the tree: `%` and `/` become `%25` and `%2F`, and the names
+/// `.` and `..` become `%2E` and `%2E%2E` (tree names cannot be those).
+pub fn escape_name(name: &str) -> String {
+    match name {
+        "" => "%".to_owned() + "00",
+        "." => "%2E".to_owned(),
+        ".." => "%2E%2E".to_owned(),
+        _ => name.replace('%', "%25").replace('/', "%2F"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_valid_tree_names() {
+        for n in ["a", "a/b", "%", ".", "..", "", "x.y"] {
+            assert!(cairn_repo::Node::valid_name(escape_name(n).as_bytes()), "{n}");
+        }
+        assert_eq!(escape_name("a/b%"), "a%2Fb%25");
+        assert_ne!(escape_name("a/b"), escape_name("a%2Fb"));
+    }
+}

@@ -1,0 +1,330 @@
+//! Restoring a PostgreSQL snapshot into a database:
+//!
+//! 1. `CREATE DATABASE` (with `--create`), from template0 with the source's encoding;
+//! 2. `pg_restore --section=pre-data` (types, tables, functions, large object entries);
+//! 3. N connections `COPY ... FROM STDIN`, each table streamed from the
+//!    repository, largest first; each table's row count is checked against
+//!    the manifest; then large objects' bytes;
+//! 4. sequences (`setval`);
+//! 5. `pg_restore --section=post-data -j N` (indexes, constraints, triggers,
+//!    `REFRESH MATERIALIZED VIEW` of views that were populated);
+//! 6. `ANALYZE`.
+//!
+//! Loading data before indexes and constraints exist is what pg_restore
+//! does too: it is much faster, and foreign keys are checked once at the end.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cairn_repo::view::TreeLoader;
+use cairn_repo::{Node, NodeKind, Snapshot};
+
+use crate::connect::{ConnSpec, qualified, quote_ident};
+use crate::copy;
+use crate::error::{Error, Result};
+use crate::manifest::{MANIFEST_FILE, Manifest};
+use crate::pattern::PatternSet;
+use crate::schema::{RestorePass, Tools};
+
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The target database (created with `create`).
+    pub conn: ConnSpec,
+    /// Create the target database first.
+    pub create: bool,
+    /// Drop the archive's objects before recreating them (`pg_restore --clean --if-exists`).
+    pub clean: bool,
+    /// Connections loading tables at once, and pg_restore's `-j` for post-data.
+    pub jobs: usize,
+    /// Only these tables (pattern syntax of `--table`): their definitions
+    /// and data; no indexes, constraints, sequences or large objects, like `pg_restore -t`.
+    pub tables: Vec<String>,
+    /// Do not set owners (`pg_restore --no-owner`); objects belong to the restoring role.
+    pub no_owner: bool,
+    /// Where pg_restore is.
+    pub tools: Tools,
+}
+
+/// Live counters for progress displays.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    /// Bytes of table data sent so far.
+    pub bytes: AtomicU64,
+    /// Tables and large objects loaded.
+    pub items_done: AtomicU64,
+    /// Tables and large objects to load.
+    pub items_total: AtomicU64,
+    /// Bytes of table data to send.
+    pub bytes_total: AtomicU64,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RestoreReport {
+    /// The database restored into.
+    pub database: String,
+    /// Tables loaded.
+    pub tables: u64,
+    /// Rows loaded.
+    pub rows: u64,
+    /// Bytes of COPY data loaded.
+    pub bytes: u64,
+    /// Large objects written.
+    pub large_objects: u64,
+    /// Sequences set.
+    pub sequences: u64,
+    /// Seconds in pre-data, data, post-data (with ANALYZE).
+    pub phase_secs: PhaseTimes,
+    /// Seconds in all.
+    pub duration_secs: f64,
+}
+
+/// Time spent per phase.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PhaseTimes {
+    /// Schema before the data.
+    pub pre_data: f64,
+    /// Tables, large objects, sequences.
+    pub data: f64,
+    /// Indexes, constraints, materialized views, ANALYZE.
+    pub post_data: f64,
+}
+
+/// A snapshot opened for restoring: its manifest and its files by path.
+pub struct OpenedSnapshot {
+    /// The manifest.
+    pub manifest: Manifest,
+    files: HashMap<String, Node>,
+}
+
+impl OpenedSnapshot {
+    /// Reads the manifest and lists the files of a PostgreSQL snapshot (blocking).
+    pub fn open(loader: &TreeLoader, snapshot: &Snapshot) -> Result<OpenedSnapshot> {
+        let root = loader.root(snapshot)?;
+        let mut files = HashMap::new();
+        loader.walk::<Error>(&root, |path, node| {
+            if node.kind == NodeKind::File {
+                let path = String::from_utf8_lossy(path.strip_prefix(b"/").unwrap_or(path)).into_owned();
+                files.insert(path, node.clone());
+            }
+            Ok(true)
+        })?;
+        let Some(node) = files.get(MANIFEST_FILE) else {
+            return Err(Error::Manifest(format!(
+                "snapshot of {} is not a PostgreSQL backup (it has no {MANIFEST_FILE}; `cairn pg backup` writes those)",
+                snapshot.paths.join(", ")
+            )));
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut loader.content(node), &mut bytes)
+            .map_err(|e| Error::io(format!("reading {MANIFEST_FILE} from the repository"), e))?;
+        let manifest = Manifest::decode(&bytes)?;
+        Ok(OpenedSnapshot { manifest, files })
+    }
+
+    /// The file at `path` (as recorded in the manifest).
+    pub fn file(&self, path: &str) -> Result<&Node> {
+        self.files
+            .get(path)
+            .ok_or_else(|| Error::Manifest(format!("the manifest names {path}, which is not in the snapshot")))
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Restores `opened` (from `loader`) into `options.conn`'s database.
+pub async fn restore(
+    loader: &TreeLoader,
+    opened: &OpenedSnapshot,
+    options: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let manifest = &opened.manifest;
+    let only = PatternSet::parse(&options.tables)?;
+    let pg_restore =
+        options.tools.find("pg_restore", crate::schema::parse_major(&manifest.pg_dump_version).unwrap_or(0)).await?;
+    if options.create {
+        create_database(&options.conn, &manifest.encoding).await?;
+    }
+    let target = options.conn.connect().await?;
+
+    // The schema archive goes to a private temporary file: pg_restore reads
+    // it twice, and in parallel with -j.
+    let dir = tempfile::Builder::new()
+        .prefix("cairn-pg-")
+        .tempdir()
+        .map_err(|e| Error::io("creating a temporary directory", e))?;
+    let archive = dir.path().join("schema.dump");
+    {
+        let node = opened.file(&manifest.schema_file)?.clone();
+        let (loader, archive) = (loader.clone(), archive.clone());
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut out =
+                std::fs::File::create(&archive).map_err(|e| Error::io(format!("creating {}", archive.display()), e))?;
+            std::io::copy(&mut loader.content(&node), &mut out)
+                .map_err(|e| Error::io("writing the schema archive to a temporary file", e))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("the schema copy failed: {e}")))??;
+    }
+    let selected_tables: Vec<&crate::manifest::TableEntry> =
+        manifest.tables.iter().filter(|t| only.is_empty() || only.any(&t.schema, &t.name)).collect();
+    if !only.is_empty() && selected_tables.is_empty() {
+        return Err(Error::Invalid(format!("no table of the snapshot matches --table {}", options.tables.join(", "))));
+    }
+    let pre = RestorePass {
+        section: "pre-data",
+        clean: options.clean,
+        no_owner: options.no_owner,
+        jobs: 1,
+        tables: if only.is_empty() { Vec::new() } else { selected_tables.iter().map(|t| t.name.clone()).collect() },
+    };
+    crate::schema::restore_section(&pg_restore, &options.conn, &archive, &pre).await?;
+    let pre_done = Instant::now();
+
+    // Data: tables largest first, then large objects.
+    let mut queue: VecDeque<Item> = VecDeque::new();
+    let mut tables: Vec<&crate::manifest::TableEntry> =
+        selected_tables.iter().copied().filter(|t| t.file.is_some()).collect();
+    tables.sort_by_key(|t| std::cmp::Reverse(t.bytes));
+    for t in &tables {
+        let file = t.file.as_deref().unwrap_or_default();
+        queue.push_back(Item::Table { entry: t, node: opened.file(file)?.clone() });
+    }
+    if only.is_empty() {
+        for lo in &manifest.large_objects {
+            queue.push_back(Item::LargeObject { oid: lo.oid, node: opened.file(&lo.file)?.clone() });
+        }
+    }
+    progress.items_total.store(queue.len() as u64, Ordering::Relaxed);
+    progress.bytes_total.store(tables.iter().map(|t| t.bytes).sum(), Ordering::Relaxed);
+    let queue = Mutex::new(queue);
+    let rows = AtomicU64::new(0);
+    let workers = (0..options.jobs.max(1)).map(|_| load_worker(&options.conn, &queue, loader, progress, &rows));
+    futures::future::try_join_all(workers).await?;
+
+    let mut sequences = 0;
+    if only.is_empty() {
+        for s in &manifest.sequences {
+            target
+                .execute(
+                    "SELECT pg_catalog.setval($1::text::regclass, $2, $3)",
+                    &[&qualified(&s.schema, &s.name), &s.last_value, &s.is_called],
+                )
+                .await
+                .map_err(|e| Error::query(format!("setting sequence {}", qualified(&s.schema, &s.name)), e))?;
+            sequences += 1;
+        }
+    }
+    let data_done = Instant::now();
+
+    if only.is_empty() {
+        let post = RestorePass {
+            section: "post-data",
+            clean: false,
+            no_owner: options.no_owner,
+            jobs: options.jobs.max(1),
+            tables: Vec::new(),
+        };
+        crate::schema::restore_section(&pg_restore, &options.conn, &archive, &post).await?;
+    }
+    target.batch_execute("ANALYZE").await.map_err(|e| Error::query("running ANALYZE", e))?;
+    let finished = Instant::now();
+    Ok(RestoreReport {
+        database: options.conn.dbname().to_owned(),
+        tables: tables.len() as u64,
+        rows: rows.load(Ordering::Relaxed),
+        bytes: progress.bytes.load(Ordering::Relaxed),
+        large_objects: if only.is_empty() { manifest.large_objects.len() as u64 } else { 0 },
+        sequences,
+        phase_secs: PhaseTimes {
+            pre_data: secs(pre_done - started),
+            data: secs(data_done - pre_done),
+            post_data: secs(finished - data_done),
+        },
+        duration_secs: secs(finished - started),
+    })
+}
+
+enum Item<'a> {
+    Table { entry: &'a crate::manifest::TableEntry, node: Node },
+    LargeObject { oid: u32, node: Node },
+}
+
+async fn load_worker(
+    conn: &ConnSpec,
+    queue: &Mutex<VecDeque<Item<'_>>>,
+    loader: &TreeLoader,
+    progress: &RestoreProgress,
+    rows: &AtomicU64,
+) -> Result<()> {
+    if queue.lock().expect("queue lock").is_empty() {
+        return Ok(());
+    }
+    let client = conn.connect().await?;
+    // As pg_restore: no row security while loading, no timeouts.
+    client
+        .batch_execute("SET row_security = off; SET statement_timeout = 0; SET lock_timeout = 0")
+        .await
+        .map_err(|e| Error::query("preparing a restore connection", e))?;
+    loop {
+        let item = queue.lock().expect("queue lock").pop_front();
+        match item {
+            None => return Ok(()),
+            Some(Item::Table { entry, node }) => {
+                let loaded =
+                    copy::copy_in(&client, &entry.schema, &entry.name, &entry.columns, loader, &node, &progress.bytes)
+                        .await?;
+                if loaded != entry.rows {
+                    return Err(Error::Mismatch(format!(
+                        "table {} received {loaded} rows, the backup recorded {}: the snapshot's data is inconsistent",
+                        qualified(&entry.schema, &entry.name),
+                        entry.rows
+                    )));
+                }
+                rows.fetch_add(loaded, Ordering::Relaxed);
+            }
+            Some(Item::LargeObject { oid, node }) => copy::load_large_object(&client, oid, loader, &node).await?,
+        }
+        progress.items_done.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Creates `conn`'s database from template0 with `encoding`, connecting to
+/// the `postgres` maintenance database of the same server (else template1).
+pub async fn create_database(conn: &ConnSpec, encoding: &str) -> Result<()> {
+    let admin = match conn.with_dbname("postgres").connect().await {
+        Ok(c) => c,
+        Err(_) => conn.with_dbname("template1").connect().await?,
+    };
+    let sql = format!(
+        "CREATE DATABASE {} TEMPLATE template0 ENCODING '{}'",
+        quote_ident(conn.dbname()),
+        encoding.replace('\'', "")
+    );
+    admin
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Error::query(format!("cannot create database {}", quote_ident(conn.dbname())), e))
+}
+
+/// Drops `conn`'s database (terminating its sessions, PostgreSQL 13+),
+/// connecting to the `postgres` maintenance database.
+pub async fn drop_database(conn: &ConnSpec, server_major: i32) -> Result<()> {
+    let admin = match conn.with_dbname("postgres").connect().await {
+        Ok(c) => c,
+        Err(_) => conn.with_dbname("template1").connect().await?,
+    };
+    let force = if server_major >= 13 { " WITH (FORCE)" } else { "" };
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {}{force}", quote_ident(conn.dbname())))
+        .await
+        .map_err(|e| Error::query(format!("cannot drop database {}", quote_ident(conn.dbname())), e))
+}

@@ -1,0 +1,473 @@
+//! `cairn pg backup | restore | drill` against a real PostgreSQL server: a
+//! throwaway cluster started once for this test binary, a fresh database
+//! per test.
+
+#[path = "support/pg.rs"]
+mod pgsupport;
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pgsupport::{PASSWORD, PASSWORD_ROLE, Pg};
+use support::{Env, fails, ok, run};
+
+/// A cairn command on `env`'s repository with no PG* settings inherited.
+fn cairn(env: &Env, args: &[&str]) -> Command {
+    let mut c = env.cmd(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PG") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn fixture(pg: &Pg, db: &str) {
+    pg.psql_file(db, &support::root().join("tests/support/pg_fixture.sql"));
+}
+
+fn manifest(env: &Env, snapshot: &str) -> serde_json::Value {
+    let out = ok(run(&mut cairn(env, &["dump", snapshot, "/manifest.json"])));
+    serde_json::from_str(&out).expect("manifest JSON")
+}
+
+fn table_rows(manifest: &serde_json::Value, schema: &str, name: &str) -> u64 {
+    manifest["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["schema"] == schema && t["name"] == name)
+        .unwrap_or_else(|| panic!("{schema}.{name} not in the manifest"))["rows"]
+        .as_u64()
+        .unwrap()
+}
+
+fn json_line(out: &str, message_type: &str) -> serde_json::Value {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message_type"] == message_type)
+        .unwrap_or_else(|| panic!("no {message_type} line in {out}"))
+}
+
+#[test]
+fn round_trip_is_identical_and_drill_passes() {
+    let Some(pg) = Pg::shared() else { return };
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("rt");
+    fixture(pg, &db);
+
+    let out =
+        ok(run(&mut cairn(&env, &["--json", "pg", "backup", "-d", &pg.conn(&db), "--jobs", "2", "--tag", "nightly"])));
+    let summary = json_line(&out, "summary");
+    assert_eq!(summary["rows"], 1_000_000 + 3 + 1000 + 2 + 2 + 2 + 500 + 2 + 2);
+    assert_eq!(summary["large_objects"], 2);
+    let snaps: serde_json::Value = serde_json::from_str(&ok(run(&mut cairn(&env, &["--json", "snapshots"])))).unwrap();
+    let snap = &snaps[0];
+    assert_eq!(snap["paths"][0], format!("/pg/{db}"));
+    assert_eq!(snap["tags"], serde_json::json!(["nightly", "pg"]));
+
+    let m = manifest(&env, "latest");
+    assert_eq!(m["database"], db.as_str());
+    assert_eq!(m["encoding"], "UTF8");
+    assert!(m["snapshot_lsn"].as_str().unwrap().contains('/'));
+    assert_eq!(table_rows(&m, "public", "big"), 1_000_000);
+    // Leaf partitions are copied, the partitioned parent is not; an
+    // inheritance parent holds only its own rows.
+    assert_eq!(table_rows(&m, "app", "measurements_2023") + table_rows(&m, "app", "measurements_2024"), 1000);
+    assert!(m["tables"].as_array().unwrap().iter().all(|t| t["name"] != "measurements"));
+    assert_eq!(table_rows(&m, "app", "vehicles"), 2);
+    assert_eq!(table_rows(&m, "app", "cars"), 2);
+    assert_eq!(table_rows(&m, "app", "cache"), 2, "unlogged tables are included");
+    let kinds = m["tables"].as_array().unwrap().iter().find(|t| t["name"] == "kinds").unwrap();
+    assert!(!kinds["columns"].as_array().unwrap().iter().any(|c| c == "doubled"), "generated columns are not copied");
+
+    let target = format!("{db}_restored");
+    ok(run(&mut cairn(&env, &["pg", "restore", "-d", &pg.conn(&target), "--create", "--jobs", "2"])));
+    let (a, b) = (pg.dump(&db), pg.dump(&target));
+    assert!(a.contains("COPY public.big") && a.contains("lo_create('424243')") && a.contains("GRANT SELECT"));
+    if a != b {
+        let first = a.lines().zip(b.lines()).position(|(x, y)| x != y).unwrap_or(0);
+        panic!(
+            "pg_dump of the restored database differs from the source at line {first}:\n{:?}\nvs\n{:?}",
+            a.lines().nth(first),
+            b.lines().nth(first)
+        );
+    }
+    // The populated materialized view was refreshed, the other one was not.
+    assert_eq!(pg.psql(&target, "SELECT ispopulated FROM pg_matviews WHERE matviewname = 'never_filled'"), "f");
+    assert_eq!(pg.psql(&target, "SELECT sum(n) FROM app.order_counts"), "500");
+    assert_eq!(pg.psql(&target, "SELECT nextval('app.ticket')"), "110");
+
+    // --clean over the restored copy after it changed brings it back.
+    pg.psql(&target, "DELETE FROM app.orders WHERE id > 10; DROP TABLE public.big CASCADE");
+    ok(run(&mut cairn(&env, &["pg", "restore", "-d", &pg.conn(&target), "--clean"])));
+    assert_eq!(pg.dump(&target), a);
+
+    // Drill: restores, counts, checks, drops.
+    let out = ok(run(&mut cairn(
+        &env,
+        &[
+            "--json",
+            "pg",
+            "drill",
+            "-d",
+            &pg.conn("postgres"),
+            "--check",
+            "SELECT count(*) = 1000000 FROM public.big",
+            "--check",
+            "SELECT id FROM app.orders WHERE note = 'order 7'",
+        ],
+    )));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["dropped"], true);
+    assert_eq!(report["tables"].as_array().unwrap().len(), 10);
+    assert!(report["restore_secs"].as_f64().unwrap() > 0.0);
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_drill_%'"), "0");
+
+    ok(run(&mut cairn(&env, &["check", "--read-data"])));
+}
+
+#[test]
+fn drill_fails_on_a_failing_check_and_still_drops_its_database() {
+    let Some(pg) = Pg::shared() else { return };
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("drill");
+    pg.psql(&db, "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g");
+    ok(run(&mut cairn(&env, &["pg", "backup", "-d", &pg.conn(&db)])));
+    let o = run(&mut cairn(
+        &env,
+        &[
+            "pg",
+            "drill",
+            "-d",
+            &pg.conn("postgres"),
+            "--check",
+            "SELECT count(*) = 100 FROM t",
+            "--check",
+            "SELECT count(*) = 101 FROM t",
+            "--check",
+            "SELECT * FROM t WHERE g > 1000",
+            "--check",
+            "SELECT * FROM no_such_table",
+        ],
+    ));
+    let out = support::stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("check ok: SELECT count(*) = 100 FROM t"), "{out}");
+    assert!(out.contains("check FAILED: SELECT count(*) = 101 FROM t"), "{out}");
+    assert!(out.contains("check FAILED: SELECT * FROM t WHERE g > 1000 (no rows)"), "{out}");
+    assert!(out.contains("no_such_table\" does not exist"), "{out}");
+    assert!(out.contains("row counts: 1 of 1 tables match"), "{out}");
+    assert!(out.contains("drill FAILED"), "{out}");
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_drill_%'"), "0");
+}
+
+/// Rows committed while a backup runs are not in it: the backup is held
+/// (after exporting its snapshot) by a lock on another table while rows
+/// are inserted and committed.
+#[test]
+fn writes_during_a_backup_are_not_in_it() {
+    let Some(pg) = Pg::shared() else { return };
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("consistent");
+    pg.psql(
+        &db,
+        "CREATE TABLE blocker (x int); CREATE TABLE small (id serial, v text); \
+         INSERT INTO small (v) SELECT 'before' FROM generate_series(1, 50); \
+         CREATE TABLE big AS SELECT g, md5(g::text) FROM generate_series(1, 100000) g",
+    );
+    // Another session holds an exclusive lock on `blocker`.
+    let mut holder = pg
+        .tool("psql", &db)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut holder_in = holder.stdin.take().unwrap();
+    writeln!(holder_in, "BEGIN; LOCK TABLE blocker IN ACCESS EXCLUSIVE MODE;").unwrap();
+    wait_for(
+        pg,
+        &db,
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'blocker' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+    );
+
+    let backup = cairn(&env, &["--json", "pg", "backup", "-d", &pg.conn(&db), "--jobs", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The backup has exported its snapshot and waits for the lock.
+    wait_for(
+        pg,
+        &db,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cairn' AND datname = current_database() AND wait_event_type = 'Lock'",
+    );
+    pg.psql(
+        &db,
+        "INSERT INTO small (v) SELECT 'during' FROM generate_series(1, 25); INSERT INTO big VALUES (0, 'during')",
+    );
+    writeln!(holder_in, "ROLLBACK;").unwrap();
+    drop(holder_in);
+    let out = backup.wait_with_output().unwrap();
+    let _ = holder.wait();
+    ok(out);
+
+    let m = manifest(&env, "latest");
+    assert_eq!(table_rows(&m, "public", "small"), 50);
+    assert_eq!(table_rows(&m, "public", "big"), 100000);
+    let target = format!("{db}_r");
+    ok(run(&mut cairn(&env, &["pg", "restore", "-d", &pg.conn(&target), "--create"])));
+    assert_eq!(pg.psql(&target, "SELECT count(*) FROM small WHERE v = 'during'"), "0");
+    assert_eq!(pg.psql(&target, "SELECT count(*) FROM big"), "100000");
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM small"), "75");
+}
+
+fn wait_for(pg: &Pg, db: &str, count_sql: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg.psql(db, count_sql) == "0" {
+        assert!(Instant::now() < deadline, "timed out waiting for: {count_sql}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A second backup after appending to and updating a small part of an
+/// append-mostly table stores about the change, not the table again.
+#[test]
+fn second_backup_adds_about_the_change() {
+    let Some(pg) = Pg::shared() else { return };
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("incr");
+    // ~30 MB of COPY text that does not compress to nothing.
+    pg.psql(
+        &db,
+        "CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz, payload text); \
+         INSERT INTO events SELECT g, timestamptz '2024-01-01' + g * interval '1 second', \
+           md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) FROM generate_series(1, 300000) g; \
+         CREATE TABLE static AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g",
+    );
+    let day1 = json_line(&ok(run(&mut cairn(&env, &["--json", "pg", "backup", "-d", &pg.conn(&db)]))), "summary");
+    let day1_added = day1["bytes_added"].as_u64().unwrap();
+    let total = day1["total_bytes"].as_u64().unwrap();
+    assert!(total > 30_000_000, "{day1}");
+
+    // Unchanged: almost nothing new (the manifest and the trees).
+    let same = json_line(&ok(run(&mut cairn(&env, &["--json", "pg", "backup", "-d", &pg.conn(&db)]))), "summary");
+    assert!(same["bytes_added"].as_u64().unwrap() < 200_000, "unchanged database added {same}");
+
+    // Day 2: 2% appended, 1% of the oldest rows updated.
+    pg.psql(
+        &db,
+        "INSERT INTO events SELECT g, now(), md5(g::text) || 'new' FROM generate_series(300001, 306000) g; \
+         UPDATE events SET payload = payload || '!' WHERE id <= 3000",
+    );
+    let day2 = json_line(&ok(run(&mut cairn(&env, &["--json", "pg", "backup", "-d", &pg.conn(&db)]))), "summary");
+    let day2_added = day2["bytes_added"].as_u64().unwrap();
+    eprintln!(
+        "COPY data {total} bytes; added: day 1 {day1_added}, unchanged {}, day 2 {day2_added}",
+        same["bytes_added"]
+    );
+    assert!(
+        day2_added * 4 < day1_added,
+        "day 2 added {day2_added} bytes, day 1 {day1_added}: the changed table was stored again"
+    );
+    let m = manifest(&env, "latest");
+    assert_eq!(table_rows(&m, "public", "events"), 306000);
+}
+
+#[test]
+fn table_selection() {
+    let Some(pg) = Pg::shared() else { return };
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("sel");
+    pg.psql(
+        &db,
+        "CREATE TABLE keep1 AS SELECT 1 AS x; CREATE TABLE keep2 AS SELECT 2 AS x; \
+         CREATE TABLE logs AS SELECT 3 AS x; CREATE TABLE skipme AS SELECT 4 AS x",
+    );
+    ok(run(&mut cairn(&env, &["pg", "backup", "-d", &pg.conn(&db), "-T", "skip*", "--exclude-table-data", "logs"])));
+    let m = manifest(&env, "latest");
+    let names: Vec<&str> = m["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["keep1", "keep2", "logs"]);
+    let target = format!("{db}_r");
+    ok(run(&mut cairn(&env, &["pg", "restore", "-d", &pg.conn(&target), "--create"])));
+    assert_eq!(pg.psql(&target, "SELECT count(*) FROM logs"), "0");
+    assert_eq!(pg.psql(&target, "SELECT x FROM keep2"), "2");
+    assert!(pg.try_psql(&target, "SELECT 1 FROM skipme").is_err());
+
+    ok(run(&mut cairn(&env, &["pg", "backup", "-d", &pg.conn(&db), "--table", "public.keep?"])));
+    let m = manifest(&env, "latest");
+    let names: Vec<&str> = m["tables"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["keep1", "keep2"]);
+    let o = run(&mut cairn(&env, &["pg", "backup", "-d", &pg.conn(&db), "--table", "nothing_like_this"]));
+    fails(o, 1, &["no table matches --table nothing_like_this"]);
+}
+
+#[test]
+fn bad_connections_fail_clearly_and_write_nothing() {
+    let Some(pg) = Pg::shared() else { return };
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("bad");
+    pg.psql(&db, "CREATE TABLE t AS SELECT 1 AS x");
+
+    // The right password works over TCP with scram; a wrong one is refused.
+    let good = pg.url(&format!("{PASSWORD_ROLE}:{PASSWORD}"), &db);
+    ok(run(&mut cairn(&env, &["pg", "backup", "-d", &good])));
+    let wrong = pg.url(&format!("{PASSWORD_ROLE}:wrong"), &db);
+    let line = fails(
+        run(&mut cairn(&env, &["pg", "backup", "-d", &wrong])),
+        1,
+        &["password authentication failed", "check the password"],
+    );
+    assert!(!line.contains("wrong"), "the password leaked into: {line}");
+    // PGPASSWORD is used when the string has none.
+    ok(run(cairn(&env, &["pg", "backup", "-d", &pg.url(PASSWORD_ROLE, &db)]).env("PGPASSWORD", PASSWORD)));
+
+    // Nothing listens on this port.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let url = format!("postgresql://postgres@127.0.0.1:{port}/{db}?sslmode=disable");
+    fails(
+        run(&mut cairn(&env, &["pg", "backup", "-d", &url])),
+        1,
+        &["cannot connect to PostgreSQL", "is the server running"],
+    );
+    // A database that does not exist.
+    fails(run(&mut cairn(&env, &["pg", "backup", "-d", &pg.conn("no_such_db")])), 1, &["no_such_db", "does not exist"]);
+    // sslmode=require against a server without TLS.
+    let url = format!("postgresql://postgres@127.0.0.1:{}/{db}?sslmode=require", pg.port);
+    fails(run(&mut cairn(&env, &["pg", "backup", "-d", &url])), 1, &["cannot connect to PostgreSQL"]);
+    assert_eq!(env.snapshot_count(), 2);
+}
+
+#[test]
+fn missing_or_old_pg_dump_is_named() {
+    let Some(pg) = Pg::shared() else { return };
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("tools");
+    pg.psql(&db, "CREATE TABLE t AS SELECT 1 AS x");
+    let empty = env.root().join("empty-bin");
+    std::fs::create_dir(&empty).unwrap();
+    let bindir = empty.display().to_string();
+    fails(
+        run(&mut cairn(&env, &["pg", "backup", "-d", &pg.conn(&db), "--pg-bindir", &bindir])),
+        1,
+        &["pg_dump not found", "--pg-bindir", "postgresql-client"],
+    );
+    // A pg_dump of an older major version than the server's.
+    let old = env.root().join("old-bin");
+    std::fs::create_dir(&old).unwrap();
+    let script = old.join("pg_dump");
+    std::fs::write(&script, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bindir = old.display().to_string();
+    fails(
+        run(&mut cairn(&env, &["pg", "backup", "-d", &pg.conn(&db), "--pg-bindir", &bindir])),
+        1,
+        &["version 9, older than the server", "postgresql-client"],
+    );
+    assert_eq!(env.snapshot_count(), 0);
+}
+
+#[test]
+fn unreadable_table_is_named() {
+    let Some(pg) = Pg::shared() else { return };
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("perm");
+    pg.psql(
+        &db,
+        "CREATE TABLE open_t AS SELECT 1 AS x; CREATE TABLE secret AS SELECT 2 AS x; \
+         REVOKE ALL ON secret FROM PUBLIC; \
+         DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cairn_limited') THEN \
+           CREATE ROLE cairn_limited LOGIN; END IF; END $$; \
+         GRANT SELECT ON open_t TO cairn_limited",
+    );
+    let conn = format!("host={} port={} user=cairn_limited dbname={db}", pg.dir.display(), pg.port);
+    fails(
+        run(&mut cairn(&env, &["pg", "backup", "-d", &conn])),
+        1,
+        &["secret", "permission denied", "--exclude-table"],
+    );
+    assert_eq!(env.snapshot_count(), 0);
+    ok(run(&mut cairn(&env, &["pg", "backup", "-d", &conn, "--exclude-table", "secret"])));
+    let m = manifest(&env, "latest");
+    assert_eq!(m["tables"].as_array().unwrap().len(), 1);
+}
+
+/// The server goes away in the middle of a backup: a clear error, no
+/// snapshot, and a repository that passes `check`.
+#[test]
+fn server_killed_mid_backup() {
+    if Pg::shared().is_none() {
+        return;
+    }
+    let pg = Pg::start("cpk").expect("a second cluster");
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("killed");
+    pg.psql(
+        &db,
+        "CREATE TABLE blocker (x int); CREATE TABLE big AS SELECT g, md5(g::text) FROM generate_series(1, 200000) g",
+    );
+    let mut holder = pg
+        .tool("psql", &db)
+        .args(["-X", "-q"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut holder_in = holder.stdin.take().unwrap();
+    writeln!(holder_in, "BEGIN; LOCK TABLE blocker IN ACCESS EXCLUSIVE MODE;").unwrap();
+    wait_for(
+        &pg,
+        &db,
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'blocker' AND l.granted",
+    );
+    let backup = cairn(&env, &["pg", "backup", "-d", &pg.conn(&db)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        &pg,
+        &db,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cairn' AND datname = current_database() AND wait_event_type = 'Lock'",
+    );
+    pg.stop();
+    let out = backup.wait_with_output().unwrap();
+    drop(holder_in);
+    let _ = holder.wait();
+    let line = fails(out, 1, &["the backup failed; no snapshot was written"]);
+    eprintln!("error after the server stopped: {line}");
+    assert!(line.contains("terminat") || line.contains("closed") || line.contains("connection"), "{line}");
+    assert_eq!(env.snapshot_count(), 0);
+    ok(run(&mut cairn(&env, &["check"])));
+}
+
+#[test]
+fn restore_refuses_a_file_snapshot() {
+    let Some(pg) = Pg::shared() else { return };
+    let env = Env::new();
+    env.init();
+    let dir = env.root().join("files");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a"), "x").unwrap();
+    let out = ok(run(&mut cairn(&env, &["--json", "backup", dir.to_str().unwrap()])));
+    let id = json_line(&out, "summary")["snapshot_id"].as_str().unwrap().to_owned();
+    let db = pg.fresh_db("notpg");
+    fails(run(&mut cairn(&env, &["pg", "restore", &id, "-d", &pg.conn(&db)])), 1, &["is not a PostgreSQL backup"]);
+    fails(run(&mut cairn(&env, &["pg", "restore", "-d", &pg.conn(&db)])), 1, &["no snapshot matches"]);
+}
