@@ -291,7 +291,8 @@ pub fn backup_and_prune_concurrently(cmd: &(dyn Fn(&[&str]) -> std::process::Com
     // Forget down to the policy, let the last marks age and sweep them
     // until nothing is left to do, then verify everything.
     let final_prune = ["--json", "forget", "--keep-last", "2", "--prune", "--grace", GRACE, "--max-unused", "0%"];
-    ok(run(&mut with_grace(&final_prune)));
+    let forgotten: serde_json::Value = serde_json::from_str(&ok(run(&mut with_grace(&final_prune)))).unwrap();
+    assert!(forgotten["prune"]["blobs_used"].as_u64().unwrap() > 0, "forget --prune --json: {forgotten}");
     for round in 0.. {
         assert!(round < 5, "prune keeps finding work");
         std::thread::sleep(std::time::Duration::from_millis(3100));

@@ -38,8 +38,7 @@ use crate::lease::Lease;
 use crate::repository::Repository;
 use crate::snapshot::Snapshot;
 use crate::trash::TrashRecord;
-use crate::tree::Extent;
-use crate::view::TreeLoader;
+use crate::tree::{Extent, Tree};
 use crate::writer::Writer;
 
 /// The grace period when none is given: a day, so that any backup that
@@ -669,35 +668,52 @@ async fn copy_used_blobs(repo: &Repository, writer: &Writer, pack: &IndexedPack,
 }
 
 /// Every blob the snapshots use: their trees and the data blobs in them,
-/// added to `used` (trees already in it are not walked again).
+/// added to `used` (trees already in it are not walked again). The walk
+/// goes level by level and reads each level's trees
+/// [`PARALLEL_REQUESTS`] at a time: on object storage, one tree at a time
+/// would cost a round trip each.
 async fn used_blobs(
     repo: &Repository,
     index: Arc<Index>,
     snapshots: Vec<(Id, Snapshot)>,
     mut used: HashSet<Id>,
 ) -> Result<HashSet<Id>> {
-    let loader = TreeLoader::new(repo, index.clone(), tokio::runtime::Handle::current());
-    tokio::task::spawn_blocking(move || {
-        let mut stack: Vec<(Id, Id)> = Vec::new();
-        for (id, snapshot) in &snapshots {
-            if used.insert(snapshot.tree) {
-                stack.push((snapshot.tree, *id));
-            }
+    let missing = |snapshot: &Id, what: String| {
+        Error::DamagedForPrune(format!("snapshot {} needs {what}, which no index lists", snapshot.short()))
+    };
+    let mut level: Vec<(Id, Id)> = Vec::new();
+    for (id, snapshot) in &snapshots {
+        if used.insert(snapshot.tree) {
+            level.push((snapshot.tree, *id));
         }
-        let missing = |snapshot: &Id, what: String| {
-            Error::DamagedForPrune(format!("snapshot {} needs {what}, which no index lists", snapshot.short()))
-        };
-        while let Some((tree_id, snapshot)) = stack.pop() {
-            if !index.contains(&tree_id) {
-                return Err(missing(&snapshot, format!("tree {tree_id}")));
-            }
-            let tree = loader.load(&tree_id).map_err(|e| {
-                Error::DamagedForPrune(format!("snapshot {}: cannot read tree {tree_id}: {e}", snapshot.short()))
-            })?;
+    }
+    while !level.is_empty() {
+        if let Some((tree, snapshot)) = level.iter().find(|(tree, _)| !index.contains(tree)) {
+            return Err(missing(snapshot, format!("tree {tree}")));
+        }
+        let index = &index;
+        let mut trees = futures::stream::iter(level)
+            .map(|(tree_id, snapshot)| async move {
+                let tree = repo
+                    .read_blob(index, &tree_id)
+                    .await
+                    .and_then(|bytes| Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {tree_id}"), e)))
+                    .map_err(|e| {
+                        Error::DamagedForPrune(format!(
+                            "snapshot {}: cannot read tree {tree_id}: {e}",
+                            snapshot.short()
+                        ))
+                    })?;
+                Ok::<_, Error>((tree, snapshot))
+            })
+            .buffer_unordered(PARALLEL_REQUESTS);
+        let mut next = Vec::new();
+        while let Some(result) = trees.next().await {
+            let (tree, snapshot) = result?;
             for node in tree.nodes() {
                 if let Some(sub) = node.subtree {
                     if used.insert(sub) {
-                        stack.push((sub, snapshot));
+                        next.push((sub, snapshot));
                     }
                 }
                 for extent in &node.content {
@@ -709,8 +725,7 @@ async fn used_blobs(
                 }
             }
         }
-        Ok(used)
-    })
-    .await
-    .map_err(|e| Error::InvalidArgument(format!("the prune walk failed: {e}")))?
+        level = next;
+    }
+    Ok(used)
 }

@@ -173,9 +173,7 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
             }
         }
     }
-    if global.json {
-        context::print_json(&serde_json::json!({"dry_run": args.dry_run, "groups": json_groups, "removed": removed}))?;
-    } else if !global.quiet {
+    if !global.json && !global.quiet {
         if args.dry_run {
             println!("dry run: nothing was removed");
         } else if args.prune {
@@ -184,8 +182,17 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
             println!("removed {removed} snapshot(s); the data they alone referenced stays until `cairn prune`");
         }
     }
-    if args.prune {
-        crate::commands::prune::prune_repository(global, &repo, &args.prune_tuning, args.dry_run).await?;
+    let pruned = if args.prune {
+        Some(crate::commands::prune::prune_repository(global, &repo, &args.prune_tuning, args.dry_run).await?)
+    } else {
+        None
+    };
+    if global.json {
+        let mut doc = serde_json::json!({"dry_run": args.dry_run, "groups": json_groups, "removed": removed});
+        if let Some(report) = pruned {
+            doc["prune"] = serde_json::to_value(report)?;
+        }
+        context::print_json(&doc)?;
     }
     Ok(())
 }

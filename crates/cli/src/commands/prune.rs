@@ -11,16 +11,22 @@ use crate::context;
 
 pub async fn run(global: &GlobalArgs, args: PruneArgs) -> Result<()> {
     let repo = context::open(global).await?;
-    prune_repository(global, &repo, &args.tuning, args.dry_run).await
+    let report = prune_repository(global, &repo, &args.tuning, args.dry_run).await?;
+    if global.json {
+        context::print_json(&report)?;
+    }
+    Ok(())
 }
 
-/// Prunes an open repository and prints the report (shared with `forget --prune`).
+/// Prunes an open repository and prints the report unless `--json` is
+/// given (then the caller prints it: `forget --prune` puts it into its own
+/// JSON document).
 pub async fn prune_repository(
     global: &GlobalArgs,
     repo: &Repository,
     tuning: &PruneTuning,
     dry_run: bool,
-) -> Result<()> {
+) -> Result<PruneReport> {
     let options = PruneOptions {
         max_unused: UnusedLimit::parse(&tuning.max_unused, |s| crate::units::parse_size(s).ok())?,
         max_repack_bytes: tuning.max_repack_size,
@@ -35,12 +41,10 @@ pub async fn prune_repository(
         }
     };
     let report = prune::prune(repo, &options, &progress).await?;
-    if global.json {
-        context::print_json(&report)?;
-    } else if !global.quiet {
+    if !global.json && !global.quiet {
         print_report(&report, &options);
     }
-    Ok(())
+    Ok(report)
 }
 
 fn print_report(r: &PruneReport, options: &PruneOptions) {
