@@ -591,11 +591,21 @@ impl Run<'_> {
         // writer indexes them (its own, ordinary index files).
         if !repack.is_empty() {
             (self.progress)(&format!("repacking {} packs ({} bytes in use)", repack.len(), repack_bytes));
-            let writer = Writer::new(repo, Arc::new(Index::default()))?;
-            for u in &repack {
-                self.ensure_lease()?;
-                copy_used_blobs(repo, &writer, &u.pack.entry, &u.used).await?;
-            }
+            let writer = Arc::new(Writer::new(repo, Arc::new(Index::default()))?);
+            let lease = self.lease;
+            // Opening and sealing is CPU work: one pack per core at a time.
+            let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+            futures::stream::iter(repack.iter())
+                .map(|u| {
+                    let writer = &writer;
+                    async move {
+                        lease.map_or(Ok(()), Lease::ensure)?;
+                        copy_used_blobs(repo, writer, &u.pack.entry, &u.used).await
+                    }
+                })
+                .buffer_unordered(cores)
+                .try_collect::<Vec<()>>()
+                .await?;
             writer.flush().await?;
             self.report.index_files_written += writer.stats().index_files_written as usize;
         }
@@ -634,11 +644,34 @@ impl Run<'_> {
 }
 
 /// Reads a pack and adds its used blobs (positions `used` in its entry) to
-/// `writer`, checking each decrypts to the content its id names.
-async fn copy_used_blobs(repo: &Repository, writer: &Writer, pack: &IndexedPack, used: &[usize]) -> Result<()> {
-    let name = FileKind::Pack.relative_path(&pack.id);
+/// `writer`, checking that each decrypts to the content its id names. The
+/// decrypting, hashing and sealing run on a blocking thread.
+async fn copy_used_blobs(repo: &Repository, writer: &Arc<Writer>, pack: &IndexedPack, used: &[usize]) -> Result<()> {
     let bytes = repo.backend().read(FileKind::Pack, &pack.id).await?;
+    let sealed = {
+        let (repo, writer, pack, used) = (repo.clone(), writer.clone(), pack.clone(), used.to_vec());
+        tokio::task::spawn_blocking(move || reseal(&repo, &writer, &pack, &used, &bytes))
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("a repacking thread failed: {e}")))??
+    };
+    for blob in sealed {
+        writer.add_sealed(blob).await?;
+    }
+    Ok(())
+}
+
+/// Opens the `used` blobs of `pack` (its bytes) and seals them again for
+/// `writer`'s session.
+fn reseal(
+    repo: &Repository,
+    writer: &Writer,
+    pack: &IndexedPack,
+    used: &[usize],
+    bytes: &[u8],
+) -> Result<Vec<crate::blob::SealedBlob>> {
+    let name = FileKind::Pack.relative_path(&pack.id);
     let info = PackInfo { id: pack.id, size: pack.size, session_public: pack.session_public };
+    let mut out = Vec::with_capacity(used.len());
     for &i in used {
         let b = &pack.blobs[i];
         let location = BlobLocation {
@@ -656,15 +689,13 @@ async fn copy_used_blobs(repo: &Repository, writer: &Writer, pack: &IndexedPack,
         let plaintext = repo
             .open_blob(&info, &location, &b.id, sealed)
             .map_err(|e| Error::DamagedForPrune(format!("cannot repack blob {} from {name}: {e}", b.id)))?;
-        let stored = writer.add_blob(b.blob_type, &plaintext).await?;
-        if stored != b.id {
-            return Err(Error::DamagedForPrune(format!(
-                "blob {} in {name} decrypts to content with id {stored}",
-                b.id
-            )));
+        let id = repo.content_id(&plaintext);
+        if id != b.id {
+            return Err(Error::DamagedForPrune(format!("blob {} in {name} decrypts to content with id {id}", b.id)));
         }
+        out.push(writer.seal(b.blob_type, id, &plaintext)?);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Every blob the snapshots use: their trees and the data blobs in them,
