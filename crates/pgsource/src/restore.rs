@@ -103,24 +103,25 @@ pub struct OpenedSnapshot {
 impl OpenedSnapshot {
     /// Reads the manifest and lists the files of a PostgreSQL snapshot (blocking).
     pub fn open(loader: &TreeLoader, snapshot: &Snapshot) -> Result<OpenedSnapshot> {
-        let root = loader.root(snapshot)?;
-        let mut files = HashMap::new();
-        loader.walk::<Error>(&root, |path, node| {
-            if node.kind == NodeKind::File {
-                let path = String::from_utf8_lossy(path.strip_prefix(b"/").unwrap_or(path)).into_owned();
-                files.insert(path, node.clone());
-            }
-            Ok(true)
-        })?;
-        let Some(node) = files.get(MANIFEST_FILE) else {
+        let files = list_files(loader, snapshot)?;
+        if files.contains_key(crate::manifest::CLUSTER_MANIFEST_FILE) {
             return Err(Error::Manifest(format!(
-                "snapshot of {} is not a PostgreSQL backup (it has no {MANIFEST_FILE}; `cairn pg backup` writes those)",
+                "snapshot of {} is an --all-databases backup: open it with cluster::Opened::open",
                 snapshot.paths.join(", ")
             )));
+        }
+        OpenedSnapshot::from_files(loader, files, &snapshot.paths.join(", "))
+    }
+
+    /// Reads the manifest among `files` (paths relative to the database's
+    /// directory) (blocking). `what` names the snapshot in messages.
+    pub(crate) fn from_files(loader: &TreeLoader, files: HashMap<String, Node>, what: &str) -> Result<OpenedSnapshot> {
+        let Some(node) = files.get(MANIFEST_FILE) else {
+            return Err(Error::Manifest(format!(
+                "snapshot of {what} is not a PostgreSQL backup (it has no {MANIFEST_FILE}; `cairn pg backup` writes those)"
+            )));
         };
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut loader.content(node), &mut bytes)
-            .map_err(|e| Error::io(format!("reading {MANIFEST_FILE} from the repository"), e))?;
+        let bytes = read_file(loader, node, MANIFEST_FILE)?;
         let manifest = Manifest::decode(&bytes)?;
         Ok(OpenedSnapshot { manifest, files })
     }
@@ -131,6 +132,29 @@ impl OpenedSnapshot {
             .get(path)
             .ok_or_else(|| Error::Manifest(format!("the manifest names {path}, which is not in the snapshot")))
     }
+}
+
+/// Every file of a snapshot by its path in the snapshot's view, without the
+/// leading `/` (blocking).
+pub(crate) fn list_files(loader: &TreeLoader, snapshot: &Snapshot) -> Result<HashMap<String, Node>> {
+    let root = loader.root(snapshot)?;
+    let mut files = HashMap::new();
+    loader.walk::<Error>(&root, |path, node| {
+        if node.kind == NodeKind::File {
+            let path = String::from_utf8_lossy(path.strip_prefix(b"/").unwrap_or(path)).into_owned();
+            files.insert(path, node.clone());
+        }
+        Ok(true)
+    })?;
+    Ok(files)
+}
+
+/// A small file's whole content (a manifest, the globals) (blocking).
+pub(crate) fn read_file(loader: &TreeLoader, node: &Node, what: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut loader.content(node), &mut bytes)
+        .map_err(|e| Error::io(format!("reading {what} from the repository"), e))?;
+    Ok(bytes)
 }
 
 fn secs(d: Duration) -> f64 {
@@ -203,8 +227,9 @@ pub async fn restore(
             queue.push_back(Item::LargeObject { oid: lo.oid, node: opened.file(&lo.file)?.clone() });
         }
     }
-    progress.items_total.store(queue.len() as u64, Ordering::Relaxed);
-    progress.bytes_total.store(tables.iter().map(|t| t.bytes).sum(), Ordering::Relaxed);
+    // Added, not set: an --all-databases restore loads one database after another.
+    progress.items_total.fetch_add(queue.len() as u64, Ordering::Relaxed);
+    progress.bytes_total.fetch_add(tables.iter().map(|t| t.bytes).sum(), Ordering::Relaxed);
     let queue = Mutex::new(queue);
     let rows = AtomicU64::new(0);
     let workers = (0..options.jobs.max(1)).map(|_| load_worker(&options.conn, &queue, loader, progress, &rows));
@@ -241,7 +266,8 @@ pub async fn restore(
         database: options.conn.dbname().to_owned(),
         tables: tables.len() as u64,
         rows: rows.load(Ordering::Relaxed),
-        bytes: progress.bytes.load(Ordering::Relaxed),
+        // The files' lengths: every row of each arrived (checked above).
+        bytes: tables.iter().map(|t| t.bytes).sum(),
         large_objects: if only.is_empty() { manifest.large_objects.len() as u64 } else { 0 },
         sequences,
         phase_secs: PhaseTimes {

@@ -147,6 +147,64 @@ pub async fn dump_schema(
     Ok(archive)
 }
 
+/// Runs `pg_dumpall --globals-only` (roles with their passwords,
+/// memberships and settings; tablespaces) against `conn`'s server,
+/// connecting to `conn`'s database, and returns the SQL script. Reading
+/// role passwords needs a superuser; `no_role_passwords` leaves them out
+/// (`--no-role-passwords`), which any role may do.
+pub async fn dump_globals(tool: &Tool, conn: &ConnSpec, no_role_passwords: bool) -> Result<Vec<u8>> {
+    let mut cmd = Command::new(&tool.path);
+    cmd.args(["--globals-only", "--no-password"]);
+    // pg_dumpall ignores PGDATABASE and the database of --dbname: -l/--database names it.
+    cmd.arg(format!("--database={}", conn.dbname()));
+    if no_role_passwords {
+        cmd.arg("--no-role-passwords");
+    }
+    cmd.envs(conn.libpq_env()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = cmd.output().await.map_err(|e| Error::Tool(format!("cannot run {}: {e}", tool.path.display())))?;
+    if !out.status.success() {
+        let messages = String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ");
+        let hint = if messages.contains("pg_authid") {
+            " (reading role passwords needs a superuser: connect as one, or pass --no-role-passwords)"
+        } else {
+            ""
+        };
+        return Err(Error::Tool(format!("pg_dumpall --globals-only failed ({}): {messages}{hint}", out.status)));
+    }
+    Ok(out.stdout)
+}
+
+/// What replaying a globals script did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ScriptOutcome {
+    /// Errors that were expected on a server that already has the objects
+    /// (`role "x" already exists`), as psql printed them.
+    pub tolerated: Vec<String>,
+}
+
+/// Replays a SQL script the way its reader is meant to (`psql -f`, going on
+/// after an error, as pg_dumpall's output expects): a role or tablespace
+/// that already exists on the target is reported, not fatal, and the
+/// script's next statements (`ALTER ROLE ...`) still run. Any other error
+/// fails, naming every message.
+pub async fn run_script(psql: &Tool, conn: &ConnSpec, script: &Path) -> Result<ScriptOutcome> {
+    let mut cmd = Command::new(&psql.path);
+    cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "-f"]).arg(script);
+    let name = conn.dbname().replace('\\', "\\\\").replace('\'', "\\'");
+    cmd.arg(format!("--dbname=dbname='{name}'"));
+    cmd.envs(conn.libpq_env()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let out = cmd.output().await.map_err(|e| Error::Tool(format!("cannot run {}: {e}", psql.path.display())))?;
+    let messages = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<String> =
+        messages.lines().filter(|l| l.contains("ERROR:") || l.contains("FATAL:")).map(str::to_owned).collect();
+    let (tolerated, fatal): (Vec<String>, Vec<String>) = errors.into_iter().partition(|l| l.contains("already exists"));
+    if !out.status.success() || !fatal.is_empty() {
+        let shown = if fatal.is_empty() { messages.trim().replace('\n', "; ") } else { fatal.join("; ") };
+        return Err(Error::Tool(format!("replaying {} with psql failed ({}): {shown}", script.display(), out.status)));
+    }
+    Ok(ScriptOutcome { tolerated })
+}
+
 /// Options of one `pg_restore` pass.
 #[derive(Debug, Clone, Default)]
 pub struct RestorePass<'a> {
