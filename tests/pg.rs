@@ -100,6 +100,17 @@ fn round_trip_is_identical_and_drill_passes() {
     assert_eq!(pg.psql(&target, "SELECT ispopulated FROM pg_matviews WHERE matviewname = 'never_filled'"), "f");
     assert_eq!(pg.psql(&target, "SELECT sum(n) FROM app.order_counts"), "500");
     assert_eq!(pg.psql(&target, "SELECT nextval('app.ticket')"), "110");
+    // Every table, partitioned table and populated materialized view was
+    // analyzed, and an inheritance parent has statistics over its children
+    // (analyzed after they were loaded).
+    let unanalyzed = pg.psql(
+        &target,
+        "SELECT string_agg(c.relname, ', ') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname IN ('public', 'app') AND (c.relkind IN ('r', 'p') OR (c.relkind = 'm' AND c.relispopulated)) \
+           AND pg_stat_get_last_analyze_time(c.oid) IS NULL",
+    );
+    assert_eq!(unanalyzed, "", "never analyzed after the restore");
+    assert_eq!(pg.psql(&target, "SELECT count(*) > 0 FROM pg_stats WHERE tablename = 'vehicles' AND inherited"), "t");
 
     // --clean over the restored copy after it changed brings it back.
     pg.psql(&target, "DELETE FROM app.orders WHERE id > 10; DROP TABLE public.big CASCADE");

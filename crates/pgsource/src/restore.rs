@@ -4,16 +4,23 @@
 //! 2. `pg_restore --section=pre-data` (types, tables, functions, large object entries);
 //! 3. N connections `COPY ... FROM STDIN`, each table streamed from the
 //!    repository, largest first; each table's row count is checked against
-//!    the manifest; then large objects' bytes;
+//!    the manifest, and the same connection `ANALYZE`s it at once (while
+//!    the other connections are still loading); then large objects' bytes;
 //! 4. sequences (`setval`);
 //! 5. `pg_restore --section=post-data -j N` (indexes, constraints, triggers,
 //!    `REFRESH MATERIALIZED VIEW` of views that were populated);
-//! 6. `ANALYZE`.
+//! 6. `ANALYZE` of what step 3 could not analyze yet, on N connections:
+//!    partitioned tables and inheritance parents (their statistics cover
+//!    children loaded later), tables with expression indexes (statistics
+//!    of an index expression are gathered only once the index exists),
+//!    populated materialized views, and tables step 3 did not load.
+//!    Together that is what a database-wide `ANALYZE` covers, without
+//!    running it on one connection after everything else.
 //!
 //! Loading data before indexes and constraints exist is what pg_restore
 //! does too: it is much faster, and foreign keys are checked once at the end.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -260,7 +267,8 @@ pub async fn restore(
         };
         crate::schema::restore_section(&pg_restore, &options.conn, &archive, &post).await?;
     }
-    target.batch_execute("ANALYZE").await.map_err(|e| Error::query("running ANALYZE", e))?;
+    let analyzed: HashSet<String> = tables.iter().map(|t| qualified(&t.schema, &t.name)).collect();
+    analyze_after_post_data(&target, &options.conn, options.jobs.max(1), &analyzed).await?;
     let finished = Instant::now();
     Ok(RestoreReport {
         database: options.conn.dbname().to_owned(),
@@ -316,11 +324,70 @@ async fn load_worker(
                     )));
                 }
                 rows.fetch_add(loaded, Ordering::Relaxed);
+                // Now, on this connection, rather than a database-wide
+                // ANALYZE at the end: it overlaps the other connections'
+                // COPY and the table's pages are still in shared buffers.
+                let what = qualified(&entry.schema, &entry.name);
+                client
+                    .batch_execute(&format!("ANALYZE {what}"))
+                    .await
+                    .map_err(|e| Error::query(format!("running ANALYZE on {what}"), e))?;
             }
             Some(Item::LargeObject { oid, node }) => copy::load_large_object(&client, oid, loader, &node).await?,
         }
         progress.items_done.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Every relation a database-wide `ANALYZE` would process (tables,
+/// partitioned tables, populated materialized views; not system schemas),
+/// named as [`qualified`] names them, and whether its statistics need the
+/// restore to be complete (module docs, step 6): a partitioned table or
+/// inheritance parent, a table with an expression index, a materialized
+/// view. The others need it only when step 3 did not load them (tables
+/// whose data was excluded, tables an extension filled).
+const ANALYZE_CANDIDATES: &str = "\
+    SELECT '\"' || replace(n.nspname, '\"', '\"\"') || '\".\"' || replace(c.relname, '\"', '\"\"') || '\"', \
+           c.relkind <> 'r' OR c.relhassubclass \
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indexprs IS NOT NULL) \
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    WHERE n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' \
+      AND (c.relkind IN ('r', 'p') OR (c.relkind = 'm' AND c.relispopulated)) \
+    ORDER BY pg_catalog.pg_relation_size(c.oid) DESC";
+
+/// Step 6: `ANALYZE`, over `jobs` connections, of every candidate that
+/// needs the complete restore or was not analyzed after its COPY
+/// (`analyzed`, qualified names).
+async fn analyze_after_post_data(
+    target: &tokio_postgres::Client,
+    conn: &ConnSpec,
+    jobs: usize,
+    analyzed: &HashSet<String>,
+) -> Result<()> {
+    let names: VecDeque<String> = target
+        .query(ANALYZE_CANDIDATES, &[])
+        .await
+        .map_err(|e| Error::query("listing the relations to ANALYZE", e))?
+        .iter()
+        .filter_map(|r| {
+            let (name, needs_all): (String, bool) = (r.get(0), r.get(1));
+            (needs_all || !analyzed.contains(&name)).then_some(name)
+        })
+        .collect();
+    let workers = names.len().min(jobs);
+    let queue = Mutex::new(names);
+    let worker = || async {
+        let client = conn.connect().await?;
+        loop {
+            let Some(name) = queue.lock().expect("queue lock").pop_front() else { return Ok::<(), Error>(()) };
+            client
+                .batch_execute(&format!("ANALYZE {name}"))
+                .await
+                .map_err(|e| Error::query(format!("running ANALYZE on {name}"), e))?;
+        }
+    };
+    futures::future::try_join_all((0..workers).map(|_| worker())).await?;
+    Ok(())
 }
 
 /// Creates `conn`'s database from template0 with `encoding`, connecting to
