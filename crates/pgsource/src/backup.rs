@@ -222,6 +222,7 @@ pub async fn backup(writer: Arc<Writer>, options: &BackupOptions, progress: &Bac
             rows,
             bytes: content.size,
             unlogged: t.persistence == 'u',
+            post_data: t.post_data.clone(),
         });
     }
     for t in &data_excluded {
@@ -233,6 +234,7 @@ pub async fn backup(writer: Arc<Writer>, options: &BackupOptions, progress: &Bac
             rows: 0,
             bytes: 0,
             unlogged: t.persistence == 'u',
+            post_data: t.post_data.clone(),
         });
     }
     entries.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));

@@ -164,6 +164,13 @@ pub struct TableEntry {
     pub bytes: u64,
     /// `true` for an unlogged table.
     pub unlogged: bool,
+    /// Source catalog OIDs of the table's indexes and PRIMARY KEY / UNIQUE /
+    /// EXCLUDE constraints. The schema archive's table of contents lists
+    /// each post-data entry with its OID, so a restore can build these as
+    /// soon as this table's rows are in, while other tables still load.
+    /// Empty in manifests written before this field existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_data: Vec<u32>,
 }
 
 /// One sequence.

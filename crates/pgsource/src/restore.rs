@@ -83,6 +83,9 @@ pub struct RestoreReport {
     pub large_objects: u64,
     /// Sequences set.
     pub sequences: u64,
+    /// Post-data entries (indexes, primary keys, unique constraints) built
+    /// while other tables were still loading.
+    pub post_data_early: u64,
     /// Seconds in pre-data, data, post-data (with ANALYZE).
     pub phase_secs: PhaseTimes,
     /// Seconds in all.
@@ -216,9 +219,30 @@ pub async fn restore(
         no_owner: options.no_owner,
         jobs: 1,
         tables: if only.is_empty() { Vec::new() } else { selected_tables.iter().map(|t| t.name.clone()).collect() },
+        list: None,
     };
     crate::schema::restore_section(&pg_restore, &options.conn, &archive, &pre).await?;
     let pre_done = Instant::now();
+
+    // Post-data entries that depend on one table alone (its indexes, primary
+    // key, unique and exclusion constraints) by source OID: built as soon as
+    // that table is loaded and a loading connection would otherwise idle,
+    // i.e. while the last large tables are still loading (pg_restore -j
+    // schedules them so too). The rest waits for the final post-data pass.
+    let toc = if only.is_empty() { crate::schema::list_toc(&pg_restore, &archive).await? } else { Vec::new() };
+    let early_by_oid: HashMap<u32, usize> =
+        toc.iter().enumerate().filter(|(_, e)| e.index_or_constraint).map(|(i, e)| (e.oid, i)).collect();
+    let early = EarlyPostData {
+        tool: &pg_restore,
+        conn: &options.conn,
+        archive: &archive,
+        dir: dir.path(),
+        no_owner: options.no_owner,
+        pending: Mutex::new(Vec::new()),
+        done: Mutex::new(HashSet::new()),
+        runs: AtomicU64::new(0),
+        active: std::sync::atomic::AtomicUsize::new(0),
+    };
 
     // Data: tables largest first, then large objects.
     let mut queue: VecDeque<Item> = VecDeque::new();
@@ -227,7 +251,8 @@ pub async fn restore(
     tables.sort_by_key(|t| std::cmp::Reverse(t.bytes));
     for t in &tables {
         let file = t.file.as_deref().unwrap_or_default();
-        queue.push_back(Item::Table { entry: t, node: opened.file(file)?.clone() });
+        let early: Vec<usize> = t.post_data.iter().filter_map(|oid| early_by_oid.get(oid).copied()).collect();
+        queue.push_back(Item::Table { entry: t, node: opened.file(file)?.clone(), early });
     }
     if only.is_empty() {
         for lo in &manifest.large_objects {
@@ -239,7 +264,8 @@ pub async fn restore(
     progress.bytes_total.fetch_add(tables.iter().map(|t| t.bytes).sum(), Ordering::Relaxed);
     let queue = Mutex::new(queue);
     let rows = AtomicU64::new(0);
-    let workers = (0..options.jobs.max(1)).map(|_| load_worker(&options.conn, &queue, loader, progress, &rows));
+    let workers =
+        (0..options.jobs.max(1)).map(|_| load_worker(&options.conn, &queue, loader, progress, &rows, &toc, &early));
     futures::future::try_join_all(workers).await?;
 
     let mut sequences = 0;
@@ -257,13 +283,22 @@ pub async fn restore(
     }
     let data_done = Instant::now();
 
+    let mut post_data_early = 0;
     if only.is_empty() {
+        // Everything but what was built early, in the archive's order.
+        let done = std::mem::take(&mut *early.done.lock().expect("done lock"));
+        post_data_early = done.len() as u64;
+        let list = dir.path().join("post-data.list");
+        let text: String =
+            toc.iter().enumerate().filter(|(i, _)| !done.contains(i)).map(|(_, e)| e.line.clone() + "\n").collect();
+        std::fs::write(&list, text).map_err(|e| Error::io(format!("writing {}", list.display()), e))?;
         let post = RestorePass {
             section: "post-data",
             clean: false,
             no_owner: options.no_owner,
             jobs: options.jobs.max(1),
             tables: Vec::new(),
+            list: Some(&list),
         };
         crate::schema::restore_section(&pg_restore, &options.conn, &archive, &post).await?;
     }
@@ -278,6 +313,7 @@ pub async fn restore(
         bytes: tables.iter().map(|t| t.bytes).sum(),
         large_objects: if only.is_empty() { manifest.large_objects.len() as u64 } else { 0 },
         sequences,
+        post_data_early,
         phase_secs: PhaseTimes {
             pre_data: secs(pre_done - started),
             data: secs(data_done - pre_done),
@@ -288,8 +324,60 @@ pub async fn restore(
 }
 
 enum Item<'a> {
-    Table { entry: &'a crate::manifest::TableEntry, node: Node },
-    LargeObject { oid: u32, node: Node },
+    /// A table, and the indexes in the table of contents (positions) that
+    /// only need it.
+    Table {
+        entry: &'a crate::manifest::TableEntry,
+        node: Node,
+        early: Vec<usize>,
+    },
+    LargeObject {
+        oid: u32,
+        node: Node,
+    },
+}
+
+/// Post-data entries of loaded tables waiting for an idle connection.
+struct EarlyPostData<'a> {
+    tool: &'a crate::schema::Tool,
+    conn: &'a ConnSpec,
+    archive: &'a std::path::Path,
+    dir: &'a std::path::Path,
+    no_owner: bool,
+    /// Positions in the table of contents whose table is loaded.
+    pending: Mutex<Vec<usize>>,
+    /// Positions built.
+    done: Mutex<HashSet<usize>>,
+    /// pg_restore runs so far (names the list files).
+    runs: AtomicU64,
+    /// Connections loading an item now.
+    active: std::sync::atomic::AtomicUsize,
+}
+
+impl EarlyPostData<'_> {
+    /// Builds every pending entry with one `pg_restore -L`; false when
+    /// there was nothing to build.
+    async fn build_pending(&self, toc: &[crate::schema::TocEntry]) -> Result<bool> {
+        let batch: Vec<usize> = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        let n = self.runs.fetch_add(1, Ordering::Relaxed);
+        let list = self.dir.join(format!("early-{n}.list"));
+        let text: String = batch.iter().map(|&i| toc[i].line.clone() + "\n").collect();
+        std::fs::write(&list, text).map_err(|e| Error::io(format!("writing {}", list.display()), e))?;
+        let pass = RestorePass {
+            section: "post-data",
+            clean: false,
+            no_owner: self.no_owner,
+            jobs: 1,
+            tables: Vec::new(),
+            list: Some(&list),
+        };
+        crate::schema::restore_section(self.tool, self.conn, self.archive, &pass).await?;
+        self.done.lock().expect("done lock").extend(batch);
+        Ok(true)
+    }
 }
 
 async fn load_worker(
@@ -298,6 +386,8 @@ async fn load_worker(
     loader: &TreeLoader,
     progress: &RestoreProgress,
     rows: &AtomicU64,
+    toc: &[crate::schema::TocEntry],
+    early: &EarlyPostData<'_>,
 ) -> Result<()> {
     if queue.lock().expect("queue lock").is_empty() {
         return Ok(());
@@ -309,10 +399,23 @@ async fn load_worker(
         .await
         .map_err(|e| Error::query("preparing a restore connection", e))?;
     loop {
-        let item = queue.lock().expect("queue lock").pop_front();
+        let item = {
+            let mut queue = queue.lock().expect("queue lock");
+            let item = queue.pop_front();
+            if item.is_some() {
+                early.active.fetch_add(1, Ordering::SeqCst);
+            }
+            item
+        };
         match item {
-            None => return Ok(()),
-            Some(Item::Table { entry, node }) => {
+            // Nothing left to load: build the indexes of loaded tables
+            // while another connection still loads; once none does, what
+            // is left goes to the final post-data pass, which has -j N.
+            None => {
+                while early.active.load(Ordering::SeqCst) > 0 && early.build_pending(toc).await? {}
+                return Ok(());
+            }
+            Some(Item::Table { entry, node, early: entries }) => {
                 let loaded =
                     copy::copy_in(&client, &entry.schema, &entry.name, &entry.columns, loader, &node, &progress.bytes)
                         .await?;
@@ -332,9 +435,11 @@ async fn load_worker(
                     .batch_execute(&format!("ANALYZE {what}"))
                     .await
                     .map_err(|e| Error::query(format!("running ANALYZE on {what}"), e))?;
+                early.pending.lock().expect("pending lock").extend(entries);
             }
             Some(Item::LargeObject { oid, node }) => copy::load_large_object(&client, oid, loader, &node).await?,
         }
+        early.active.fetch_sub(1, Ordering::SeqCst);
         progress.items_done.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -218,6 +218,8 @@ pub struct RestorePass<'a> {
     pub jobs: usize,
     /// `-t NAME` for each (only these tables' definitions).
     pub tables: Vec<String>,
+    /// `-L FILE`: only the entries of this list (see [`list_toc`]).
+    pub list: Option<&'a Path>,
 }
 
 /// Replays one section of the schema archive `archive` into `conn`'s
@@ -241,6 +243,9 @@ pub async fn restore_section(tool: &Tool, conn: &ConnSpec, archive: &Path, pass:
     for t in &pass.tables {
         cmd.arg(format!("--table={t}"));
     }
+    if let Some(list) = pass.list {
+        cmd.arg("--use-list").arg(list);
+    }
     cmd.arg(archive);
     cmd.envs(conn.libpq_env()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let out = cmd.output().await.map_err(|e| Error::Tool(format!("cannot run {}: {e}", tool.path.display())))?;
@@ -255,6 +260,52 @@ pub async fn restore_section(tool: &Tool, conn: &ConnSpec, archive: &Path, pass:
     Ok(())
 }
 
+/// One entry of an archive's table of contents (`pg_restore -l`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TocEntry {
+    /// The line as pg_restore printed it (what a `-L` list file holds).
+    pub line: String,
+    /// The object's catalog OID in the source database.
+    pub oid: u32,
+    /// Whether it is an `INDEX` or a `CONSTRAINT` (not `FK CONSTRAINT`,
+    /// not `INDEX ATTACH`): an entry that depends on its table alone when
+    /// that table is a plain one.
+    pub index_or_constraint: bool,
+}
+
+/// Parses one line of `pg_restore -l` (`215; 1259 16412 INDEX public events_at app`);
+/// `None` for comments and blank lines.
+pub fn parse_toc_line(line: &str) -> Option<TocEntry> {
+    let (id, rest) = line.split_once(';')?;
+    id.trim().parse::<u32>().ok()?;
+    let mut words = rest.trim_start().splitn(3, ' ');
+    let _table_oid: u32 = words.next()?.parse().ok()?;
+    let oid: u32 = words.next()?.parse().ok()?;
+    let desc = words.next()?;
+    let index_or_constraint =
+        (desc.starts_with("INDEX ") && !desc.starts_with("INDEX ATTACH ")) || desc.starts_with("CONSTRAINT ");
+    Some(TocEntry { line: line.to_owned(), oid, index_or_constraint })
+}
+
+/// The table of contents of a custom-format archive (`pg_restore -l`).
+pub async fn list_toc(tool: &Tool, archive: &Path) -> Result<Vec<TocEntry>> {
+    let out = Command::new(&tool.path)
+        .arg("--list")
+        .arg(archive)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::Tool(format!("cannot run {}: {e}", tool.path.display())))?;
+    if !out.status.success() {
+        return Err(Error::Tool(format!(
+            "pg_restore --list failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ")
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter_map(parse_toc_line).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +317,23 @@ mod tests {
         assert_eq!(parse_major("pg_restore (PostgreSQL) 17devel"), Some(17));
         assert_eq!(parse_major("pg_dump (PostgreSQL) 16beta2"), Some(16));
         assert_eq!(parse_major("nonsense"), None);
+    }
+
+    #[test]
+    fn toc_lines() {
+        let e = parse_toc_line("215; 1259 16412 INDEX public events_at app").unwrap();
+        assert_eq!((e.oid, e.index_or_constraint), (16412, true));
+        let e = parse_toc_line("3340; 2606 16390 CONSTRAINT public events events_pkey app").unwrap();
+        assert!(e.index_or_constraint && e.oid == 16390);
+        assert!(
+            !parse_toc_line("3341; 2606 16391 FK CONSTRAINT app orders orders_kind_fkey app")
+                .unwrap()
+                .index_or_constraint
+        );
+        assert!(!parse_toc_line("3342; 0 0 INDEX ATTACH app m_2023_idx app").unwrap().index_or_constraint);
+        assert!(!parse_toc_line("3343; 2606 16392 TABLE public \"INDEX x\" app").unwrap().index_or_constraint);
+        assert_eq!(parse_toc_line(";"), None);
+        assert_eq!(parse_toc_line("; Archive created at 2026-12-01"), None);
+        assert_eq!(parse_toc_line(""), None);
     }
 }
