@@ -259,4 +259,35 @@ mod tests {
         assert_eq!(escape_name("a/b%"), "a%2Fb%25");
         assert_ne!(escape_name("a/b"), escape_name("a%2Fb"));
     }
+
+    #[test]
+    fn cluster_manifests_round_trip_and_refuse_other_kinds() {
+        let m = ClusterManifest {
+            version: MANIFEST_VERSION,
+            kind: "postgresql-cluster".into(),
+            server_version: "15.18".into(),
+            server_version_num: 150018,
+            started: jiff::Timestamp::UNIX_EPOCH,
+            finished: jiff::Timestamp::UNIX_EPOCH,
+            pg_dumpall_version: "pg_dumpall (PostgreSQL) 15.18".into(),
+            globals_file: GLOBALS_FILE.into(),
+            no_role_passwords: false,
+            databases: vec![DatabaseEntry {
+                name: "a/b".into(),
+                dir: format!("{DATABASES_DIR}/{}", escape_name("a/b")),
+                owner: "o".into(),
+                encoding: "UTF8".into(),
+                collate: "C".into(),
+                ctype: "C".into(),
+            }],
+        };
+        let bytes = serde_json::to_vec(&m).unwrap();
+        assert_eq!(ClusterManifest::decode(&bytes).unwrap(), m);
+        let single = String::from_utf8(bytes).unwrap().replace("postgresql-cluster", "postgresql");
+        let err = ClusterManifest::decode(single.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("upgrade cairn"), "{err}");
+        // A manifest from before `post_data` existed still reads.
+        let old = r#"{"schema":"s","name":"t","columns":[],"file":null,"rows":0,"bytes":0,"unlogged":false}"#;
+        assert!(serde_json::from_str::<TableEntry>(old).unwrap().post_data.is_empty());
+    }
 }
