@@ -230,6 +230,9 @@ pub async fn restore(
     // i.e. while the last large tables are still loading (pg_restore -j
     // schedules them so too). The rest waits for the final post-data pass.
     let toc = if only.is_empty() { crate::schema::list_toc(&pg_restore, &archive).await? } else { Vec::new() };
+    // Index and constraint OIDs come from one counter; should two of them
+    // match after OID wraparound, an index is merely built before its
+    // table's rows arrive (slower, still correct), never skipped.
     let early_by_oid: HashMap<u32, usize> =
         toc.iter().enumerate().filter(|(_, e)| e.index_or_constraint).map(|(i, e)| (e.oid, i)).collect();
     let early = EarlyPostData {

@@ -274,16 +274,25 @@ pub struct TocEntry {
 }
 
 /// Parses one line of `pg_restore -l` (`215; 1259 16412 INDEX public events_at app`);
-/// `None` for comments and blank lines.
+/// `None` for comments and blank lines. A line of another shape is kept
+/// (OID 0, not an index) so that the final post-data pass still replays it.
 pub fn parse_toc_line(line: &str) -> Option<TocEntry> {
-    let (id, rest) = line.split_once(';')?;
-    id.trim().parse::<u32>().ok()?;
-    let mut words = rest.trim_start().splitn(3, ' ');
-    let _table_oid: u32 = words.next()?.parse().ok()?;
-    let oid: u32 = words.next()?.parse().ok()?;
-    let desc = words.next()?;
-    let index_or_constraint =
-        (desc.starts_with("INDEX ") && !desc.starts_with("INDEX ATTACH ")) || desc.starts_with("CONSTRAINT ");
+    let trimmed = line.trim();
+    if trimmed.is_empty() || trimmed.starts_with(';') {
+        return None;
+    }
+    let parsed = || -> Option<(u32, bool)> {
+        let (id, rest) = line.split_once(';')?;
+        id.trim().parse::<u32>().ok()?;
+        let mut words = rest.trim_start().splitn(3, ' ');
+        let _table_oid: u32 = words.next()?.parse().ok()?;
+        let oid: u32 = words.next()?.parse().ok()?;
+        let desc = words.next()?;
+        let index_or_constraint =
+            (desc.starts_with("INDEX ") && !desc.starts_with("INDEX ATTACH ")) || desc.starts_with("CONSTRAINT ");
+        Some((oid, index_or_constraint))
+    };
+    let (oid, index_or_constraint) = parsed().unwrap_or((0, false));
     Some(TocEntry { line: line.to_owned(), oid, index_or_constraint })
 }
 
@@ -335,5 +344,7 @@ mod tests {
         assert_eq!(parse_toc_line(";"), None);
         assert_eq!(parse_toc_line("; Archive created at 2026-12-01"), None);
         assert_eq!(parse_toc_line(""), None);
+        let odd = parse_toc_line("strange line").unwrap();
+        assert!(!odd.index_or_constraint && odd.line == "strange line", "kept for the final pass");
     }
 }
