@@ -258,6 +258,15 @@ fn all_databases_with_roles_restore_into_a_fresh_cluster() {
     let out = ok(run(&mut cairn(&env, &["pg", "drill", "-d", &src.conn("postgres"), "--only-database", "crm"])));
     assert!(out.contains("(database crm)") && out.contains("drill passed"), "{out}");
     assert_eq!(src.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_drill_%'"), "0");
+
+    // A role that is not a superuser cannot read the password hashes: the
+    // error names the way out.
+    let owner = format!("host={} port={} user=cairn_owner dbname=postgres", src.dir.display(), src.port);
+    fails(
+        run(&mut cairn(&env, &["pg", "backup", "--all-databases", "-d", &owner])),
+        1,
+        &["pg_dumpall --globals-only failed", "pg_authid", "--no-role-passwords"],
+    );
     src.stop();
     dst.stop();
 }
