@@ -100,6 +100,20 @@ fn round_trip_is_identical_and_drill_passes() {
     assert_eq!(pg.psql(&target, "SELECT ispopulated FROM pg_matviews WHERE matviewname = 'never_filled'"), "f");
     assert_eq!(pg.psql(&target, "SELECT sum(n) FROM app.order_counts"), "500");
     assert_eq!(pg.psql(&target, "SELECT nextval('app.ticket')"), "110");
+    // Every table, partitioned table and populated materialized view was
+    // analyzed, and an inheritance parent has statistics over its children
+    // (analyzed after they were loaded).
+    let unanalyzed = pg.psql(
+        &target,
+        "SELECT string_agg(c.relname, ', ') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname IN ('public', 'app') AND (c.relkind IN ('r', 'p') OR (c.relkind = 'm' AND c.relispopulated)) \
+           AND pg_stat_get_last_analyze_time(c.oid) IS NULL",
+    );
+    assert_eq!(unanalyzed, "", "never analyzed after the restore");
+    assert_eq!(pg.psql(&target, "SELECT count(*) > 0 FROM pg_stats WHERE tablename = 'vehicles' AND inherited"), "t");
+    // Statistics of an index expression exist once the index does: the
+    // final ANALYZE covers it.
+    assert_eq!(pg.psql(&target, "SELECT count(*) > 0 FROM pg_stats WHERE tablename = 'orders_lower_note'"), "t");
 
     // --clean over the restored copy after it changed brings it back.
     pg.psql(&target, "DELETE FROM app.orders WHERE id > 10; DROP TABLE public.big CASCADE");
@@ -126,9 +140,145 @@ fn round_trip_is_identical_and_drill_passes() {
     assert_eq!(report["dropped"], true);
     assert_eq!(report["tables"].as_array().unwrap().len(), 10);
     assert!(report["restore_secs"].as_f64().unwrap() > 0.0);
+    // While one connection loads the 1,000,000-row table, the other builds
+    // the indexes of the small tables it has loaded.
+    assert!(report["restore"]["post_data_early"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_drill_%'"), "0");
 
     ok(run(&mut cairn(&env, &["check", "--read-data"])));
+}
+
+#[test]
+fn all_databases_with_roles_restore_into_a_fresh_cluster() {
+    // Clusters of its own: the backup takes every database of the server,
+    // and the restore needs a server where the roles do not exist yet.
+    let Some(src) = Pg::separate("cpgall") else { return };
+    let Some(dst) = Pg::separate("cpgdest") else { return };
+    let env = Env::new();
+    env.init();
+    src.psql(
+        "postgres",
+        "CREATE ROLE cairn_owner LOGIN PASSWORD 'owner-secret' CREATEDB; \
+         ALTER ROLE cairn_owner SET work_mem = '8MB'",
+    );
+    src.psql("postgres", "CREATE DATABASE shop OWNER cairn_owner");
+    src.psql("postgres", "CREATE DATABASE crm");
+    fixture(&src, "shop");
+    fixture(&src, "crm");
+    src.psql("postgres", "GRANT cairn_app_reader TO cairn_owner");
+    // The role owns objects in both databases (and the database shop).
+    src.psql("shop", "ALTER SCHEMA app OWNER TO cairn_owner; ALTER TABLE app.orders OWNER TO cairn_owner");
+    src.psql("crm", "CREATE TABLE public.owned AS SELECT 1 AS x; ALTER TABLE public.owned OWNER TO cairn_owner");
+    src.psql("postgres", "CREATE TABLE maintenance_note AS SELECT 'kept' AS note");
+
+    let backup = |env: &Env| {
+        json_line(
+            &ok(run(&mut cairn(env, &["--json", "pg", "backup", "--all-databases", "-d", &src.conn("postgres")]))),
+            "summary",
+        )
+    };
+    let day1 = backup(&env);
+    let names: Vec<&str> =
+        day1["databases"].as_array().unwrap().iter().map(|d| d["database"].as_str().unwrap()).collect();
+    assert_eq!(names, ["crm", "postgres", "shop"], "every database but the templates: {day1}");
+    let snaps: serde_json::Value = serde_json::from_str(&ok(run(&mut cairn(&env, &["--json", "snapshots"])))).unwrap();
+    assert_eq!(snaps[0]["paths"][0], "/pg");
+    let cluster: serde_json::Value =
+        serde_json::from_str(&ok(run(&mut cairn(&env, &["dump", "latest", "/cluster.json"])))).unwrap();
+    assert_eq!(cluster["kind"], "postgresql-cluster");
+    let shop = cluster["databases"].as_array().unwrap().iter().find(|d| d["name"] == "shop").unwrap();
+    assert_eq!(shop["owner"], "cairn_owner");
+    let globals = ok(run(&mut cairn(&env, &["dump", "latest", "/globals.sql"])));
+    assert!(globals.contains("CREATE ROLE cairn_owner"), "{globals}");
+    let shop_manifest: serde_json::Value =
+        serde_json::from_str(&ok(run(&mut cairn(&env, &["dump", "latest", "/databases/shop/manifest.json"])))).unwrap();
+    assert_eq!(table_rows(&shop_manifest, "public", "big"), 1_000_000);
+
+    // Nothing changed: only manifests and trees are new.
+    let same = backup(&env);
+    assert!(same["bytes_added"].as_u64().unwrap() < 300_000, "unchanged cluster added {same}");
+    eprintln!("all databases: day 1 added {}, unchanged added {}", day1["bytes_added"], same["bytes_added"]);
+
+    // Restore everything into the fresh cluster: roles come from the globals.
+    assert_eq!(dst.psql("postgres", "SELECT count(*) FROM pg_roles WHERE rolname = 'cairn_owner'"), "0");
+    let out = ok(run(&mut cairn(&env, &["pg", "restore", "-d", &dst.conn("postgres"), "--jobs", "2"])));
+    assert!(out.contains("role \"postgres\" already exists"), "the existing role is reported: {out}");
+    for db in ["shop", "crm", "postgres"] {
+        assert_same_dump(&src.dump(db), &dst.dump(db), db);
+    }
+    assert_eq!(dst.psql("postgres", "SELECT note FROM maintenance_note"), "kept");
+    assert_eq!(
+        dst.psql("postgres", "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'shop'"),
+        "cairn_owner"
+    );
+    // Roles, memberships, settings and password hashes; the password role
+    // of the test clusters exists on both with its own salt.
+    let normalise = |g: String| {
+        g.lines()
+            .map(|l| if l.starts_with(&format!("ALTER ROLE {PASSWORD_ROLE} ")) { "PASSWORD ROLE" } else { l })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (a, b) = (normalise(src.globals()), normalise(dst.globals()));
+    assert!(a.contains("ALTER ROLE cairn_owner WITH NOSUPERUSER INHERIT NOCREATEROLE CREATEDB LOGIN"), "{a}");
+    assert!(a.contains("SCRAM-SHA-256$") && a.contains("GRANT cairn_app_reader TO cairn_owner"), "{a}");
+    assert_same_dump(&a, &b, "pg_dumpall --globals-only");
+
+    // One database: an existing one is refused without --clean, restored
+    // with it; a dropped one is created again.
+    let o = run(&mut cairn(
+        &env,
+        &["pg", "restore", "-d", &dst.conn("postgres"), "--only-database", "crm", "--no-globals"],
+    ));
+    let err = support::stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("database \"crm\" already exists") && err.contains("--clean"), "{err}");
+    dst.psql("crm", "DELETE FROM app.orders");
+    ok(run(&mut cairn(
+        &env,
+        &["pg", "restore", "-d", &dst.conn("postgres"), "--only-database", "crm", "--no-globals", "--clean"],
+    )));
+    assert_same_dump(&src.dump("crm"), &dst.dump("crm"), "crm after --clean");
+    dst.psql("postgres", "DROP DATABASE shop");
+    ok(run(&mut cairn(
+        &env,
+        &["pg", "restore", "-d", &dst.conn("postgres"), "--only-database", "shop", "--no-globals"],
+    )));
+    assert_same_dump(&src.dump("shop"), &dst.dump("shop"), "shop recreated");
+    let o = run(&mut cairn(&env, &["pg", "restore", "-d", &dst.conn("postgres"), "--only-database", "nope"]));
+    let err = support::stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no database \"nope\"") && err.contains("crm, postgres, shop"), "{err}");
+
+    // Drill every database, then one.
+    let out = ok(run(&mut cairn(&env, &["--json", "pg", "drill", "-d", &src.conn("postgres")])));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["databases"].as_array().unwrap().len(), 3);
+    let out = ok(run(&mut cairn(&env, &["pg", "drill", "-d", &src.conn("postgres"), "--only-database", "crm"])));
+    assert!(out.contains("(database crm)") && out.contains("drill passed"), "{out}");
+    assert_eq!(src.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_drill_%'"), "0");
+
+    // A role that is not a superuser cannot read the password hashes: the
+    // error names the way out.
+    let owner = format!("host={} port={} user=cairn_owner dbname=postgres", src.dir.display(), src.port);
+    fails(
+        run(&mut cairn(&env, &["pg", "backup", "--all-databases", "-d", &owner])),
+        1,
+        &["pg_dumpall --globals-only failed", "pg_authid", "--no-role-passwords"],
+    );
+    src.stop();
+    dst.stop();
+}
+
+/// Panics at the first differing line of two dumps.
+#[track_caller]
+fn assert_same_dump(a: &str, b: &str, what: &str) {
+    if a != b {
+        let first =
+            a.lines().zip(b.lines()).position(|(x, y)| x != y).unwrap_or(a.lines().count().min(b.lines().count()));
+        panic!("{what}: dumps differ at line {first}:\n{:?}\nvs\n{:?}", a.lines().nth(first), b.lines().nth(first));
+    }
 }
 
 #[test]

@@ -39,6 +39,33 @@ impl Pg {
         }
     }
 
+    /// A cluster of its own for one test (one whose databases or roles
+    /// other tests must not see, or a second server to restore into);
+    /// `None` and CI rules as [`Pg::shared`]. Give each a prefix of its own
+    /// length: the first port tried depends on it.
+    pub fn separate(prefix: &str) -> Option<Pg> {
+        match Pg::start(prefix) {
+            Ok(pg) => Some(pg),
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("PostgreSQL unavailable under CI: {e}"),
+            Err(e) => {
+                eprintln!("skipping: PostgreSQL unavailable: {e} (install with: apt-get install postgresql)");
+                None
+            }
+        }
+    }
+
+    /// `pg_dumpall --globals-only` (roles, memberships, settings,
+    /// tablespaces) without the random `\restrict` keys.
+    pub fn globals(&self) -> String {
+        let out = self.tool("pg_dumpall", "postgres").arg("--globals-only").output().expect("cannot run pg_dumpall");
+        assert!(out.status.success(), "pg_dumpall failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Starts a new cluster (also for tests that kill theirs), stopped and
     /// removed when this process exits.
     pub fn start(prefix: &str) -> Result<Pg, String> {

@@ -52,6 +52,9 @@ CREATE TABLE app.measurements (at date NOT NULL, v integer) PARTITION BY RANGE (
 CREATE TABLE app.measurements_2023 PARTITION OF app.measurements FOR VALUES FROM ('2023-01-01') TO ('2024-01-01');
 CREATE TABLE app.measurements_2024 PARTITION OF app.measurements FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
 INSERT INTO app.measurements SELECT date '2023-06-01' + (g % 400), g FROM generate_series(1, 1000) g;
+-- A partitioned primary key and index: leaf indexes attached to the parent's.
+ALTER TABLE app.measurements ADD PRIMARY KEY (at, v);
+CREATE INDEX measurements_v ON app.measurements (v);
 
 -- Inheritance: the parent and the child each have their own rows.
 CREATE TABLE app.vehicles (id serial PRIMARY KEY, name text);
@@ -65,6 +68,7 @@ INSERT INTO app.cache VALUES ('a', '1'), ('b', '2');
 CREATE TABLE app.orders (id bigserial PRIMARY KEY, kind_id integer REFERENCES app.kinds (id), note text, updated timestamptz);
 INSERT INTO app.orders (kind_id, note) SELECT 1 + g % 3, 'order ' || g FROM generate_series(1, 500) g;
 CREATE INDEX orders_note ON app.orders (note);
+CREATE INDEX orders_lower_note ON app.orders (lower(note));
 
 CREATE FUNCTION app.touch() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN NEW.updated := now(); RETURN NEW; END $$;

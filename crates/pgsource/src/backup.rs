@@ -65,6 +65,9 @@ pub struct BackupProgress {
 pub struct BackupOutcome {
     /// The snapshot's root tree (one directory named after the database).
     pub tree: Id,
+    /// The tree inside that directory (manifest, schema, data): what an
+    /// `--all-databases` snapshot puts under `databases/NAME`.
+    pub database_tree: Id,
     /// The manifest stored in it.
     pub manifest: Manifest,
     /// Files in the tree.
@@ -164,8 +167,9 @@ pub async fn backup(writer: Arc<Writer>, options: &BackupOptions, progress: &Bac
     order.sort_by_key(|&i| std::cmp::Reverse(tables[i].size));
     let mut queue: VecDeque<Job> = order.into_iter().map(Job::Table).collect();
     queue.extend((0..large_objects.len()).map(Job::LargeObject));
-    progress.items_total.store(queue.len() as u64, Ordering::Relaxed);
-    progress.bytes_estimate.store(tables.iter().map(|t| t.size.max(0) as u64).sum(), Ordering::Relaxed);
+    // Added, not set: an --all-databases backup runs one database after another.
+    progress.items_total.fetch_add(queue.len() as u64, Ordering::Relaxed);
+    progress.bytes_estimate.fetch_add(tables.iter().map(|t| t.size.max(0) as u64).sum(), Ordering::Relaxed);
     let queue = Mutex::new(queue);
     let table_results: Mutex<Vec<Option<(StoredContent, u64)>>> = Mutex::new(vec![None; tables.len()]);
     let lo_results: Mutex<Vec<Option<StoredContent>>> = Mutex::new(vec![None; large_objects.len()]);
@@ -218,6 +222,7 @@ pub async fn backup(writer: Arc<Writer>, options: &BackupOptions, progress: &Bac
             rows,
             bytes: content.size,
             unlogged: t.persistence == 'u',
+            post_data: t.post_data.clone(),
         });
     }
     for t in &data_excluded {
@@ -229,6 +234,7 @@ pub async fn backup(writer: Arc<Writer>, options: &BackupOptions, progress: &Bac
             rows: 0,
             bytes: 0,
             unlogged: t.persistence == 'u',
+            post_data: t.post_data.clone(),
         });
     }
     entries.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
@@ -285,9 +291,10 @@ pub async fn backup(writer: Arc<Writer>, options: &BackupOptions, progress: &Bac
         top.push(dir_node(LARGE_OBJECTS_DIR, store_tree(&writer, lo_nodes).await?, finished));
         dirs += 1;
     }
-    let db_dir = dir_node(&escape_name(&info.database), store_tree(&writer, top).await?, finished);
+    let database_tree = store_tree(&writer, top).await?;
+    let db_dir = dir_node(&escape_name(&info.database), database_tree, finished);
     let tree = store_tree(&writer, vec![db_dir]).await?;
-    Ok(BackupOutcome { tree, manifest, files, dirs, bytes: total })
+    Ok(BackupOutcome { tree, database_tree, manifest, files, dirs, bytes: total })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -350,7 +357,7 @@ fn owner() -> (u32, u32) {
     std::fs::metadata("/proc/self").map(|m| (m.uid(), m.gid())).unwrap_or((0, 0))
 }
 
-fn file_node(name: &str, content: &StoredContent, time: jiff::Timestamp) -> Node {
+pub(crate) fn file_node(name: &str, content: &StoredContent, time: jiff::Timestamp) -> Node {
     let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
     let (uid, gid) = owner();
     node.mode = 0o600;
@@ -365,7 +372,7 @@ fn file_node(name: &str, content: &StoredContent, time: jiff::Timestamp) -> Node
     node
 }
 
-fn dir_node(name: &str, subtree: Id, time: jiff::Timestamp) -> Node {
+pub(crate) fn dir_node(name: &str, subtree: Id, time: jiff::Timestamp) -> Node {
     let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::Dir);
     let (uid, gid) = owner();
     node.mode = 0o700;
@@ -379,7 +386,7 @@ fn dir_node(name: &str, subtree: Id, time: jiff::Timestamp) -> Node {
     node
 }
 
-async fn store_tree(writer: &Writer, nodes: Vec<Node>) -> Result<Id> {
+pub(crate) async fn store_tree(writer: &Writer, nodes: Vec<Node>) -> Result<Id> {
     let tree = Tree::new(nodes).map_err(|e| Error::Invalid(format!("cannot build the snapshot tree: {e}")))?;
     Ok(writer.add_blob(BlobType::Tree, &tree.encode()).await?)
 }

@@ -74,6 +74,10 @@ pub struct Relation {
     pub size: i64,
     /// The columns COPY reads and writes: not dropped, not generated.
     pub columns: Vec<String>,
+    /// The OIDs of its indexes and of its PRIMARY KEY, UNIQUE and EXCLUDE
+    /// constraints: the post-data entries of the schema archive that depend
+    /// on this table alone (see [`crate::manifest::TableEntry::post_data`]).
+    pub post_data: Vec<u32>,
 }
 
 impl Relation {
@@ -93,7 +97,10 @@ pub async fn relations(client: &Client) -> Result<Vec<Relation>> {
                     CASE WHEN c.relkind IN ('r', 'm') THEN pg_relation_size(c.oid) ELSE 0 END, \
                     ARRAY(SELECT a.attname::text FROM pg_attribute a \
                           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
-                            AND a.attgenerated = '' ORDER BY a.attnum) \
+                            AND a.attgenerated = '' ORDER BY a.attnum), \
+                    ARRAY(SELECT i.indexrelid::int8 FROM pg_index i WHERE i.indrelid = c.oid \
+                          UNION ALL SELECT k.oid::int8 FROM pg_constraint k \
+                          WHERE k.conrelid = c.oid AND k.contype IN ('p', 'u', 'x')) \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') \
                AND c.relpersistence <> 't' \
@@ -115,6 +122,8 @@ pub async fn relations(client: &Client) -> Result<Vec<Relation>> {
             persistence: r.get::<_, String>(3).chars().next().unwrap_or('p'),
             size: r.get(4),
             columns: r.get(5),
+            // OIDs are 32-bit; the cast to int8 only avoids a custom type.
+            post_data: r.get::<_, Vec<i64>>(6).into_iter().map(|o| o as u32).collect(),
         })
         .collect())
 }

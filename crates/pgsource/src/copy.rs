@@ -158,6 +158,15 @@ fn read_pieces(loader: &TreeLoader, node: &Node) -> mpsc::Receiver<std::io::Resu
 
 /// Loads a table's rows from its snapshot file; returns the row count the
 /// server reports.
+///
+/// The table must be the one the restore's pre-data step just created
+/// (empty): the COPY runs as `BEGIN; TRUNCATE ONLY t; COPY t FROM STDIN
+/// (FREEZE); COMMIT`. Truncating the new, empty table in the same
+/// transaction is what allows `FREEZE`: rows are written frozen and pages
+/// all-visible, so the ANALYZE and index builds that follow read them
+/// without setting hint bits and writing every page again (pg_restore -j
+/// also truncates before its COPY, for the WAL skip under
+/// `wal_level=minimal`, which this gets too).
 pub async fn copy_in(
     client: &Client,
     schema: &str,
@@ -168,19 +177,20 @@ pub async fn copy_in(
     counter: &AtomicU64,
 ) -> Result<u64> {
     let what = qualified(schema, name);
-    let sql = copy_sql(schema, name, columns, "FROM STDIN");
-    let sink = client
-        .copy_in::<_, Bytes>(sql.as_str())
-        .await
-        .map_err(|e| Error::query(format!("cannot load table {what}"), e))?;
+    let err = |e| Error::query(format!("cannot load table {what}"), e);
+    client.batch_execute(&format!("BEGIN; TRUNCATE ONLY {what}")).await.map_err(err)?;
+    let sql = copy_sql(schema, name, columns, "FROM STDIN (FREEZE)");
+    let sink = client.copy_in::<_, Bytes>(sql.as_str()).await.map_err(err)?;
     let mut sink = std::pin::pin!(sink);
     let mut pieces = read_pieces(loader, node);
     while let Some(piece) = pieces.recv().await {
         let piece = piece.map_err(|e| Error::io(format!("reading the data of {what} from the repository"), e))?;
         counter.fetch_add(piece.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        sink.send(piece).await.map_err(|e| Error::query(format!("cannot load table {what}"), e))?;
+        sink.send(piece).await.map_err(err)?;
     }
-    sink.as_mut().finish().await.map_err(|e| Error::query(format!("cannot load table {what}"), e))
+    let rows = sink.as_mut().finish().await.map_err(err)?;
+    client.batch_execute("COMMIT").await.map_err(err)?;
+    Ok(rows)
 }
 
 /// Writes a large object from its snapshot file, creating it with its OID

@@ -232,6 +232,7 @@ mod tests {
                     rows: *rows,
                     bytes: 0,
                     unlogged: false,
+                    post_data: vec![],
                 })
                 .collect(),
             sequences: vec![],

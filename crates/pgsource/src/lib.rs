@@ -15,12 +15,14 @@
 //! strings, TLS), [`catalog`] (what to copy), [`pattern`] (`--table`),
 //! [`schema`] (pg_dump, pg_restore), [`copy`] (COPY both ways), [`store`]
 //! (streams into the repository), [`manifest`] (what the snapshot records),
-//! [`backup`]; then [`restore`] and [`drill`].
+//! [`backup`]; then [`restore`] and [`drill`]. [`cluster`] does all of
+//! them for every database of a server (`--all-databases`), with the globals.
 
 #![warn(missing_docs)]
 
 pub mod backup;
 pub mod catalog;
+pub mod cluster;
 pub mod connect;
 pub mod copy;
 pub mod drill;

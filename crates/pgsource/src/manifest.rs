@@ -9,7 +9,17 @@
 //!   large_objects/OID          the bytes of each large object
 //! ```
 //!
-//! Names in the tree are escaped with [`escape_name`]; the manifest records
+//! An `--all-databases` snapshot (snapshot path `/pg`) holds the globals and
+//! one such tree per database:
+//!
+//! ```text
+//! pg/                          the root tree's only entry (snapshot path /pg)
+//!   cluster.json               this module's ClusterManifest
+//!   globals.sql                pg_dumpall --globals-only (roles, tablespaces)
+//!   databases/DBNAME/          exactly the single-database layout above
+//! ```
+//!
+//! Names in the tree are escaped with [`escape_name`]; the manifests record
 //! each file's path, so a reader never has to reverse the escaping.
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +38,75 @@ pub const LARGE_OBJECTS_DIR: &str = "large_objects";
 pub const TAG: &str = "pg";
 /// The snapshot path prefix: `/pg/DBNAME`.
 pub const PATH_PREFIX: &str = "/pg/";
+
+/// The cluster manifest's file name (`--all-databases` snapshots).
+pub const CLUSTER_MANIFEST_FILE: &str = "cluster.json";
+/// The globals script's file name.
+pub const GLOBALS_FILE: &str = "globals.sql";
+/// The directory of the databases of an `--all-databases` snapshot.
+pub const DATABASES_DIR: &str = "databases";
+/// The snapshot path of an `--all-databases` snapshot.
+pub const CLUSTER_PATH: &str = "/pg";
+
+/// What an `--all-databases` snapshot holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterManifest {
+    /// [`MANIFEST_VERSION`].
+    pub version: u32,
+    /// Always `postgresql-cluster`.
+    pub kind: String,
+    /// `server_version` of the source.
+    pub server_version: String,
+    /// `server_version_num` of the source.
+    pub server_version_num: i32,
+    /// When the backup started (the globals were read then).
+    pub started: jiff::Timestamp,
+    /// When the last database was stored.
+    pub finished: jiff::Timestamp,
+    /// `pg_dumpall --version` of the program that wrote the globals.
+    pub pg_dumpall_version: String,
+    /// The globals script's path in the tree.
+    pub globals_file: String,
+    /// Whether role passwords were left out (`--no-role-passwords`).
+    pub no_role_passwords: bool,
+    /// The databases, in name order. Each was backed up from its own
+    /// snapshot: there is no consistency across databases (as with pg_dumpall).
+    pub databases: Vec<DatabaseEntry>,
+}
+
+/// One database of an `--all-databases` snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatabaseEntry {
+    /// Its name.
+    pub name: String,
+    /// Its directory in the tree (`databases/ESCAPED`), laid out as a
+    /// single-database snapshot; its `manifest.json` is there.
+    pub dir: String,
+    /// Its owner, given to it when a restore creates it.
+    pub owner: String,
+    /// Its encoding.
+    pub encoding: String,
+    /// `datcollate`.
+    pub collate: String,
+    /// `datctype`.
+    pub ctype: String,
+}
+
+impl ClusterManifest {
+    /// Parses and checks a cluster manifest.
+    pub fn decode(bytes: &[u8]) -> crate::Result<ClusterManifest> {
+        let m: ClusterManifest = serde_json::from_slice(bytes).map_err(|e| {
+            crate::Error::Manifest(format!("the snapshot's {CLUSTER_MANIFEST_FILE} cannot be read: {e}"))
+        })?;
+        if m.kind != "postgresql-cluster" || m.version != MANIFEST_VERSION {
+            return Err(crate::Error::Manifest(format!(
+                "the snapshot's {CLUSTER_MANIFEST_FILE} is version {} of kind {:?}; this cairn reads version {MANIFEST_VERSION} (upgrade cairn)",
+                m.version, m.kind
+            )));
+        }
+        Ok(m)
+    }
+}
 
 /// What a PostgreSQL snapshot holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +164,13 @@ pub struct TableEntry {
     pub bytes: u64,
     /// `true` for an unlogged table.
     pub unlogged: bool,
+    /// Source catalog OIDs of the table's indexes and PRIMARY KEY / UNIQUE /
+    /// EXCLUDE constraints. The schema archive's table of contents lists
+    /// each post-data entry with its OID, so a restore can build these as
+    /// soon as this table's rows are in, while other tables still load.
+    /// Empty in manifests written before this field existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_data: Vec<u32>,
 }
 
 /// One sequence.
@@ -172,5 +258,36 @@ mod tests {
         }
         assert_eq!(escape_name("a/b%"), "a%2Fb%25");
         assert_ne!(escape_name("a/b"), escape_name("a%2Fb"));
+    }
+
+    #[test]
+    fn cluster_manifests_round_trip_and_refuse_other_kinds() {
+        let m = ClusterManifest {
+            version: MANIFEST_VERSION,
+            kind: "postgresql-cluster".into(),
+            server_version: "15.18".into(),
+            server_version_num: 150018,
+            started: jiff::Timestamp::UNIX_EPOCH,
+            finished: jiff::Timestamp::UNIX_EPOCH,
+            pg_dumpall_version: "pg_dumpall (PostgreSQL) 15.18".into(),
+            globals_file: GLOBALS_FILE.into(),
+            no_role_passwords: false,
+            databases: vec![DatabaseEntry {
+                name: "a/b".into(),
+                dir: format!("{DATABASES_DIR}/{}", escape_name("a/b")),
+                owner: "o".into(),
+                encoding: "UTF8".into(),
+                collate: "C".into(),
+                ctype: "C".into(),
+            }],
+        };
+        let bytes = serde_json::to_vec(&m).unwrap();
+        assert_eq!(ClusterManifest::decode(&bytes).unwrap(), m);
+        let single = String::from_utf8(bytes).unwrap().replace("postgresql-cluster", "postgresql");
+        let err = ClusterManifest::decode(single.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("upgrade cairn"), "{err}");
+        // A manifest from before `post_data` existed still reads.
+        let old = r#"{"schema":"s","name":"t","columns":[],"file":null,"rows":0,"bytes":0,"unlogged":false}"#;
+        assert!(serde_json::from_str::<TableEntry>(old).unwrap().post_data.is_empty());
     }
 }

@@ -4,16 +4,23 @@
 //! 2. `pg_restore --section=pre-data` (types, tables, functions, large object entries);
 //! 3. N connections `COPY ... FROM STDIN`, each table streamed from the
 //!    repository, largest first; each table's row count is checked against
-//!    the manifest; then large objects' bytes;
+//!    the manifest, and the same connection `ANALYZE`s it at once (while
+//!    the other connections are still loading); then large objects' bytes;
 //! 4. sequences (`setval`);
 //! 5. `pg_restore --section=post-data -j N` (indexes, constraints, triggers,
 //!    `REFRESH MATERIALIZED VIEW` of views that were populated);
-//! 6. `ANALYZE`.
+//! 6. `ANALYZE` of what step 3 could not analyze yet, on N connections:
+//!    partitioned tables and inheritance parents (their statistics cover
+//!    children loaded later), tables with expression indexes (statistics
+//!    of an index expression are gathered only once the index exists),
+//!    populated materialized views, and tables step 3 did not load.
+//!    Together that is what a database-wide `ANALYZE` covers, without
+//!    running it on one connection after everything else.
 //!
 //! Loading data before indexes and constraints exist is what pg_restore
 //! does too: it is much faster, and foreign keys are checked once at the end.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -76,6 +83,9 @@ pub struct RestoreReport {
     pub large_objects: u64,
     /// Sequences set.
     pub sequences: u64,
+    /// Post-data entries (indexes, primary keys, unique constraints) built
+    /// while other tables were still loading.
+    pub post_data_early: u64,
     /// Seconds in pre-data, data, post-data (with ANALYZE).
     pub phase_secs: PhaseTimes,
     /// Seconds in all.
@@ -103,24 +113,25 @@ pub struct OpenedSnapshot {
 impl OpenedSnapshot {
     /// Reads the manifest and lists the files of a PostgreSQL snapshot (blocking).
     pub fn open(loader: &TreeLoader, snapshot: &Snapshot) -> Result<OpenedSnapshot> {
-        let root = loader.root(snapshot)?;
-        let mut files = HashMap::new();
-        loader.walk::<Error>(&root, |path, node| {
-            if node.kind == NodeKind::File {
-                let path = String::from_utf8_lossy(path.strip_prefix(b"/").unwrap_or(path)).into_owned();
-                files.insert(path, node.clone());
-            }
-            Ok(true)
-        })?;
-        let Some(node) = files.get(MANIFEST_FILE) else {
+        let files = list_files(loader, snapshot)?;
+        if files.contains_key(crate::manifest::CLUSTER_MANIFEST_FILE) {
             return Err(Error::Manifest(format!(
-                "snapshot of {} is not a PostgreSQL backup (it has no {MANIFEST_FILE}; `cairn pg backup` writes those)",
+                "snapshot of {} is an --all-databases backup: open it with cluster::Opened::open",
                 snapshot.paths.join(", ")
             )));
+        }
+        OpenedSnapshot::from_files(loader, files, &snapshot.paths.join(", "))
+    }
+
+    /// Reads the manifest among `files` (paths relative to the database's
+    /// directory) (blocking). `what` names the snapshot in messages.
+    pub(crate) fn from_files(loader: &TreeLoader, files: HashMap<String, Node>, what: &str) -> Result<OpenedSnapshot> {
+        let Some(node) = files.get(MANIFEST_FILE) else {
+            return Err(Error::Manifest(format!(
+                "snapshot of {what} is not a PostgreSQL backup (it has no {MANIFEST_FILE}; `cairn pg backup` writes those)"
+            )));
         };
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut loader.content(node), &mut bytes)
-            .map_err(|e| Error::io(format!("reading {MANIFEST_FILE} from the repository"), e))?;
+        let bytes = read_file(loader, node, MANIFEST_FILE)?;
         let manifest = Manifest::decode(&bytes)?;
         Ok(OpenedSnapshot { manifest, files })
     }
@@ -131,6 +142,29 @@ impl OpenedSnapshot {
             .get(path)
             .ok_or_else(|| Error::Manifest(format!("the manifest names {path}, which is not in the snapshot")))
     }
+}
+
+/// Every file of a snapshot by its path in the snapshot's view, without the
+/// leading `/` (blocking).
+pub(crate) fn list_files(loader: &TreeLoader, snapshot: &Snapshot) -> Result<HashMap<String, Node>> {
+    let root = loader.root(snapshot)?;
+    let mut files = HashMap::new();
+    loader.walk::<Error>(&root, |path, node| {
+        if node.kind == NodeKind::File {
+            let path = String::from_utf8_lossy(path.strip_prefix(b"/").unwrap_or(path)).into_owned();
+            files.insert(path, node.clone());
+        }
+        Ok(true)
+    })?;
+    Ok(files)
+}
+
+/// A small file's whole content (a manifest, the globals) (blocking).
+pub(crate) fn read_file(loader: &TreeLoader, node: &Node, what: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut loader.content(node), &mut bytes)
+        .map_err(|e| Error::io(format!("reading {what} from the repository"), e))?;
+    Ok(bytes)
 }
 
 fn secs(d: Duration) -> f64 {
@@ -185,9 +219,33 @@ pub async fn restore(
         no_owner: options.no_owner,
         jobs: 1,
         tables: if only.is_empty() { Vec::new() } else { selected_tables.iter().map(|t| t.name.clone()).collect() },
+        list: None,
     };
     crate::schema::restore_section(&pg_restore, &options.conn, &archive, &pre).await?;
     let pre_done = Instant::now();
+
+    // Post-data entries that depend on one table alone (its indexes, primary
+    // key, unique and exclusion constraints) by source OID: built as soon as
+    // that table is loaded and a loading connection would otherwise idle,
+    // i.e. while the last large tables are still loading (pg_restore -j
+    // schedules them so too). The rest waits for the final post-data pass.
+    let toc = if only.is_empty() { crate::schema::list_toc(&pg_restore, &archive).await? } else { Vec::new() };
+    // Index and constraint OIDs come from one counter; should two of them
+    // match after OID wraparound, an index is merely built before its
+    // table's rows arrive (slower, still correct), never skipped.
+    let early_by_oid: HashMap<u32, usize> =
+        toc.iter().enumerate().filter(|(_, e)| e.index_or_constraint).map(|(i, e)| (e.oid, i)).collect();
+    let early = EarlyPostData {
+        tool: &pg_restore,
+        conn: &options.conn,
+        archive: &archive,
+        dir: dir.path(),
+        no_owner: options.no_owner,
+        pending: Mutex::new(Vec::new()),
+        done: Mutex::new(HashSet::new()),
+        runs: AtomicU64::new(0),
+        active: std::sync::atomic::AtomicUsize::new(0),
+    };
 
     // Data: tables largest first, then large objects.
     let mut queue: VecDeque<Item> = VecDeque::new();
@@ -196,18 +254,21 @@ pub async fn restore(
     tables.sort_by_key(|t| std::cmp::Reverse(t.bytes));
     for t in &tables {
         let file = t.file.as_deref().unwrap_or_default();
-        queue.push_back(Item::Table { entry: t, node: opened.file(file)?.clone() });
+        let early: Vec<usize> = t.post_data.iter().filter_map(|oid| early_by_oid.get(oid).copied()).collect();
+        queue.push_back(Item::Table { entry: t, node: opened.file(file)?.clone(), early });
     }
     if only.is_empty() {
         for lo in &manifest.large_objects {
             queue.push_back(Item::LargeObject { oid: lo.oid, node: opened.file(&lo.file)?.clone() });
         }
     }
-    progress.items_total.store(queue.len() as u64, Ordering::Relaxed);
-    progress.bytes_total.store(tables.iter().map(|t| t.bytes).sum(), Ordering::Relaxed);
+    // Added, not set: an --all-databases restore loads one database after another.
+    progress.items_total.fetch_add(queue.len() as u64, Ordering::Relaxed);
+    progress.bytes_total.fetch_add(tables.iter().map(|t| t.bytes).sum(), Ordering::Relaxed);
     let queue = Mutex::new(queue);
     let rows = AtomicU64::new(0);
-    let workers = (0..options.jobs.max(1)).map(|_| load_worker(&options.conn, &queue, loader, progress, &rows));
+    let workers =
+        (0..options.jobs.max(1)).map(|_| load_worker(&options.conn, &queue, loader, progress, &rows, &toc, &early));
     futures::future::try_join_all(workers).await?;
 
     let mut sequences = 0;
@@ -225,25 +286,37 @@ pub async fn restore(
     }
     let data_done = Instant::now();
 
+    let mut post_data_early = 0;
     if only.is_empty() {
+        // Everything but what was built early, in the archive's order.
+        let done = std::mem::take(&mut *early.done.lock().expect("done lock"));
+        post_data_early = done.len() as u64;
+        let list = dir.path().join("post-data.list");
+        let text: String =
+            toc.iter().enumerate().filter(|(i, _)| !done.contains(i)).map(|(_, e)| e.line.clone() + "\n").collect();
+        std::fs::write(&list, text).map_err(|e| Error::io(format!("writing {}", list.display()), e))?;
         let post = RestorePass {
             section: "post-data",
             clean: false,
             no_owner: options.no_owner,
             jobs: options.jobs.max(1),
             tables: Vec::new(),
+            list: Some(&list),
         };
         crate::schema::restore_section(&pg_restore, &options.conn, &archive, &post).await?;
     }
-    target.batch_execute("ANALYZE").await.map_err(|e| Error::query("running ANALYZE", e))?;
+    let analyzed: HashSet<String> = tables.iter().map(|t| qualified(&t.schema, &t.name)).collect();
+    analyze_after_post_data(&target, &options.conn, options.jobs.max(1), &analyzed).await?;
     let finished = Instant::now();
     Ok(RestoreReport {
         database: options.conn.dbname().to_owned(),
         tables: tables.len() as u64,
         rows: rows.load(Ordering::Relaxed),
-        bytes: progress.bytes.load(Ordering::Relaxed),
+        // The files' lengths: every row of each arrived (checked above).
+        bytes: tables.iter().map(|t| t.bytes).sum(),
         large_objects: if only.is_empty() { manifest.large_objects.len() as u64 } else { 0 },
         sequences,
+        post_data_early,
         phase_secs: PhaseTimes {
             pre_data: secs(pre_done - started),
             data: secs(data_done - pre_done),
@@ -254,8 +327,60 @@ pub async fn restore(
 }
 
 enum Item<'a> {
-    Table { entry: &'a crate::manifest::TableEntry, node: Node },
-    LargeObject { oid: u32, node: Node },
+    /// A table, and the indexes in the table of contents (positions) that
+    /// only need it.
+    Table {
+        entry: &'a crate::manifest::TableEntry,
+        node: Node,
+        early: Vec<usize>,
+    },
+    LargeObject {
+        oid: u32,
+        node: Node,
+    },
+}
+
+/// Post-data entries of loaded tables waiting for an idle connection.
+struct EarlyPostData<'a> {
+    tool: &'a crate::schema::Tool,
+    conn: &'a ConnSpec,
+    archive: &'a std::path::Path,
+    dir: &'a std::path::Path,
+    no_owner: bool,
+    /// Positions in the table of contents whose table is loaded.
+    pending: Mutex<Vec<usize>>,
+    /// Positions built.
+    done: Mutex<HashSet<usize>>,
+    /// pg_restore runs so far (names the list files).
+    runs: AtomicU64,
+    /// Connections loading an item now.
+    active: std::sync::atomic::AtomicUsize,
+}
+
+impl EarlyPostData<'_> {
+    /// Builds every pending entry with one `pg_restore -L`; false when
+    /// there was nothing to build.
+    async fn build_pending(&self, toc: &[crate::schema::TocEntry]) -> Result<bool> {
+        let batch: Vec<usize> = std::mem::take(&mut *self.pending.lock().expect("pending lock"));
+        if batch.is_empty() {
+            return Ok(false);
+        }
+        let n = self.runs.fetch_add(1, Ordering::Relaxed);
+        let list = self.dir.join(format!("early-{n}.list"));
+        let text: String = batch.iter().map(|&i| toc[i].line.clone() + "\n").collect();
+        std::fs::write(&list, text).map_err(|e| Error::io(format!("writing {}", list.display()), e))?;
+        let pass = RestorePass {
+            section: "post-data",
+            clean: false,
+            no_owner: self.no_owner,
+            jobs: 1,
+            tables: Vec::new(),
+            list: Some(&list),
+        };
+        crate::schema::restore_section(self.tool, self.conn, self.archive, &pass).await?;
+        self.done.lock().expect("done lock").extend(batch);
+        Ok(true)
+    }
 }
 
 async fn load_worker(
@@ -264,6 +389,8 @@ async fn load_worker(
     loader: &TreeLoader,
     progress: &RestoreProgress,
     rows: &AtomicU64,
+    toc: &[crate::schema::TocEntry],
+    early: &EarlyPostData<'_>,
 ) -> Result<()> {
     if queue.lock().expect("queue lock").is_empty() {
         return Ok(());
@@ -275,10 +402,23 @@ async fn load_worker(
         .await
         .map_err(|e| Error::query("preparing a restore connection", e))?;
     loop {
-        let item = queue.lock().expect("queue lock").pop_front();
+        let item = {
+            let mut queue = queue.lock().expect("queue lock");
+            let item = queue.pop_front();
+            if item.is_some() {
+                early.active.fetch_add(1, Ordering::SeqCst);
+            }
+            item
+        };
         match item {
-            None => return Ok(()),
-            Some(Item::Table { entry, node }) => {
+            // Nothing left to load: build the indexes of loaded tables
+            // while another connection still loads; once none does, what
+            // is left goes to the final post-data pass, which has -j N.
+            None => {
+                while early.active.load(Ordering::SeqCst) > 0 && early.build_pending(toc).await? {}
+                return Ok(());
+            }
+            Some(Item::Table { entry, node, early: entries }) => {
                 let loaded =
                     copy::copy_in(&client, &entry.schema, &entry.name, &entry.columns, loader, &node, &progress.bytes)
                         .await?;
@@ -290,11 +430,72 @@ async fn load_worker(
                     )));
                 }
                 rows.fetch_add(loaded, Ordering::Relaxed);
+                // Now, on this connection, rather than a database-wide
+                // ANALYZE at the end: it overlaps the other connections'
+                // COPY and the table's pages are still in shared buffers.
+                let what = qualified(&entry.schema, &entry.name);
+                client
+                    .batch_execute(&format!("ANALYZE {what}"))
+                    .await
+                    .map_err(|e| Error::query(format!("running ANALYZE on {what}"), e))?;
+                early.pending.lock().expect("pending lock").extend(entries);
             }
             Some(Item::LargeObject { oid, node }) => copy::load_large_object(&client, oid, loader, &node).await?,
         }
+        early.active.fetch_sub(1, Ordering::SeqCst);
         progress.items_done.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Every relation a database-wide `ANALYZE` would process (tables,
+/// partitioned tables, populated materialized views; not system schemas),
+/// named as [`qualified`] names them, and whether its statistics need the
+/// restore to be complete (module docs, step 6): a partitioned table or
+/// inheritance parent, a table with an expression index, a materialized
+/// view. The others need it only when step 3 did not load them (tables
+/// whose data was excluded, tables an extension filled).
+const ANALYZE_CANDIDATES: &str = "\
+    SELECT '\"' || replace(n.nspname, '\"', '\"\"') || '\".\"' || replace(c.relname, '\"', '\"\"') || '\"', \
+           c.relkind <> 'r' OR c.relhassubclass \
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indexprs IS NOT NULL) \
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    WHERE n.nspname <> 'information_schema' AND n.nspname !~ '^pg_' \
+      AND (c.relkind IN ('r', 'p') OR (c.relkind = 'm' AND c.relispopulated)) \
+    ORDER BY pg_catalog.pg_relation_size(c.oid) DESC";
+
+/// Step 6: `ANALYZE`, over `jobs` connections, of every candidate that
+/// needs the complete restore or was not analyzed after its COPY
+/// (`analyzed`, qualified names).
+async fn analyze_after_post_data(
+    target: &tokio_postgres::Client,
+    conn: &ConnSpec,
+    jobs: usize,
+    analyzed: &HashSet<String>,
+) -> Result<()> {
+    let names: VecDeque<String> = target
+        .query(ANALYZE_CANDIDATES, &[])
+        .await
+        .map_err(|e| Error::query("listing the relations to ANALYZE", e))?
+        .iter()
+        .filter_map(|r| {
+            let (name, needs_all): (String, bool) = (r.get(0), r.get(1));
+            (needs_all || !analyzed.contains(&name)).then_some(name)
+        })
+        .collect();
+    let workers = names.len().min(jobs);
+    let queue = Mutex::new(names);
+    let worker = || async {
+        let client = conn.connect().await?;
+        loop {
+            let Some(name) = queue.lock().expect("queue lock").pop_front() else { return Ok::<(), Error>(()) };
+            client
+                .batch_execute(&format!("ANALYZE {name}"))
+                .await
+                .map_err(|e| Error::query(format!("running ANALYZE on {name}"), e))?;
+        }
+    };
+    futures::future::try_join_all((0..workers).map(|_| worker())).await?;
+    Ok(())
 }
 
 /// Creates `conn`'s database from template0 with `encoding`, connecting to

@@ -147,6 +147,64 @@ pub async fn dump_schema(
     Ok(archive)
 }
 
+/// Runs `pg_dumpall --globals-only` (roles with their passwords,
+/// memberships and settings; tablespaces) against `conn`'s server,
+/// connecting to `conn`'s database, and returns the SQL script. Reading
+/// role passwords needs a superuser; `no_role_passwords` leaves them out
+/// (`--no-role-passwords`), which any role may do.
+pub async fn dump_globals(tool: &Tool, conn: &ConnSpec, no_role_passwords: bool) -> Result<Vec<u8>> {
+    let mut cmd = Command::new(&tool.path);
+    cmd.args(["--globals-only", "--no-password"]);
+    // pg_dumpall ignores PGDATABASE and the database of --dbname: -l/--database names it.
+    cmd.arg(format!("--database={}", conn.dbname()));
+    if no_role_passwords {
+        cmd.arg("--no-role-passwords");
+    }
+    cmd.envs(conn.libpq_env()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let out = cmd.output().await.map_err(|e| Error::Tool(format!("cannot run {}: {e}", tool.path.display())))?;
+    if !out.status.success() {
+        let messages = String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ");
+        let hint = if messages.contains("pg_authid") {
+            " (reading role passwords needs a superuser: connect as one, or pass --no-role-passwords)"
+        } else {
+            ""
+        };
+        return Err(Error::Tool(format!("pg_dumpall --globals-only failed ({}): {messages}{hint}", out.status)));
+    }
+    Ok(out.stdout)
+}
+
+/// What replaying a globals script did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ScriptOutcome {
+    /// Errors that were expected on a server that already has the objects
+    /// (`role "x" already exists`), as psql printed them.
+    pub tolerated: Vec<String>,
+}
+
+/// Replays a SQL script the way its reader is meant to (`psql -f`, going on
+/// after an error, as pg_dumpall's output expects): a role or tablespace
+/// that already exists on the target is reported, not fatal, and the
+/// script's next statements (`ALTER ROLE ...`) still run. Any other error
+/// fails, naming every message.
+pub async fn run_script(psql: &Tool, conn: &ConnSpec, script: &Path) -> Result<ScriptOutcome> {
+    let mut cmd = Command::new(&psql.path);
+    cmd.args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=0", "-f"]).arg(script);
+    let name = conn.dbname().replace('\\', "\\\\").replace('\'', "\\'");
+    cmd.arg(format!("--dbname=dbname='{name}'"));
+    cmd.envs(conn.libpq_env()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let out = cmd.output().await.map_err(|e| Error::Tool(format!("cannot run {}: {e}", psql.path.display())))?;
+    let messages = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<String> =
+        messages.lines().filter(|l| l.contains("ERROR:") || l.contains("FATAL:")).map(str::to_owned).collect();
+    let (tolerated, fatal): (Vec<String>, Vec<String>) = errors.into_iter().partition(|l| l.contains("already exists"));
+    if !out.status.success() || !fatal.is_empty() {
+        let shown = if fatal.is_empty() { messages.trim().replace('\n', "; ") } else { fatal.join("; ") };
+        return Err(Error::Tool(format!("replaying {} with psql failed ({}): {shown}", script.display(), out.status)));
+    }
+    Ok(ScriptOutcome { tolerated })
+}
+
 /// Options of one `pg_restore` pass.
 #[derive(Debug, Clone, Default)]
 pub struct RestorePass<'a> {
@@ -160,6 +218,8 @@ pub struct RestorePass<'a> {
     pub jobs: usize,
     /// `-t NAME` for each (only these tables' definitions).
     pub tables: Vec<String>,
+    /// `-L FILE`: only the entries of this list (see [`list_toc`]).
+    pub list: Option<&'a Path>,
 }
 
 /// Replays one section of the schema archive `archive` into `conn`'s
@@ -183,6 +243,9 @@ pub async fn restore_section(tool: &Tool, conn: &ConnSpec, archive: &Path, pass:
     for t in &pass.tables {
         cmd.arg(format!("--table={t}"));
     }
+    if let Some(list) = pass.list {
+        cmd.arg("--use-list").arg(list);
+    }
     cmd.arg(archive);
     cmd.envs(conn.libpq_env()).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let out = cmd.output().await.map_err(|e| Error::Tool(format!("cannot run {}: {e}", tool.path.display())))?;
@@ -197,6 +260,61 @@ pub async fn restore_section(tool: &Tool, conn: &ConnSpec, archive: &Path, pass:
     Ok(())
 }
 
+/// One entry of an archive's table of contents (`pg_restore -l`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TocEntry {
+    /// The line as pg_restore printed it (what a `-L` list file holds).
+    pub line: String,
+    /// The object's catalog OID in the source database.
+    pub oid: u32,
+    /// Whether it is an `INDEX` or a `CONSTRAINT` (not `FK CONSTRAINT`,
+    /// not `INDEX ATTACH`): an entry that depends on its table alone when
+    /// that table is a plain one.
+    pub index_or_constraint: bool,
+}
+
+/// Parses one line of `pg_restore -l` (`215; 1259 16412 INDEX public events_at app`);
+/// `None` for comments and blank lines. A line of another shape is kept
+/// (OID 0, not an index) so that the final post-data pass still replays it.
+pub fn parse_toc_line(line: &str) -> Option<TocEntry> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() || trimmed.starts_with(';') {
+        return None;
+    }
+    let parsed = || -> Option<(u32, bool)> {
+        let (id, rest) = line.split_once(';')?;
+        id.trim().parse::<u32>().ok()?;
+        let mut words = rest.trim_start().splitn(3, ' ');
+        let _table_oid: u32 = words.next()?.parse().ok()?;
+        let oid: u32 = words.next()?.parse().ok()?;
+        let desc = words.next()?;
+        let index_or_constraint =
+            (desc.starts_with("INDEX ") && !desc.starts_with("INDEX ATTACH ")) || desc.starts_with("CONSTRAINT ");
+        Some((oid, index_or_constraint))
+    };
+    let (oid, index_or_constraint) = parsed().unwrap_or((0, false));
+    Some(TocEntry { line: line.to_owned(), oid, index_or_constraint })
+}
+
+/// The table of contents of a custom-format archive (`pg_restore -l`).
+pub async fn list_toc(tool: &Tool, archive: &Path) -> Result<Vec<TocEntry>> {
+    let out = Command::new(&tool.path)
+        .arg("--list")
+        .arg(archive)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::Tool(format!("cannot run {}: {e}", tool.path.display())))?;
+    if !out.status.success() {
+        return Err(Error::Tool(format!(
+            "pg_restore --list failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim().replace('\n', "; ")
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter_map(parse_toc_line).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +326,25 @@ mod tests {
         assert_eq!(parse_major("pg_restore (PostgreSQL) 17devel"), Some(17));
         assert_eq!(parse_major("pg_dump (PostgreSQL) 16beta2"), Some(16));
         assert_eq!(parse_major("nonsense"), None);
+    }
+
+    #[test]
+    fn toc_lines() {
+        let e = parse_toc_line("215; 1259 16412 INDEX public events_at app").unwrap();
+        assert_eq!((e.oid, e.index_or_constraint), (16412, true));
+        let e = parse_toc_line("3340; 2606 16390 CONSTRAINT public events events_pkey app").unwrap();
+        assert!(e.index_or_constraint && e.oid == 16390);
+        assert!(
+            !parse_toc_line("3341; 2606 16391 FK CONSTRAINT app orders orders_kind_fkey app")
+                .unwrap()
+                .index_or_constraint
+        );
+        assert!(!parse_toc_line("3342; 0 0 INDEX ATTACH app m_2023_idx app").unwrap().index_or_constraint);
+        assert!(!parse_toc_line("3343; 2606 16392 TABLE public \"INDEX x\" app").unwrap().index_or_constraint);
+        assert_eq!(parse_toc_line(";"), None);
+        assert_eq!(parse_toc_line("; Archive created at 2026-12-01"), None);
+        assert_eq!(parse_toc_line(""), None);
+        let odd = parse_toc_line("strange line").unwrap();
+        assert!(!odd.index_or_constraint && odd.line == "strange line", "kept for the final pass");
     }
 }

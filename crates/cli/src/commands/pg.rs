@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
-use cairn_pgsource::manifest::{PATH_PREFIX, TAG};
-use cairn_pgsource::{BackupOptions, BackupProgress, ConnSpec, DrillOptions, OpenedSnapshot, RestoreOptions, Tools};
+use cairn_pgsource::cluster::{ClusterBackupOptions, ClusterRestoreOptions, Opened, OpenedCluster};
+use cairn_pgsource::drill::DrillReport;
+use cairn_pgsource::manifest::{CLUSTER_PATH, PATH_PREFIX, TAG};
+use cairn_pgsource::{BackupOptions, BackupProgress, ConnSpec, DrillOptions, RestoreOptions, RestoreReport, Tools};
 use cairn_repo::{Id, Index, Snapshot, SnapshotSummary, Writer};
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
@@ -66,6 +68,12 @@ pub struct PgBackupArgs {
     /// Create the repository if it does not exist
     #[arg(long)]
     pub init: bool,
+    /// Every database of the server (not template0/template1) plus the globals (roles, tablespaces) from pg_dumpall --globals-only; --dbname is the maintenance database [default: postgres]
+    #[arg(long, conflicts_with_all = ["tables", "exclude_tables", "exclude_table_data"])]
+    pub all_databases: bool,
+    /// With --all-databases: leave role passwords out of the globals (pg_dumpall --no-role-passwords; needed when not a superuser)
+    #[arg(long, requires = "all_databases")]
+    pub no_role_passwords: bool,
 }
 
 #[derive(Debug, Args)]
@@ -73,9 +81,15 @@ pub struct PgRestoreArgs {
     /// The snapshot: an id (or unique prefix) or `latest` (of the PostgreSQL snapshots passing the filters)
     #[arg(default_value = "latest", value_name = "SNAPSHOT")]
     pub snapshot: String,
-    /// The target database (URL, key=value pairs or a name); with --create, the one to create
+    /// The target database (URL, key=value pairs or a name); with --create, the one to create. For an --all-databases snapshot: the target server's maintenance database (each database is restored under its own name)
     #[arg(short = 'd', long, value_name = "CONNINFO|URL")]
     pub dbname: String,
+    /// --all-databases snapshots: restore only this database (created if missing)
+    #[arg(long, value_name = "NAME")]
+    pub only_database: Option<String>,
+    /// --all-databases snapshots: do not replay the globals (roles, tablespaces)
+    #[arg(long)]
+    pub no_globals: bool,
     /// Create the target database (from template0, with the source's encoding)
     #[arg(short = 'C', long)]
     pub create: bool,
@@ -102,9 +116,12 @@ pub struct PgDrillArgs {
     /// A database of the server to drill on, with a role that may create databases
     #[arg(short = 'd', long, value_name = "CONNINFO|URL")]
     pub dbname: String,
-    /// A query that must return true, or at least one row (repeatable)
+    /// A query that must return true, or at least one row (repeatable; run in every drilled database)
     #[arg(long = "check", value_name = "SQL")]
     pub checks: Vec<String>,
+    /// --all-databases snapshots: drill only this database [default: every one]
+    #[arg(long, value_name = "NAME")]
+    pub only_database: Option<String>,
     #[command(flatten)]
     pub conn: PgConnArgs,
     #[command(flatten)]
@@ -124,6 +141,9 @@ fn tools(args: &PgConnArgs) -> Tools {
 }
 
 async fn backup(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
+    if args.all_databases {
+        return backup_all(global, args).await;
+    }
     // The connection string and patterns are checked before the repository is touched.
     let conn = ConnSpec::parse(args.dbname.as_deref())?;
     let options = BackupOptions {
@@ -193,6 +213,129 @@ async fn backup(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// `pg backup --all-databases`: one snapshot of path `/pg` with the
+/// globals and every database.
+async fn backup_all(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
+    // Like pg_dumpall: the maintenance database is `postgres` unless named.
+    let conn = match args.dbname.as_deref() {
+        Some(d) => ConnSpec::parse(Some(d))?,
+        None => ConnSpec::parse(None)?.with_dbname("postgres"),
+    };
+    let options = ClusterBackupOptions {
+        conn,
+        jobs: args.conn.jobs.max(1),
+        tools: tools(&args.conn),
+        no_role_passwords: args.no_role_passwords,
+    };
+    let reporter = Reporter::new(global, "backed up");
+    let repo = open_or_init(global, args.init, &reporter).await?;
+    let index = Arc::new(if put_only(&repo) { Index::default() } else { repo.load_index().await? });
+    let writer = Arc::new(Writer::new(&repo, index)?);
+    let progress = Arc::new(BackupProgress::default());
+    let ticker = {
+        let progress = progress.clone();
+        progress::tick(reporter.clone(), move || Status {
+            files: progress.items_done.load(Ordering::Relaxed),
+            total_files: progress.items_total.load(Ordering::Relaxed),
+            bytes: progress.bytes.load(Ordering::Relaxed),
+            total_bytes: progress.bytes_estimate.load(Ordering::Relaxed),
+            errors: 0,
+        })
+    };
+    let outcome = cairn_pgsource::cluster::backup_cluster(writer.clone(), &options, &progress, |name| {
+        reporter.info(&format!("backing up database {name}"))
+    })
+    .await;
+    drop(ticker);
+    let outcome = outcome.context("the backup failed; no snapshot was written")?;
+
+    let mut snapshot = Snapshot::new(outcome.tree, vec![CLUSTER_PATH.to_owned()]);
+    if let Some(h) = &args.host {
+        snapshot.hostname = h.clone();
+    }
+    let mut tags = args.tags.clone();
+    tags.push(TAG.to_owned());
+    snapshot.tags = split_tags(&tags);
+    let names: Vec<&str> = outcome.databases.iter().map(|m| m.database.as_str()).collect();
+    let rows: u64 = outcome.databases.iter().map(|m| m.total_rows()).sum();
+    let tables: usize = outcome.databases.iter().map(|m| m.tables.len()).sum();
+    snapshot.extra.insert(
+        "postgresql".into(),
+        serde_json::json!({
+            "all_databases": true,
+            "databases": names,
+            "server_version": outcome.manifest.server_version,
+            "tables": tables,
+            "rows": rows,
+        }),
+    );
+    let mut summary = SnapshotSummary {
+        files_new: outcome.files,
+        dirs: outcome.dirs,
+        total_bytes: outcome.bytes,
+        bytes_read: outcome.bytes,
+        bytes_added: writer.stats().stored_bytes_added,
+        duration_secs: reporter.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    snapshot.summary = Some(summary.clone());
+    let id = writer.commit(&snapshot).await?;
+    reporter.finish();
+    summary.bytes_added = writer.stats().stored_bytes_added;
+    let rate = summary.bytes_read as f64 / summary.duration_secs.max(0.001);
+    if global.json {
+        let dbs: Vec<serde_json::Value> = outcome
+            .databases
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "database": m.database,
+                    "snapshot_lsn": m.snapshot_lsn,
+                    "tables": m.tables.len(),
+                    "rows": m.total_rows(),
+                    "sequences": m.sequences.len(),
+                    "large_objects": m.large_objects.len(),
+                })
+            })
+            .collect();
+        context::print_json_line(&serde_json::json!({
+            "message_type": "summary",
+            "all_databases": true,
+            "server_version": outcome.manifest.server_version,
+            "databases": dbs,
+            "tables": tables,
+            "rows": rows,
+            "total_bytes": summary.total_bytes,
+            "bytes_read": summary.bytes_read,
+            "bytes_added": summary.bytes_added,
+            "duration_secs": summary.duration_secs,
+            "bytes_read_per_sec": rate,
+            "snapshot_id": id,
+        }))?;
+    } else if !global.quiet {
+        println!("globals (roles, tablespaces) from {}", outcome.manifest.pg_dumpall_version);
+        for m in &outcome.databases {
+            println!(
+                "database {}: {} tables, {} rows, {} sequences, {} large objects",
+                m.database,
+                m.tables.len(),
+                m.total_rows(),
+                m.sequences.len(),
+                m.large_objects.len()
+            );
+        }
+        println!(
+            "read {} in {:.2}s ({}/s); added {} to the repository",
+            HumanBytes(summary.bytes_read),
+            summary.duration_secs,
+            HumanBytes(rate as u64),
+            HumanBytes(summary.bytes_added)
+        );
+        println!("snapshot {} saved", id.short());
+    }
+    Ok(0)
+}
+
 fn print_backup_summary(global: &GlobalArgs, m: &cairn_pgsource::Manifest, s: &SnapshotSummary, id: &Id) -> Result<()> {
     let rate = s.bytes_read as f64 / s.duration_secs.max(0.001);
     if global.json {
@@ -249,9 +392,9 @@ async fn open(
     global: &GlobalArgs,
     arg: &str,
     filter: &SnapshotFilter,
-) -> Result<(cairn_repo::view::TreeLoader, Id, Snapshot, Arc<OpenedSnapshot>)> {
+) -> Result<(cairn_repo::view::TreeLoader, Id, Snapshot, Arc<Opened>)> {
     let (loader, id, snapshot) = select::open_snapshot(global, arg, &pg_filter(filter)).await?;
-    if !snapshot.paths.iter().any(|p| p.starts_with(PATH_PREFIX)) {
+    if !snapshot.paths.iter().any(|p| p.starts_with(PATH_PREFIX) || p == CLUSTER_PATH) {
         anyhow::bail!(
             "snapshot {} ({}) is not a PostgreSQL backup: pick one written by `cairn pg backup`",
             id.short(),
@@ -260,7 +403,7 @@ async fn open(
     }
     let opened = {
         let (loader, snapshot) = (loader.clone(), snapshot.clone());
-        tokio::task::spawn_blocking(move || OpenedSnapshot::open(&loader, &snapshot))
+        tokio::task::spawn_blocking(move || Opened::open(&loader, &snapshot))
             .await
             .context("reading the manifest panicked")??
     };
@@ -270,6 +413,17 @@ async fn open(
 async fn restore(global: &GlobalArgs, args: PgRestoreArgs) -> Result<u8> {
     let conn = ConnSpec::parse(Some(&args.dbname))?;
     let (loader, id, _, opened) = open(global, &args.snapshot, &args.filter).await?;
+    let opened = match opened.as_ref() {
+        Opened::Cluster(cluster) => return restore_all(global, args, conn, &loader, id, cluster).await,
+        Opened::Database(db) => db,
+    };
+    if args.only_database.is_some() || args.no_globals {
+        anyhow::bail!(
+            "--only-database and --no-globals apply to --all-databases snapshots; snapshot {} holds database {} only",
+            id.short(),
+            opened.manifest.database
+        );
+    }
     let reporter = Reporter::new(global, "restored");
     reporter.info(&format!(
         "restoring snapshot {} of database {} into {}",
@@ -287,17 +441,8 @@ async fn restore(global: &GlobalArgs, args: PgRestoreArgs) -> Result<u8> {
         tools: tools(&args.conn),
     };
     let progress = Arc::new(cairn_pgsource::RestoreProgress::default());
-    let ticker = {
-        let progress = progress.clone();
-        progress::tick(reporter.clone(), move || Status {
-            files: progress.items_done.load(Ordering::Relaxed),
-            total_files: progress.items_total.load(Ordering::Relaxed),
-            bytes: progress.bytes.load(Ordering::Relaxed),
-            total_bytes: progress.bytes_total.load(Ordering::Relaxed),
-            errors: 0,
-        })
-    };
-    let report = cairn_pgsource::restore(&loader, &opened, &options, &progress).await;
+    let ticker = restore_ticker(&reporter, &progress);
+    let report = cairn_pgsource::restore(&loader, opened, &options, &progress).await;
     drop(ticker);
     reporter.finish();
     let report = report?;
@@ -307,19 +452,99 @@ async fn restore(global: &GlobalArgs, args: PgRestoreArgs) -> Result<u8> {
         value["snapshot_id"] = serde_json::to_value(id)?;
         context::print_json_line(&value)?;
     } else if !global.quiet {
-        println!(
-            "restored {} tables ({} rows, {}), {} sequences, {} large objects into {}",
-            report.tables,
-            report.rows,
-            HumanBytes(report.bytes),
-            report.sequences,
-            report.large_objects,
-            report.database
+        print_restore_report(&report);
+    }
+    Ok(0)
+}
+
+fn restore_ticker(reporter: &Arc<Reporter>, progress: &Arc<cairn_pgsource::RestoreProgress>) -> progress::TickGuard {
+    let progress = progress.clone();
+    progress::tick(reporter.clone(), move || Status {
+        files: progress.items_done.load(Ordering::Relaxed),
+        total_files: progress.items_total.load(Ordering::Relaxed),
+        bytes: progress.bytes.load(Ordering::Relaxed),
+        total_bytes: progress.bytes_total.load(Ordering::Relaxed),
+        errors: 0,
+    })
+}
+
+fn print_restore_report(report: &RestoreReport) {
+    println!(
+        "restored {} tables ({} rows, {}), {} sequences, {} large objects into {}",
+        report.tables,
+        report.rows,
+        HumanBytes(report.bytes),
+        report.sequences,
+        report.large_objects,
+        report.database
+    );
+    println!(
+        "took {:.2}s: schema {:.2}s, data {:.2}s ({} indexes/keys built meanwhile), indexes/constraints/ANALYZE {:.2}s",
+        report.duration_secs,
+        report.phase_secs.pre_data,
+        report.phase_secs.data,
+        report.post_data_early,
+        report.phase_secs.post_data
+    );
+}
+
+/// `pg restore` of an `--all-databases` snapshot.
+async fn restore_all(
+    global: &GlobalArgs,
+    args: PgRestoreArgs,
+    conn: ConnSpec,
+    loader: &cairn_repo::view::TreeLoader,
+    id: Id,
+    opened: &OpenedCluster,
+) -> Result<u8> {
+    if !args.tables.is_empty() {
+        anyhow::bail!(
+            "--table cannot be used with an --all-databases snapshot; \
+             restore the database with --only-database NAME, then tables from a single-database backup"
         );
-        println!(
-            "took {:.2}s: schema {:.2}s, data {:.2}s, indexes/constraints/ANALYZE {:.2}s",
-            report.duration_secs, report.phase_secs.pre_data, report.phase_secs.data, report.phase_secs.post_data
-        );
+    }
+    let reporter = Reporter::new(global, "restored");
+    reporter.info(&format!(
+        "restoring snapshot {} ({} databases{}) on the server of {}",
+        id.short(),
+        opened.manifest.databases.len(),
+        if args.no_globals { "" } else { " and the globals" },
+        conn.display()
+    ));
+    let options = ClusterRestoreOptions {
+        conn,
+        only_database: args.only_database.clone(),
+        globals: !args.no_globals,
+        clean: args.clean,
+        jobs: args.conn.jobs.max(1),
+        no_owner: args.no_owner,
+        tools: tools(&args.conn),
+    };
+    let progress = Arc::new(cairn_pgsource::RestoreProgress::default());
+    let ticker = restore_ticker(&reporter, &progress);
+    let report = cairn_pgsource::cluster::restore_cluster(loader, opened, &options, &progress, |name| {
+        reporter.info(&format!("restoring database {name}"))
+    })
+    .await;
+    drop(ticker);
+    reporter.finish();
+    let report = report?;
+    if global.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["message_type"] = "summary".into();
+        value["snapshot_id"] = serde_json::to_value(id)?;
+        context::print_json_line(&value)?;
+    } else if !global.quiet {
+        if let Some(g) = &report.globals {
+            println!("globals replayed ({} statements found their object already there)", g.tolerated.len());
+            for line in &g.tolerated {
+                println!("  {line}");
+            }
+        }
+        for r in &report.databases {
+            print_restore_report(r);
+        }
+        println!("{} databases restored in {:.2}s", report.databases.len(), report.duration_secs);
     }
     Ok(0)
 }
@@ -329,40 +554,72 @@ async fn drill(global: &GlobalArgs, args: PgDrillArgs) -> Result<u8> {
     let (loader, id, _, opened) = open(global, &args.snapshot, &args.filter).await?;
     let options =
         DrillOptions { admin, checks: args.checks.clone(), jobs: args.conn.jobs.max(1), tools: tools(&args.conn) };
-    let report = cairn_pgsource::drill(&loader, &opened, &options).await?;
-    if global.json {
-        let mut value = serde_json::to_value(&report)?;
-        value["snapshot_id"] = serde_json::to_value(id)?;
-        context::print_json(&value)?;
-    } else {
-        println!(
-            "drill of snapshot {} (database {}) in temporary database {}",
-            id.short(),
-            report.source_database,
-            report.database
-        );
-        match (&report.restore, &report.restore_error) {
-            (_, Some(e)) => println!("restore: FAILED after {:.2}s: {e}", report.restore_secs),
-            (Some(r), None) => println!(
-                "restore: ok in {:.2}s ({} tables, {} rows, {})",
-                report.restore_secs,
-                r.tables,
-                r.rows,
-                HumanBytes(r.bytes)
-            ),
-            (None, None) => {}
+    let reports = match opened.as_ref() {
+        Opened::Database(db) => {
+            if args.only_database.is_some() {
+                anyhow::bail!(
+                    "--only-database applies to --all-databases snapshots; snapshot {} holds database {} only",
+                    id.short(),
+                    db.manifest.database
+                );
+            }
+            let report = cairn_pgsource::drill(&loader, db, &options).await?;
+            if global.json {
+                let mut value = serde_json::to_value(&report)?;
+                value["snapshot_id"] = serde_json::to_value(id)?;
+                context::print_json(&value)?;
+            }
+            vec![report]
         }
-        let bad: Vec<_> = report.tables.iter().filter(|t| !t.ok).collect();
-        println!("row counts: {} of {} tables match the backup", report.tables.len() - bad.len(), report.tables.len());
-        for t in bad {
-            let actual = t.actual.map(|a| a.to_string()).unwrap_or_else(|| "missing".into());
-            println!("  MISMATCH {}: backup {} rows, restored {actual}", t.table, t.expected);
+        Opened::Cluster(cluster) => {
+            let reports =
+                cairn_pgsource::cluster::drill_cluster(&loader, cluster, args.only_database.as_deref(), &options)
+                    .await?;
+            if global.json {
+                context::print_json(&serde_json::json!({
+                    "snapshot_id": id,
+                    "ok": reports.iter().all(|r| r.ok),
+                    "databases": reports,
+                }))?;
+            }
+            reports
         }
-        for c in &report.checks {
-            println!("check {}: {} ({})", if c.ok { "ok" } else { "FAILED" }, c.sql, c.detail);
+    };
+    if !global.json {
+        for report in &reports {
+            print_drill_report(&id, report);
         }
-        println!("temporary database {}", if report.dropped { "dropped" } else { "NOT dropped: drop it by hand" });
-        println!("drill {}", if report.ok { "passed" } else { "FAILED" });
     }
-    Ok(if report.ok { 0 } else { exit::FAILURE })
+    Ok(if reports.iter().all(|r| r.ok) { 0 } else { exit::FAILURE })
+}
+
+fn print_drill_report(id: &Id, report: &DrillReport) {
+    println!(
+        "drill of snapshot {} (database {}) in temporary database {}",
+        id.short(),
+        report.source_database,
+        report.database
+    );
+    match (&report.restore, &report.restore_error) {
+        (_, Some(e)) => println!("restore: FAILED after {:.2}s: {e}", report.restore_secs),
+        (Some(r), None) => println!(
+            "restore: ok in {:.2}s ({} tables, {} rows, {})",
+            report.restore_secs,
+            r.tables,
+            r.rows,
+            HumanBytes(r.bytes)
+        ),
+        (None, None) => {}
+    }
+    let bad: Vec<_> = report.tables.iter().filter(|t| !t.ok).collect();
+    println!("row counts: {} of {} tables match the backup", report.tables.len() - bad.len(), report.tables.len());
+    for t in bad {
+        let actual = t.actual.map(|a| a.to_string()).unwrap_or_else(|| "missing".into());
+        println!("  MISMATCH {}: backup {} rows, restored {actual}", t.table, t.expected);
+    }
+    for c in &report.checks {
+        println!("check {}: {} ({})", if c.ok { "ok" } else { "FAILED" }, c.sql, c.detail);
+    }
+    println!("temporary database {}", if report.dropped { "dropped" } else { "NOT dropped: drop it by hand" });
+    println!("drill {}", if report.ok { "passed" } else { "FAILED" });
 }
