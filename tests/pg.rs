@@ -621,3 +621,72 @@ fn restore_refuses_a_file_snapshot() {
     fails(run(&mut cairn(&env, &["pg", "restore", &id, "-d", &pg.conn(&db)])), 1, &["is not a PostgreSQL backup"]);
     fails(run(&mut cairn(&env, &["pg", "restore", "-d", &pg.conn(&db)])), 1, &["no snapshot matches"]);
 }
+
+/// Rewrites the latest snapshot with one table's row count in its manifest
+/// changed by `delta`, through the library (as a damaged or forged backup
+/// would look), and returns the new snapshot's id.
+fn tamper_row_count(env: &Env, delta: i64) -> String {
+    use cairn_repo::tree::{Extent, Tree};
+    use cairn_repo::{Backend, BackendOptions, BlobType, OpenOptions, Repository, Writer};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let backend = Backend::open(&env.repo(), &BackendOptions::default()).unwrap();
+        let repo = Repository::open(backend, b"correct horse", OpenOptions::default()).await.unwrap();
+        let (_, snapshot) = repo.list_snapshots().await.unwrap().pop().unwrap();
+        let index = std::sync::Arc::new(repo.load_index().await.unwrap());
+        let tree = |id| {
+            let (repo, index) = (&repo, &index);
+            async move { Tree::decode(&repo.read_blob(index, &id).await.unwrap()).unwrap() }
+        };
+        let root = tree(snapshot.tree).await;
+        let db = root.nodes()[0].clone();
+        let dir = tree(db.subtree.unwrap()).await;
+        let mut manifest_node = dir.get(b"manifest.json").unwrap().clone();
+        let mut bytes = Vec::new();
+        for extent in &manifest_node.content {
+            let Extent::Blob { id, offset, length } = extent else { panic!("a hole in the manifest") };
+            let blob = repo.read_blob(&index, id).await.unwrap();
+            bytes.extend_from_slice(&blob[*offset as usize..(*offset + *length) as usize]);
+        }
+        let mut manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let rows = &mut manifest["tables"][0]["rows"];
+        *rows = serde_json::json!(rows.as_i64().unwrap() + delta);
+        let bytes = serde_json::to_vec_pretty(&manifest).unwrap();
+        let writer = Writer::new(&repo, index.clone()).unwrap();
+        let id = writer.add_blob(BlobType::Data, &bytes).await.unwrap();
+        manifest_node.content = vec![Extent::Blob { id, offset: 0, length: bytes.len() as u32 }];
+        manifest_node.size = bytes.len() as u64;
+        let nodes =
+            dir.nodes().iter().map(|n| if n.name == manifest_node.name { manifest_node.clone() } else { n.clone() });
+        let dir_id = writer.add_blob(BlobType::Tree, &Tree::new(nodes.collect()).unwrap().encode()).await.unwrap();
+        let mut db = db;
+        db.subtree = Some(dir_id);
+        let root_id = writer.add_blob(BlobType::Tree, &Tree::new(vec![db]).unwrap().encode()).await.unwrap();
+        let mut forged = snapshot.clone();
+        forged.tree = root_id;
+        forged.time = jiff::Timestamp::now();
+        writer.commit(&forged).await.unwrap().to_hex()
+    })
+}
+
+/// A drill compares every table's restored row count with the manifest: a
+/// snapshot whose manifest claims one row more fails the drill (exit 1),
+/// and the untampered snapshot passes.
+#[test]
+fn drill_fails_when_a_row_count_is_tampered() {
+    let Some(pg) = Pg::shared() else { return };
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("tamper");
+    pg.psql(&db, "CREATE TABLE t AS SELECT g FROM generate_series(1, 100) g");
+    ok(run(&mut cairn(&env, &["pg", "backup", "-d", &pg.conn(&db)])));
+    let good = ok(run(&mut cairn(&env, &["pg", "drill", "latest", "-d", &pg.conn("postgres")])));
+    assert!(good.contains("row counts: 1 of 1 tables match"), "{good}");
+    let forged = tamper_row_count(&env, 1);
+    let o = run(&mut cairn(&env, &["pg", "drill", &forged, "-d", &pg.conn("postgres")]));
+    let out = support::stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{}", support::stderr(&o));
+    // The restore itself counts each table's rows against the manifest.
+    assert!(out.contains("received 100 rows, the backup recorded 101") && out.contains("drill FAILED"), "{out}");
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_drill_%'"), "0");
+}

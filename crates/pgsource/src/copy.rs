@@ -6,7 +6,7 @@
 //! into any later server version and any type with text I/O (binary COPY
 //! needs every type's binary send/receive functions and the same type
 //! layouts on both sides), and it stores smaller. Measured on a 600,000-row
-//! table (timestamps, numerics, floats, jsonb; PG_STATUS.md): binary COPY
+//! table (timestamps, numerics, floats, jsonb; benches/README-pg.md): binary COPY
 //! was produced about 15% faster by the server, but stored 10% larger
 //! (34.5 vs 31.3 MB after compression) and its day-2 growth was 14% larger.
 //! The server sends one CopyData message per row, so messages are gathered
