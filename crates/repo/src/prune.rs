@@ -315,9 +315,12 @@ impl Run<'_> {
         let mut current_blobs: HashSet<Id> =
             current.values().flat_map(|p| p.entry.blobs.iter().map(|b| b.id)).collect();
         current_blobs.extend(recent_blobs);
+        // A pack can sit in two records (rescued, then marked again) and be
+        // gone already: only packs still in storage can be rescued.
+        let present: HashSet<Id> = repo.backend().list(FileKind::Pack).await?.into_iter().map(|(id, _)| id).collect();
         let mut rescue = Vec::new();
         for (_, record) in &records {
-            for pack in &record.content.packs {
+            for pack in record.content.packs.iter().filter(|p| present.contains(&p.id)) {
                 let needed = pack.blobs.iter().any(|b| used.contains(&b.id) && !current_blobs.contains(&b.id));
                 if needed && !current.contains_key(&pack.id) && !recent.contains(&pack.id) {
                     current_blobs.extend(pack.blobs.iter().map(|b| b.id));

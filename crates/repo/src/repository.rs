@@ -569,13 +569,40 @@ impl Repository {
     /// Reads every index file: the ones that decode (superseded or not), and
     /// the ids of unreadable ones that an authenticated file supersedes
     /// (any other unreadable file is an error).
+    ///
+    /// A listing is not a snapshot of the store: one taken while a prune
+    /// writes new files and then a file superseding the old ones may show
+    /// the superseding file but miss one written just before it. So the
+    /// directory is listed twice: everything created before the first
+    /// listing ended is in the second.
     pub async fn load_index_files(&self) -> Result<IndexFiles> {
-        let ids: Vec<Id> = self.inner.backend.list(FileKind::Index).await?.into_iter().map(|(id, _)| id).collect();
-        let results: Vec<(Id, Result<IndexFile>)> = futures::stream::iter(ids.iter().copied())
-            .map(|id| async move { (id, self.read_index_file(&id).await) })
-            .buffer_unordered(16)
-            .collect()
-            .await;
+        let list = || async {
+            Ok::<Vec<Id>, Error>(
+                self.inner.backend.list(FileKind::Index).await?.into_iter().map(|(id, _)| id).collect(),
+            )
+        };
+        let read = |ids: Vec<Id>| async move {
+            futures::stream::iter(ids)
+                .map(|id| async move { (id, self.read_index_file(&id).await) })
+                .buffer_unordered(16)
+                .collect::<Vec<(Id, Result<IndexFile>)>>()
+                .await
+        };
+        let mut ids: Vec<Id> = list().await?;
+        let mut results = read(ids.clone()).await;
+        let seen: HashSet<Id> = ids.iter().copied().collect();
+        let late: Vec<Id> = list().await?.into_iter().filter(|id| !seen.contains(id)).collect();
+        ids.extend(late.iter().copied());
+        results.extend(read(late).await);
+        // A file deleted since the listing was superseded (only prune
+        // deletes index files, and only superseded ones).
+        results.retain(|(id, r)| match r {
+            Err(Error::ObjectNotFound { .. }) => {
+                tracing::debug!("index file {} was deleted while loading", id.short());
+                false
+            }
+            _ => true,
+        });
         let superseded: HashSet<Id> = results
             .iter()
             .filter_map(|(_, r)| r.as_ref().ok())
