@@ -210,6 +210,25 @@ impl Service {
     }
 }
 
+/// Arranges for `stop --rm dir` (a `scripts/stop-*.sh`) to run when this
+/// test process exits, from a watchdog in its own session.
+pub fn stop_when_this_process_exits(stop: &Path, dir: &Path) -> Result<(), String> {
+    let watchdog = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; bash '{stop}' --rm '{dir}' >/dev/null 2>&1",
+        pid = std::process::id(),
+        stop = stop.display(),
+        dir = dir.display()
+    );
+    Command::new("setsid")
+        .args(["sh", "-c", &watchdog])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the watchdog: {e}"))?;
+    Ok(())
+}
+
 /// Runs `scripts/<script> DIR PORT`, retrying on busy ports, and arranges for
 /// `scripts/<stop> --rm DIR` to run when this test process exits.
 fn start(kind: Kind, script: &str, stop: &str, span: u32) -> Result<Service, String> {
@@ -232,19 +251,7 @@ fn start(kind: Kind, script: &str, stop: &str, span: u32) -> Result<Service, Str
             .output()
             .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
         if out.status.success() {
-            let watchdog = format!(
-                "while kill -0 {pid} 2>/dev/null; do sleep 1; done; bash '{stop}' --rm '{dir}' >/dev/null 2>&1",
-                pid = std::process::id(),
-                stop = stop.display(),
-                dir = dir.display()
-            );
-            Command::new("setsid")
-                .args(["sh", "-c", &watchdog])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("cannot start the watchdog: {e}"))?;
+            stop_when_this_process_exits(&stop, &dir)?;
             let env = String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .filter_map(|l| l.strip_prefix("export ")?.split_once('='))

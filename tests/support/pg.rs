@@ -89,19 +89,7 @@ impl Pg {
                 .output()
                 .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
             if out.status.success() {
-                let watchdog = format!(
-                    "while kill -0 {pid} 2>/dev/null; do sleep 1; done; bash '{stop}' --rm '{dir}' >/dev/null 2>&1",
-                    pid = std::process::id(),
-                    stop = stop.display(),
-                    dir = dir.display()
-                );
-                Command::new("setsid")
-                    .args(["sh", "-c", &watchdog])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .map_err(|e| format!("cannot start the watchdog: {e}"))?;
+                crate::support::stop_when_this_process_exits(&stop, &dir)?;
                 let pg = Pg { dir, port };
                 pg.allow_password_role()?;
                 return Ok(pg);

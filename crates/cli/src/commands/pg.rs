@@ -159,58 +159,89 @@ async fn backup(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
     for patterns in [&args.tables, &args.exclude_tables, &args.exclude_table_data] {
         cairn_pgsource::pattern::PatternSet::parse(patterns)?;
     }
-    let reporter = Reporter::new(global, "backed up");
-    let repo = open_or_init(global, args.init, &reporter).await?;
-    let index = Arc::new(if put_only(&repo) { Index::default() } else { repo.load_index().await? });
-    let writer = Arc::new(Writer::new(&repo, index)?);
-    let progress = Arc::new(BackupProgress::default());
-    let ticker = {
-        let progress = progress.clone();
-        progress::tick(reporter.clone(), move || Status {
-            files: progress.items_done.load(Ordering::Relaxed),
-            total_files: progress.items_total.load(Ordering::Relaxed),
-            bytes: progress.bytes.load(Ordering::Relaxed),
-            total_bytes: progress.bytes_estimate.load(Ordering::Relaxed),
-            errors: 0,
-        })
-    };
-    let outcome = cairn_pgsource::backup(writer.clone(), &options, &progress).await;
-    drop(ticker);
+    let session = Session::start(global, args.init).await?;
+    let (writer, progress) = (&session.writer, &session.progress);
+    let outcome = cairn_pgsource::backup(writer.clone(), &options, progress).await;
     let outcome = outcome.context("the backup failed; no snapshot was written")?;
     let manifest = &outcome.manifest;
-
-    let mut snapshot = Snapshot::new(outcome.tree, vec![cairn_pgsource::backup::snapshot_path(&manifest.database)]);
-    if let Some(h) = &args.host {
-        snapshot.hostname = h.clone();
-    }
-    let mut tags = args.tags.clone();
-    tags.push(TAG.to_owned());
-    snapshot.tags = split_tags(&tags);
-    snapshot.extra.insert(
-        "postgresql".into(),
-        serde_json::json!({
-            "database": manifest.database,
-            "server_version": manifest.server_version,
-            "snapshot_lsn": manifest.snapshot_lsn,
-            "tables": manifest.tables.len(),
-            "rows": manifest.total_rows(),
-        }),
-    );
-    let mut summary = SnapshotSummary {
-        files_new: outcome.files,
-        dirs: outcome.dirs,
-        total_bytes: outcome.bytes,
-        bytes_read: outcome.bytes,
-        bytes_added: writer.stats().stored_bytes_added,
-        duration_secs: reporter.elapsed().as_secs_f64(),
-        ..Default::default()
-    };
-    snapshot.summary = Some(summary.clone());
-    let id = writer.commit(&snapshot).await?;
-    reporter.finish();
-    summary.bytes_added = writer.stats().stored_bytes_added;
+    let info = serde_json::json!({
+        "database": manifest.database,
+        "server_version": manifest.server_version,
+        "snapshot_lsn": manifest.snapshot_lsn,
+        "tables": manifest.tables.len(),
+        "rows": manifest.total_rows(),
+    });
+    let path = cairn_pgsource::backup::snapshot_path(&manifest.database);
+    let counts = (outcome.files, outcome.dirs, outcome.bytes);
+    let (id, summary) = session.commit(&args, outcome.tree, path, counts, info).await?;
     print_backup_summary(global, manifest, &summary, &id)?;
     Ok(0)
+}
+
+/// What both kinds of `pg backup` share: the repository's writing session
+/// and its progress line, then the snapshot with its summary.
+struct Session {
+    reporter: Arc<Reporter>,
+    writer: Arc<Writer>,
+    progress: Arc<BackupProgress>,
+    ticker: progress::TickGuard,
+}
+
+impl Session {
+    async fn start(global: &GlobalArgs, init: bool) -> Result<Session> {
+        let reporter = Reporter::new(global, "backed up");
+        let repo = open_or_init(global, init, &reporter).await?;
+        let index = Arc::new(if put_only(&repo) { Index::default() } else { repo.load_index().await? });
+        let writer = Arc::new(Writer::new(&repo, index)?);
+        let progress = Arc::new(BackupProgress::default());
+        let ticker = {
+            let progress = progress.clone();
+            progress::tick(reporter.clone(), move || Status {
+                files: progress.items_done.load(Ordering::Relaxed),
+                total_files: progress.items_total.load(Ordering::Relaxed),
+                bytes: progress.bytes.load(Ordering::Relaxed),
+                total_bytes: progress.bytes_estimate.load(Ordering::Relaxed),
+                errors: 0,
+            })
+        };
+        Ok(Session { reporter, writer, progress, ticker })
+    }
+
+    /// Publishes the snapshot of `tree` at `path` (`counts`: files,
+    /// directories, bytes), with `info` as its `postgresql` field.
+    async fn commit(
+        self,
+        args: &PgBackupArgs,
+        tree: Id,
+        path: String,
+        counts: (u64, u64, u64),
+        info: serde_json::Value,
+    ) -> Result<(Id, SnapshotSummary)> {
+        drop(self.ticker);
+        let mut snapshot = Snapshot::new(tree, vec![path]);
+        if let Some(h) = &args.host {
+            snapshot.hostname = h.clone();
+        }
+        let mut tags = args.tags.clone();
+        tags.push(TAG.to_owned());
+        snapshot.tags = split_tags(&tags);
+        snapshot.extra.insert("postgresql".into(), info);
+        let (files, dirs, bytes) = counts;
+        let mut summary = SnapshotSummary {
+            files_new: files,
+            dirs,
+            total_bytes: bytes,
+            bytes_read: bytes,
+            bytes_added: self.writer.stats().stored_bytes_added,
+            duration_secs: self.reporter.elapsed().as_secs_f64(),
+            ..Default::default()
+        };
+        snapshot.summary = Some(summary.clone());
+        let id = self.writer.commit(&snapshot).await?;
+        self.reporter.finish();
+        summary.bytes_added = self.writer.stats().stored_bytes_added;
+        Ok((id, summary))
+    }
 }
 
 /// `pg backup --all-databases`: one snapshot of path `/pg` with the
@@ -227,61 +258,25 @@ async fn backup_all(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
         tools: tools(&args.conn),
         no_role_passwords: args.no_role_passwords,
     };
-    let reporter = Reporter::new(global, "backed up");
-    let repo = open_or_init(global, args.init, &reporter).await?;
-    let index = Arc::new(if put_only(&repo) { Index::default() } else { repo.load_index().await? });
-    let writer = Arc::new(Writer::new(&repo, index)?);
-    let progress = Arc::new(BackupProgress::default());
-    let ticker = {
-        let progress = progress.clone();
-        progress::tick(reporter.clone(), move || Status {
-            files: progress.items_done.load(Ordering::Relaxed),
-            total_files: progress.items_total.load(Ordering::Relaxed),
-            bytes: progress.bytes.load(Ordering::Relaxed),
-            total_bytes: progress.bytes_estimate.load(Ordering::Relaxed),
-            errors: 0,
-        })
-    };
-    let outcome = cairn_pgsource::cluster::backup_cluster(writer.clone(), &options, &progress, |name| {
+    let session = Session::start(global, args.init).await?;
+    let (reporter, writer, progress) = (&session.reporter, &session.writer, &session.progress);
+    let outcome = cairn_pgsource::cluster::backup_cluster(writer.clone(), &options, progress, |name| {
         reporter.info(&format!("backing up database {name}"))
     })
     .await;
-    drop(ticker);
     let outcome = outcome.context("the backup failed; no snapshot was written")?;
-
-    let mut snapshot = Snapshot::new(outcome.tree, vec![CLUSTER_PATH.to_owned()]);
-    if let Some(h) = &args.host {
-        snapshot.hostname = h.clone();
-    }
-    let mut tags = args.tags.clone();
-    tags.push(TAG.to_owned());
-    snapshot.tags = split_tags(&tags);
     let names: Vec<&str> = outcome.databases.iter().map(|m| m.database.as_str()).collect();
     let rows: u64 = outcome.databases.iter().map(|m| m.total_rows()).sum();
     let tables: usize = outcome.databases.iter().map(|m| m.tables.len()).sum();
-    snapshot.extra.insert(
-        "postgresql".into(),
-        serde_json::json!({
-            "all_databases": true,
-            "databases": names,
-            "server_version": outcome.manifest.server_version,
-            "tables": tables,
-            "rows": rows,
-        }),
-    );
-    let mut summary = SnapshotSummary {
-        files_new: outcome.files,
-        dirs: outcome.dirs,
-        total_bytes: outcome.bytes,
-        bytes_read: outcome.bytes,
-        bytes_added: writer.stats().stored_bytes_added,
-        duration_secs: reporter.elapsed().as_secs_f64(),
-        ..Default::default()
-    };
-    snapshot.summary = Some(summary.clone());
-    let id = writer.commit(&snapshot).await?;
-    reporter.finish();
-    summary.bytes_added = writer.stats().stored_bytes_added;
+    let info = serde_json::json!({
+        "all_databases": true,
+        "databases": names,
+        "server_version": outcome.manifest.server_version,
+        "tables": tables,
+        "rows": rows,
+    });
+    let counts = (outcome.files, outcome.dirs, outcome.bytes);
+    let (id, summary) = session.commit(&args, outcome.tree, CLUSTER_PATH.to_owned(), counts, info).await?;
     let rate = summary.bytes_read as f64 / summary.duration_secs.max(0.001);
     if global.json {
         let dbs: Vec<serde_json::Value> = outcome
