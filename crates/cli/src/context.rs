@@ -66,7 +66,7 @@ pub fn backend(global: &GlobalArgs, create: bool) -> Result<Backend> {
 /// Cache settings.
 pub fn open_options(global: &GlobalArgs) -> OpenOptions {
     let cache_dir =
-        if global.no_cache { None } else { global.cache_dir.clone().or_else(cairn_repo::cache::Cache::default_base) };
+        if global.no_cache { None } else { global.cache_dir.clone().or_else(cairn_repo::Cache::default_base) };
     OpenOptions { cache_dir }
 }
 

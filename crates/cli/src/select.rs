@@ -76,11 +76,10 @@ pub async fn open_snapshot(
     global: &crate::args::GlobalArgs,
     arg: &str,
     filter: &SnapshotFilter,
-) -> Result<(cairn_repo::view::TreeLoader, Id, Snapshot)> {
+) -> Result<(cairn_repo::TreeLoader, Id, Snapshot)> {
     let repo = crate::context::open(global).await?;
     let (index, (id, snapshot)) =
         tokio::try_join!(async { repo.load_index().await.map_err(anyhow::Error::from) }, one(&repo, arg, filter))?;
-    let loader =
-        cairn_repo::view::TreeLoader::new(&repo, std::sync::Arc::new(index), tokio::runtime::Handle::current());
+    let loader = cairn_repo::TreeLoader::new(&repo, std::sync::Arc::new(index), tokio::runtime::Handle::current());
     Ok((loader, id, snapshot))
 }

@@ -346,8 +346,8 @@ async fn join_snapshot(client: &Client, snapshot_id: &str) -> Result<()> {
         .map_err(|e| Error::query("joining the backup's snapshot", e))
 }
 
-fn time_of(t: jiff::Timestamp) -> cairn_repo::tree::Time {
-    cairn_repo::tree::Time { secs: t.as_second(), nanos: t.subsec_nanosecond().max(0) as u32 }
+fn time_of(t: jiff::Timestamp) -> cairn_repo::Time {
+    cairn_repo::Time { secs: t.as_second(), nanos: t.subsec_nanosecond().max(0) as u32 }
 }
 
 /// The owner recorded for files: this process's user (as `cairn backup`

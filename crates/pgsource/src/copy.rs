@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use bytes::{Bytes, BytesMut};
-use cairn_repo::view::TreeLoader;
+use cairn_repo::TreeLoader;
 use cairn_repo::{Node, Writer};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;

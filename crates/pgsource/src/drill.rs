@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use cairn_repo::view::TreeLoader;
+use cairn_repo::TreeLoader;
 use serde::Serialize;
 use tokio_postgres::{Client, SimpleQueryMessage};
 

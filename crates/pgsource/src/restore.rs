@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cairn_repo::view::TreeLoader;
+use cairn_repo::TreeLoader;
 use cairn_repo::{Node, NodeKind, Snapshot};
 
 use crate::connect::{ConnSpec, qualified, quote_ident};

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use cairn_repo::blob::SealedBlob;
+use cairn_repo::SealedBlob;
 use cairn_repo::{BlobType, Extent, Id, Writer};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;

@@ -3,8 +3,8 @@
 //! Messages are written for the person running the command: each names what
 //! went wrong (the object, the location) and, where there is one, the fix.
 
-use crate::format::FormatError;
-use crate::id::Id;
+use crate::format::envelope::FormatError;
+use crate::format::id::Id;
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

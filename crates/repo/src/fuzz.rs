@@ -8,16 +8,16 @@
 
 use std::sync::OnceLock;
 
-use crate::blob::{self, BlobType};
-use crate::config::Config;
-use crate::crypto::WriteSession;
-use crate::format::{self, INDEX_MAGIC, SNAPSHOT_MAGIC};
-use crate::id::Id;
-use crate::index::IndexFile;
-use crate::keys::{KdfParams, KeyFile, KeyMaterial};
-use crate::pack;
-use crate::snapshot::Snapshot;
-use crate::tree::Tree;
+use crate::format::blob::{self, BlobType};
+use crate::format::config::Config;
+use crate::format::crypto::WriteSession;
+use crate::format::envelope::{self, INDEX_MAGIC, SNAPSHOT_MAGIC};
+use crate::format::id::Id;
+use crate::format::index::IndexFile;
+use crate::format::keys::{KdfParams, KeyFile, KeyMaterial};
+use crate::format::pack;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Tree;
 
 struct Fixture {
     keys: KeyMaterial,
@@ -27,7 +27,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let keys = KeyMaterial::from_master(crate::crypto::SecretKey::from_bytes([42; 32]));
+        let keys = KeyMaterial::from_master(crate::format::crypto::SecretKey::from_bytes([42; 32]));
         let session = WriteSession::new(&keys.repository_public()).expect("valid public key");
         Fixture { keys, session }
     })
@@ -59,7 +59,7 @@ fn cheap_kdf() -> KdfParams {
 pub fn config(data: &[u8]) {
     let f = fixture();
     let _ = Config::decode(data, &f.keys);
-    let sealed = format::seal_object(&format::CONFIG_MAGIC, &[0; 32], f.keys.config_key(), data, 0);
+    let sealed = envelope::seal_object(&envelope::CONFIG_MAGIC, &[0; 32], f.keys.config_key(), data, 0);
     let _ = Config::decode(&sealed, &f.keys);
 }
 
@@ -78,11 +78,11 @@ pub fn pack_header(data: &[u8]) {
     raw.extend_from_slice(data);
     for plain in [&raw[..], data] {
         let mut preamble = Vec::new();
-        preamble.extend_from_slice(&format::PACK_MAGIC);
+        preamble.extend_from_slice(&envelope::PACK_MAGIC);
         preamble.extend_from_slice(&f.session.public());
-        preamble.extend_from_slice(&((crate::crypto::SEAL_OVERHEAD + plain.len()) as u32).to_le_bytes());
+        preamble.extend_from_slice(&((crate::format::crypto::SEAL_OVERHEAD + plain.len()) as u32).to_le_bytes());
         let mut packed = preamble.clone();
-        packed.extend_from_slice(&crate::crypto::seal(f.session.key(), &preamble, plain));
+        packed.extend_from_slice(&crate::format::crypto::seal(f.session.key(), &preamble, plain));
         let size = packed.len() as u64;
         let _ = pack::decode_header(&packed, size, f.session.key());
         let _ = pack::decode_header(&packed, size + 4096, f.session.key());
@@ -92,18 +92,18 @@ pub fn pack_header(data: &[u8]) {
 /// An index file: the stored bytes, and the bytes as its payload.
 pub fn index(data: &[u8]) {
     let f = fixture();
-    if let Ok(payload) = format::open_object(&INDEX_MAGIC, data, f.session.key()) {
-        if let Ok((body, _)) = crate::index::split_authenticator(&payload) {
+    if let Ok(payload) = envelope::open_object(&INDEX_MAGIC, data, f.session.key()) {
+        if let Ok((body, _)) = crate::format::index::split_authenticator(&payload) {
             let _ = IndexFile::decode(body);
         }
     }
-    if let Ok((body, authenticator)) = crate::index::split_authenticator(data) {
+    if let Ok((body, authenticator)) = crate::format::index::split_authenticator(data) {
         let _ = f.keys.index_authenticator(body) == Some(authenticator);
     }
     if let Ok(file) = IndexFile::decode(data) {
         // Whatever decodes must encode back to the same bytes.
         assert_eq!(file.encode(), data, "index file encoding is not canonical");
-        let _ = crate::index::Index::from_files(vec![(Id([0; 32]), file)]);
+        let _ = crate::format::index::Index::from_files(vec![(Id([0; 32]), file)]);
     }
 }
 
@@ -111,12 +111,12 @@ pub fn index(data: &[u8]) {
 /// payload (marking time + index-file body).
 pub fn trash_record(data: &[u8]) {
     let f = fixture();
-    if let Ok(payload) = format::open_object(&crate::format::TRASH_MAGIC, data, f.session.key()) {
-        if let Ok((body, _)) = crate::index::split_authenticator(&payload) {
-            let _ = crate::trash::TrashRecord::decode(body);
+    if let Ok(payload) = envelope::open_object(&crate::format::envelope::TRASH_MAGIC, data, f.session.key()) {
+        if let Ok((body, _)) = crate::format::index::split_authenticator(&payload) {
+            let _ = crate::maintenance::trash::TrashRecord::decode(body);
         }
     }
-    if let Ok(record) = crate::trash::TrashRecord::decode(data) {
+    if let Ok(record) = crate::maintenance::trash::TrashRecord::decode(data) {
         assert_eq!(record.encode(), data, "deletion record encoding is not canonical");
     }
 }
@@ -126,7 +126,7 @@ pub fn blob(data: &[u8]) {
     let f = fixture();
     let id = f.keys.content_id(data);
     let _ = blob::open(f.session.key(), &f.keys, BlobType::Data, &id, data.len() as u32, data);
-    let plain = crate::crypto::seal(f.session.key(), &blob_aad(&id), data);
+    let plain = crate::format::crypto::seal(f.session.key(), &blob_aad(&id), data);
     let _ = blob::open(f.session.key(), &f.keys, BlobType::Data, &id, u32::MAX, &plain);
     if let Some((_, rest)) = data.split_first() {
         let _ = blob::open(f.session.key(), &f.keys, BlobType::Data, &id, rest.len() as u32, &plain);
@@ -145,7 +145,7 @@ fn blob_aad(id: &Id) -> [u8; 33] {
 /// A snapshot: the stored bytes, and the bytes as its JSON payload.
 pub fn snapshot(data: &[u8]) {
     let f = fixture();
-    if let Ok(payload) = format::open_object(&SNAPSHOT_MAGIC, data, f.session.key()) {
+    if let Ok(payload) = envelope::open_object(&SNAPSHOT_MAGIC, data, f.session.key()) {
         let _ = serde_json::from_slice::<Snapshot>(&payload);
     }
     if let Ok(s) = serde_json::from_slice::<Snapshot>(data) {

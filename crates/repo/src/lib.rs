@@ -4,74 +4,75 @@
 //! index files and snapshots on any object store. The on-disk format is
 //! specified in `FORMAT.md` at the root of the cairn source tree.
 //!
-//! ```no_run
-//! # async fn demo() -> cairn_repo::Result<()> {
-//! use std::sync::Arc;
-//! use cairn_repo::{Backend, BackendOptions, BlobType, InitOptions, OpenOptions, Repository, Snapshot, Writer};
+//! The crate is organised by concern, one private folder each:
 //!
-//! let backend = Backend::open("/srv/backups/repo", &BackendOptions { create: true, ..Default::default() })?;
-//! let repo = Repository::init(backend, b"correct horse", InitOptions::default(), OpenOptions::default()).await?;
-//! let writer = Writer::new(&repo, Arc::new(repo.load_index().await?))?;
-//! let id = writer.add_blob(BlobType::Data, b"hello").await?;
-//! let snapshot_id = writer.commit(&Snapshot::new(id, vec!["/greeting".into()])).await?;
-//! # Ok(()) }
-//! ```
+//! | folder | what |
+//! | --- | --- |
+//! | `format` | ids, keys and encryption, blobs, packs, index files, trees, snapshots, config |
+//! | `storage` | the object-store [`Backend`], the local metadata cache, the prune lease |
+//! | `writing` | a writing session that packs blobs and publishes index files and snapshots |
+//! | `files` | the file-system archiver and restorer, metadata, path filters |
+//! | `maintenance` | [`check`], [`prune`], repair, [`copy_snapshots`], retention |
 //!
-//! Modules, in the order data flows through them when writing:
-//! [`crypto`] and [`keys`] (secrets), [`blob`] (sealing one blob),
-//! [`pack`] (many blobs in one object), [`index`], [`snapshot`],
-//! [`backend`] (object_store), [`cache`] (local metadata cache),
-//! [`repository`] (opening, keys, reading) and [`writer`] (a writing session).
+//! This file is the public API: everything an embedding program needs is
+//! re-exported here.
 
 #![warn(missing_docs)]
 
-pub mod archiver;
-pub mod backend;
-pub mod blob;
-pub mod cache;
-pub mod check;
-mod compress;
-pub mod config;
-pub mod copy;
-pub mod crypto;
-pub mod error;
-pub mod filter;
-pub mod format;
-mod fsmeta;
+mod error;
+mod files;
+mod format;
 #[doc(hidden)]
 pub mod fuzz;
-pub mod id;
-pub mod index;
-pub mod keys;
-pub mod lease;
-pub mod localtrees;
-pub mod pack;
-pub mod prune;
-pub mod repair;
-pub mod repository;
-pub mod restorer;
-pub mod retention;
-pub mod snapshot;
-pub mod trash;
-pub mod tree;
+mod maintenance;
+mod repository;
+mod storage;
 mod util;
-pub mod view;
-mod wire;
-pub mod writer;
+mod view;
+mod writing;
 
-pub use backend::{Backend, BackendKind, BackendOptions, FileKind, ListedObject, RetryPolicy, S3Options, WriteOutcome};
-pub use blob::BlobType;
-pub use config::Config;
 pub use error::{Error, Result};
-pub use filter::PathFilter;
-pub use format::FormatError;
-pub use id::Id;
-pub use index::{Index, IndexFile};
-pub use keys::{KdfParams, KeyKind};
-pub use pack::PackHeader;
-pub use repository::{InitOptions, KeyInfo, KeyOptions, OpenOptions, Repository};
-pub use snapshot::{Snapshot, SnapshotSummary};
-pub use tree::{Extent, Node, NodeKind, Tree};
 pub use util::{hostname, username};
-pub use wire::WireError;
-pub use writer::{Writer, WriterStats};
+
+// Opening a repository and reading it.
+pub use repository::{IndexFiles, InitOptions, KeyInfo, KeyOptions, OpenOptions, Repository};
+pub use view::{ContentReader, TreeLoader, split_snapshot_arg};
+
+// Storage.
+pub use storage::backend::{
+    Backend, BackendKind, BackendOptions, FileKind, ListedObject, RetryPolicy, S3Options, WriteOutcome,
+};
+pub use storage::cache::Cache;
+pub use storage::lease::Lease;
+
+// The format's types, as readers see them.
+pub use format::blob::{BlobType, MAX_BLOB_SIZE, SealedBlob};
+pub use format::config::Config;
+pub use format::envelope::FormatError;
+pub use format::id::Id;
+pub use format::index::{Index, IndexFile};
+pub use format::keys::{KdfParams, KeyFile, KeyKind};
+pub use format::pack::PackHeader;
+pub use format::snapshot::{Snapshot, SnapshotSummary};
+pub use format::tree::{Extent, Node, NodeKind, Time, Tree};
+pub use format::wire::WireError;
+
+// Writing.
+pub use writing::writer::{Writer, WriterStats};
+
+// Files.
+#[doc(hidden)]
+pub use files::archiver; // until the snapshot session replaces it
+pub use files::filter::PathFilter;
+pub use files::localtrees::{LocalParent, LocalTrees};
+pub use files::restorer::{Overwrite, RestoreEvents, RestoreOptions, RestoreOutcome, RestoreProgress, restore};
+
+// Maintenance.
+pub use maintenance::check::{CheckReport, Problem as CheckProblem, Subset as CheckSubset, check};
+pub use maintenance::copy::{CopyOutcome, copy_snapshots, shares_secret};
+pub use maintenance::prune::{DEFAULT_GRACE, PruneOptions, PruneReport, UnusedLimit, prune};
+pub use maintenance::repair::{IndexRebuild, SnapshotRepair, rebuild_index, repair_snapshots};
+pub use maintenance::retention::{
+    Period as RetentionPeriod, Policy as RetentionPolicy, Verdict as RetentionVerdict, apply as apply_retention,
+    parse_span,
+};

@@ -1,5 +1,5 @@
 //! [`Repository`]: open or create a repository, manage its keys, read its
-//! objects. Writing goes through a [`Writer`](crate::writer::Writer).
+//! objects. Writing goes through a [`Writer`](crate::writing::writer::Writer).
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -9,18 +9,18 @@ use cairn_chunker::{Chunker, ChunkerParams, GearTable};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::backend::{Backend, FileKind, WriteOutcome};
-use crate::blob;
-use crate::cache::Cache;
-use crate::config::{CHUNKER_ALGORITHM, ChunkerConfig, CompressionConfig, Config};
-use crate::crypto::SecretKey;
 use crate::error::{Error, Result};
-use crate::format::{self, FormatError, INDEX_MAGIC, SNAPSHOT_MAGIC};
-use crate::id::Id;
-use crate::index::{BlobLocation, Index, IndexFile, PackInfo};
-use crate::keys::{KdfParams, KeyFile, KeyFileError, KeyKind, KeyMaterial, SessionKeyError};
-use crate::pack::{self, PackHeader};
-use crate::snapshot::Snapshot;
+use crate::format::blob;
+use crate::format::config::{CHUNKER_ALGORITHM, ChunkerConfig, CompressionConfig, Config};
+use crate::format::crypto::SecretKey;
+use crate::format::envelope::{self, FormatError, INDEX_MAGIC, SNAPSHOT_MAGIC};
+use crate::format::id::Id;
+use crate::format::index::{BlobLocation, Index, IndexFile, PackInfo};
+use crate::format::keys::{KdfParams, KeyFile, KeyFileError, KeyKind, KeyMaterial, SessionKeyError};
+use crate::format::pack::{self, PackHeader};
+use crate::format::snapshot::Snapshot;
+use crate::storage::backend::{Backend, FileKind, WriteOutcome};
+use crate::storage::cache::Cache;
 
 /// Settings for [`Repository::init`].
 #[derive(Debug, Clone)]
@@ -535,9 +535,9 @@ impl Repository {
     async fn read_sealed(&self, kind: FileKind, magic: &[u8; 8], id: &Id) -> Result<Vec<u8>> {
         let name = kind.relative_path(id);
         let bytes = read_verified(&self.inner.backend, self.cache(), kind, id).await?;
-        let session = format::key_ref(magic, &bytes).map_err(|e| Error::corrupt(&name, e))?;
+        let session = envelope::key_ref(magic, &bytes).map_err(|e| Error::corrupt(&name, e))?;
         let key = self.session_key(&session, &name)?;
-        format::open_object(magic, &bytes, &key).map_err(|e| Error::corrupt(name, e))
+        envelope::open_object(magic, &bytes, &key).map_err(|e| Error::corrupt(name, e))
     }
 
     /// Reads and decodes one index file.
@@ -545,7 +545,7 @@ impl Repository {
         let name = FileKind::Index.relative_path(id);
         let payload = self.read_sealed(FileKind::Index, &INDEX_MAGIC, id).await?;
         let (body, authenticator) =
-            crate::index::split_authenticator(&payload).map_err(|e| Error::corrupt(&name, e))?;
+            crate::format::index::split_authenticator(&payload).map_err(|e| Error::corrupt(&name, e))?;
         let mut file = IndexFile::decode(body).map_err(|e| Error::corrupt(&name, e))?;
         file.authenticated =
             authenticator != [0; 32] && self.inner.keys.index_authenticator(body) == Some(authenticator);
@@ -627,12 +627,12 @@ impl Repository {
     }
 
     /// Reads one deletion record (`trash/<id>`, written by prune).
-    pub async fn read_trash_record(&self, id: &Id) -> Result<crate::trash::TrashRecord> {
+    pub async fn read_trash_record(&self, id: &Id) -> Result<crate::maintenance::trash::TrashRecord> {
         let name = FileKind::Trash.relative_path(id);
-        let payload = self.read_sealed(FileKind::Trash, &crate::format::TRASH_MAGIC, id).await?;
+        let payload = self.read_sealed(FileKind::Trash, &crate::format::envelope::TRASH_MAGIC, id).await?;
         let (body, authenticator) =
-            crate::index::split_authenticator(&payload).map_err(|e| Error::corrupt(&name, e))?;
-        let mut record = crate::trash::TrashRecord::decode(body).map_err(|e| Error::corrupt(&name, e))?;
+            crate::format::index::split_authenticator(&payload).map_err(|e| Error::corrupt(&name, e))?;
+        let mut record = crate::maintenance::trash::TrashRecord::decode(body).map_err(|e| Error::corrupt(&name, e))?;
         record.authenticated =
             authenticator != [0; 32] && self.inner.keys.index_authenticator(body) == Some(authenticator);
         Ok(record)
@@ -706,7 +706,7 @@ impl Repository {
         loc: &BlobLocation,
         id: &Id,
         sealed: &[u8],
-        scratch: &'s mut crate::blob::BlobScratch,
+        scratch: &'s mut crate::format::blob::BlobScratch,
     ) -> Result<&'s [u8]> {
         let object = || format!("blob {} in pack {}", id, FileKind::Pack.relative_path(&pack.id));
         let key = self.session_key(&pack.session_public, &object())?;

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::index::Index;
+use crate::format::id::Id;
+use crate::format::index::Index;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, NodeKind, Tree};
 use crate::repository::Repository;
-use crate::snapshot::Snapshot;
-use crate::tree::{Node, NodeKind, Tree};
 
 /// Loads and decodes tree blobs.
 #[derive(Clone)]
@@ -128,7 +128,7 @@ impl TreeLoader {
 /// Reads a file's content from the repository, blob by blob.
 pub struct ContentReader<'a> {
     loader: &'a TreeLoader,
-    extents: std::vec::IntoIter<crate::tree::Extent>,
+    extents: std::vec::IntoIter<crate::format::tree::Extent>,
     current: Vec<u8>,
     pos: usize,
     hole: u64,
@@ -136,7 +136,7 @@ pub struct ContentReader<'a> {
 
 impl std::io::Read for ContentReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use crate::tree::Extent;
+        use crate::format::tree::Extent;
         loop {
             if self.hole > 0 {
                 let n = (buf.len() as u64).min(self.hole) as usize;

@@ -6,9 +6,9 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use cairn_chunker::ChunkerParams;
-use cairn_repo::prune::{self, PruneOptions, PruneReport, UnusedLimit};
-use cairn_repo::tree::{Extent, Node, NodeKind, Tree};
 use cairn_repo::{Backend, BlobType, FileKind, Id, Index, InitOptions, OpenOptions, Repository, Snapshot, Writer};
+use cairn_repo::{Extent, Node, NodeKind, Tree};
+use cairn_repo::{PruneOptions, PruneReport, UnusedLimit};
 
 fn allow_zero_grace() {
     static ONCE: Once = Once::new();
@@ -71,7 +71,7 @@ async fn assert_restores(repo: &Repository, id: &Id, seeds: &[u64]) {
 }
 
 async fn run(repo: &Repository, options: &PruneOptions) -> PruneReport {
-    prune::prune(repo, options, &|_| {}).await.unwrap()
+    cairn_repo::prune(repo, options, &|_| {}).await.unwrap()
 }
 
 fn zero_grace() -> PruneOptions {
@@ -83,7 +83,7 @@ async fn count(repo: &Repository, kind: FileKind) -> usize {
 }
 
 async fn assert_check_clean(repo: &Repository) {
-    let report = cairn_repo::check::check(repo, Some(cairn_repo::check::Subset::All)).await.unwrap();
+    let report = cairn_repo::check(repo, Some(cairn_repo::CheckSubset::All)).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert!(report.unindexed_packs.is_empty(), "{:?}", report.unindexed_packs);
 }
@@ -182,13 +182,13 @@ async fn prune_refuses_when_snapshots_need_missing_data_and_when_leased() {
     let (pack, _) = index.get(&blob).unwrap();
     repo.backend().delete(FileKind::Pack, &pack.id).await.unwrap();
     let packs = count(&repo, FileKind::Pack).await;
-    let err = prune::prune(&repo, &zero_grace(), &|_| {}).await.unwrap_err();
+    let err = cairn_repo::prune(&repo, &zero_grace(), &|_| {}).await.unwrap_err();
     assert!(err.to_string().contains("missing from storage") && err.to_string().contains("repair index"), "{err}");
     assert_eq!(count(&repo, FileKind::Pack).await, packs);
     assert_eq!(count(&repo, FileKind::Trash).await, 0);
 
-    let lease = cairn_repo::lease::Lease::acquire(repo.backend(), "someone else").await.unwrap();
-    let err = prune::prune(&repo, &zero_grace(), &|_| {}).await.unwrap_err();
+    let lease = cairn_repo::Lease::acquire(repo.backend(), "someone else").await.unwrap();
+    let err = cairn_repo::prune(&repo, &zero_grace(), &|_| {}).await.unwrap_err();
     assert!(err.to_string().contains("someone else") && err.to_string().contains("no unlock"), "{err}");
     lease.release().await;
 }

@@ -384,7 +384,7 @@ async fn a_session_that_failed_never_publishes() {
 async fn blobs_over_the_size_limit_are_refused_when_written() {
     let repo = Repository::init(Backend::memory(), b"pw", fast_init(), no_cache()).await.unwrap();
     let writer = Writer::new(&repo, Arc::new(Default::default())).unwrap();
-    let big = vec![0u8; cairn_repo::blob::MAX_BLOB_SIZE + 1];
+    let big = vec![0u8; cairn_repo::MAX_BLOB_SIZE + 1];
     let err = writer.add_blob(BlobType::Tree, &big).await.unwrap_err();
     assert!(err.to_string().contains("exceeds the limit"), "{err}");
 }
@@ -488,16 +488,12 @@ async fn copy_into_a_write_only_destination() {
     assert!(dst.write_only());
     let handle = tokio::runtime::Handle::current();
     let (s, d, snaps, h) = (src.clone(), dst.clone(), snapshots.clone(), handle.clone());
-    let first = tokio::task::spawn_blocking(move || cairn_repo::copy::copy_snapshots(&s, &d, &snaps, &h))
-        .await
-        .unwrap()
-        .unwrap();
+    let first =
+        tokio::task::spawn_blocking(move || cairn_repo::copy_snapshots(&s, &d, &snaps, &h)).await.unwrap().unwrap();
     assert!(first.verbatim && first.packs >= 1 && first.copied.len() == snapshots.len(), "{first:?}");
     let (s, d, snaps, h) = (src.clone(), dst.clone(), snapshots.clone(), handle.clone());
-    let again = tokio::task::spawn_blocking(move || cairn_repo::copy::copy_snapshots(&s, &d, &snaps, &h))
-        .await
-        .unwrap()
-        .unwrap();
+    let again =
+        tokio::task::spawn_blocking(move || cairn_repo::copy_snapshots(&s, &d, &snaps, &h)).await.unwrap().unwrap();
     assert!(again.copied.is_empty() && again.skipped.len() == snapshots.len(), "{again:?}");
 
     store.clear();

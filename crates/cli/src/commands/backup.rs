@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use cairn_repo::archiver::{self, BackupEvents, BackupOptions, BackupOutcome, BackupProgress};
-use cairn_repo::localtrees::{LocalParent, LocalTrees};
 use cairn_repo::{Error, FileKind, Id, Index, InitOptions, PathFilter, Repository, Snapshot, SnapshotSummary, Writer};
+use cairn_repo::{LocalParent, LocalTrees};
 use indicatif::HumanBytes;
 
 use crate::args::{BackupArgs, GlobalArgs};

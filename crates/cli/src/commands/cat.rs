@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use cairn_repo::FileKind;
-use cairn_repo::keys::KeyFile;
+use cairn_repo::KeyFile;
 
 use crate::args::{CatArgs, CatWhat, GlobalArgs};
 use crate::context;

@@ -1,7 +1,7 @@
 //! `cairn check`
 
 use anyhow::{Result, bail};
-use cairn_repo::check::{self, Subset};
+use cairn_repo::CheckSubset as Subset;
 use indicatif::HumanBytes;
 
 use crate::args::{CheckArgs, GlobalArgs};
@@ -14,7 +14,7 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<()> {
         (None, false) => None,
     };
     let repo = context::open(global).await?;
-    let report = check::check(&repo, subset).await?;
+    let report = cairn_repo::check(&repo, subset).await?;
     if global.json {
         context::print_json(&report)?;
     } else if !global.quiet || !report.problems.is_empty() {

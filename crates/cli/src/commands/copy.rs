@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn_repo::copy;
 use indicatif::HumanBytes;
 
 use crate::args::{CopyArgs, GlobalArgs};
@@ -21,7 +20,7 @@ pub async fn run(global: &GlobalArgs, args: CopyArgs) -> Result<()> {
     let (src, dst) = (Arc::new(src), Arc::new(dst));
     let outcome = {
         let (src, dst) = (src.clone(), dst.clone());
-        tokio::task::spawn_blocking(move || copy::copy_snapshots(&src, &dst, &snapshots, &handle))
+        tokio::task::spawn_blocking(move || cairn_repo::copy_snapshots(&src, &dst, &snapshots, &handle))
             .await
             .context("the copy thread panicked")??
     };

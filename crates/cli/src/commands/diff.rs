@@ -4,7 +4,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn_repo::view::TreeLoader;
+use cairn_repo::TreeLoader;
 use cairn_repo::{Id, Node, NodeKind, Tree};
 use indicatif::HumanBytes;
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use cairn_repo::view::TreeLoader;
+use cairn_repo::TreeLoader;
 use cairn_repo::{Node, NodeKind};
 
 use crate::args::{DumpArgs, GlobalArgs};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cairn_repo::PathFilter;
-use cairn_repo::view::TreeLoader;
+use cairn_repo::TreeLoader;
 
 use crate::args::{FindArgs, GlobalArgs};
 use crate::commands::ls::long_line;

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
-use cairn_repo::retention::{self, Period, Policy, Verdict};
 use cairn_repo::{FileKind, Id, Snapshot};
+use cairn_repo::{RetentionPeriod as Period, RetentionPolicy as Policy, RetentionVerdict as Verdict};
 
 use crate::args::{ForgetArgs, GlobalArgs};
 use crate::{context, select};
@@ -44,7 +44,7 @@ fn policy(args: &ForgetArgs) -> Result<Policy> {
             policy.periods.insert(period, n);
         }
     }
-    policy.within = args.keep_within.as_deref().map(retention::parse_span).transpose()?;
+    policy.within = args.keep_within.as_deref().map(cairn_repo::parse_span).transpose()?;
     for (period, span) in [
         (Period::Hourly, &args.keep_within_hourly),
         (Period::Daily, &args.keep_within_daily),
@@ -53,7 +53,7 @@ fn policy(args: &ForgetArgs) -> Result<Policy> {
         (Period::Yearly, &args.keep_within_yearly),
     ] {
         if let Some(text) = span {
-            policy.within_periods.insert(period, retention::parse_span(text)?);
+            policy.within_periods.insert(period, cairn_repo::parse_span(text)?);
         }
     }
     policy.tags = args
@@ -118,7 +118,7 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
         let verdicts = if explicit {
             group.iter().map(|(id, _)| Verdict { id: *id, keep: false, reasons: Vec::new() }).collect()
         } else {
-            retention::apply(&policy, group, &tz)?
+            cairn_repo::apply_retention(&policy, group, &tz)?
         };
         let kept = verdicts.iter().filter(|v| v.keep).count();
         if !explicit && kept < args.min_keep {

@@ -387,7 +387,7 @@ async fn open(
     global: &GlobalArgs,
     arg: &str,
     filter: &SnapshotFilter,
-) -> Result<(cairn_repo::view::TreeLoader, Id, Snapshot, Arc<Opened>)> {
+) -> Result<(cairn_repo::TreeLoader, Id, Snapshot, Arc<Opened>)> {
     let (loader, id, snapshot) = select::open_snapshot(global, arg, &pg_filter(filter)).await?;
     if !snapshot.paths.iter().any(|p| p.starts_with(PATH_PREFIX) || p == CLUSTER_PATH) {
         anyhow::bail!(
@@ -488,7 +488,7 @@ async fn restore_all(
     global: &GlobalArgs,
     args: PgRestoreArgs,
     conn: ConnSpec,
-    loader: &cairn_repo::view::TreeLoader,
+    loader: &cairn_repo::TreeLoader,
     id: Id,
     opened: &OpenedCluster,
 ) -> Result<u8> {

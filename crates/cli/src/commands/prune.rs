@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use cairn_repo::Repository;
-use cairn_repo::prune::{self, PruneOptions, PruneReport, UnusedLimit};
+use cairn_repo::{PruneOptions, PruneReport, UnusedLimit};
 use indicatif::HumanBytes;
 
 use crate::args::{GlobalArgs, PruneArgs, PruneTuning};
@@ -40,7 +40,7 @@ pub async fn prune_repository(
             eprintln!("prune: {line}");
         }
     };
-    let report = prune::prune(repo, &options, &progress).await?;
+    let report = cairn_repo::prune(repo, &options, &progress).await?;
     if !global.json && !global.quiet {
         print_report(&report, &options);
     }

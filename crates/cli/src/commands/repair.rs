@@ -3,8 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn_repo::repair;
-use cairn_repo::view::TreeLoader;
+use cairn_repo::TreeLoader;
 
 use crate::args::{GlobalArgs, RepairCommand};
 use crate::{context, select};
@@ -13,7 +12,7 @@ pub async fn run(global: &GlobalArgs, command: RepairCommand) -> Result<()> {
     let repo = context::open(global).await?;
     match command {
         RepairCommand::Index => {
-            let report = repair::rebuild_index(&repo).await?;
+            let report = cairn_repo::rebuild_index(&repo).await?;
             if global.json {
                 return context::print_json(&report);
             }
@@ -39,7 +38,7 @@ pub async fn run(global: &GlobalArgs, command: RepairCommand) -> Result<()> {
                 select::many(&repo, &snapshots, &filter)
             )?;
             let loader = TreeLoader::new(&repo, Arc::new(index), tokio::runtime::Handle::current());
-            let results = tokio::task::spawn_blocking(move || repair::repair_snapshots(&loader, &chosen, dry_run))
+            let results = tokio::task::spawn_blocking(move || cairn_repo::repair_snapshots(&loader, &chosen, dry_run))
                 .await
                 .context("the repair thread panicked")??;
             if global.json {

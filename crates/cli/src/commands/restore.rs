@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
-use cairn_repo::restorer::{self, Overwrite, RestoreEvents, RestoreOptions, RestoreOutcome, RestoreProgress};
-use cairn_repo::view::split_snapshot_arg;
+use cairn_repo::split_snapshot_arg;
 use cairn_repo::{NodeKind, PathFilter};
+use cairn_repo::{Overwrite, RestoreEvents, RestoreOptions, RestoreOutcome, RestoreProgress};
 use indicatif::HumanBytes;
 
 use crate::args::{GlobalArgs, OverwriteArg, RestoreArgs};
@@ -73,7 +73,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
         tokio::task::spawn_blocking(move || {
             let start = loader.resolve(&snapshot, &subpath)?;
             let events = Events { reporter, list };
-            restorer::restore(&loader, &start, &target, &options, &progress, &events).map(|o| (o, start.kind))
+            cairn_repo::restore(&loader, &start, &target, &options, &progress, &events).map(|o| (o, start.kind))
         })
         .await
         .context("the restore thread panicked")?

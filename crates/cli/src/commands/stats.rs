@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn_repo::view::TreeLoader;
+use cairn_repo::TreeLoader;
 use cairn_repo::{Extent, Id, NodeKind};
 use indicatif::HumanBytes;
 

@@ -28,8 +28,8 @@
 
 use serde::Serialize;
 
-use crate::id::Id;
-use crate::wire::{Reader, WireError, invalid, put_bytes};
+use crate::format::id::Id;
+use crate::format::wire::{Reader, WireError, invalid, put_bytes};
 
 /// The tree encoding version this build writes and reads.
 pub const TREE_VERSION: u8 = 1;

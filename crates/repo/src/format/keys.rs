@@ -22,8 +22,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::crypto::{self, CryptoError, RepositoryKeyPair, SecretKey};
-use crate::id::Id;
+use crate::format::crypto::{self, CryptoError, RepositoryKeyPair, SecretKey};
+use crate::format::id::Id;
 
 const CONTENT_ID_CONTEXT: &str = "cairn v1 content id";
 const CHUNKER_CONTEXT: &str = "cairn v1 chunker gear";

@@ -15,8 +15,8 @@
 //! authenticator is the index authenticator of §9; a record that does not
 //! authenticate (a put-only key cannot make one) is never acted on.
 
-use crate::index::IndexFile;
-use crate::wire::{Reader, WireError};
+use crate::format::index::IndexFile;
+use crate::format::wire::{Reader, WireError};
 
 /// One deletion record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,8 +52,8 @@ impl TrashRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::Id;
-    use crate::index::IndexedPack;
+    use crate::format::id::Id;
+    use crate::format::index::IndexedPack;
 
     #[test]
     fn round_trip() {

@@ -9,8 +9,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use crate::backend::FileKind;
-use crate::id::Id;
+use crate::format::id::Id;
+use crate::storage::backend::FileKind;
 
 /// A per-repository cache directory.
 #[derive(Debug, Clone)]

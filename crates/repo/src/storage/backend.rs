@@ -35,7 +35,7 @@ use object_store::{
 };
 
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::format::id::Id;
 
 /// The kinds of objects in a repository and the directories they live in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -504,7 +504,8 @@ impl Backend {
             return Ok(());
         };
         let name = kind.relative_path(id);
-        let short = |detail: String| Error::corrupt(name.clone(), crate::format::FormatError::Mismatch(detail));
+        let short =
+            |detail: String| Error::corrupt(name.clone(), crate::format::envelope::FormatError::Mismatch(detail));
         if range.start >= range.end {
             return Err(short(format!("empty read range {range:?}")));
         }
@@ -532,7 +533,7 @@ impl Backend {
         if range.start >= range.end {
             return Err(Error::corrupt(
                 name,
-                crate::format::FormatError::Mismatch(format!("empty read range {range:?}")),
+                crate::format::envelope::FormatError::Mismatch(format!("empty read range {range:?}")),
             ));
         }
         let expected = range.end - range.start;
@@ -543,7 +544,7 @@ impl Backend {
             {
                 return Err(Error::corrupt(
                     name,
-                    crate::format::FormatError::Mismatch(format!(
+                    crate::format::envelope::FormatError::Mismatch(format!(
                         "it is shorter than the range {range:?} read from it"
                     )),
                 ));
@@ -553,7 +554,10 @@ impl Backend {
         if bytes.len() as u64 != expected {
             return Err(Error::corrupt(
                 name,
-                crate::format::FormatError::Mismatch(format!("a read of {expected} bytes returned {}", bytes.len())),
+                crate::format::envelope::FormatError::Mismatch(format!(
+                    "a read of {expected} bytes returned {}",
+                    bytes.len()
+                )),
             ));
         }
         Ok(bytes)

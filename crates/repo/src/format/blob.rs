@@ -8,11 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::compress;
-use crate::crypto::{self, SecretKey};
-use crate::format::FormatError;
-use crate::id::Id;
-use crate::keys::KeyMaterial;
+use crate::format::compress;
+use crate::format::crypto::{self, SecretKey};
+use crate::format::envelope::FormatError;
+use crate::format::id::Id;
+use crate::format::keys::KeyMaterial;
 
 /// What a blob holds. Data and tree blobs go to separate packs, so metadata
 /// can be read without touching file contents.

@@ -12,9 +12,9 @@
 //! `config` (sealed with the config key) and the writing session's public key
 //! for everything else.
 
-use crate::compress;
-use crate::crypto::{self, CryptoError, SecretKey};
-use crate::wire::{Reader, WireError};
+use crate::format::compress;
+use crate::format::crypto::{self, CryptoError, SecretKey};
+use crate::format::wire::{Reader, WireError};
 
 /// Object magics: the last character is the format version.
 pub(crate) const CONFIG_MAGIC: [u8; 8] = *b"cairnCF1";

@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::format::{self, CONFIG_MAGIC, FormatError};
-use crate::id::Id;
-use crate::keys::KeyMaterial;
+use crate::format::envelope::{self, CONFIG_MAGIC, FormatError};
+use crate::format::id::Id;
+use crate::format::keys::KeyMaterial;
 
 /// The chunking algorithm name stored in `config`.
 pub const CHUNKER_ALGORITHM: &str = "fastcdc-2020-keyed-gear";
@@ -100,12 +100,12 @@ impl Config {
     /// The stored form: an envelope keyed by the repository id.
     pub(crate) fn encode(&self, keys: &KeyMaterial) -> Vec<u8> {
         let json = serde_json::to_vec(self).expect("config serializes");
-        format::seal_object(&CONFIG_MAGIC, &self.id.0, keys.config_key(), &json, 0)
+        envelope::seal_object(&CONFIG_MAGIC, &self.id.0, keys.config_key(), &json, 0)
     }
 
     /// The repository id, readable without a key.
     pub(crate) fn peek_id(bytes: &[u8]) -> Result<Id> {
-        format::key_ref(&CONFIG_MAGIC, bytes).map(Id).map_err(|e| match e {
+        envelope::key_ref(&CONFIG_MAGIC, bytes).map(Id).map_err(|e| match e {
             FormatError::NewerVersion { found } => Error::UnsupportedVersion { found },
             e => Error::corrupt("config", e),
         })
@@ -115,7 +115,7 @@ impl Config {
     pub(crate) fn decode(bytes: &[u8], keys: &KeyMaterial) -> Result<Config> {
         let corrupt = |e: FormatError| Error::corrupt("config", e);
         let id = Self::peek_id(bytes)?;
-        let json = format::open_object(&CONFIG_MAGIC, bytes, keys.config_key()).map_err(corrupt)?;
+        let json = envelope::open_object(&CONFIG_MAGIC, bytes, keys.config_key()).map_err(corrupt)?;
         let value: serde_json::Value =
             serde_json::from_slice(&json).map_err(|e| corrupt(FormatError::Json(e.to_string())))?;
         match value.get("version").and_then(|v| v.as_u64()) {

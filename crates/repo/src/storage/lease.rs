@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, WriteOutcome};
 use crate::error::{Error, Result};
+use crate::storage::backend::{Backend, WriteOutcome};
 
 /// The lease object's name.
 pub const LEASE_NAME: &str = "locks/prune";

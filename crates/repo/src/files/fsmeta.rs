@@ -17,7 +17,7 @@ use nix::sys::stat::UtimensatFlags;
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Group, Uid, User};
 
-use crate::tree::{Node, NodeKind, Time};
+use crate::format::tree::{Node, NodeKind, Time};
 
 /// User and group names by id and ids by name, looked up once each.
 #[derive(Default)]

@@ -23,16 +23,16 @@ use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
-use crate::backend::FileKind;
-use crate::blob::BlobType;
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::index::{Index, IndexedPack};
+use crate::format::blob::BlobType;
+use crate::format::id::Id;
+use crate::format::index::{Index, IndexedPack};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Extent, Node, NodeKind, Tree};
 use crate::repository::Repository;
-use crate::snapshot::Snapshot;
-use crate::tree::{Extent, Node, NodeKind, Tree};
+use crate::storage::backend::FileKind;
 use crate::view::TreeLoader;
-use crate::writer::Writer;
+use crate::writing::writer::Writer;
 
 /// What a copy did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -236,7 +236,7 @@ fn copy_packs(
             if Id::of_object(&bytes) != pack {
                 return Err(Error::corrupt(
                     FileKind::Pack.relative_path(&pack),
-                    crate::format::FormatError::Mismatch("its content does not hash to its name".into()),
+                    crate::format::envelope::FormatError::Mismatch("its content does not hash to its name".into()),
                 ));
             }
             outcome.bytes += bytes.len() as u64;

@@ -4,12 +4,12 @@
 
 use futures::StreamExt;
 
-use crate::backend::FileKind;
 use crate::error::Result;
-use crate::id::Id;
-use crate::index::{Index, IndexedPack};
+use crate::format::id::Id;
+use crate::format::index::{Index, IndexedPack};
 use crate::repository::Repository;
-use crate::writer::Writer;
+use crate::storage::backend::FileKind;
+use crate::writing::writer::Writer;
 
 /// What `rebuild_index` did.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -34,7 +34,7 @@ pub async fn rebuild_index(repo: &Repository) -> Result<IndexRebuild> {
     let backend = repo.backend();
     let old: Vec<Id> = backend.list(FileKind::Index).await?.into_iter().map(|(id, _)| id).collect();
     let packs = backend.list(FileKind::Pack).await?;
-    let headers: Vec<(Id, u64, Result<crate::pack::PackHeader>)> = futures::stream::iter(packs)
+    let headers: Vec<(Id, u64, Result<crate::format::pack::PackHeader>)> = futures::stream::iter(packs)
         .map(|(id, size)| async move { (id, size, repo.read_pack_header(&id).await) })
         .buffer_unordered(16)
         .collect()
@@ -75,7 +75,7 @@ pub struct SnapshotRepair {
 /// tag `repaired`. Blocking (call from a blocking thread).
 pub fn repair_snapshots(
     loader: &crate::view::TreeLoader,
-    snapshots: &[(Id, crate::snapshot::Snapshot)],
+    snapshots: &[(Id, crate::format::snapshot::Snapshot)],
     dry_run: bool,
 ) -> Result<Vec<SnapshotRepair>> {
     use std::collections::HashMap;
@@ -131,7 +131,7 @@ struct Rewriter<'a> {
 
 impl Rewriter<'_> {
     fn tree(&mut self, id: &Id, path: &str, removed: &mut Vec<(String, String)>) -> Result<Rewritten> {
-        use crate::tree::{Extent, NodeKind, Tree};
+        use crate::format::tree::{Extent, NodeKind, Tree};
         if let Some(done) = self.memo.get(id).cloned() {
             if !matches!(done, Rewritten::Same) {
                 // Report the damage for this snapshot too.
@@ -188,7 +188,7 @@ impl Rewriter<'_> {
             let new_id = if self.dry_run {
                 self.loader.repository().content_id(&bytes)
             } else {
-                self.handle.block_on(self.writer.add_blob(crate::blob::BlobType::Tree, &bytes))?
+                self.handle.block_on(self.writer.add_blob(crate::format::blob::BlobType::Tree, &bytes))?
             };
             Rewritten::New(new_id)
         };

@@ -40,14 +40,14 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use tokio::runtime::Handle;
 
-use crate::blob::{BlobType, SealedBlob};
 use crate::error::{Error, Result};
-use crate::filter::PathFilter;
-use crate::fsmeta::{self, Owners};
-use crate::id::Id;
-use crate::snapshot::SnapshotSummary;
-use crate::tree::{Extent, Node, NodeKind, Time, Tree};
-use crate::writer::Writer;
+use crate::files::filter::PathFilter;
+use crate::files::fsmeta::{self, Owners};
+use crate::format::blob::{BlobType, SealedBlob};
+use crate::format::id::Id;
+use crate::format::snapshot::SnapshotSummary;
+use crate::format::tree::{Extent, Node, NodeKind, Time, Tree};
+use crate::writing::writer::Writer;
 
 /// What to back up and how.
 #[derive(Debug, Clone, Default)]
@@ -63,7 +63,7 @@ pub struct BackupOptions {
     pub readers: usize,
     /// Keep trees on the client and read parent trees from there (for
     /// put-only keys, which cannot read the repository).
-    pub local_trees: Option<crate::localtrees::LocalTrees>,
+    pub local_trees: Option<crate::files::localtrees::LocalTrees>,
 }
 
 /// Live counters of a running backup, for progress displays.
@@ -296,7 +296,7 @@ pub fn backup_stream(
 pub(crate) fn load_tree(
     writer: &Writer,
     handle: &Handle,
-    local: Option<&crate::localtrees::LocalTrees>,
+    local: Option<&crate::files::localtrees::LocalTrees>,
     id: &Id,
 ) -> Result<Tree> {
     let repo = writer.repository();
@@ -323,7 +323,7 @@ struct Shared<'a> {
     /// Tokens for streaming a large file (see `read_file`).
     stream_tokens: (Sender<()>, Receiver<()>),
     /// Where trees are also kept (put-only clients).
-    local_trees: Option<crate::localtrees::LocalTrees>,
+    local_trees: Option<crate::files::localtrees::LocalTrees>,
 }
 
 /// A token from a pool, returned when dropped.

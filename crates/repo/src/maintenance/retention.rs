@@ -21,8 +21,8 @@ use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp, Zoned};
 
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::snapshot::Snapshot;
+use crate::format::id::Id;
+use crate::format::snapshot::Snapshot;
 
 /// A calendar period a rule counts in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

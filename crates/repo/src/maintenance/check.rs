@@ -14,12 +14,12 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::index::{BlobLocation, Index};
+use crate::format::id::Id;
+use crate::format::index::{BlobLocation, Index};
+use crate::format::tree::{Extent, NodeKind};
 use crate::repository::Repository;
-use crate::tree::{Extent, NodeKind};
+use crate::storage::backend::FileKind;
 use crate::view::TreeLoader;
 
 /// Which packs `--read-data` reads.
@@ -279,7 +279,7 @@ async fn verify_pack(
         // Damage outside every blob (header or padding): still damage.
         return Err(Error::corrupt(
             FileKind::Pack.relative_path(&pack_id),
-            crate::format::FormatError::Mismatch("its content does not hash to its name".into()),
+            crate::format::envelope::FormatError::Mismatch("its content does not hash to its name".into()),
         ));
     }
     Ok(PackVerdict { bytes: bytes.len() as u64, bad_blobs: bad })

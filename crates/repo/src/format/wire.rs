@@ -5,7 +5,7 @@
 //! allocation: counts are checked against the bytes that remain before any
 //! vector is reserved.
 
-use crate::id::Id;
+use crate::format::id::Id;
 
 /// A structural decoding failure (the caller adds which object it was).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

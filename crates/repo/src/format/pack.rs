@@ -14,12 +14,12 @@
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::blob::{BlobType, SealedBlob};
-use crate::compress;
-use crate::crypto::{self, SecretKey, WriteSession};
-use crate::format::{self, FormatError, PACK_MAGIC};
-use crate::id::Id;
-use crate::wire::{Reader, WireError, invalid};
+use crate::format::blob::{BlobType, SealedBlob};
+use crate::format::compress;
+use crate::format::crypto::{self, SecretKey, WriteSession};
+use crate::format::envelope::{self, FormatError, PACK_MAGIC};
+use crate::format::id::Id;
+use crate::format::wire::{Reader, WireError, invalid};
 
 /// Bytes before the sealed header.
 pub const PREAMBLE_LEN: usize = 8 + 32 + 4;
@@ -48,7 +48,7 @@ pub struct PackEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PackHeader {
     /// Public key of the session that wrote the pack (hex in JSON).
-    #[serde(serialize_with = "crate::pack::hex32")]
+    #[serde(serialize_with = "crate::format::pack::hex32")]
     pub session_public: [u8; 32],
     /// The blobs, in stored order.
     pub entries: Vec<PackEntry>,
@@ -61,7 +61,7 @@ pub(crate) fn hex32<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S
 /// The fixed preamble: session key and sealed header length.
 pub(crate) fn decode_preamble(bytes: &[u8]) -> Result<([u8; 32], u32), FormatError> {
     let mut r = Reader::new(bytes);
-    format::check_magic(&r.array()?, &PACK_MAGIC)?;
+    envelope::check_magic(&r.array()?, &PACK_MAGIC)?;
     Ok((r.array()?, r.u32()?))
 }
 
@@ -81,7 +81,7 @@ pub(crate) fn decode_header(prefix: &[u8], pack_size: u64, key: &SecretKey) -> R
     }
     let header_end = header_end as usize;
     let plain = crypto::open(key, &prefix[..PREAMBLE_LEN], &prefix[PREAMBLE_LEN..header_end])?;
-    let plain = compress::decode(&plain, format::MAX_OBJECT_PAYLOAD).map_err(FormatError::Compression)?;
+    let plain = compress::decode(&plain, envelope::MAX_OBJECT_PAYLOAD).map_err(FormatError::Compression)?;
     let mut r = Reader::new(&plain);
     let count = r.count("pack header entry count", ENTRY_LEN)?;
     let mut entries = Vec::with_capacity(count);
@@ -113,7 +113,7 @@ pub(crate) fn read_entry_fields(r: &mut Reader<'_>) -> Result<(BlobType, u32, u3
     if (length as usize) < crypto::SEAL_OVERHEAD + 1 {
         return Err(invalid("blob length", format!("{length} is shorter than a sealed blob")));
     }
-    if raw_length as usize > crate::blob::MAX_BLOB_SIZE {
+    if raw_length as usize > crate::format::blob::MAX_BLOB_SIZE {
         return Err(invalid("blob raw length", format!("{raw_length} exceeds the blob size limit")));
     }
     Ok((blob_type, length, raw_length, r.id()?))
@@ -213,8 +213,8 @@ impl PackBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob;
-    use crate::keys::KeyMaterial;
+    use crate::format::blob;
+    use crate::format::keys::KeyMaterial;
 
     #[test]
     fn pack_round_trip_and_corruption() {

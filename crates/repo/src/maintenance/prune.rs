@@ -1,7 +1,7 @@
 //! Prune: deletes data that no snapshot references and repacks mostly-unused
 //! packs, safely while other hosts keep backing up (FORMAT.md §12.3).
 //!
-//! One run, under the prune lease ([`crate::lease`]):
+//! One run, under the prune lease ([`crate::storage::lease`]):
 //!
 //! 1. **Read** the snapshots, *then* the index files (so every listed
 //!    snapshot's index files are listed too) and the deletion records, and
@@ -30,16 +30,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
-use crate::backend::FileKind;
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::index::{BlobLocation, Index, IndexFile, IndexedPack, PackInfo};
-use crate::lease::Lease;
+use crate::format::id::Id;
+use crate::format::index::{BlobLocation, Index, IndexFile, IndexedPack, PackInfo};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Extent, Tree};
+use crate::maintenance::trash::TrashRecord;
 use crate::repository::Repository;
-use crate::snapshot::Snapshot;
-use crate::trash::TrashRecord;
-use crate::tree::{Extent, Tree};
-use crate::writer::Writer;
+use crate::storage::backend::FileKind;
+use crate::storage::lease::Lease;
+use crate::writing::writer::Writer;
 
 /// The grace period when none is given: a day, so that any backup that
 /// runs daily finishes well within it.
@@ -480,7 +480,7 @@ impl Run<'_> {
         marked_elsewhere: &HashSet<Id>,
     ) -> Result<()> {
         let repo = self.repo;
-        let listed: HashMap<Id, crate::backend::ListedObject> =
+        let listed: HashMap<Id, crate::storage::backend::ListedObject> =
             repo.backend().list_objects(FileKind::Pack).await?.into_iter().map(|o| (o.id, o)).collect();
 
         // Give every used blob one home: trusted packs first.
@@ -569,7 +569,7 @@ impl Run<'_> {
         let mut unindexed: Vec<IndexedPack> = listed
             .values()
             .filter(|o| !current.contains_key(&o.id) && !marked_elsewhere.contains(&o.id))
-            .filter(|o| now - o.modified_unix >= grace && o.size <= crate::pack::MAX_PACK_SIZE)
+            .filter(|o| now - o.modified_unix >= grace && o.size <= crate::format::pack::MAX_PACK_SIZE)
             .map(|o| IndexedPack { id: o.id, size: o.size, session_public: [0; 32], blobs: Vec::new() })
             .collect();
         unindexed.sort_by_key(|p| p.id);
@@ -671,7 +671,7 @@ fn reseal(
     pack: &IndexedPack,
     used: &[usize],
     bytes: &[u8],
-) -> Result<Vec<crate::blob::SealedBlob>> {
+) -> Result<Vec<crate::format::blob::SealedBlob>> {
     let name = FileKind::Pack.relative_path(&pack.id);
     let info = PackInfo { id: pack.id, size: pack.size, session_public: pack.session_public };
     let mut out = Vec::with_capacity(used.len());

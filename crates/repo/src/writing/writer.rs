@@ -10,16 +10,16 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::backend::FileKind;
-use crate::blob::{self, BlobType, SealedBlob};
-use crate::crypto::WriteSession;
 use crate::error::{Error, Result};
-use crate::format::{self, INDEX_MAGIC, SNAPSHOT_MAGIC};
-use crate::id::Id;
-use crate::index::{Index, IndexFile, IndexedPack};
-use crate::pack::PackBuilder;
+use crate::format::blob::{self, BlobType, SealedBlob};
+use crate::format::crypto::WriteSession;
+use crate::format::envelope::{self, INDEX_MAGIC, SNAPSHOT_MAGIC};
+use crate::format::id::Id;
+use crate::format::index::{Index, IndexFile, IndexedPack};
+use crate::format::pack::PackBuilder;
+use crate::format::snapshot::Snapshot;
 use crate::repository::Repository;
-use crate::snapshot::Snapshot;
+use crate::storage::backend::FileKind;
 
 /// Open packs per blob type. Each new blob goes to a random one of them.
 /// One: every open pack costs a pack's worth of memory, and the order of
@@ -110,7 +110,7 @@ impl Writer {
     /// Starts a session that deduplicates against `index`.
     pub fn new(repo: &Repository, index: Arc<Index>) -> Result<Writer> {
         let uploads = match repo.backend().kind() {
-            crate::backend::BackendKind::Local => UPLOADS_LOCAL,
+            crate::storage::backend::BackendKind::Local => UPLOADS_LOCAL,
             _ => UPLOADS_IN_FLIGHT,
         };
         let session = WriteSession::new(&repo.keys().repository_public())
@@ -206,7 +206,7 @@ impl Writer {
     }
 
     /// Compresses and seals a blob (CPU only; call from worker threads).
-    /// Blobs are at most [`MAX_BLOB_SIZE`](crate::blob::MAX_BLOB_SIZE) bytes.
+    /// Blobs are at most [`MAX_BLOB_SIZE`](crate::format::blob::MAX_BLOB_SIZE) bytes.
     pub fn seal(&self, blob_type: BlobType, id: Id, plaintext: &[u8]) -> Result<SealedBlob> {
         if plaintext.len() > blob::MAX_BLOB_SIZE {
             return Err(Error::InvalidArgument(format!(
@@ -402,7 +402,7 @@ impl Writer {
     /// Seals `payload` as an object of `kind` and stores it under its id.
     async fn store_sealed(&self, kind: FileKind, magic: &[u8; 8], payload: &[u8]) -> Result<Id> {
         let level = self.repo.config().compression.level;
-        let bytes = format::seal_object(magic, &self.session.public(), self.session.key(), payload, level);
+        let bytes = envelope::seal_object(magic, &self.session.public(), self.session.key(), payload, level);
         let id = Id::of_object(&bytes);
         self.repo.backend().write_new(kind, &id, vec![bytes.into()]).await?;
         Ok(id)
@@ -424,12 +424,12 @@ impl Writer {
 
     /// Stores a deletion record (full keys only: an unauthenticated record
     /// is never acted on).
-    pub(crate) async fn write_trash_record(&self, record: &crate::trash::TrashRecord) -> Result<Id> {
+    pub(crate) async fn write_trash_record(&self, record: &crate::maintenance::trash::TrashRecord) -> Result<Id> {
         let mut payload = record.encode();
         let authenticator =
             self.repo.keys().index_authenticator(&payload).ok_or(Error::PutOnlyKey { action: "prune" })?;
         payload.extend_from_slice(&authenticator);
-        self.store_sealed(FileKind::Trash, &crate::format::TRASH_MAGIC, &payload).await
+        self.store_sealed(FileKind::Trash, &crate::format::envelope::TRASH_MAGIC, &payload).await
     }
 
     /// Publishes `packs` in new index files that supersede the index files
@@ -514,7 +514,7 @@ impl Writer {
             return Err(Error::InvalidArgument("a dry-run session cannot publish a snapshot".into()));
         }
         self.flush().await?;
-        if self.started.elapsed() >= crate::prune::minimum_grace() {
+        if self.started.elapsed() >= crate::maintenance::prune::minimum_grace() {
             self.check_needed_packs().await?;
         }
         let json = serde_json::to_vec(snapshot).expect("snapshots serialize");

@@ -24,7 +24,7 @@ impl Id {
 
     /// A random id (repository ids).
     pub fn random() -> Id {
-        Id(crate::crypto::random_array())
+        Id(crate::format::crypto::random_array())
     }
 
     /// The raw bytes.

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::Id;
+use crate::format::id::Id;
 
 /// One backup: what was saved, when, from where.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

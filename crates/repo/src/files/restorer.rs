@@ -25,14 +25,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
-use crate::backend::FileKind;
-use crate::blob::BlobScratch;
 use crate::error::{Error, Result};
-use crate::filter::PathFilter;
-use crate::fsmeta::{self, Attrs, OwnerPolicy, Owners};
-use crate::id::Id;
-use crate::index::{BlobLocation, PackInfo};
-use crate::tree::{Extent, Node, NodeKind};
+use crate::files::filter::PathFilter;
+use crate::files::fsmeta::{self, Attrs, OwnerPolicy, Owners};
+use crate::format::blob::BlobScratch;
+use crate::format::id::Id;
+use crate::format::index::{BlobLocation, PackInfo};
+use crate::format::tree::{Extent, Node, NodeKind};
+use crate::storage::backend::FileKind;
 use crate::view::TreeLoader;
 
 /// What to do about entries that already exist in the target.
@@ -559,7 +559,7 @@ impl DataPhase<'_> {
         let workers = match self.options.workers {
             // A local disk gains nothing from more readers than cores; object
             // stores need requests in flight to hide their latency.
-            0 if self.loader.repository().backend().kind() == crate::backend::BackendKind::Local => {
+            0 if self.loader.repository().backend().kind() == crate::storage::backend::BackendKind::Local => {
                 std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2)
             }
             0 => 8,

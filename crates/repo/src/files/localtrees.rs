@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::keys::KeyMaterial;
-use crate::tree::Tree;
+use crate::format::id::Id;
+use crate::format::keys::KeyMaterial;
+use crate::format::tree::Tree;
 
 /// A directory of tree plaintexts plus the last snapshot written from it.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ impl LocalTrees {
         if keys.content_id(&bytes) != *id {
             return Err(Error::corrupt(
                 path.display().to_string(),
-                crate::format::FormatError::Mismatch("its content does not match its id".into()),
+                crate::format::envelope::FormatError::Mismatch("its content does not match its id".into()),
             ));
         }
         Tree::decode(&bytes).map_err(|e| Error::corrupt(path.display().to_string(), e))

@@ -23,10 +23,10 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::blob::BlobType;
-use crate::id::Id;
-use crate::pack::{self, PackEntry};
-use crate::wire::{Reader, WireError, invalid};
+use crate::format::blob::BlobType;
+use crate::format::id::Id;
+use crate::format::pack::{self, PackEntry};
+use crate::format::wire::{Reader, WireError, invalid};
 
 const PACK_FIXED_LEN: usize = 32 + 8 + 32 + 4;
 const BLOB_LEN: usize = 4 + pack::ENTRY_LEN;
@@ -39,7 +39,7 @@ pub struct IndexedPack {
     /// The pack's size in bytes.
     pub size: u64,
     /// Public key of the session that sealed the pack.
-    #[serde(serialize_with = "crate::pack::hex32")]
+    #[serde(serialize_with = "crate::format::pack::hex32")]
     pub session_public: [u8; 32],
     /// Its blobs.
     pub blobs: Vec<PackEntry>,
@@ -127,8 +127,8 @@ impl IndexFile {
                 let (length, raw_length) = (r.u32()?, r.u32()?);
                 let blob_id = r.id()?;
                 if offset as u64 + length as u64 > size
-                    || (length as usize) <= crate::crypto::SEAL_OVERHEAD
-                    || raw_length as usize > crate::blob::MAX_BLOB_SIZE
+                    || (length as usize) <= crate::format::crypto::SEAL_OVERHEAD
+                    || raw_length as usize > crate::format::blob::MAX_BLOB_SIZE
                 {
                     return Err(invalid(
                         "blob location",

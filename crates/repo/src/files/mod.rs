@@ -1,0 +1,9 @@
+//! The file-system source and target: the archiver (backup of directory
+//! trees), the restorer, file metadata, path filters, and the trees a
+//! put-only client keeps locally.
+
+pub mod archiver;
+pub(crate) mod filter;
+pub(crate) mod fsmeta;
+pub(crate) mod localtrees;
+pub(crate) mod restorer;

@@ -1,0 +1,9 @@
+//! Maintenance: check, prune (with its deletion records), repair, copy and
+//! retention.
+
+pub(crate) mod check;
+pub(crate) mod copy;
+pub(crate) mod prune;
+pub(crate) mod repair;
+pub(crate) mod retention;
+pub(crate) mod trash;
