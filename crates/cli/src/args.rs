@@ -543,6 +543,15 @@ pub enum CatWhat {
     Pack { id: String },
 }
 
+/// `--tag` values: repeatable and comma-separated, trimmed, sorted, unique.
+pub fn split_tags(tags: &[String]) -> Vec<String> {
+    let mut out: Vec<String> =
+        tags.iter().flat_map(|t| t.split(',')).map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -8,11 +8,14 @@
 
 use std::path::PathBuf;
 
+use std::io::Read;
+
 use anyhow::{Context, Result, bail};
-use cairn_repo::{Backend, BackendOptions, OpenOptions, Repository, S3Options};
+use cairn_repo::{Backend, BackendOptions, Error, InitOptions, OpenOptions, Repository, S3Options};
 
 use crate::args::GlobalArgs;
 use crate::password;
+use crate::progress::Reporter;
 
 /// Where the default repository and its password live.
 pub struct DefaultRepository {
@@ -138,4 +141,85 @@ pub fn print_json_line<T: serde::Serialize>(value: &T) -> Result<()> {
     let s = serde_json::to_string(value).context("cannot format JSON")?;
     println!("{s}");
     Ok(())
+}
+
+/// Opens the repository; creates it when it is the default repository used
+/// for the first time, or when `--init` is given.
+pub(crate) async fn open_or_init(global: &GlobalArgs, init: bool, reporter: &Reporter) -> Result<Repository> {
+    let default = uses_default(global) && !password::is_configured(global);
+    if default {
+        let paths = default_repository()?;
+        if !paths.location.join("config").exists() {
+            return init_default(global, &paths, reporter).await;
+        }
+    }
+    match open_writable(global).await {
+        Err(e) if init && matches!(e.downcast_ref::<Error>(), Some(Error::RepositoryNotFound { .. })) => {
+            let pw = password::new_repository_password(global)?;
+            let backend = backend(global, true)?;
+            let repo = Repository::init(backend, &pw, InitOptions::default(), open_options(global)).await?;
+            reporter.info(&format!("created cairn repository {} at {}", repo.id().short(), repo.location()));
+            Ok(repo)
+        }
+        other => other,
+    }
+}
+
+/// First use: a generated password in a 0600 file, a new repository.
+async fn init_default(global: &GlobalArgs, paths: &DefaultRepository, reporter: &Reporter) -> Result<Repository> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let pw = if paths.password_file.exists() {
+        password::from_file(&paths.password_file)?
+    } else {
+        let mut secret = [0u8; 24];
+        getrandom_fill(&mut secret)?;
+        let text = zeroize::Zeroizing::new(hex_string(&secret));
+        let dir = paths.password_file.parent().expect("the password file has a directory");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&paths.password_file)
+            .with_context(|| format!("cannot create the password file {}", paths.password_file.display()))?;
+        std::io::Write::write_all(&mut file, format!("{}\n", text.as_str()).as_bytes())?;
+        file.sync_all()?;
+        zeroize::Zeroizing::new(text.as_bytes().to_vec())
+    };
+    let backend = backend(global, true)?;
+    let repo = Repository::init(backend, &pw, InitOptions::default(), open_options(global)).await?;
+    let message = format!(
+        "created the default cairn repository at {}\n\
+         its password is in {} (mode 0600).\n\
+         Keep a copy of that file somewhere safe: without it the backups cannot be read.",
+        paths.location.display(),
+        paths.password_file.display()
+    );
+    if global.json {
+        print_json_line(&serde_json::json!({
+            "message_type": "initialized",
+            "id": repo.id(),
+            "location": repo.location(),
+            "password_file": paths.password_file,
+        }))?;
+    } else {
+        // Printed even with --quiet: losing this file loses the backups.
+        eprintln!("{message}");
+    }
+    let _ = reporter;
+    Ok(repo)
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
+    let mut f = std::fs::File::open("/dev/urandom").context("cannot open /dev/urandom")?;
+    f.read_exact(buf).context("cannot read /dev/urandom")?;
+    Ok(())
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

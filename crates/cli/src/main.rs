@@ -7,6 +7,7 @@ mod exit;
 mod password;
 mod progress;
 mod select;
+mod summary;
 mod units;
 
 use std::process::ExitCode;

@@ -11,20 +11,9 @@ use indicatif::{HumanBytes, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::args::GlobalArgs;
 
-/// Counters at one moment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Status {
-    /// Files finished.
-    pub files: u64,
-    /// Files expected in all (0 while unknown).
-    pub total_files: u64,
-    /// Bytes finished.
-    pub bytes: u64,
-    /// Bytes expected in all (0 while unknown).
-    pub total_bytes: u64,
-    /// Entries with problems so far.
-    pub errors: u64,
-}
+/// Counters at one moment: the library's reading of a session's progress
+/// (restores fill in the same fields).
+pub use cairn_repo::ProgressStatus as Status;
 
 enum Style {
     Bar(ProgressBar),
@@ -162,11 +151,22 @@ impl Reporter {
             bar.finish_and_clear();
         }
     }
+}
 
-    /// Seconds since the reporter was created.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+/// A snapshot session's warnings and notes go to the reporter.
+impl cairn_repo::SessionEvents for Reporter {
+    fn warning(&self, path: &Path, message: &str) {
+        Reporter::warning(self, path, message);
     }
+
+    fn note(&self, message: &str) {
+        self.info(message);
+    }
+}
+
+/// Shows a snapshot session's progress until the returned guard is dropped.
+pub fn tick_session(reporter: Arc<Reporter>, progress: Arc<cairn_repo::Progress>) -> TickGuard {
+    tick(reporter, move || progress.status())
 }
 
 /// Calls `reporter.update(status())` periodically until the returned guard

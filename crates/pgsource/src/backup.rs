@@ -5,21 +5,21 @@
 //!     │ snapshot id
 //!     ├──► pg_dump --snapshot=ID -Fc (pre-data + post-data) ──► schema.dump
 //!     └──► N workers: SET TRANSACTION SNAPSHOT ID; COPY t TO STDOUT (largest first)
-//!                         └──► chunk, hash, seal ──► Writer ──► data/SCHEMA/TABLE
+//!                         └──► the snapshot session: chunk, hash, seal ──► data/SCHEMA/TABLE
 //! ```
 //!
 //! Everything reads the same exported snapshot, so rows committed while the
 //! backup runs are in none of the files. The coordinator's transaction stays
 //! open (and its ACCESS SHARE locks keep tables from being dropped or
 //! altered) until every worker and pg_dump are done. Nothing is published
-//! here: the caller commits the snapshot, so a failed backup leaves only
-//! unreferenced packs behind.
+//! here: [`DatabaseSource`] is a source of a snapshot session, which
+//! commits the snapshot, so a failed backup leaves only unreferenced packs
+//! behind.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::Mutex;
 
-use cairn_repo::{BlobType, Id, Node, NodeKind, Tree, Writer};
+use cairn_repo::{Content, EntryMeta, Source, SourceContext};
 use tokio_postgres::Client;
 
 use crate::catalog::{self, Relation, Selection};
@@ -28,11 +28,10 @@ use crate::copy;
 use crate::error::{Error, Result};
 use crate::manifest::{
     self, DATA_DIR, LARGE_OBJECTS_DIR, LargeObjectEntry, MANIFEST_FILE, Manifest, SCHEMA_FILE, SelectionEntry,
-    SequenceEntry, TableEntry, escape_name,
+    SequenceEntry, TAG, TableEntry, escape_name,
 };
 use crate::pattern::PatternSet;
 use crate::schema::Tools;
-use crate::store::{self, StoredContent};
 
 /// What to back up and how.
 #[derive(Debug, Clone)]
@@ -47,35 +46,47 @@ pub struct BackupOptions {
     pub tools: Tools,
 }
 
-/// Live counters for progress displays.
-#[derive(Debug, Default)]
-pub struct BackupProgress {
-    /// Bytes of COPY data (and large objects) stored so far.
-    pub bytes: Arc<AtomicU64>,
-    /// Tables and large objects finished.
-    pub items_done: AtomicU64,
-    /// Tables and large objects to copy (known after the catalog is read).
-    pub items_total: AtomicU64,
-    /// The tables' size on disk: a rough total for progress bars.
-    pub bytes_estimate: AtomicU64,
+/// One database as a source of a snapshot session: the snapshot gets the
+/// directory `DBNAME/` (manifest, schema, data), the path `/pg/DBNAME`, the
+/// tag `pg` and a `postgresql` field describing the backup.
+pub struct DatabaseSource {
+    options: BackupOptions,
+    manifest: Option<Manifest>,
 }
 
-/// What a backup produced.
-#[derive(Debug, Clone)]
-pub struct BackupOutcome {
-    /// The snapshot's root tree (one directory named after the database).
-    pub tree: Id,
-    /// The tree inside that directory (manifest, schema, data): what an
-    /// `--all-databases` snapshot puts under `databases/NAME`.
-    pub database_tree: Id,
-    /// The manifest stored in it.
-    pub manifest: Manifest,
-    /// Files in the tree.
-    pub files: u64,
-    /// Directories in the tree.
-    pub dirs: u64,
-    /// Bytes of all files in the tree.
-    pub bytes: u64,
+impl DatabaseSource {
+    /// A source that backs up the database `options` name.
+    pub fn new(options: BackupOptions) -> DatabaseSource {
+        DatabaseSource { options, manifest: None }
+    }
+
+    /// The manifest of the backup, once it is done.
+    pub fn manifest(&self) -> Option<&Manifest> {
+        self.manifest.as_ref()
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for DatabaseSource {
+    type Error = Error;
+
+    async fn back_up(&mut self, into: &SourceContext) -> Result<()> {
+        let manifest = backup(into, &self.options, None).await?;
+        into.add_snapshot_path(snapshot_path(&manifest.database));
+        into.add_tag(TAG);
+        into.set_metadata(
+            "postgresql",
+            serde_json::json!({
+                "database": manifest.database,
+                "server_version": manifest.server_version,
+                "snapshot_lsn": manifest.snapshot_lsn,
+                "tables": manifest.tables.len(),
+                "rows": manifest.total_rows(),
+            }),
+        );
+        self.manifest = Some(manifest);
+        Ok(())
+    }
 }
 
 /// The snapshot path of a database backup: `/pg/DBNAME`.
@@ -95,9 +106,9 @@ enum Job {
 const SESSION_SETTINGS: &str = "SET statement_timeout = 0; SET lock_timeout = 0; \
      SET idle_in_transaction_session_timeout = 0; SET row_security = off; SET extra_float_digits = 3";
 
-/// Backs up a database into `writer` and returns the root tree (stored) and
-/// the manifest. The caller commits a snapshot with it.
-pub async fn backup(writer: Arc<Writer>, options: &BackupOptions, progress: &BackupProgress) -> Result<BackupOutcome> {
+/// Backs up a database into the directory `dir` of the snapshot (default:
+/// the database's name, escaped) and returns its manifest.
+pub async fn backup(into: &SourceContext, options: &BackupOptions, dir: Option<&str>) -> Result<Manifest> {
     let selection = Selection {
         include: PatternSet::parse(&options.selection.tables)?,
         exclude: PatternSet::parse(&options.selection.exclude_tables)?,
@@ -168,11 +179,10 @@ pub async fn backup(writer: Arc<Writer>, options: &BackupOptions, progress: &Bac
     let mut queue: VecDeque<Job> = order.into_iter().map(Job::Table).collect();
     queue.extend((0..large_objects.len()).map(Job::LargeObject));
     // Added, not set: an --all-databases backup runs one database after another.
-    progress.items_total.fetch_add(queue.len() as u64, Ordering::Relaxed);
-    progress.bytes_estimate.fetch_add(tables.iter().map(|t| t.size.max(0) as u64).sum(), Ordering::Relaxed);
+    into.progress().expect(queue.len() as u64, tables.iter().map(|t| t.size.max(0) as u64).sum());
     let queue = Mutex::new(queue);
-    let table_results: Mutex<Vec<Option<(StoredContent, u64)>>> = Mutex::new(vec![None; tables.len()]);
-    let lo_results: Mutex<Vec<Option<StoredContent>>> = Mutex::new(vec![None; large_objects.len()]);
+    let table_results: Mutex<Vec<Option<(Content, u64)>>> = Mutex::new(vec![None; tables.len()]);
+    let lo_results: Mutex<Vec<Option<Content>>> = Mutex::new(vec![None; large_objects.len()]);
 
     let include_args: Vec<String> = if selection.include.is_empty() {
         Vec::new()
@@ -182,45 +192,37 @@ pub async fn backup(writer: Arc<Writer>, options: &BackupOptions, progress: &Bac
     let schema_task = async {
         let archive =
             crate::schema::dump_schema(&pg_dump, &options.conn, &snapshot_id, &include_args, &excluded).await?;
-        store::store_bytes(&writer, archive).await
+        into.store_bytes(archive).await.map_err(Error::from)
     };
     let workers = (0..options.jobs.max(1)).map(|_| {
-        worker(
-            &options.conn,
-            &snapshot_id,
-            &queue,
-            &tables,
-            &large_objects,
-            &table_results,
-            &lo_results,
-            &writer,
-            progress,
-        )
+        worker(&options.conn, &snapshot_id, &queue, &tables, &large_objects, &table_results, &lo_results, into)
     });
     let (schema_content, _) = tokio::try_join!(schema_task, futures::future::try_join_all(workers))?;
     coordinator.batch_execute("COMMIT").await.map_err(|e| Error::query("ending the backup transaction", e))?;
     let finished = jiff::Timestamp::now();
 
-    // Assemble the manifest and the tree.
+    // Lay out the files, then the manifest that describes them.
+    let dir = dir.map(str::to_owned).unwrap_or_else(|| escape_name(&info.database));
+    let (file_meta, dir_meta) = (EntryMeta::file().at(finished), EntryMeta::dir().at(finished));
+    into.add_dir(&dir, &dir_meta)?;
+    into.add_dir(&format!("{dir}/{DATA_DIR}"), &dir_meta)?;
+    into.add_file(&format!("{dir}/{SCHEMA_FILE}"), schema_content, &file_meta)?;
     let table_results = table_results.into_inner().expect("results lock");
     let lo_results = lo_results.into_inner().expect("results lock");
-    let mut by_schema: BTreeMap<String, Vec<Node>> = BTreeMap::new();
     let mut entries: Vec<TableEntry> = Vec::new();
-    let mut total = schema_content.size;
-    let mut files = 1u64;
     for (t, result) in tables.iter().zip(table_results) {
         let (content, rows) = result.expect("every table was copied");
         let file = format!("{DATA_DIR}/{}/{}", escape_name(&t.schema), escape_name(&t.name));
-        by_schema.entry(escape_name(&t.schema)).or_default().push(file_node(&escape_name(&t.name), &content, finished));
-        total += content.size;
-        files += 1;
+        let bytes = content.size();
+        into.add_dir(&format!("{dir}/{DATA_DIR}/{}", escape_name(&t.schema)), &dir_meta)?;
+        into.add_file(&format!("{dir}/{file}"), content, &file_meta)?;
         entries.push(TableEntry {
             schema: t.schema.clone(),
             name: t.name.clone(),
             columns: t.columns.clone(),
             file: Some(file),
             rows,
-            bytes: content.size,
+            bytes,
             unlogged: t.persistence == 'u',
             post_data: t.post_data.clone(),
         });
@@ -238,18 +240,14 @@ pub async fn backup(writer: Arc<Writer>, options: &BackupOptions, progress: &Bac
         });
     }
     entries.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
-    let mut lo_nodes = Vec::new();
     let mut lo_entries = Vec::new();
     for (oid, content) in large_objects.iter().zip(lo_results) {
         let content = content.expect("every large object was copied");
-        lo_nodes.push(file_node(&oid.to_string(), &content, finished));
-        total += content.size;
-        files += 1;
-        lo_entries.push(LargeObjectEntry {
-            oid: *oid,
-            file: format!("{LARGE_OBJECTS_DIR}/{oid}"),
-            bytes: content.size,
-        });
+        let file = format!("{LARGE_OBJECTS_DIR}/{oid}");
+        let bytes = content.size();
+        into.add_dir(&format!("{dir}/{LARGE_OBJECTS_DIR}"), &dir_meta)?;
+        into.add_file(&format!("{dir}/{file}"), content, &file_meta)?;
+        lo_entries.push(LargeObjectEntry { oid: *oid, file, bytes });
     }
     let manifest = Manifest {
         version: manifest::MANIFEST_VERSION,
@@ -271,30 +269,9 @@ pub async fn backup(writer: Arc<Writer>, options: &BackupOptions, progress: &Bac
         selection: options.selection.clone(),
     };
     let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
-    let manifest_content = store::store_bytes(&writer, manifest_json).await?;
-    total += manifest_content.size;
-    files += 1;
-
-    let mut dirs = 1u64;
-    let mut schema_dirs = Vec::new();
-    for (schema, nodes) in by_schema {
-        schema_dirs.push(dir_node(&schema, store_tree(&writer, nodes).await?, finished));
-        dirs += 1;
-    }
-    let mut top = vec![
-        file_node(MANIFEST_FILE, &manifest_content, finished),
-        file_node(SCHEMA_FILE, &schema_content, finished),
-        dir_node(DATA_DIR, store_tree(&writer, schema_dirs).await?, finished),
-    ];
-    dirs += 1;
-    if !lo_nodes.is_empty() {
-        top.push(dir_node(LARGE_OBJECTS_DIR, store_tree(&writer, lo_nodes).await?, finished));
-        dirs += 1;
-    }
-    let database_tree = store_tree(&writer, top).await?;
-    let db_dir = dir_node(&escape_name(&info.database), database_tree, finished);
-    let tree = store_tree(&writer, vec![db_dir]).await?;
-    Ok(BackupOutcome { tree, database_tree, manifest, files, dirs, bytes: total })
+    let manifest_content = into.store_bytes(manifest_json).await?;
+    into.add_file(&format!("{dir}/{MANIFEST_FILE}"), manifest_content, &file_meta)?;
+    Ok(manifest)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -304,10 +281,9 @@ async fn worker(
     queue: &Mutex<VecDeque<Job>>,
     tables: &[Relation],
     large_objects: &[u32],
-    table_results: &Mutex<Vec<Option<(StoredContent, u64)>>>,
-    lo_results: &Mutex<Vec<Option<StoredContent>>>,
-    writer: &Arc<Writer>,
-    progress: &BackupProgress,
+    table_results: &Mutex<Vec<Option<(Content, u64)>>>,
+    lo_results: &Mutex<Vec<Option<Content>>>,
+    into: &SourceContext,
 ) -> Result<()> {
     if queue.lock().expect("queue lock").is_empty() {
         return Ok(());
@@ -320,15 +296,15 @@ async fn worker(
             None => break,
             Some(Job::Table(i)) => {
                 let t = &tables[i];
-                let result = copy::copy_out(&client, &t.schema, &t.name, &t.columns, writer, &progress.bytes).await?;
+                let result = copy::copy_out(&client, &t.schema, &t.name, &t.columns, into).await?;
                 table_results.lock().expect("results lock")[i] = Some(result);
             }
             Some(Job::LargeObject(i)) => {
-                let content = copy::copy_large_object(&client, large_objects[i], writer, &progress.bytes).await?;
+                let content = copy::copy_large_object(&client, large_objects[i], into).await?;
                 lo_results.lock().expect("results lock")[i] = Some(content);
             }
         }
-        progress.items_done.fetch_add(1, Ordering::Relaxed);
+        into.progress().item_done();
     }
     client.batch_execute("COMMIT").await.map_err(|e| Error::query("ending a worker transaction", e))?;
     Ok(())
@@ -344,49 +320,4 @@ async fn join_snapshot(client: &Client, snapshot_id: &str) -> Result<()> {
         ))
         .await
         .map_err(|e| Error::query("joining the backup's snapshot", e))
-}
-
-fn time_of(t: jiff::Timestamp) -> cairn_repo::Time {
-    cairn_repo::Time { secs: t.as_second(), nanos: t.subsec_nanosecond().max(0) as u32 }
-}
-
-/// The owner recorded for files: this process's user (as `cairn backup`
-/// does for a stream).
-fn owner() -> (u32, u32) {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| (m.uid(), m.gid())).unwrap_or((0, 0))
-}
-
-pub(crate) fn file_node(name: &str, content: &StoredContent, time: jiff::Timestamp) -> Node {
-    let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::File);
-    let (uid, gid) = owner();
-    node.mode = 0o600;
-    node.uid = uid;
-    node.gid = gid;
-    node.size = content.size;
-    node.content = content.extents.clone();
-    node.mtime = time_of(time);
-    node.atime = node.mtime;
-    node.ctime = node.mtime;
-    node.links = 1;
-    node
-}
-
-pub(crate) fn dir_node(name: &str, subtree: Id, time: jiff::Timestamp) -> Node {
-    let mut node = Node::new(name.as_bytes().to_vec(), NodeKind::Dir);
-    let (uid, gid) = owner();
-    node.mode = 0o700;
-    node.uid = uid;
-    node.gid = gid;
-    node.subtree = Some(subtree);
-    node.mtime = time_of(time);
-    node.atime = node.mtime;
-    node.ctime = node.mtime;
-    node.links = 2;
-    node
-}
-
-pub(crate) async fn store_tree(writer: &Writer, nodes: Vec<Node>) -> Result<Id> {
-    let tree = Tree::new(nodes).map_err(|e| Error::Invalid(format!("cannot build the snapshot tree: {e}")))?;
-    Ok(writer.add_blob(BlobType::Tree, &tree.encode()).await?)
 }

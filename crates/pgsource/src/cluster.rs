@@ -16,24 +16,23 @@
 //! a few tree blobs the next day.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+
 use std::time::Instant;
 
 use cairn_repo::TreeLoader;
-use cairn_repo::{Id, Node, Snapshot, Writer};
+use cairn_repo::{EntryMeta, Node, Snapshot, Source, SourceContext};
 use serde::Serialize;
 
-use crate::backup::{self, BackupOptions, BackupProgress, dir_node, file_node, store_tree};
+use crate::backup::{self, BackupOptions};
 use crate::connect::{ConnSpec, quote_ident};
 use crate::drill::{self, DrillOptions, DrillReport};
 use crate::error::{Error, Result};
 use crate::manifest::{
-    CLUSTER_MANIFEST_FILE, ClusterManifest, DATABASES_DIR, DatabaseEntry, GLOBALS_FILE, MANIFEST_VERSION, Manifest,
-    SelectionEntry, escape_name,
+    CLUSTER_MANIFEST_FILE, CLUSTER_PATH, ClusterManifest, DATABASES_DIR, DatabaseEntry, GLOBALS_FILE, MANIFEST_VERSION,
+    Manifest, SelectionEntry, TAG, escape_name,
 };
 use crate::restore::{self, OpenedSnapshot, RestoreOptions, RestoreProgress, RestoreReport};
 use crate::schema::{ScriptOutcome, Tools};
-use crate::store;
 
 /// The root directory's name in the tree (the snapshot path is `/pg`).
 const ROOT_DIR: &str = "pg";
@@ -55,18 +54,55 @@ pub struct ClusterBackupOptions {
 /// What an `--all-databases` backup produced.
 #[derive(Debug, Clone)]
 pub struct ClusterBackupOutcome {
-    /// The snapshot's root tree.
-    pub tree: Id,
-    /// The cluster manifest stored in it.
+    /// The cluster manifest stored in the snapshot.
     pub manifest: ClusterManifest,
     /// Each database's manifest, in the cluster manifest's order.
     pub databases: Vec<Manifest>,
-    /// Files in the tree.
-    pub files: u64,
-    /// Directories in the tree.
-    pub dirs: u64,
-    /// Bytes of all files in the tree.
-    pub bytes: u64,
+}
+
+/// Every database of a server, with the globals, as a source of a snapshot
+/// session: the snapshot gets `pg/` (cluster manifest, globals,
+/// `databases/NAME/`), the path `/pg`, the tag `pg` and a `postgresql`
+/// field.
+pub struct ClusterSource {
+    options: ClusterBackupOptions,
+    outcome: Option<ClusterBackupOutcome>,
+}
+
+impl ClusterSource {
+    /// A source that backs up the server `options` reach.
+    pub fn new(options: ClusterBackupOptions) -> ClusterSource {
+        ClusterSource { options, outcome: None }
+    }
+
+    /// What the backup stored, once it is done.
+    pub fn outcome(&self) -> Option<&ClusterBackupOutcome> {
+        self.outcome.as_ref()
+    }
+}
+
+#[async_trait::async_trait]
+impl Source for ClusterSource {
+    type Error = Error;
+
+    async fn back_up(&mut self, into: &SourceContext) -> Result<()> {
+        let outcome = backup_cluster(into, &self.options).await?;
+        let names: Vec<&str> = outcome.databases.iter().map(|m| m.database.as_str()).collect();
+        into.add_snapshot_path(CLUSTER_PATH);
+        into.add_tag(TAG);
+        into.set_metadata(
+            "postgresql",
+            serde_json::json!({
+                "all_databases": true,
+                "databases": names,
+                "server_version": outcome.manifest.server_version,
+                "tables": outcome.databases.iter().map(|m| m.tables.len()).sum::<usize>(),
+                "rows": outcome.databases.iter().map(|m| m.total_rows()).sum::<u64>(),
+            }),
+        );
+        self.outcome = Some(outcome);
+        Ok(())
+    }
 }
 
 /// The databases pg_dumpall would dump, less the templates: every database
@@ -102,15 +138,9 @@ pub async fn list_databases(client: &tokio_postgres::Client) -> Result<Vec<Datab
         .collect())
 }
 
-/// Backs up the globals and every database into `writer`; `on_database` is
-/// told each database's name as its backup starts. The caller commits a
-/// snapshot with path [`crate::manifest::CLUSTER_PATH`].
-pub async fn backup_cluster(
-    writer: Arc<Writer>,
-    options: &ClusterBackupOptions,
-    progress: &BackupProgress,
-    mut on_database: impl FnMut(&str),
-) -> Result<ClusterBackupOutcome> {
+/// Backs up the globals and every database into the snapshot's `pg/`
+/// directory, one database after another.
+pub async fn backup_cluster(into: &SourceContext, options: &ClusterBackupOptions) -> Result<ClusterBackupOutcome> {
     let admin = options.conn.connect().await?;
     let info = crate::catalog::server_info(&admin).await?;
     // The same search and version rule as pg_dump: an older pg_dumpall
@@ -120,27 +150,21 @@ pub async fn backup_cluster(
     drop(admin);
     let started = jiff::Timestamp::now();
     let globals = crate::schema::dump_globals(&pg_dumpall, &options.conn, options.no_role_passwords).await?;
-    let globals = store::store_bytes(&writer, globals).await?;
+    let globals = into.store_bytes(globals).await?;
 
     let mut manifests = Vec::new();
-    let mut db_nodes: Vec<Node> = Vec::new();
-    let (mut files, mut dirs, mut bytes) = (1u64, 0u64, globals.size);
     for db in &databases {
-        on_database(&db.name);
+        into.events().note(&format!("backing up database {}", db.name));
         let db_options = BackupOptions {
             conn: options.conn.with_dbname(&db.name),
             jobs: options.jobs,
             selection: SelectionEntry::default(),
             tools: options.tools.clone(),
         };
-        let outcome = backup::backup(writer.clone(), &db_options, progress)
-            .await
-            .map_err(|e| in_database(&db.name, "backing up", e))?;
-        db_nodes.push(dir_node(&escape_name(&db.name), outcome.database_tree, outcome.manifest.finished));
-        files += outcome.files;
-        dirs += outcome.dirs;
-        bytes += outcome.bytes;
-        manifests.push(outcome.manifest);
+        let dir = format!("{ROOT_DIR}/{DATABASES_DIR}/{}", escape_name(&db.name));
+        let manifest =
+            backup::backup(into, &db_options, Some(&dir)).await.map_err(|e| in_database(&db.name, "backing up", e))?;
+        manifests.push(manifest);
     }
     let finished = jiff::Timestamp::now();
     let manifest = ClusterManifest {
@@ -156,18 +180,13 @@ pub async fn backup_cluster(
         databases,
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
-    let json = store::store_bytes(&writer, json).await?;
-    files += 1;
-    bytes += json.size;
-    let top = vec![
-        file_node(CLUSTER_MANIFEST_FILE, &json, finished),
-        dir_node(DATABASES_DIR, store_tree(&writer, db_nodes).await?, finished),
-        file_node(GLOBALS_FILE, &globals, finished),
-    ];
-    dirs += 2;
-    let root = dir_node(ROOT_DIR, store_tree(&writer, top).await?, finished);
-    let tree = store_tree(&writer, vec![root]).await?;
-    Ok(ClusterBackupOutcome { tree, manifest, databases: manifests, files, dirs, bytes })
+    let json = into.store_bytes(json).await?;
+    let (file_meta, dir_meta) = (EntryMeta::file().at(finished), EntryMeta::dir().at(finished));
+    into.add_dir(ROOT_DIR, &dir_meta)?;
+    into.add_dir(&format!("{ROOT_DIR}/{DATABASES_DIR}"), &dir_meta)?;
+    into.add_file(&format!("{ROOT_DIR}/{CLUSTER_MANIFEST_FILE}"), json, &file_meta)?;
+    into.add_file(&format!("{ROOT_DIR}/{GLOBALS_FILE}"), globals, &file_meta)?;
+    Ok(ClusterBackupOutcome { manifest, databases: manifests })
 }
 
 /// Names the database an error happened in.

@@ -1,5 +1,5 @@
 //! Moving rows and large objects between the server and the repository:
-//! `COPY ... TO STDOUT` into a [`StreamSink`], and `COPY ... FROM STDIN`
+//! `COPY ... TO STDOUT` into a snapshot session, and `COPY ... FROM STDIN`
 //! from a snapshot file's content.
 //!
 //! The text format is used both ways: it is what pg_dump uses, it restores
@@ -12,19 +12,17 @@
 //! The server sends one CopyData message per row, so messages are gathered
 //! into [`BATCH`]-sized buffers before chunking.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use bytes::{Bytes, BytesMut};
 use cairn_repo::TreeLoader;
-use cairn_repo::{Node, Writer};
+use cairn_repo::{Content, Node, SourceContext};
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use crate::connect::{qualified, quote_ident};
 use crate::error::{Error, Result};
-use crate::store::{StoredContent, StreamSink};
 
 /// Bytes gathered from COPY messages before they are chunked, and the size
 /// of the pieces sent back on restore.
@@ -51,14 +49,13 @@ pub async fn copy_out(
     schema: &str,
     name: &str,
     columns: &[String],
-    writer: &Arc<Writer>,
-    counter: &Arc<AtomicU64>,
-) -> Result<(StoredContent, u64)> {
+    into: &SourceContext,
+) -> Result<(Content, u64)> {
     let what = qualified(schema, name);
     let sql = copy_sql(schema, name, columns, "TO STDOUT");
     let stream = client.copy_out(sql.as_str()).await.map_err(|e| read_error(&what, e))?;
     let mut stream = std::pin::pin!(stream);
-    let mut sink = StreamSink::start(writer.clone(), counter.clone());
+    let mut sink = into.stream()?;
     let mut batch = BytesMut::with_capacity(BATCH);
     let mut rows = 0u64;
     while let Some(piece) = stream.next().await {
@@ -92,17 +89,12 @@ pub fn read_error(what: &str, e: tokio_postgres::Error) -> Error {
 }
 
 /// Copies one large object into the repository.
-pub async fn copy_large_object(
-    client: &Client,
-    oid: u32,
-    writer: &Arc<Writer>,
-    counter: &Arc<AtomicU64>,
-) -> Result<StoredContent> {
+pub async fn copy_large_object(client: &Client, oid: u32, into: &SourceContext) -> Result<Content> {
     let statement = client
         .prepare("SELECT lo_get($1::int8::oid, $2::int8, $3::int4)")
         .await
         .map_err(|e| Error::query("preparing to read large objects", e))?;
-    let mut sink = StreamSink::start(writer.clone(), counter.clone());
+    let mut sink = into.stream()?;
     let mut offset = 0i64;
     loop {
         let row = client
@@ -119,7 +111,7 @@ pub async fn copy_large_object(
             break;
         }
     }
-    sink.finish().await
+    Ok(sink.finish().await?)
 }
 
 /// Streams a snapshot file into a running statement, piece by piece: the

@@ -13,8 +13,8 @@
 //!
 //! Modules, in the order a backup uses them: [`connect`] (connection
 //! strings, TLS), [`catalog`] (what to copy), [`pattern`] (`--table`),
-//! [`schema`] (pg_dump, pg_restore), [`copy`] (COPY both ways), [`store`]
-//! (streams into the repository), [`manifest`] (what the snapshot records),
+//! [`schema`] (pg_dump, pg_restore), [`copy`] (COPY both ways, streams into the
+//! repository through a snapshot session), [`manifest`] (what the snapshot records),
 //! [`backup`]; then [`restore`] and [`drill`]. [`cluster`] does all of
 //! them for every database of a server (`--all-databases`), with the globals.
 
@@ -31,9 +31,9 @@ pub mod manifest;
 pub mod pattern;
 pub mod restore;
 pub mod schema;
-pub mod store;
 
-pub use backup::{BackupOptions, BackupOutcome, BackupProgress, backup};
+pub use backup::{BackupOptions, DatabaseSource, backup};
+pub use cluster::{ClusterBackupOptions, ClusterSource};
 pub use connect::ConnSpec;
 pub use drill::{DrillOptions, DrillReport, drill};
 pub use error::{Error, Result};

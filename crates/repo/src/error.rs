@@ -159,6 +159,14 @@ pub enum Error {
         /// One of them.
         example: String,
     },
+    /// A command whose output was being backed up failed.
+    #[error("the command {command:?} failed ({status}); no snapshot was written")]
+    CommandFailed {
+        /// The program.
+        command: String,
+        /// How it ended.
+        status: String,
+    },
     /// A caller-supplied value is not acceptable.
     #[error("{0}")]
     InvalidArgument(String),

@@ -57,12 +57,15 @@ pub use format::snapshot::{Snapshot, SnapshotSummary};
 pub use format::tree::{Extent, Node, NodeKind, Time, Tree};
 pub use format::wire::WireError;
 
-// Writing.
+// Writing a snapshot.
+pub use files::archiver::FileOptions;
+pub use writing::progress::{NoEvents, Progress, ProgressStatus, SessionEvents};
+pub use writing::session::{CommittedSnapshot, ParentChoice, SnapshotOptions, SnapshotSession, Source, SourceContext};
+pub use writing::store::{Content, StreamSink};
+pub use writing::tree_builder::EntryMeta;
 pub use writing::writer::{Writer, WriterStats};
 
 // Files.
-#[doc(hidden)]
-pub use files::archiver; // until the snapshot session replaces it
 pub use files::filter::PathFilter;
 pub use files::localtrees::{LocalParent, LocalTrees};
 pub use files::restorer::{Overwrite, RestoreEvents, RestoreOptions, RestoreOutcome, RestoreProgress, restore};

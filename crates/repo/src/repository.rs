@@ -332,6 +332,13 @@ impl Repository {
         Ok(Some(repo))
     }
 
+    /// Whether this client can read the repository: false for a put-only
+    /// key and for write-only storage credentials (such a client backs up
+    /// from local state and never deduplicates against the index).
+    pub fn can_read(&self) -> bool {
+        self.inner.keys.master().is_some() && !self.inner.write_only
+    }
+
     /// True when the storage refused reads and the repository was opened
     /// from the cache: it can take new backups but nothing can be read.
     pub fn write_only(&self) -> bool {

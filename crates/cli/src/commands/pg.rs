@@ -6,20 +6,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
-use cairn_pgsource::cluster::{ClusterBackupOptions, ClusterRestoreOptions, Opened, OpenedCluster};
+use cairn_pgsource::cluster::{ClusterBackupOptions, ClusterRestoreOptions, ClusterSource, Opened, OpenedCluster};
 use cairn_pgsource::drill::DrillReport;
 use cairn_pgsource::manifest::{CLUSTER_PATH, PATH_PREFIX, TAG};
-use cairn_pgsource::{BackupOptions, BackupProgress, ConnSpec, DrillOptions, RestoreOptions, RestoreReport, Tools};
-use cairn_repo::{Id, Index, Snapshot, SnapshotSummary, Writer};
+use cairn_pgsource::{BackupOptions, ConnSpec, DrillOptions, RestoreOptions, RestoreReport, Tools};
+use cairn_repo::{CommittedSnapshot, Id, Snapshot, SnapshotOptions, Source};
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
 
-use crate::args::{GlobalArgs, SnapshotFilter};
-use crate::commands::backup::{open_or_init, put_only, split_tags};
+use crate::args::{GlobalArgs, SnapshotFilter, split_tags};
 use crate::context;
 use crate::exit;
 use crate::progress::{self, Reporter, Status};
 use crate::select;
+use crate::summary;
 
 /// PostgreSQL subcommands.
 #[derive(Debug, Subcommand)]
@@ -159,89 +159,49 @@ async fn backup(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
     for patterns in [&args.tables, &args.exclude_tables, &args.exclude_table_data] {
         cairn_pgsource::pattern::PatternSet::parse(patterns)?;
     }
-    let session = Session::start(global, args.init).await?;
-    let (writer, progress) = (&session.writer, &session.progress);
-    let outcome = cairn_pgsource::backup(writer.clone(), &options, progress).await;
-    let outcome = outcome.context("the backup failed; no snapshot was written")?;
-    let manifest = &outcome.manifest;
-    let info = serde_json::json!({
-        "database": manifest.database,
-        "server_version": manifest.server_version,
-        "snapshot_lsn": manifest.snapshot_lsn,
-        "tables": manifest.tables.len(),
-        "rows": manifest.total_rows(),
+    let mut source = cairn_pgsource::DatabaseSource::new(options);
+    let committed = backup_source(global, &args, &mut source).await?;
+    let Some(m) = source.manifest() else { anyhow::bail!("the backup stored no manifest") };
+    let json = serde_json::json!({
+        "database": m.database,
+        "server_version": m.server_version,
+        "snapshot_lsn": m.snapshot_lsn,
+        "tables": m.tables.len(),
+        "rows": m.total_rows(),
+        "sequences": m.sequences.len(),
+        "large_objects": m.large_objects.len(),
     });
-    let path = cairn_pgsource::backup::snapshot_path(&manifest.database);
-    let counts = (outcome.files, outcome.dirs, outcome.bytes);
-    let (id, summary) = session.commit(&args, outcome.tree, path, counts, info).await?;
-    print_backup_summary(global, manifest, &summary, &id)?;
+    let line = format!(
+        "database {} (PostgreSQL {}): {} tables, {} rows, {} sequences, {} large objects",
+        m.database,
+        m.server_version,
+        m.tables.len(),
+        m.total_rows(),
+        m.sequences.len(),
+        m.large_objects.len()
+    );
+    let details = summary::Details { json: json.as_object().cloned().unwrap_or_default(), lines: vec![line] };
+    summary::print(global, &committed, details)?;
     Ok(0)
 }
 
-/// What both kinds of `pg backup` share: the repository's writing session
-/// and its progress line, then the snapshot with its summary.
-struct Session {
-    reporter: Arc<Reporter>,
-    writer: Arc<Writer>,
-    progress: Arc<BackupProgress>,
-    ticker: progress::TickGuard,
-}
-
-impl Session {
-    async fn start(global: &GlobalArgs, init: bool) -> Result<Session> {
-        let reporter = Reporter::new(global, "backed up");
-        let repo = open_or_init(global, init, &reporter).await?;
-        let index = Arc::new(if put_only(&repo) { Index::default() } else { repo.load_index().await? });
-        let writer = Arc::new(Writer::new(&repo, index)?);
-        let progress = Arc::new(BackupProgress::default());
-        let ticker = {
-            let progress = progress.clone();
-            progress::tick(reporter.clone(), move || Status {
-                files: progress.items_done.load(Ordering::Relaxed),
-                total_files: progress.items_total.load(Ordering::Relaxed),
-                bytes: progress.bytes.load(Ordering::Relaxed),
-                total_bytes: progress.bytes_estimate.load(Ordering::Relaxed),
-                errors: 0,
-            })
-        };
-        Ok(Session { reporter, writer, progress, ticker })
-    }
-
-    /// Publishes the snapshot of `tree` at `path` (`counts`: files,
-    /// directories, bytes), with `info` as its `postgresql` field.
-    async fn commit(
-        self,
-        args: &PgBackupArgs,
-        tree: Id,
-        path: String,
-        counts: (u64, u64, u64),
-        info: serde_json::Value,
-    ) -> Result<(Id, SnapshotSummary)> {
-        drop(self.ticker);
-        let mut snapshot = Snapshot::new(tree, vec![path]);
-        if let Some(h) = &args.host {
-            snapshot.hostname = h.clone();
-        }
-        let mut tags = args.tags.clone();
-        tags.push(TAG.to_owned());
-        snapshot.tags = split_tags(&tags);
-        snapshot.extra.insert("postgresql".into(), info);
-        let (files, dirs, bytes) = counts;
-        let mut summary = SnapshotSummary {
-            files_new: files,
-            dirs,
-            total_bytes: bytes,
-            bytes_read: bytes,
-            bytes_added: self.writer.stats().stored_bytes_added,
-            duration_secs: self.reporter.elapsed().as_secs_f64(),
-            ..Default::default()
-        };
-        snapshot.summary = Some(summary.clone());
-        let id = self.writer.commit(&snapshot).await?;
-        self.reporter.finish();
-        summary.bytes_added = self.writer.stats().stored_bytes_added;
-        Ok((id, summary))
-    }
+/// What both kinds of `pg backup` share: a snapshot session with one
+/// PostgreSQL source, its progress line, and the commit.
+async fn backup_source<S>(global: &GlobalArgs, args: &PgBackupArgs, source: &mut S) -> Result<CommittedSnapshot>
+where
+    S: Source<Error = cairn_pgsource::Error>,
+{
+    let reporter = Reporter::new(global, "backed up");
+    let repo = context::open_or_init(global, args.init, &reporter).await?;
+    let options = SnapshotOptions { hostname: args.host.clone(), tags: split_tags(&args.tags), ..Default::default() };
+    let mut session = repo.begin_snapshot(options).await?;
+    session.set_events(reporter.clone());
+    let ticker = progress::tick_session(reporter.clone(), session.progress());
+    session.add_source(source).await.context("the backup failed; no snapshot was written")?;
+    let committed = session.commit().await?;
+    drop(ticker);
+    reporter.finish();
+    Ok(committed)
 }
 
 /// `pg backup --all-databases`: one snapshot of path `/pg` with the
@@ -258,120 +218,46 @@ async fn backup_all(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
         tools: tools(&args.conn),
         no_role_passwords: args.no_role_passwords,
     };
-    let session = Session::start(global, args.init).await?;
-    let (reporter, writer, progress) = (&session.reporter, &session.writer, &session.progress);
-    let outcome = cairn_pgsource::cluster::backup_cluster(writer.clone(), &options, progress, |name| {
-        reporter.info(&format!("backing up database {name}"))
-    })
-    .await;
-    let outcome = outcome.context("the backup failed; no snapshot was written")?;
-    let names: Vec<&str> = outcome.databases.iter().map(|m| m.database.as_str()).collect();
+    let mut source = ClusterSource::new(options);
+    let committed = backup_source(global, &args, &mut source).await?;
+    let Some(outcome) = source.outcome() else { anyhow::bail!("the backup stored no cluster manifest") };
     let rows: u64 = outcome.databases.iter().map(|m| m.total_rows()).sum();
     let tables: usize = outcome.databases.iter().map(|m| m.tables.len()).sum();
-    let info = serde_json::json!({
+    let dbs: Vec<serde_json::Value> = outcome
+        .databases
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "database": m.database,
+                "snapshot_lsn": m.snapshot_lsn,
+                "tables": m.tables.len(),
+                "rows": m.total_rows(),
+                "sequences": m.sequences.len(),
+                "large_objects": m.large_objects.len(),
+            })
+        })
+        .collect();
+    let json = serde_json::json!({
         "all_databases": true,
-        "databases": names,
         "server_version": outcome.manifest.server_version,
+        "databases": dbs,
         "tables": tables,
         "rows": rows,
     });
-    let counts = (outcome.files, outcome.dirs, outcome.bytes);
-    let (id, summary) = session.commit(&args, outcome.tree, CLUSTER_PATH.to_owned(), counts, info).await?;
-    let rate = summary.bytes_read as f64 / summary.duration_secs.max(0.001);
-    if global.json {
-        let dbs: Vec<serde_json::Value> = outcome
-            .databases
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "database": m.database,
-                    "snapshot_lsn": m.snapshot_lsn,
-                    "tables": m.tables.len(),
-                    "rows": m.total_rows(),
-                    "sequences": m.sequences.len(),
-                    "large_objects": m.large_objects.len(),
-                })
-            })
-            .collect();
-        context::print_json_line(&serde_json::json!({
-            "message_type": "summary",
-            "all_databases": true,
-            "server_version": outcome.manifest.server_version,
-            "databases": dbs,
-            "tables": tables,
-            "rows": rows,
-            "total_bytes": summary.total_bytes,
-            "bytes_read": summary.bytes_read,
-            "bytes_added": summary.bytes_added,
-            "duration_secs": summary.duration_secs,
-            "bytes_read_per_sec": rate,
-            "snapshot_id": id,
-        }))?;
-    } else if !global.quiet {
-        println!("globals (roles, tablespaces) from {}", outcome.manifest.pg_dumpall_version);
-        for m in &outcome.databases {
-            println!(
-                "database {}: {} tables, {} rows, {} sequences, {} large objects",
-                m.database,
-                m.tables.len(),
-                m.total_rows(),
-                m.sequences.len(),
-                m.large_objects.len()
-            );
-        }
-        println!(
-            "read {} in {:.2}s ({}/s); added {} to the repository",
-            HumanBytes(summary.bytes_read),
-            summary.duration_secs,
-            HumanBytes(rate as u64),
-            HumanBytes(summary.bytes_added)
-        );
-        println!("snapshot {} saved", id.short());
+    let mut lines = vec![format!("globals (roles, tablespaces) from {}", outcome.manifest.pg_dumpall_version)];
+    for m in &outcome.databases {
+        lines.push(format!(
+            "database {}: {} tables, {} rows, {} sequences, {} large objects",
+            m.database,
+            m.tables.len(),
+            m.total_rows(),
+            m.sequences.len(),
+            m.large_objects.len()
+        ));
     }
+    let details = summary::Details { json: json.as_object().cloned().unwrap_or_default(), lines };
+    summary::print(global, &committed, details)?;
     Ok(0)
-}
-
-fn print_backup_summary(global: &GlobalArgs, m: &cairn_pgsource::Manifest, s: &SnapshotSummary, id: &Id) -> Result<()> {
-    let rate = s.bytes_read as f64 / s.duration_secs.max(0.001);
-    if global.json {
-        return context::print_json_line(&serde_json::json!({
-            "message_type": "summary",
-            "database": m.database,
-            "server_version": m.server_version,
-            "snapshot_lsn": m.snapshot_lsn,
-            "tables": m.tables.len(),
-            "rows": m.total_rows(),
-            "sequences": m.sequences.len(),
-            "large_objects": m.large_objects.len(),
-            "total_bytes": s.total_bytes,
-            "bytes_read": s.bytes_read,
-            "bytes_added": s.bytes_added,
-            "duration_secs": s.duration_secs,
-            "bytes_read_per_sec": rate,
-            "snapshot_id": id,
-        }));
-    }
-    if global.quiet {
-        return Ok(());
-    }
-    println!(
-        "database {} (PostgreSQL {}): {} tables, {} rows, {} sequences, {} large objects",
-        m.database,
-        m.server_version,
-        m.tables.len(),
-        m.total_rows(),
-        m.sequences.len(),
-        m.large_objects.len()
-    );
-    println!(
-        "read {} in {:.2}s ({}/s); added {} to the repository",
-        HumanBytes(s.bytes_read),
-        s.duration_secs,
-        HumanBytes(rate as u64),
-        HumanBytes(s.bytes_added)
-    );
-    println!("snapshot {} saved", id.short());
-    Ok(())
 }
 
 /// The filter for PostgreSQL snapshots: every tag set also needs `pg`.

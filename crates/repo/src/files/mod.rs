@@ -2,7 +2,7 @@
 //! trees), the restorer, file metadata, path filters, and the trees a
 //! put-only client keeps locally.
 
-pub mod archiver;
+pub(crate) mod archiver;
 pub(crate) mod filter;
 pub(crate) mod fsmeta;
 pub(crate) mod localtrees;

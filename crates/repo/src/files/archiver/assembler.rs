@@ -1,0 +1,130 @@
+//! The assembler stage (the calling thread): receives entries in walk
+//! order, waits for each file's chunk list, and stores each directory's
+//! tree when its last entry is in.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::Receiver;
+
+use super::Shared;
+use super::walker::{Item, Status};
+use crate::error::{Error, Result};
+use crate::format::id::Id;
+use crate::format::snapshot::SnapshotSummary;
+use crate::format::tree::{Extent, Node, NodeKind, Tree};
+
+struct Frame {
+    node: Option<Node>,
+    children: Vec<Node>,
+}
+
+pub(super) struct Assembler<'s, 'a> {
+    shared: &'s Shared<'a>,
+    /// Content of multiply linked files by (device, inode).
+    links: HashMap<(u64, u64), (Vec<Extent>, u64)>,
+    summary: SnapshotSummary,
+}
+
+impl<'s, 'a> Assembler<'s, 'a> {
+    pub(super) fn new(shared: &'s Shared<'a>) -> Self {
+        Assembler { shared, links: HashMap::new(), summary: SnapshotSummary::default() }
+    }
+
+    /// The root's entries and the counts, once every entry is in.
+    pub(super) fn run(mut self, batches: Receiver<Vec<Item>>) -> Result<(Vec<Node>, SnapshotSummary)> {
+        let progress = self.shared.progress;
+        let mut frames = vec![Frame { node: None, children: Vec::new() }];
+        for item in batches.into_iter().flatten() {
+            match item {
+                Item::Dir(node) => frames.push(Frame { node: Some(node), children: Vec::new() }),
+                Item::DirEnd => {
+                    let frame = frames.pop().filter(|_| !frames.is_empty());
+                    let Some(Frame { node: Some(mut node), children }) = frame else {
+                        return Err(Error::InvalidArgument("internal error: unbalanced directory walk".into()));
+                    };
+                    if node.error.is_some() {
+                        self.summary.errors += 1;
+                    }
+                    node.subtree = Some(self.store(children, &node.name)?);
+                    self.summary.dirs += 1;
+                    progress.dirs.fetch_add(1, Ordering::Relaxed);
+                    frames.last_mut().expect("root frame stays").children.push(node);
+                }
+                Item::Done(node, status) => {
+                    let node = self.file_done(node, status);
+                    frames.last_mut().expect("root frame stays").children.push(node);
+                }
+                Item::File(mut node, status, result) => {
+                    let Ok(result) = result.recv() else {
+                        // The reader dropped the job: the backup is aborting.
+                        return Err(self
+                            .shared
+                            .take_failure()
+                            .unwrap_or(Error::WriteSessionFailed("the backup was aborted".into())));
+                    };
+                    node.content = result.content;
+                    node.size = result.size;
+                    node.error = result.error;
+                    let node = self.file_done(node, status);
+                    frames.last_mut().expect("root frame stays").children.push(node);
+                }
+                Item::Link(mut node, status) => {
+                    match self.links.get(&(node.device, node.inode)) {
+                        Some((content, size)) => {
+                            node.content = content.clone();
+                            node.size = *size;
+                        }
+                        None => node.error = Some("hard link target could not be read".into()),
+                    }
+                    let node = self.file_done(node, status);
+                    frames.last_mut().expect("root frame stays").children.push(node);
+                }
+            }
+            if self.shared.aborted() {
+                break;
+            }
+        }
+        if let Some(e) = self.shared.take_failure() {
+            return Err(e);
+        }
+        if frames.len() != 1 {
+            return Err(Error::WriteSessionFailed("the directory walk stopped early".into()));
+        }
+        let root = frames.pop().expect("one frame").children;
+        Ok((root, self.summary))
+    }
+
+    fn file_done(&mut self, node: Node, status: Status) -> Node {
+        if node.error.is_some() {
+            self.summary.errors += 1;
+        }
+        if node.kind != NodeKind::File {
+            return node;
+        }
+        if node.links > 1 && node.error.is_none() {
+            self.links.entry((node.device, node.inode)).or_insert_with(|| (node.content.clone(), node.size));
+        }
+        match status {
+            Status::New => self.summary.files_new += 1,
+            Status::Changed => self.summary.files_changed += 1,
+            Status::Unchanged => self.summary.files_unchanged += 1,
+            Status::Other => {}
+        }
+        self.summary.total_bytes += node.size;
+        let progress = self.shared.progress;
+        progress.files.fetch_add(1, Ordering::Relaxed);
+        progress.bytes.fetch_add(node.size, Ordering::Relaxed);
+        node
+    }
+
+    fn store(&mut self, children: Vec<Node>, name: &[u8]) -> Result<Id> {
+        let tree = Tree::new(children)
+            .map_err(|e| Error::InvalidArgument(format!("directory {}: {e}", String::from_utf8_lossy(name))))?;
+        let id = self.shared.store_tree(&tree);
+        if let Err(e) = &id {
+            self.shared.fail(Error::WriteSessionFailed(e.to_string()));
+        }
+        id
+    }
+}

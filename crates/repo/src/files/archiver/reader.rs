@@ -1,0 +1,143 @@
+//! The reader stage: open a changed or new file, read it (skipping the
+//! holes of sparse files), cut it into chunks and hand them to the session's
+//! store. Several readers run at once, because small files are bound by
+//! system-call latency rather than CPU.
+
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+
+use super::Shared;
+use crate::files::fsmeta;
+use crate::format::tree::Extent;
+
+/// A file for a reader, and where to send what it read.
+pub(super) struct FileJob {
+    pub(super) path: PathBuf,
+    pub(super) size: u64,
+    pub(super) result: Sender<FileResult>,
+}
+
+/// A file's content as read, or why it could not be read.
+pub(super) struct FileResult {
+    pub(super) content: Vec<Extent>,
+    pub(super) size: u64,
+    pub(super) error: Option<String>,
+}
+
+/// A token from a pool, returned when dropped.
+struct StreamToken<'t>(&'t Sender<()>);
+
+impl<'t> StreamToken<'t> {
+    fn take(pool: &'t (Sender<()>, Receiver<()>)) -> StreamToken<'t> {
+        // The pool is never closed while readers run.
+        let _ = pool.1.recv();
+        StreamToken(&pool.0)
+    }
+}
+
+impl Drop for StreamToken<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+impl Shared<'_> {
+    /// Chunks a file's content: small files in one read, holes of sparse
+    /// files as [`Extent::Hole`].
+    fn chunk_file(
+        &self,
+        file: &mut File,
+        meta: &Metadata,
+        content: &mut Vec<Extent>,
+        size: &mut u64,
+    ) -> io::Result<()> {
+        if meta.size() <= self.min_chunk as u64 {
+            // One chunk: skip the stream chunker's buffering.
+            let mut buf = Vec::with_capacity(meta.size() as usize + 1);
+            file.take(self.min_chunk as u64 + 1).read_to_end(&mut buf)?;
+            if buf.len() <= self.min_chunk {
+                *size += buf.len() as u64;
+                self.progress.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                if !buf.is_empty() {
+                    content.push(self.store.submit(Bytes::from(buf)));
+                }
+                return Ok(());
+            }
+            // It grew while we looked: chunk what we have and the rest.
+            let mut rest = io::Cursor::new(buf).chain(file);
+            return self.store.chunk_stream(&mut rest, content, size);
+        }
+        match fsmeta::data_ranges(file, meta) {
+            None => self.store.chunk_stream(file, content, size),
+            Some(ranges) => {
+                let mut pos = 0;
+                for range in ranges {
+                    if range.start > pos {
+                        content.push(Extent::Hole { length: range.start - pos });
+                        *size += range.start - pos;
+                    }
+                    file.seek(SeekFrom::Start(range.start))?;
+                    self.store.chunk_stream(&mut file.take(range.end - range.start), content, size)?;
+                    pos = range.end;
+                }
+                if meta.size() > pos {
+                    content.push(Extent::Hole { length: meta.size() - pos });
+                    *size += meta.size() - pos;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn read_file(&self, job: &FileJob) -> FileResult {
+        let mut content = Vec::new();
+        let mut size = 0;
+        // Large files go through the stream chunker, whose buffer holds up to
+        // two maximal chunks: only one reader per core streams at a time.
+        let _token = (job.size > self.min_chunk as u64).then(|| StreamToken::take(&self.stream_tokens));
+        let opened = open_for_backup(&job.path);
+        let outcome = opened.and_then(|mut file| {
+            let meta = file.metadata()?;
+            self.chunk_file(&mut file, &meta, &mut content, &mut size)?;
+            let after = file.metadata()?;
+            Ok(after.mtime() != meta.mtime()
+                || after.mtime_nsec() != meta.mtime_nsec()
+                || after.ctime() != meta.ctime()
+                || after.ctime_nsec() != meta.ctime_nsec()
+                || after.size() != size
+                || meta.size() != job.size)
+        });
+        let error = match outcome {
+            Ok(changed) => {
+                if changed {
+                    self.events.warning(&job.path, "file changed while it was read; the snapshot has what was read");
+                }
+                None
+            }
+            Err(e) => {
+                let message = if size > 0 { format!("read failed after {size} bytes: {e}") } else { e.to_string() };
+                self.events.warning(&job.path, &message);
+                self.progress.errors.fetch_add(1, Ordering::Relaxed);
+                Some(message)
+            }
+        };
+        FileResult { content, size, error }
+    }
+}
+
+/// Opens a file for reading without updating its access time where the
+/// kernel allows that (`O_NOATIME` needs ownership or CAP_FOWNER).
+fn open_for_backup(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let noatime = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOATIME).open(path);
+    match noatime {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EPERM) => File::open(path),
+        other => other,
+    }
+}
