@@ -1,57 +1,82 @@
-//! Embedding cairn's repository in another program.
-//!
-//! Creates a repository in a temporary directory, stores a file (this
-//! example's own source, chunked with the repository's keyed chunker),
-//! publishes a snapshot, then opens the repository again and reads the file
-//! back. Run with:
+//! Embedding cairn: back up a directory into a repository, then read a file
+//! back from the snapshot.
 //!
 //! ```sh
-//! cargo run -p cairn-repo --example embed
+//! cargo run -p cairn-repo --example embed                 # a temporary repository, removed at the end
+//! CAIRN_PASSWORD=secret cargo run -p cairn-repo --example embed -- /srv/backup/repo
 //! ```
+//!
+//! The repository is created on first use. `cairn -r LOCATION check
+//! --read-data` and `cairn -r LOCATION restore latest --target DIR` work on
+//! what this example writes.
 
+use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use cairn_repo::{Backend, BackendOptions, BlobType, InitOptions, OpenOptions, Repository, Snapshot, Writer};
+use cairn_repo::{
+    Backend, BackendOptions, Error, FileOptions, InitOptions, OpenOptions, Repository, SnapshotOptions, TreeLoader,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("cairn-embed-example-{}", std::process::id()));
-    let location = dir.to_str().ok_or("temporary directory is not UTF-8")?;
-    let password = b"example password";
+    // The repository: the first argument, or a temporary directory.
+    let temporary = std::env::args().nth(1).is_none();
+    let location = match std::env::args().nth(1) {
+        Some(location) => location,
+        None => std::env::temp_dir().join(format!("cairn-embed-{}", std::process::id())).display().to_string(),
+    };
+    let password = std::env::var("CAIRN_PASSWORD").unwrap_or_else(|_| "example password".into());
+    let backend = Backend::open(&location, &BackendOptions { create: true, ..Default::default() })?;
+    let repo = match Repository::open(backend.clone(), password.as_bytes(), OpenOptions::default()).await {
+        Ok(repo) => repo,
+        Err(Error::RepositoryNotFound { .. }) => {
+            Repository::init(backend, password.as_bytes(), InitOptions::default(), OpenOptions::default()).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    println!("repository {} at {}", repo.id().short(), repo.location());
 
-    // 1. Create a repository (a local directory here; "s3:bucket/prefix" works the same).
-    let backend = Backend::open(location, &BackendOptions { create: true, ..Default::default() })?;
-    let repo = Repository::init(backend.clone(), password, InitOptions::default(), OpenOptions::default()).await?;
-    println!("created repository {} at {}", repo.id().short(), repo.location());
+    // One snapshot of this crate's source directory. The session chooses the
+    // parent snapshot (the latest of the same paths), so a second run reads
+    // no unchanged file.
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut session =
+        repo.begin_snapshot(SnapshotOptions { tags: vec!["example".into()], ..Default::default() }).await?;
+    session.add_paths(std::slice::from_ref(&source), &FileOptions::default()).await?;
+    let committed = session.commit().await?;
+    let id = committed.id.ok_or("a real session returns an id")?;
+    let s = &committed.summary;
+    println!(
+        "snapshot {}: {} new, {} changed, {} unchanged files; {} bytes added",
+        id.short(),
+        s.files_new,
+        s.files_changed,
+        s.files_unchanged,
+        s.bytes_added
+    );
 
-    // 2. Chunk a file with the repository's keyed chunker and store its chunks.
-    let source = std::fs::File::open(file!()).or_else(|_| std::fs::File::open("crates/repo/examples/embed.rs"))?;
-    let writer = Writer::new(&repo, Arc::new(repo.load_index().await?))?;
-    let mut chunk_ids = Vec::new();
-    for chunk in repo.chunker().stream(source) {
-        let chunk = chunk?;
-        chunk_ids.push(writer.add_blob(BlobType::Data, &chunk.data).await?);
+    // Read lib.rs back from the snapshot and compare it with the original.
+    let snapshot = repo.read_snapshot(&id).await?;
+    let loader = TreeLoader::new(&repo, Arc::new(repo.load_index().await?), tokio::runtime::Handle::current());
+    let restored = tokio::task::spawn_blocking(move || -> cairn_repo::Result<Vec<u8>> {
+        let node = loader.resolve(&snapshot, "lib.rs")?;
+        let mut bytes = Vec::new();
+        loader
+            .content(&node)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::Io { context: "reading lib.rs from the snapshot".into(), source: e })?;
+        Ok(bytes)
+    })
+    .await??;
+    let original = std::fs::read(source.join("lib.rs"))?;
+    if restored != original {
+        return Err("lib.rs read back from the snapshot differs from the original".into());
     }
-    // A real archiver stores a tree blob listing files; here the "tree" is the id list.
-    let tree = serde_json::to_vec(&chunk_ids)?;
-    let tree_id = writer.add_blob(BlobType::Tree, &tree).await?;
-    // 3. Publish: packs, then the index, then the snapshot.
-    let snapshot_id = writer.commit(&Snapshot::new(tree_id, vec![file!().to_string()])).await?;
-    println!("snapshot {} with {} chunk(s), {:?}", snapshot_id.short(), chunk_ids.len(), writer.stats());
+    println!("lib.rs read back: {} bytes, identical to the original", restored.len());
 
-    // 4. Open again and read everything back.
-    let repo = Repository::open(backend, password, OpenOptions::default()).await?;
-    let index = repo.load_index().await?;
-    let (id, snapshot) = repo.list_snapshots().await?.pop().ok_or("no snapshot")?;
-    let ids: Vec<cairn_repo::Id> = serde_json::from_slice(&repo.read_blob(&index, &snapshot.tree).await?)?;
-    let mut restored = Vec::new();
-    for chunk in &ids {
-        restored.extend(repo.read_blob(&index, chunk).await?);
+    if temporary {
+        std::fs::remove_dir_all(&location)?;
     }
-    let original = std::fs::read(file!()).or_else(|_| std::fs::read("crates/repo/examples/embed.rs"))?;
-    assert_eq!(restored, original);
-    println!("snapshot {} restored {} bytes, identical to the original", id.short(), restored.len());
-
-    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

@@ -4,6 +4,32 @@
 //! index files and snapshots on any object store. The on-disk format is
 //! specified in `FORMAT.md` at the root of the cairn source tree.
 //!
+//! A snapshot is written through a [`SnapshotSession`]: add directories,
+//! streams, command output or a [`Source`] of your own, then commit. The
+//! session picks the parent snapshot, deduplicates against the index, seals
+//! on every core and publishes packs, index files and the snapshot in that
+//! order.
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> cairn_repo::Result<()> {
+//! use cairn_repo::{Backend, BackendOptions, FileOptions, InitOptions, OpenOptions, Repository, SnapshotOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let location = dir.path().join("repo");
+//! let backend = Backend::open(location.to_str().unwrap(), &BackendOptions { create: true, ..Default::default() })?;
+//! let fast = InitOptions { kdf_memory_kib: 8 * 1024, kdf_iterations: 1, ..Default::default() };
+//! let repo = Repository::init(backend, b"correct horse", fast, OpenOptions::default()).await?;
+//!
+//! std::fs::write(dir.path().join("hello.txt"), b"hello").unwrap();
+//! let mut session = repo.begin_snapshot(SnapshotOptions::default()).await?;
+//! session.add_paths(&[dir.path().join("hello.txt")], &FileOptions::default()).await?;
+//! let committed = session.commit().await?;
+//! assert_eq!(committed.summary.files_new, 1);
+//! assert_eq!(repo.list_snapshots().await?.len(), 1);
+//! # Ok(()) }
+//! ```
+//!
 //! The crate is organised by concern, one private folder each:
 //!
 //! | folder | what |
