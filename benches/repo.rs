@@ -8,7 +8,9 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use cairn_repo::{Backend, BlobType, InitOptions, OpenOptions, Repository, Writer};
+use cairn_repo::testing::Writer;
+
+use cairn_repo::{Backend, BlobType, InitOptions, OpenOptions, Repository};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 

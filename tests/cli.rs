@@ -5,7 +5,9 @@ mod support;
 use std::path::Path;
 use std::sync::Arc;
 
-use cairn_repo::{Backend, BackendOptions, BlobType, OpenOptions, Repository, Snapshot, Writer};
+use cairn_repo::testing::Writer;
+
+use cairn_repo::{Backend, BackendOptions, BlobType, OpenOptions, Repository, Snapshot};
 use support::{Env, FAST_KDF, cairn, fails, ok, run};
 
 #[test]

@@ -626,7 +626,8 @@ fn restore_refuses_a_file_snapshot() {
 /// changed by `delta`, through the library (as a damaged or forged backup
 /// would look), and returns the new snapshot's id.
 fn tamper_row_count(env: &Env, delta: i64) -> String {
-    use cairn_repo::{Backend, BackendOptions, BlobType, OpenOptions, Repository, Writer};
+    use cairn_repo::testing::Writer;
+    use cairn_repo::{Backend, BackendOptions, BlobType, OpenOptions, Repository};
     use cairn_repo::{Extent, Tree};
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

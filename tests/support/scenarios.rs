@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use cairn_repo::testing::Writer;
+
 use cairn_repo::{
     Backend, BackendOptions, BlobType, Error, FileKind, InitOptions, OpenOptions, Repository, Snapshot, WriteOutcome,
-    Writer,
 };
 
 use super::{FAST_KDF, Service, cairn_on, fails, ok, run};

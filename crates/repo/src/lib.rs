@@ -72,7 +72,7 @@ pub use storage::cache::Cache;
 pub use storage::lease::Lease;
 
 // The format's types, as readers see them.
-pub use format::blob::{BlobType, MAX_BLOB_SIZE, SealedBlob};
+pub use format::blob::BlobType;
 pub use format::config::Config;
 pub use format::envelope::FormatError;
 pub use format::id::Id;
@@ -89,7 +89,6 @@ pub use writing::progress::{NoEvents, Progress, ProgressStatus, SessionEvents};
 pub use writing::session::{CommittedSnapshot, ParentChoice, SnapshotOptions, SnapshotSession, Source, SourceContext};
 pub use writing::store::{Content, StreamSink};
 pub use writing::tree_builder::EntryMeta;
-pub use writing::writer::{Writer, WriterStats};
 
 // Files.
 pub use files::filter::PathFilter;
@@ -105,3 +104,13 @@ pub use maintenance::retention::{
     Period as RetentionPeriod, Policy as RetentionPolicy, Verdict as RetentionVerdict, apply as apply_retention,
     parse_span,
 };
+
+/// Raw writing, for tests that craft damaged or hostile repositories and
+/// for benchmarks of the sealing path. Not part of the API: nothing written
+/// this way is checked, so it can produce a snapshot the format rejects.
+/// Programs write snapshots through [`SnapshotSession`].
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::format::blob::{MAX_BLOB_SIZE, SealedBlob};
+    pub use crate::writing::writer::{Writer, WriterStats};
+}

@@ -6,7 +6,8 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use cairn_chunker::ChunkerParams;
-use cairn_repo::{Backend, BlobType, FileKind, Id, Index, InitOptions, OpenOptions, Repository, Snapshot, Writer};
+use cairn_repo::testing::Writer;
+use cairn_repo::{Backend, BlobType, FileKind, Id, Index, InitOptions, OpenOptions, Repository, Snapshot};
 use cairn_repo::{Extent, Node, NodeKind, Tree};
 use cairn_repo::{PruneOptions, PruneReport, UnusedLimit};
 

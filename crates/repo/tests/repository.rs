@@ -9,9 +9,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cairn_chunker::ChunkerParams;
+use cairn_repo::testing::Writer;
 use cairn_repo::{
     Backend, BackendKind, BackendOptions, BlobType, Error, FileKind, Id, InitOptions, KeyKind, KeyOptions, OpenOptions,
-    Repository, RetryPolicy, Snapshot, Writer,
+    Repository, RetryPolicy, Snapshot,
 };
 use faulty::{Fault, FaultyStore, Rule};
 use object_store::memory::InMemory;
@@ -384,7 +385,7 @@ async fn a_session_that_failed_never_publishes() {
 async fn blobs_over_the_size_limit_are_refused_when_written() {
     let repo = Repository::init(Backend::memory(), b"pw", fast_init(), no_cache()).await.unwrap();
     let writer = Writer::new(&repo, Arc::new(Default::default())).unwrap();
-    let big = vec![0u8; cairn_repo::MAX_BLOB_SIZE + 1];
+    let big = vec![0u8; cairn_repo::testing::MAX_BLOB_SIZE + 1];
     let err = writer.add_blob(BlobType::Tree, &big).await.unwrap_err();
     assert!(err.to_string().contains("exceeds the limit"), "{err}");
 }

@@ -1,10 +1,7 @@
 //! `cairn tag`: rewrites snapshots with changed tags. The new snapshot
 //! records the id of the one it replaces (`original`), which is then removed.
 
-use std::sync::Arc;
-
 use anyhow::{Result, bail};
-use cairn_repo::{FileKind, Index, Writer};
 
 use crate::args::{GlobalArgs, TagArgs};
 use crate::{context, select};
@@ -22,21 +19,12 @@ pub async fn run(global: &GlobalArgs, args: TagArgs) -> Result<()> {
         v.iter().flat_map(|t| t.split(',')).map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect()
     };
     let (add, remove, set) = (split(&args.add), split(&args.remove), split(&args.set));
-    let writer = Writer::new(&repo, Arc::new(Index::default()))?;
     let mut changed = 0;
-    for (id, mut snapshot) in snapshots {
+    for (id, snapshot) in snapshots {
         let mut tags = if args.set.is_empty() { snapshot.tags.clone() } else { set.clone() };
         tags.extend(add.iter().cloned());
         tags.retain(|t| !remove.contains(t));
-        tags.sort();
-        tags.dedup();
-        if tags == snapshot.tags {
-            continue;
-        }
-        snapshot.tags = tags;
-        snapshot.extra.entry("original").or_insert_with(|| serde_json::json!(id));
-        let new_id = writer.commit(&snapshot).await?;
-        repo.backend().delete(FileKind::Snapshot, &id).await?;
+        let Some((new_id, snapshot)) = repo.set_tags(&id, &snapshot, tags).await? else { continue };
         changed += 1;
         if global.json {
             context::print_json_line(&serde_json::json!({"old": id, "new": new_id, "tags": snapshot.tags}))?;

@@ -6,4 +6,5 @@ pub(crate) mod copy;
 pub(crate) mod prune;
 pub(crate) mod repair;
 pub(crate) mod retention;
+pub(crate) mod tags;
 pub(crate) mod trash;
