@@ -1,7 +1,6 @@
 //! `cairn pg backup | restore | drill`: PostgreSQL databases (see the
 //! cairn-pgsource crate for how each works).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -11,122 +10,16 @@ use cairn_pgsource::drill::DrillReport;
 use cairn_pgsource::manifest::{CLUSTER_PATH, PATH_PREFIX, TAG};
 use cairn_pgsource::{BackupOptions, ConnSpec, DrillOptions, RestoreOptions, RestoreReport, Tools};
 use cairn_repo::{CommittedSnapshot, Id, Snapshot, SnapshotOptions, Source};
-use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
 
-use crate::args::{GlobalArgs, SnapshotFilter, split_tags};
+use crate::args::{
+    GlobalArgs, PgBackupArgs, PgCommand, PgConnArgs, PgDrillArgs, PgRestoreArgs, SnapshotFilter, split_tags,
+};
 use crate::context;
 use crate::exit;
 use crate::progress::{self, Reporter, Status};
 use crate::select;
 use crate::summary;
-
-/// PostgreSQL subcommands.
-#[derive(Debug, Subcommand)]
-pub enum PgCommand {
-    /// Back up a database: a consistent snapshot, tables copied in parallel
-    Backup(PgBackupArgs),
-    /// Restore a database snapshot into a database
-    Restore(PgRestoreArgs),
-    /// Restore into a temporary database, compare row counts, run checks, drop it
-    Drill(PgDrillArgs),
-}
-
-/// Where the server is and where its client programs are.
-#[derive(Debug, Args, Clone)]
-pub struct PgConnArgs {
-    /// Directory of pg_dump and pg_restore [default: the newest /usr/lib/postgresql/N/bin, then PATH]
-    #[arg(long, env = "CAIRN_PG_BINDIR", value_name = "DIR")]
-    pub pg_bindir: Option<PathBuf>,
-    /// Loading or copying connections at once
-    #[arg(short = 'j', long, default_value_t = 2, value_name = "N")]
-    pub jobs: usize,
-}
-
-#[derive(Debug, Args)]
-pub struct PgBackupArgs {
-    /// The database: a URL (postgresql://user@host/db), key=value pairs ("host=/run/postgresql dbname=app") or a name [default: PGHOST, PGPORT, PGUSER, PGDATABASE, ...]
-    #[arg(short = 'd', long, value_name = "CONNINFO|URL")]
-    pub dbname: Option<String>,
-    #[command(flatten)]
-    pub conn: PgConnArgs,
-    /// Only tables (and sequences, views) matching PATTERN, as pg_dump -t (repeatable)
-    #[arg(short = 't', long = "table", value_name = "PATTERN")]
-    pub tables: Vec<String>,
-    /// Leave out tables matching PATTERN, definition and data (repeatable)
-    #[arg(short = 'T', long = "exclude-table", value_name = "PATTERN")]
-    pub exclude_tables: Vec<String>,
-    /// Keep the definition of tables matching PATTERN but not their rows (repeatable)
-    #[arg(long = "exclude-table-data", value_name = "PATTERN")]
-    pub exclude_table_data: Vec<String>,
-    /// Add a tag (besides `pg`; repeatable, or comma-separated)
-    #[arg(long = "tag", value_name = "TAG")]
-    pub tags: Vec<String>,
-    /// Host name to record [default: this machine's]
-    #[arg(long, value_name = "HOST")]
-    pub host: Option<String>,
-    /// Create the repository if it does not exist
-    #[arg(long)]
-    pub init: bool,
-    /// Every database of the server (not template0/template1) plus the globals (roles, tablespaces) from pg_dumpall --globals-only; --dbname is the maintenance database [default: postgres]
-    #[arg(long, conflicts_with_all = ["tables", "exclude_tables", "exclude_table_data"])]
-    pub all_databases: bool,
-    /// With --all-databases: leave role passwords out of the globals (pg_dumpall --no-role-passwords; needed when not a superuser)
-    #[arg(long, requires = "all_databases")]
-    pub no_role_passwords: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct PgRestoreArgs {
-    /// The snapshot: an id (or unique prefix) or `latest` (of the PostgreSQL snapshots passing the filters)
-    #[arg(default_value = "latest", value_name = "SNAPSHOT")]
-    pub snapshot: String,
-    /// The target database (URL, key=value pairs or a name); with --create, the one to create. For an --all-databases snapshot: the target server's maintenance database (each database is restored under its own name)
-    #[arg(short = 'd', long, value_name = "CONNINFO|URL")]
-    pub dbname: String,
-    /// --all-databases snapshots: restore only this database (created if missing)
-    #[arg(long, value_name = "NAME")]
-    pub only_database: Option<String>,
-    /// --all-databases snapshots: do not replay the globals (roles, tablespaces)
-    #[arg(long)]
-    pub no_globals: bool,
-    /// Create the target database (from template0, with the source's encoding)
-    #[arg(short = 'C', long)]
-    pub create: bool,
-    /// Drop the snapshot's objects in the target before recreating them
-    #[arg(short = 'c', long)]
-    pub clean: bool,
-    /// Only these tables, definition and data, like pg_restore -t (repeatable)
-    #[arg(short = 't', long = "table", value_name = "PATTERN")]
-    pub tables: Vec<String>,
-    /// Do not restore object owners: everything belongs to the restoring role
-    #[arg(short = 'O', long)]
-    pub no_owner: bool,
-    #[command(flatten)]
-    pub conn: PgConnArgs,
-    #[command(flatten)]
-    pub filter: SnapshotFilter,
-}
-
-#[derive(Debug, Args)]
-pub struct PgDrillArgs {
-    /// The snapshot: an id (or unique prefix) or `latest`
-    #[arg(default_value = "latest", value_name = "SNAPSHOT")]
-    pub snapshot: String,
-    /// A database of the server to drill on, with a role that may create databases
-    #[arg(short = 'd', long, value_name = "CONNINFO|URL")]
-    pub dbname: String,
-    /// A query that must return true, or at least one row (repeatable; run in every drilled database)
-    #[arg(long = "check", value_name = "SQL")]
-    pub checks: Vec<String>,
-    /// --all-databases snapshots: drill only this database [default: every one]
-    #[arg(long, value_name = "NAME")]
-    pub only_database: Option<String>,
-    #[command(flatten)]
-    pub conn: PgConnArgs,
-    #[command(flatten)]
-    pub filter: SnapshotFilter,
-}
 
 pub async fn run(global: &GlobalArgs, command: PgCommand) -> Result<u8> {
     match command {
