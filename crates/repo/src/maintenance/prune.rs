@@ -52,17 +52,12 @@ const COMPACT_INDEX_FILES: usize = 64;
 /// Requests in flight when deleting or reading packs.
 const PARALLEL_REQUESTS: usize = 16;
 
-/// The shortest grace period prune accepts: one hour. Backups that run
-/// longer than this check, before publishing, that the packs they reused
-/// still exist. Tests may lower it with `CAIRN_TEST_MIN_GRACE_SECS`
-/// (never do that for real repositories).
-pub fn minimum_grace() -> Duration {
-    std::env::var("CAIRN_TEST_MIN_GRACE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(3600))
-}
+/// The default of [`OpenOptions::minimum_grace`](crate::OpenOptions::minimum_grace),
+/// the shortest grace period prune accepts: one hour. A backup session older
+/// than this checks, before it publishes its snapshot, that the packs it
+/// reused still exist; a shorter grace period would let a sweep delete data
+/// that a younger backup reused, without that backup noticing.
+pub const MINIMUM_GRACE: Duration = Duration::from_secs(3600);
 
 /// How much unused data prune tolerates in packs it keeps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -184,12 +179,12 @@ pub async fn prune(repo: &Repository, options: &PruneOptions, progress: &(dyn Fn
     if repo.keys().index_authenticator(b"").is_none() {
         return Err(Error::PutOnlyKey { action: "prune" });
     }
-    if options.grace < minimum_grace() {
+    if options.grace < repo.minimum_grace() {
         return Err(Error::InvalidArgument(format!(
             "a grace period of {}s is too short: at least {}s (backups running longer than the grace period \
              could lose data they reused)",
             options.grace.as_secs(),
-            minimum_grace().as_secs()
+            repo.minimum_grace().as_secs()
         )));
     }
     let lease = if options.dry_run { None } else { Some(Lease::acquire(repo.backend(), &options.owner).await?) };
