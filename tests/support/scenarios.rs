@@ -110,8 +110,13 @@ pub async fn round_trip(service: &Service) {
     }
     let snap = writer.commit(&Snapshot::new(blobs[0].0, vec!["/data".into()])).await.unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let repo =
-        Repository::open(backend.clone(), b"pw", OpenOptions { cache_dir: Some(cache.path().into()) }).await.unwrap();
+    let repo = Repository::open(
+        backend.clone(),
+        b"pw",
+        OpenOptions { cache_dir: Some(cache.path().into()), ..OpenOptions::default() },
+    )
+    .await
+    .unwrap();
     let index = repo.load_index().await.unwrap();
     assert!(index.packs().len() >= 2);
     for (id, data) in &blobs {

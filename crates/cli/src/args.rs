@@ -70,6 +70,12 @@ pub struct GlobalArgs {
     /// Only errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Lower prune's minimum grace period to SECS (and the age at which
+    /// backups check their reused packs). For tests only: on a real
+    /// repository, prune could delete data that a running backup reuses.
+    #[arg(long, env = "CAIRN_TEST_MIN_GRACE_SECS", global = true, hide = true, value_name = "SECS")]
+    pub unsafe_minimum_grace: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

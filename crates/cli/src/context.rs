@@ -66,11 +66,15 @@ pub fn backend(global: &GlobalArgs, create: bool) -> Result<Backend> {
     Ok(Backend::open(&location(global)?, &options)?)
 }
 
-/// Cache settings.
+/// Cache settings, and the minimum grace period (lowered only by tests).
 pub fn open_options(global: &GlobalArgs) -> OpenOptions {
     let cache_dir =
         if global.no_cache { None } else { global.cache_dir.clone().or_else(cairn_repo::Cache::default_base) };
-    OpenOptions { cache_dir }
+    let mut options = OpenOptions { cache_dir, ..OpenOptions::default() };
+    if let Some(secs) = global.unsafe_minimum_grace {
+        options.minimum_grace = std::time::Duration::from_secs(secs);
+    }
+    options
 }
 
 /// The password that opens the repository; for the default repository

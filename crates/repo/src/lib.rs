@@ -98,7 +98,7 @@ pub use files::restorer::{Overwrite, RestoreEvents, RestoreOptions, RestoreOutco
 // Maintenance.
 pub use maintenance::check::{CheckReport, Problem as CheckProblem, Subset as CheckSubset, check};
 pub use maintenance::copy::{CopyOutcome, copy_snapshots, shares_secret};
-pub use maintenance::prune::{DEFAULT_GRACE, PruneOptions, PruneReport, UnusedLimit, prune};
+pub use maintenance::prune::{DEFAULT_GRACE, MINIMUM_GRACE, PruneOptions, PruneReport, UnusedLimit, prune};
 pub use maintenance::repair::{IndexRebuild, SnapshotRepair, rebuild_index, repair_snapshots};
 pub use maintenance::retention::{
     Period as RetentionPeriod, Policy as RetentionPolicy, Verdict as RetentionVerdict, apply as apply_retention,

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use cairn_chunker::{Chunker, ChunkerParams, GearTable};
 use futures::{StreamExt, TryStreamExt};
@@ -54,10 +55,24 @@ impl Default for InitOptions {
 }
 
 /// Settings for [`Repository::open`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OpenOptions {
     /// Base directory of the metadata cache; `None` disables caching.
     pub cache_dir: Option<PathBuf>,
+    /// The shortest grace period [`prune`](crate::prune) accepts, and the
+    /// session age after which a [`Writer`](crate::Writer) checks that the
+    /// packs it reused still exist before publishing a snapshot. Both must
+    /// be the same for every host using the repository;
+    /// [`MINIMUM_GRACE`](crate::MINIMUM_GRACE) by default. Only tests should
+    /// lower it: a shorter value lets prune delete data that a running
+    /// backup reuses.
+    pub minimum_grace: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { cache_dir: None, minimum_grace: crate::maintenance::prune::MINIMUM_GRACE }
+    }
 }
 
 /// Settings for [`Repository::add_key`].
@@ -133,6 +148,8 @@ struct Inner {
     session_keys: Mutex<HashMap<[u8; 32], SecretKey>>,
     /// Opened from the cache because the storage refuses reads.
     write_only: bool,
+    /// [`OpenOptions::minimum_grace`].
+    minimum_grace: Duration,
 }
 
 impl std::fmt::Debug for Repository {
@@ -223,7 +240,7 @@ impl Repository {
             c.put(FileKind::Key, &key_id, &key_bytes_for_cache);
             c.set_key_hint(&key_id);
         }
-        Ok(Self::assemble(backend, config, material, key_id, cache))
+        Ok(Self::assemble(backend, config, material, key_id, cache, &open))
     }
 
     /// Opens the repository at `backend` with `password`.
@@ -287,7 +304,7 @@ impl Repository {
                         c.retain(FileKind::Key, &key_ids.iter().copied().collect());
                         c.set_key_hint(key_id);
                     }
-                    return Ok(Self::assemble(backend, config, material, *key_id, cache));
+                    return Ok(Self::assemble(backend, config, material, *key_id, cache, &options));
                 }
                 Err(KeyFileError::WrongPassword) => {}
                 Err(KeyFileError::Malformed(m)) => {
@@ -327,7 +344,7 @@ impl Repository {
             }
         };
         let config = Config::decode(&config_bytes, &material)?;
-        let mut repo = Self::assemble(backend.clone(), config, material, key_id, Some(cache));
+        let mut repo = Self::assemble(backend.clone(), config, material, key_id, Some(cache), options);
         Arc::get_mut(&mut repo.inner).expect("just built").write_only = true;
         Ok(Some(repo))
     }
@@ -345,7 +362,14 @@ impl Repository {
         self.inner.write_only
     }
 
-    fn assemble(backend: Backend, config: Config, keys: KeyMaterial, key_id: Id, cache: Option<Cache>) -> Repository {
+    fn assemble(
+        backend: Backend,
+        config: Config,
+        keys: KeyMaterial,
+        key_id: Id,
+        cache: Option<Cache>,
+        options: &OpenOptions,
+    ) -> Repository {
         let chunker = Chunker::new(config.chunker_params(), GearTable::from_secret(keys.chunker_secret()))
             .expect("config validation checked the chunker parameters");
         Repository {
@@ -358,6 +382,7 @@ impl Repository {
                 chunker,
                 session_keys: Mutex::new(HashMap::new()),
                 write_only: false,
+                minimum_grace: options.minimum_grace,
             }),
         }
     }
@@ -395,6 +420,12 @@ impl Repository {
     /// The repository's chunker (keyed with its secret gear table).
     pub fn chunker(&self) -> &Chunker {
         &self.inner.chunker
+    }
+
+    /// The shortest grace period prune accepts, and the session age after
+    /// which writers check their reused packs ([`OpenOptions::minimum_grace`]).
+    pub fn minimum_grace(&self) -> Duration {
+        self.inner.minimum_grace
     }
 
     /// The metadata cache, when enabled.

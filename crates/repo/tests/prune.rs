@@ -2,7 +2,7 @@
 //! rescue of marked data that a backup started before the mark reuses,
 //! repacking, and refusal on a damaged repository.
 
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_chunker::ChunkerParams;
@@ -11,15 +11,9 @@ use cairn_repo::{Backend, BlobType, FileKind, Id, Index, InitOptions, OpenOption
 use cairn_repo::{Extent, Node, NodeKind, Tree};
 use cairn_repo::{PruneOptions, PruneReport, UnusedLimit};
 
-fn allow_zero_grace() {
-    static ONCE: Once = Once::new();
-    // SAFETY: set once, before any prune reads it, to the same value in
-    // every test of this binary; no C code reads the environment here.
-    ONCE.call_once(|| unsafe { std::env::set_var("CAIRN_TEST_MIN_GRACE_SECS", "0") });
-}
-
+/// A repository on which prune accepts a zero grace period, so a test can
+/// mark and sweep in consecutive runs.
 async fn new_repo() -> Repository {
-    allow_zero_grace();
     let options = InitOptions {
         kdf_memory_kib: 8 * 1024,
         kdf_iterations: 1,
@@ -27,7 +21,8 @@ async fn new_repo() -> Repository {
         chunker: ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 },
         ..Default::default()
     };
-    Repository::init(Backend::memory(), b"pw", options, OpenOptions::default()).await.unwrap()
+    let open = OpenOptions { minimum_grace: Duration::ZERO, ..OpenOptions::default() };
+    Repository::init(Backend::memory(), b"pw", options, open).await.unwrap()
 }
 
 fn bytes(seed: u64, len: usize) -> Vec<u8> {

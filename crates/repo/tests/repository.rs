@@ -161,7 +161,7 @@ async fn written_blobs_and_snapshots_read_back_and_deduplicate() {
     let loc = dir.path().join("repo");
     let backend = Backend::open(loc.to_str().unwrap(), &BackendOptions { create: true, ..Default::default() }).unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let open = OpenOptions { cache_dir: Some(cache.path().to_path_buf()) };
+    let open = OpenOptions { cache_dir: Some(cache.path().to_path_buf()), ..OpenOptions::default() };
     let repo = Repository::init(backend.clone(), b"pw", fast_init(), open.clone()).await.unwrap();
     // 40 blobs of 100 KiB: several 1 MiB packs.
     let (snap_id, blobs) = write_sample(&repo, 40, 100 * 1024).await;
@@ -421,7 +421,7 @@ async fn a_newer_format_version_asks_for_an_upgrade() {
 async fn write_only_credentials_can_back_up_from_the_cache() {
     let (backend, store) = faulty_backend();
     let cache = tempfile::tempdir().unwrap();
-    let with_cache = || OpenOptions { cache_dir: Some(cache.path().to_path_buf()) };
+    let with_cache = || OpenOptions { cache_dir: Some(cache.path().to_path_buf()), ..OpenOptions::default() };
     // `init` fills the cache with what a write-only client needs.
     Repository::init(backend.clone(), b"pw", fast_init(), with_cache()).await.unwrap();
 
@@ -460,7 +460,7 @@ async fn copy_into_a_write_only_destination() {
     let src = Repository::init(src_backend, b"pw", fast_init(), no_cache()).await.unwrap();
     let (backend, store) = faulty_backend();
     let cache = tempfile::tempdir().unwrap();
-    let with_cache = || OpenOptions { cache_dir: Some(cache.path().to_path_buf()) };
+    let with_cache = || OpenOptions { cache_dir: Some(cache.path().to_path_buf()), ..OpenOptions::default() };
     let mut from = fast_init();
     from.master = src.keys().master().cloned();
     from.chunker = src.config().chunker_params();

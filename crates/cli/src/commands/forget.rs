@@ -81,6 +81,19 @@ fn group_label(key: &GroupKey, by: GroupBy) -> String {
     if parts.is_empty() { "all snapshots".into() } else { parts.join(", ") }
 }
 
+/// Refuses a group's verdicts when the policy keeps fewer than `min_keep`
+/// of its snapshots: a policy that removes almost everything is more likely
+/// a mistake (a wrong `--group-by`, a typo in a tag) than a wish.
+fn check_min_keep(label: &str, verdicts: &[Verdict], min_keep: usize) -> Result<()> {
+    let kept = verdicts.iter().filter(|v| v.keep).count();
+    if kept < min_keep {
+        bail!(
+            "{label}: the policy would keep {kept} snapshot(s), fewer than --min-keep {min_keep}; nothing was removed"
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
     let by = group_by(&args.group_by)?;
     let policy = policy(&args)?;
@@ -120,13 +133,8 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
         } else {
             cairn_repo::apply_retention(&policy, group, &tz)?
         };
-        let kept = verdicts.iter().filter(|v| v.keep).count();
-        if !explicit && kept < args.min_keep {
-            bail!(
-                "{}: the policy would keep {kept} snapshot(s), fewer than --min-keep {}; nothing was removed",
-                group_label(key, by),
-                args.min_keep
-            );
+        if !explicit {
+            check_min_keep(&group_label(key, by), &verdicts, args.min_keep)?;
         }
         // Verdicts are of this group's snapshots, one each.
         let by_id: std::collections::HashMap<Id, &Snapshot> = group.iter().map(|(id, s)| (*id, s)).collect();
@@ -195,4 +203,36 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
         context::print_json(&doc)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_keep_table() {
+        let verdicts = |keep: &[bool]| -> Vec<Verdict> {
+            keep.iter()
+                .enumerate()
+                .map(|(i, &keep)| Verdict { id: Id([i as u8; 32]), keep, reasons: Vec::new() })
+                .collect()
+        };
+        // (kept flags, --min-keep, accepted)
+        let cases: &[(&[bool], usize, bool)] = &[
+            (&[false, false], 0, true),
+            (&[], 0, true),
+            (&[], 1, false),
+            (&[true, false, false], 1, true),
+            (&[true, false, true], 2, true),
+            (&[true, false, false], 2, false),
+            (&[true, true], 3, false),
+        ];
+        for &(keep, min_keep, accepted) in cases {
+            let result = check_min_keep("host h", &verdicts(keep), min_keep);
+            assert_eq!(result.is_ok(), accepted, "{keep:?} with --min-keep {min_keep}");
+            if let Err(e) = result {
+                assert!(e.to_string().starts_with("host h: the policy would keep"), "{e}");
+            }
+        }
+    }
 }

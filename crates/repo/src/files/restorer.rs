@@ -15,6 +15,10 @@
 //!
 //! Hard links are made after the data phase, and directory metadata last,
 //! deepest first, so writing into a directory does not change its times.
+//!
+//! The decisions (selection by the patterns, the overwrite policy, where
+//! blobs go, how packs are read) are pure functions in `plan`; this module
+//! does the file-system and storage I/O around them.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -30,10 +34,13 @@ use crate::files::filter::PathFilter;
 use crate::files::fsmeta::{self, Attrs, OwnerPolicy, Owners};
 use crate::format::blob::BlobScratch;
 use crate::format::id::Id;
-use crate::format::index::{BlobLocation, PackInfo};
 use crate::format::tree::{Extent, Node, NodeKind};
 use crate::storage::backend::FileKind;
 use crate::view::TreeLoader;
+
+mod plan;
+
+use plan::{Action, Selection};
 
 /// What to do about entries that already exist in the target.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -286,12 +293,15 @@ impl Planner<'_> {
         let path = join(self.target, rel);
         if !self.options.dry_run {
             if let Ok(meta) = std::fs::symlink_metadata(&path) {
-                if !meta.is_dir() {
-                    if self.options.overwrite == Overwrite::Never {
+                match plan::overwrite_for_directory(self.options.overwrite, fsmeta::kind_of(&meta)) {
+                    Action::Merge => {}
+                    Action::Keep => {
                         self.outcome.skipped += 1;
                         return false;
                     }
-                    let _ = std::fs::remove_file(&path);
+                    Action::Replace => {
+                        let _ = std::fs::remove_file(&path);
+                    }
                 }
             }
             if let Err(e) = std::fs::create_dir(&path) {
@@ -307,10 +317,11 @@ impl Planner<'_> {
     }
 
     fn visit(&mut self, rel: &[u8], node: &Node) -> Result<bool> {
-        if self.options.excludes.matches_self_or_ancestor(rel) {
-            return Ok(false);
-        }
-        let included = self.options.includes.is_empty() || self.options.includes.matches_self_or_ancestor(rel);
+        let included = match plan::select(&self.options.includes, &self.options.excludes, rel) {
+            Selection::Excluded => return Ok(false),
+            Selection::NotIncluded => false,
+            Selection::Included => true,
+        };
         if node.kind == NodeKind::Dir {
             self.dirs.push((rel.to_vec(), Attrs::of(node, &self.owners, self.policy)));
             if included {
@@ -378,28 +389,30 @@ impl Planner<'_> {
     /// false to leave it alone.
     fn make_room(&mut self, dest: &Path, node: &Node) -> bool {
         use std::os::unix::fs::MetadataExt;
-        let Ok(existing) = std::fs::symlink_metadata(dest) else { return true };
-        let same = fsmeta::kind_of(&existing) == node.kind
-            && match node.kind {
-                NodeKind::File => {
-                    existing.size() == node.size
-                        && existing.mtime() == node.mtime.secs
-                        && existing.mtime_nsec() == node.mtime.nanos as i64
-                }
-                NodeKind::Symlink => {
-                    std::fs::read_link(dest).map(|t| t.as_os_str().as_bytes() == node.link_target).unwrap_or(false)
-                }
-                _ => false,
-            };
-        match self.options.overwrite {
-            Overwrite::Never => return false,
-            Overwrite::IfChanged if same => return false,
-            _ => {}
+        let Ok(meta) = std::fs::symlink_metadata(dest) else { return true };
+        let kind = fsmeta::kind_of(&meta);
+        // The link is read only when it could match.
+        let link_target = (kind == NodeKind::Symlink && node.kind == NodeKind::Symlink)
+            .then(|| std::fs::read_link(dest).ok().map(|t| t.as_os_str().as_bytes().to_vec()))
+            .flatten();
+        let existing = plan::Existing {
+            kind,
+            size: meta.size(),
+            mtime_secs: meta.mtime(),
+            mtime_nanos: meta.mtime_nsec(),
+            link_target,
+        };
+        match plan::overwrite(self.options.overwrite, &existing, node) {
+            Action::Keep => return false,
+            // Directories are not restored through here; were one, it
+            // would be restored into the existing one.
+            Action::Merge => return true,
+            Action::Replace => {}
         }
         if self.options.dry_run {
             return true;
         }
-        let removed = if existing.is_dir() { std::fs::remove_dir_all(dest) } else { std::fs::remove_file(dest) };
+        let removed = if meta.is_dir() { std::fs::remove_dir_all(dest) } else { std::fs::remove_file(dest) };
         if let Err(e) = removed {
             self.warn(dest, &format!("cannot replace the existing entry: {e}"));
             return false;
@@ -416,8 +429,8 @@ impl Planner<'_> {
             }
             self.hardlinks.insert(key, dest.clone());
         }
-        let blobs = node.content.iter().filter(|e| matches!(e, Extent::Blob { .. })).count() as u32;
-        if blobs == 0 {
+        let uses = plan::blob_uses(&node.content);
+        if uses.is_empty() {
             // Empty, or only holes: nothing to download.
             self.outcome.files += 1;
             if !self.options.dry_run {
@@ -438,18 +451,16 @@ impl Planner<'_> {
             return;
         }
         let index = self.files.len() as u32;
-        let mut offset = 0u64;
-        for extent in &node.content {
-            if let Extent::Blob { id, offset: blob_offset, length } = *extent {
-                self.needs.entry(id).or_default().push(Use { file: index, file_offset: offset, blob_offset, length });
-            }
-            offset += extent.len();
+        let blobs = uses.len() as u32;
+        for u in uses {
+            let (file_offset, blob_offset, length) = (u.file_offset, u.blob_offset, u.length);
+            self.needs.entry(u.id).or_default().push(Use { file: index, file_offset, blob_offset, length });
         }
         self.files.push(PlannedFile {
             dest,
             attrs: Attrs::of(node, &self.owners, self.policy),
             size: node.size,
-            tail_hole: matches!(node.content.last(), Some(Extent::Hole { .. })),
+            tail_hole: plan::ends_with_hole(&node.content),
             content: self.options.verify.then(|| node.content.clone()),
             remaining: AtomicU32::new(blobs),
             failed: AtomicBool::new(false),
@@ -469,10 +480,8 @@ impl Planner<'_> {
                     continue;
                 }
                 let child_rel = [rel.as_slice(), b"/", name.as_bytes()].concat();
-                if self.options.excludes.matches_self_or_ancestor(&child_rel)
-                    || (!self.options.includes.is_empty()
-                        && !self.options.includes.matches_self_or_ancestor(&child_rel))
-                {
+                // Only what this restore covers is removed.
+                if plan::select(&self.options.includes, &self.options.excludes, &child_rel) != Selection::Included {
                     continue;
                 }
                 let child = entry.path();
@@ -496,20 +505,6 @@ fn create_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)
 }
 
-/// A range of one pack to read, with the blobs in it.
-struct PackRun<'i> {
-    pack: &'i PackInfo,
-    start: u64,
-    end: u64,
-    blobs: Vec<(Id, BlobLocation)>,
-}
-
-/// Unneeded bytes between two needed blobs that are still read rather
-/// than starting a new request.
-const MAX_GAP: u64 = 1 << 20;
-/// Longest single read (a worker holds one at a time).
-const MAX_RUN: u64 = 4 << 20;
-
 #[derive(Default)]
 struct DataStats {
     bytes: u64,
@@ -527,35 +522,12 @@ struct DataPhase<'a> {
 
 impl DataPhase<'_> {
     fn run(&self, needs: HashMap<Id, Vec<Use>>) -> Result<DataStats> {
-        let index = self.loader.index().clone();
         let mut stats = DataStats::default();
-        let mut by_pack: HashMap<u32, Vec<(Id, BlobLocation)>> = HashMap::new();
-        for id in needs.keys() {
-            match index.get(id) {
-                Some((_, loc)) => by_pack.entry(loc.pack).or_default().push((*id, loc)),
-                None => self.fail_uses(&needs[id], &format!("blob {id} is not in the repository index")),
-            }
+        let reads = plan::plan_reads(needs.keys(), self.loader.index());
+        for id in &reads.missing {
+            self.fail_uses(&needs[id], &format!("blob {id} is not in the repository index"));
         }
-        let mut runs = Vec::new();
-        for (pack, mut blobs) in by_pack {
-            let info = &index.packs()[pack as usize];
-            blobs.sort_by_key(|(_, loc)| loc.offset);
-            let mut run: Option<PackRun<'_>> = None;
-            for (id, loc) in blobs {
-                let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
-                match &mut run {
-                    Some(r) if start <= r.end + MAX_GAP && end - r.start <= MAX_RUN => {
-                        r.end = r.end.max(end);
-                        r.blobs.push((id, loc));
-                    }
-                    _ => {
-                        runs.extend(run.take());
-                        run = Some(PackRun { pack: info, start, end, blobs: vec![(id, loc)] });
-                    }
-                }
-            }
-            runs.extend(run);
-        }
+        let runs = reads.runs;
         let workers = match self.options.workers {
             // A local disk gains nothing from more readers than cores; object
             // stores need requests in flight to hide their latency.
@@ -591,7 +563,7 @@ impl DataPhase<'_> {
 
     fn process_run(
         &self,
-        run: &PackRun<'_>,
+        run: &plan::ReadRun,
         needs: &HashMap<Id, Vec<Use>>,
         stats: &mut DataStats,
         (bytes, scratch): &mut (Vec<u8>, BlobScratch),
@@ -608,7 +580,7 @@ impl DataPhase<'_> {
         for (id, loc) in &run.blobs {
             let from = (loc.offset as u64 - run.start) as usize;
             let sealed = &bytes[from..from + loc.length as usize];
-            let data = match repo.open_blob_into(run.pack, loc, id, sealed, scratch) {
+            let data = match repo.open_blob_into(&run.pack, loc, id, sealed, scratch) {
                 Ok(d) => d,
                 Err(e) => {
                     self.fail_uses(&needs[id], &e.to_string());

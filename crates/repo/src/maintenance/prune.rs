@@ -22,6 +22,10 @@
 //! Every step is idempotent, so an interrupted prune is finished by the next
 //! one. Memory is bounded by the index: the used-blob set and one entry per
 //! pack.
+//!
+//! What to rescue, sweep, keep, repack and mark is decided by the pure
+//! functions of `plan` (tested there as tables); this module does the
+//! reading, walking, writing and deleting around them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -41,6 +45,10 @@ use crate::storage::backend::FileKind;
 use crate::storage::lease::Lease;
 use crate::writing::writer::Writer;
 
+mod plan;
+
+use plan::{LateIndex, MarkInputs, MarkPlan, Pack, RecordSweep};
+
 /// The grace period when none is given: a day, so that any backup that
 /// runs daily finishes well within it.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -52,17 +60,12 @@ const COMPACT_INDEX_FILES: usize = 64;
 /// Requests in flight when deleting or reading packs.
 const PARALLEL_REQUESTS: usize = 16;
 
-/// The shortest grace period prune accepts: one hour. Backups that run
-/// longer than this check, before publishing, that the packs they reused
-/// still exist. Tests may lower it with `CAIRN_TEST_MIN_GRACE_SECS`
-/// (never do that for real repositories).
-pub fn minimum_grace() -> Duration {
-    std::env::var("CAIRN_TEST_MIN_GRACE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(3600))
-}
+/// The default of [`OpenOptions::minimum_grace`](crate::OpenOptions::minimum_grace),
+/// the shortest grace period prune accepts: one hour. A backup session older
+/// than this checks, before it publishes its snapshot, that the packs it
+/// reused still exist; a shorter grace period would let a sweep delete data
+/// that a younger backup reused, without that backup noticing.
+pub const MINIMUM_GRACE: Duration = Duration::from_secs(3600);
 
 /// How much unused data prune tolerates in packs it keeps.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -184,12 +187,12 @@ pub async fn prune(repo: &Repository, options: &PruneOptions, progress: &(dyn Fn
     if repo.keys().index_authenticator(b"").is_none() {
         return Err(Error::PutOnlyKey { action: "prune" });
     }
-    if options.grace < minimum_grace() {
+    if options.grace < repo.minimum_grace() {
         return Err(Error::InvalidArgument(format!(
             "a grace period of {}s is too short: at least {}s (backups running longer than the grace period \
              could lose data they reused)",
             options.grace.as_secs(),
-            minimum_grace().as_secs()
+            repo.minimum_grace().as_secs()
         )));
     }
     let lease = if options.dry_run { None } else { Some(Lease::acquire(repo.backend(), &options.owner).await?) };
@@ -200,13 +203,6 @@ pub async fn prune(repo: &Repository, options: &PruneOptions, progress: &(dyn Fn
         lease.release().await;
     }
     result.map(|()| report)
-}
-
-/// A pack as prune sees it.
-struct Pack {
-    entry: IndexedPack,
-    /// Listed by an authenticated index file.
-    trusted: bool,
 }
 
 struct Run<'a> {
@@ -236,37 +232,8 @@ impl Run<'_> {
         let snapshots = repo.list_snapshots().await?;
         let loaded = repo.load_index_files().await?;
         let records = self.load_records().await?;
-        let superseded: HashSet<Id> = loaded
-            .files
-            .iter()
-            .filter(|(_, f)| f.authenticated)
-            .flat_map(|(_, f)| f.supersedes.iter().copied())
-            .collect();
-        let file_supersedes: HashMap<Id, Vec<Id>> = loaded
-            .files
-            .iter()
-            .map(|(id, f)| (*id, if f.authenticated { f.supersedes.clone() } else { vec![] }))
-            .collect();
-        let mut known_files: HashSet<Id> = loaded.files.iter().map(|(id, _)| *id).collect();
-        known_files.extend(loaded.unreadable_superseded.iter().copied());
-        let mut live: Vec<Id> = Vec::new();
-        let mut retired: Vec<Id> = loaded.unreadable_superseded.clone();
-        let mut current: HashMap<Id, Pack> = HashMap::new();
-        for (id, file) in loaded.files {
-            if superseded.contains(&id) {
-                retired.push(id);
-                continue;
-            }
-            live.push(id);
-            for entry in file.packs {
-                match current.get(&entry.id) {
-                    Some(p) if p.trusted || !file.authenticated => {}
-                    _ => {
-                        current.insert(entry.id, Pack { entry, trusted: file.authenticated });
-                    }
-                }
-            }
-        }
+        let plan::IndexState { packs: mut current, live, retired, known_files, supersedes } =
+            plan::index_state(loaded.files, loaded.unreadable_superseded);
 
         (self.progress)(&format!("walking the trees of {} snapshots", snapshots.len()));
         let mut walk_index = Index::default();
@@ -290,9 +257,8 @@ impl Run<'_> {
         // is the few requests between here and the deletions.
         let now = now_unix();
         let grace = self.options.grace.as_secs() as i64;
-        let mut recent: HashSet<Id> = HashSet::new();
-        let mut recent_blobs: HashSet<Id> = HashSet::new();
-        if records.iter().any(|(_, r)| now - r.marked_at >= grace) {
+        let mut late_index = LateIndex::default();
+        if records.iter().any(|(_, r)| plan::due(r, now, grace)) {
             let late = self.late_snapshots(&walked).await?;
             let mut index = Arc::try_unwrap(walk_index).unwrap_or_else(|shared| (*shared).clone());
             for id in repo.backend().list(FileKind::Index).await?.into_iter().map(|(id, _)| id) {
@@ -302,8 +268,8 @@ impl Run<'_> {
                 let file = repo.read_index_file(&id).await?;
                 for pack in &file.packs {
                     index.add_pack(pack, file.authenticated);
-                    recent.insert(pack.id);
-                    recent_blobs.extend(pack.blobs.iter().map(|b| b.id));
+                    late_index.packs.insert(pack.id);
+                    late_index.blobs.extend(pack.blobs.iter().map(|b| b.id));
                 }
             }
             self.report.snapshots += late.len();
@@ -311,23 +277,10 @@ impl Run<'_> {
         }
         self.report.blobs_used = used.len();
 
-        // 2. Rescue marked packs that a snapshot needs.
-        let mut current_blobs: HashSet<Id> =
-            current.values().flat_map(|p| p.entry.blobs.iter().map(|b| b.id)).collect();
-        current_blobs.extend(recent_blobs);
-        // A pack can sit in two records (rescued, then marked again) and be
-        // gone already: only packs still in storage can be rescued.
+        // 2. Rescue marked packs that a snapshot needs (only those still in
+        //    storage can be).
         let present: HashSet<Id> = repo.backend().list(FileKind::Pack).await?.into_iter().map(|(id, _)| id).collect();
-        let mut rescue = Vec::new();
-        for (_, record) in &records {
-            for pack in record.content.packs.iter().filter(|p| present.contains(&p.id)) {
-                let needed = pack.blobs.iter().any(|b| used.contains(&b.id) && !current_blobs.contains(&b.id));
-                if needed && !current.contains_key(&pack.id) && !recent.contains(&pack.id) {
-                    current_blobs.extend(pack.blobs.iter().map(|b| b.id));
-                    rescue.push(pack.clone());
-                }
-            }
-        }
+        let rescue = plan::rescue(&records, &current, &late_index, &used, &present);
         self.report.packs_rescued = rescue.len();
         if !rescue.is_empty() && !self.options.dry_run {
             (self.progress)(&format!("rescuing {} marked packs that snapshots need", rescue.len()));
@@ -338,26 +291,35 @@ impl Run<'_> {
             current.insert(entry.id, Pack { entry, trusted: false });
         }
         // Packs some index lists now: never deleted by a sweep.
-        let indexed: HashSet<Id> = current.keys().chain(recent.iter()).copied().collect();
+        let indexed: HashSet<Id> = current.keys().chain(late_index.packs.iter()).copied().collect();
 
         // 3. Sweep deletion records older than the grace period, oldest
-        //    first (a later record may retire the index file that
-        //    supersedes an earlier record's files).
-        let mut in_records: HashSet<Id> = HashSet::new();
-        let mut marked_elsewhere: HashSet<Id> = HashSet::new();
-        for (id, record) in &records {
-            in_records.extend(record.content.supersedes.iter().copied());
-            if now - record.marked_at < grace {
-                self.report.records_pending += 1;
-                marked_elsewhere.extend(record.content.packs.iter().map(|p| p.id));
-                continue;
-            }
-            self.sweep(id, record, &indexed, &live, &file_supersedes).await?;
+        //    first.
+        let sweep = plan::sweep(&records, now, grace, &indexed, &live, &supersedes);
+        self.report.records_pending = sweep.pending;
+        for record in &sweep.sweeps {
+            self.sweep(record).await?;
         }
 
         // 4. Mark (packs indexed since the listing are left to the next run).
-        marked_elsewhere.extend(recent);
-        self.mark(current, &used, live, retired, &in_records, &marked_elsewhere).await
+        let mut marked_elsewhere = sweep.marked_elsewhere;
+        marked_elsewhere.extend(late_index.packs);
+        let listed: HashMap<Id, crate::storage::backend::ListedObject> =
+            repo.backend().list_objects(FileKind::Pack).await?.into_iter().map(|o| (o.id, o)).collect();
+        let plan = plan::mark(MarkInputs {
+            current,
+            listed: &listed,
+            used: &used,
+            live: &live,
+            retired,
+            in_records: &sweep.in_records,
+            marked_elsewhere: &marked_elsewhere,
+            now: now_unix(),
+            grace,
+            max_unused: self.options.max_unused,
+            max_repack_bytes: self.options.max_repack_bytes,
+        })?;
+        self.mark(plan, live).await
     }
 
     /// Snapshots listed now that the walk did not see (forgotten ones are
@@ -405,36 +367,23 @@ impl Run<'_> {
         Ok(records)
     }
 
-    /// Deletes what `record` marked: packs no index lists any more, then
-    /// the index files it retired (those no live file still needs), then
-    /// the record itself.
-    async fn sweep(
-        &mut self,
-        id: &Id,
-        record: &TrashRecord,
-        indexed: &HashSet<Id>,
-        live: &[Id],
-        file_supersedes: &HashMap<Id, Vec<Id>>,
-    ) -> Result<()> {
-        let packs: Vec<(Id, u64)> =
-            record.content.packs.iter().filter(|p| !indexed.contains(&p.id)).map(|p| (p.id, p.size)).collect();
-        // An index file the record retired is deleted only once superseded
-        // (the marking run may have stopped before writing its
-        // replacement), and never before a file it supersedes itself.
-        let live: HashSet<&Id> = live.iter().collect();
-        let files: Vec<Id> = record.content.supersedes.iter().filter(|f| !live.contains(f)).copied().collect();
+    /// Deletes what a record marked ([`plan::sweep`]): its packs no index
+    /// lists any more, then the index files it retired that are no longer
+    /// live (in dependency order), then the record itself.
+    async fn sweep(&mut self, sweep: &RecordSweep) -> Result<()> {
+        let pack_bytes = sweep.packs.iter().map(|p| p.1).sum::<u64>();
         self.report.records_swept += 1;
         if self.options.dry_run {
-            self.report.packs_deleted += packs.len();
-            self.report.bytes_deleted += packs.iter().map(|p| p.1).sum::<u64>();
-            self.report.index_files_deleted += files.len();
+            self.report.packs_deleted += sweep.packs.len();
+            self.report.bytes_deleted += pack_bytes;
+            self.report.index_files_deleted += sweep.index_files.len();
             return Ok(());
         }
-        (self.progress)(&format!("deleting {} packs marked {}s ago", packs.len(), now_unix() - record.marked_at));
+        (self.progress)(&format!("deleting {} packs marked {}s ago", sweep.packs.len(), now_unix() - sweep.marked_at));
         self.ensure_lease()?;
         let backend = self.repo.backend();
         let lease = self.lease;
-        futures::stream::iter(packs.iter())
+        futures::stream::iter(sweep.packs.iter())
             .map(|(pack, _)| async move {
                 lease.map_or(Ok(()), Lease::ensure)?;
                 backend.delete(FileKind::Pack, pack).await
@@ -442,168 +391,54 @@ impl Run<'_> {
             .buffer_unordered(PARALLEL_REQUESTS)
             .try_collect::<Vec<()>>()
             .await?;
-        self.report.packs_deleted += packs.len();
-        self.report.bytes_deleted += packs.iter().map(|p| p.1).sum::<u64>();
-        let mut remaining: HashSet<Id> = files.iter().copied().collect();
-        while !remaining.is_empty() {
-            let ready: Vec<Id> = remaining
-                .iter()
-                .filter(|f| {
-                    file_supersedes.get(f).is_none_or(|subs| subs.iter().all(|s| !remaining.contains(s) || s == *f))
-                })
-                .copied()
-                .collect();
-            // A cycle cannot be built from content-addressed files; if one
-            // shows up anyway, delete the rest together.
-            let batch = if ready.is_empty() { remaining.iter().copied().collect() } else { ready };
+        self.report.packs_deleted += sweep.packs.len();
+        self.report.bytes_deleted += pack_bytes;
+        for batch in &sweep.index_batches {
             self.ensure_lease()?;
             futures::stream::iter(batch.iter())
                 .map(|f| backend.delete(FileKind::Index, f))
                 .buffer_unordered(PARALLEL_REQUESTS)
                 .try_collect::<Vec<()>>()
                 .await?;
-            for f in &batch {
-                remaining.remove(f);
-            }
             self.report.index_files_deleted += batch.len();
         }
-        backend.delete(FileKind::Trash, id).await
+        backend.delete(FileKind::Trash, &sweep.record).await
     }
 
-    async fn mark(
-        &mut self,
-        current: HashMap<Id, Pack>,
-        used: &HashSet<Id>,
-        live: Vec<Id>,
-        retired: Vec<Id>,
-        in_records: &HashSet<Id>,
-        marked_elsewhere: &HashSet<Id>,
-    ) -> Result<()> {
+    /// Carries out a [`plan::mark`]: reports it, and unless it is a dry run
+    /// or there is nothing to write, copies the blobs of the packs to
+    /// repack, writes the deletion record, then the index files of the
+    /// packs that stay, superseding the `live` files.
+    async fn mark(&mut self, plan: MarkPlan, live: Vec<Id>) -> Result<()> {
         let repo = self.repo;
-        let listed: HashMap<Id, crate::storage::backend::ListedObject> =
-            repo.backend().list_objects(FileKind::Pack).await?.into_iter().map(|o| (o.id, o)).collect();
-
-        // Give every used blob one home: trusted packs first.
-        let mut order: Vec<&Pack> = current.values().collect();
-        order.sort_by_key(|p| (!p.trusted, p.entry.id));
-        let mut homed: HashSet<Id> = HashSet::new();
-        let mut missing_needed = None;
-        struct Usage<'p> {
-            pack: &'p Pack,
-            used_bytes: u64,
-            unused_bytes: u64,
-            used: Vec<usize>,
-        }
-        let mut usages: Vec<Usage> = Vec::new();
-        for pack in order {
-            if !listed.contains_key(&pack.entry.id) {
-                continue;
-            }
-            let mut u = Usage { pack, used_bytes: 0, unused_bytes: 0, used: Vec::new() };
-            for (i, b) in pack.entry.blobs.iter().enumerate() {
-                if used.contains(&b.id) && homed.insert(b.id) {
-                    u.used_bytes += b.length as u64;
-                    u.used.push(i);
-                } else {
-                    u.unused_bytes += b.length as u64;
-                }
-            }
-            usages.push(u);
-        }
-        for pack in current.values().filter(|p| !listed.contains_key(&p.entry.id)) {
-            match pack.entry.blobs.iter().find(|b| used.contains(&b.id) && !homed.contains(&b.id)) {
-                Some(b) => missing_needed = Some((pack.entry.id, b.id)),
-                None => self.report.missing_packs_dropped += 1,
-            }
-        }
-        if let Some((pack, blob)) = missing_needed {
-            return Err(Error::DamagedForPrune(format!(
-                "pack {} is listed in the index but missing from storage, and snapshots need blob {blob} from it",
-                FileKind::Pack.relative_path(&pack)
-            )));
-        }
-        self.report.packs = current.len();
-        self.report.bytes = current.values().map(|p| p.entry.size).sum();
-
-        // Fully unused packs go; partly used ones may be repacked.
-        let mut doomed: Vec<IndexedPack> = Vec::new();
-        let mut partly: Vec<&Usage> = Vec::new();
-        let mut kept_bytes = 0u64;
-        for u in &usages {
-            if u.used.is_empty() {
-                doomed.push(u.pack.entry.clone());
-            } else {
-                kept_bytes += u.pack.entry.size;
-                if u.unused_bytes > 0 {
-                    partly.push(u);
-                }
-            }
-        }
-        let mut unused_kept: u64 = partly.iter().map(|u| u.unused_bytes).sum();
-        let limit = self.options.max_unused.bytes(kept_bytes);
-        partly.sort_by(|a, b| {
-            let ra = a.unused_bytes as f64 / a.pack.entry.size.max(1) as f64;
-            let rb = b.unused_bytes as f64 / b.pack.entry.size.max(1) as f64;
-            rb.total_cmp(&ra).then(a.pack.entry.id.cmp(&b.pack.entry.id))
-        });
-        let mut repack: Vec<&Usage> = Vec::new();
-        let mut repack_bytes = 0u64;
-        for u in partly {
-            if unused_kept <= limit {
-                break;
-            }
-            if self.options.max_repack_bytes.is_some_and(|max| repack_bytes + u.used_bytes > max) {
-                continue;
-            }
-            repack_bytes += u.used_bytes;
-            unused_kept -= u.unused_bytes;
-            repack.push(u);
-        }
-        self.report.unused_bytes_kept = unused_kept;
-
-        // Packs no index has listed for longer than the grace period: left
-        // by interrupted backups (a running backup indexes its packs within
-        // minutes, and re-indexed packs are spared by the sweep).
-        let grace = self.options.grace.as_secs() as i64;
-        let now = now_unix();
-        let mut unindexed: Vec<IndexedPack> = listed
-            .values()
-            .filter(|o| !current.contains_key(&o.id) && !marked_elsewhere.contains(&o.id))
-            .filter(|o| now - o.modified_unix >= grace && o.size <= crate::format::pack::MAX_PACK_SIZE)
-            .map(|o| IndexedPack { id: o.id, size: o.size, session_public: [0; 32], blobs: Vec::new() })
-            .collect();
-        unindexed.sort_by_key(|p| p.id);
-        let retired: Vec<Id> = retired.into_iter().filter(|f| !in_records.contains(f)).collect();
-
-        self.report.unindexed_packs_marked = unindexed.len();
-        self.report.packs_repacked = repack.len();
-        self.report.bytes_repacked = repack_bytes;
-        self.report.packs_marked = doomed.len() + repack.len() + unindexed.len();
-        self.report.bytes_marked = doomed.iter().chain(unindexed.iter()).map(|p| p.size).sum::<u64>()
-            + repack.iter().map(|u| u.pack.entry.size).sum::<u64>();
-        self.report.packs_kept = usages.len() - doomed.len() - repack.len();
-        let rewrite = self.report.packs_marked > 0
-            || self.report.missing_packs_dropped > 0
-            || !retired.is_empty()
-            || live.len() > COMPACT_INDEX_FILES;
-        if !rewrite || self.options.dry_run {
+        self.report.missing_packs_dropped = plan.missing_dropped;
+        self.report.packs = plan.packs;
+        self.report.bytes = plan.bytes;
+        self.report.unused_bytes_kept = plan.unused_bytes_kept;
+        self.report.unindexed_packs_marked = plan.unindexed.len();
+        self.report.packs_repacked = plan.repack.len();
+        self.report.bytes_repacked = plan.repack_bytes;
+        self.report.packs_marked = plan.packs_marked();
+        self.report.bytes_marked = plan.bytes_marked();
+        self.report.packs_kept = plan.packs_kept();
+        if !plan.rewrite || self.options.dry_run {
             return Ok(());
         }
 
         // Copy the used blobs of the packs to repack into new packs; the
         // writer indexes them (its own, ordinary index files).
-        if !repack.is_empty() {
-            (self.progress)(&format!("repacking {} packs ({} bytes in use)", repack.len(), repack_bytes));
+        if !plan.repack.is_empty() {
+            (self.progress)(&format!("repacking {} packs ({} bytes in use)", plan.repack.len(), plan.repack_bytes));
             let writer = Arc::new(Writer::new(repo, Arc::new(Index::default()))?);
             let lease = self.lease;
             // Opening and sealing is CPU work: one pack per core at a time.
             let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-            futures::stream::iter(repack.iter())
-                .map(|u| {
+            futures::stream::iter(plan.repack.iter())
+                .map(|r| {
                     let writer = &writer;
                     async move {
                         lease.map_or(Ok(()), Lease::ensure)?;
-                        copy_used_blobs(repo, writer, &u.pack.entry, &u.used).await
+                        copy_used_blobs(repo, writer, &r.pack, &r.used).await
                     }
                 })
                 .buffer_unordered(cores)
@@ -614,34 +449,18 @@ impl Run<'_> {
         }
 
         // Record what is to go, then publish the index without it.
-        let repacked: HashSet<Id> = repack.iter().map(|u| u.pack.entry.id).collect();
-        let mut marked: Vec<IndexedPack> = doomed;
-        marked.extend(repack.iter().map(|u| u.pack.entry.clone()));
-        marked.extend(unindexed);
-        let doomed_ids: HashSet<Id> = marked.iter().map(|p| p.id).collect();
-        let mut retiring = live.clone();
-        retiring.extend(retired);
         let writer = Writer::new(repo, Arc::new(Index::default()))?;
         self.ensure_lease()?;
         let record = TrashRecord {
             marked_at: now_unix(),
-            content: IndexFile { supersedes: retiring, packs: marked, authenticated: true },
+            content: IndexFile { supersedes: plan.retire.clone(), packs: plan.marked(), authenticated: true },
             authenticated: true,
         };
         (self.progress)(&format!("marking {} packs for deletion", record.content.packs.len()));
         writer.write_trash_record(&record).await?;
-        let (mut trusted, mut untrusted): (Vec<IndexedPack>, Vec<IndexedPack>) = (Vec::new(), Vec::new());
-        for u in &usages {
-            if doomed_ids.contains(&u.pack.entry.id) || repacked.contains(&u.pack.entry.id) {
-                continue;
-            }
-            if u.pack.trusted { &mut trusted } else { &mut untrusted }.push(u.pack.entry.clone());
-        }
-        trusted.sort_by_key(|p| p.id);
-        untrusted.sort_by_key(|p| p.id);
         self.ensure_lease()?;
-        self.report.index_files_written += writer.write_untrusted_index(untrusted).await?.len();
-        self.report.index_files_written += writer.replace_index(trusted, live).await?.len();
+        self.report.index_files_written += writer.write_untrusted_index(plan.kept_untrusted).await?.len();
+        self.report.index_files_written += writer.replace_index(plan.kept_trusted, live).await?.len();
         Ok(())
     }
 }

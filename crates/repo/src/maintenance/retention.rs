@@ -284,4 +284,156 @@ mod tests {
             assert!(parse_span(bad).is_err(), "{bad}");
         }
     }
+
+    fn policy_with(f: impl FnOnce(&mut Policy)) -> Policy {
+        let mut p = Policy::default();
+        f(&mut p);
+        p
+    }
+
+    /// Edge cases as a table: the group (time, tags), the policy, and the
+    /// times of the snapshots kept.
+    #[test]
+    fn retention_table() {
+        type Case = (&'static str, &'static [(&'static str, &'static [&'static str])], Policy, &'static [&'static str]);
+        let three: &[(&str, &[&str])] =
+            &[("2025-03-01T00:00:00Z", &[]), ("2025-03-02T00:00:00Z", &[]), ("2025-03-03T00:00:00Z", &[])];
+        let cases: Vec<Case> = vec![
+            ("an empty policy keeps nothing", three, Policy::default(), &[]),
+            (
+                "zero counts are no rules",
+                three,
+                policy_with(|p| {
+                    p.periods.insert(Period::Daily, 0);
+                }),
+                &[],
+            ),
+            ("an empty group", &[], policy_with(|p| p.last = 3), &[]),
+            (
+                "keep-last beyond the group keeps all",
+                three,
+                policy_with(|p| p.last = 10),
+                &["2025-03-01T00:00:00Z", "2025-03-02T00:00:00Z", "2025-03-03T00:00:00Z"],
+            ),
+            (
+                // The window counts back from the newest snapshot, not from
+                // now, and its start is included.
+                "keep-within includes the window's start",
+                three,
+                policy_with(|p| p.within = Some(parse_span("1d").unwrap())),
+                &["2025-03-02T00:00:00Z", "2025-03-03T00:00:00Z"],
+            ),
+            (
+                "keep-within shorter than any gap keeps only the newest",
+                three,
+                policy_with(|p| p.within = Some(parse_span("1h").unwrap())),
+                &["2025-03-03T00:00:00Z"],
+            ),
+            (
+                "periods without snapshots do not count",
+                &[("2025-01-15T00:00:00Z", &[]), ("2025-06-15T00:00:00Z", &[]), ("2025-06-16T00:00:00Z", &[])],
+                policy_with(|p| {
+                    p.periods.insert(Period::Monthly, 2);
+                }),
+                &["2025-01-15T00:00:00Z", "2025-06-16T00:00:00Z"],
+            ),
+            (
+                "hourly keeps the newest of each hour",
+                &[("2025-03-01T10:05:00Z", &[]), ("2025-03-01T10:55:00Z", &[]), ("2025-03-01T11:00:00Z", &[])],
+                policy_with(|p| {
+                    p.periods.insert(Period::Hourly, 5);
+                }),
+                &["2025-03-01T10:55:00Z", "2025-03-01T11:00:00Z"],
+            ),
+            (
+                "a tag set needs all its tags; sets are alternatives",
+                &[
+                    ("2025-03-01T00:00:00Z", &["a"]),
+                    ("2025-03-02T00:00:00Z", &["a", "b"]),
+                    ("2025-03-03T00:00:00Z", &["c"]),
+                    ("2025-03-04T00:00:00Z", &[]),
+                ],
+                policy_with(|p| p.tags = vec![vec!["a".into(), "b".into()], vec!["c".into()]]),
+                &["2025-03-02T00:00:00Z", "2025-03-03T00:00:00Z"],
+            ),
+            (
+                "rules add up",
+                &[
+                    ("2025-01-01T00:00:00Z", &["forever"]),
+                    ("2025-02-01T00:00:00Z", &[]),
+                    ("2025-03-01T00:00:00Z", &[]),
+                    ("2025-03-02T00:00:00Z", &[]),
+                ],
+                policy_with(|p| {
+                    p.last = 1;
+                    p.periods.insert(Period::Monthly, 2);
+                    p.tags = vec![vec!["forever".into()]];
+                }),
+                &["2025-01-01T00:00:00Z", "2025-02-01T00:00:00Z", "2025-03-02T00:00:00Z"],
+            ),
+        ];
+        for (name, times, policy, expected) in cases {
+            let group: Vec<_> = times.iter().map(|(t, tags)| snap(t, tags)).collect();
+            assert_eq!(kept(&policy, &group), *expected, "{name}");
+        }
+    }
+
+    fn snap_with_id(time: &str, id: u8) -> (Id, Snapshot) {
+        let (_, s) = snap(time, &[]);
+        (Id([id; 32]), s)
+    }
+
+    #[test]
+    fn ties_are_broken_by_id_whatever_the_input_order() {
+        let a = snap_with_id("2025-03-01T00:00:00Z", 1);
+        let b = snap_with_id("2025-03-01T00:00:00Z", 2);
+        let older = snap_with_id("2025-02-01T00:00:00Z", 3);
+        let last = Policy { last: 1, ..Default::default() };
+        for group in [vec![a.clone(), b.clone(), older.clone()], vec![older.clone(), b.clone(), a.clone()]] {
+            let verdicts = apply(&last, &group, &TimeZone::UTC).unwrap();
+            let order: Vec<(Id, bool)> = verdicts.iter().map(|v| (v.id, v.keep)).collect();
+            assert_eq!(order, vec![(b.0, true), (a.0, false), (older.0, false)], "newest first, then by id");
+        }
+        // Within one day, the snapshot judged first (the higher id) is the
+        // day's representative.
+        let daily = Policy { periods: [(Period::Daily, 1)].into(), ..Default::default() };
+        let verdicts = apply(&daily, &[a.clone(), b.clone()], &TimeZone::UTC).unwrap();
+        assert_eq!(verdicts.iter().filter(|v| v.keep).map(|v| v.id).collect::<Vec<_>>(), vec![b.0]);
+    }
+
+    #[test]
+    fn reasons_name_every_rule_that_keeps() {
+        let group = vec![snap("2025-03-02T00:00:00Z", &["x"]), snap("2025-03-01T00:00:00Z", &[])];
+        let policy = Policy {
+            last: 1,
+            periods: [(Period::Daily, 1)].into(),
+            within: Some(parse_span("2d").unwrap()),
+            within_periods: [(Period::Weekly, parse_span("1w").unwrap())].into(),
+            tags: vec![vec!["x".into()]],
+        };
+        let verdicts = apply(&policy, &group, &TimeZone::UTC).unwrap();
+        // Spans are shown in their ISO 8601 form.
+        assert_eq!(verdicts[0].reasons, ["last", "daily", "within P2D", "within-weekly P1W", "tag x"]);
+        // 2025-03-01 and 03-02 are in the same ISO week: only the newer one
+        // is the week's.
+        assert_eq!(verdicts[1].reasons, ["within P2D"]);
+        assert!(verdicts.iter().all(|v| v.keep));
+    }
+
+    #[test]
+    fn calendar_periods_follow_the_time_zone() {
+        // At UTC-5, 2025-03-02T03:00Z is still 1 March.
+        let group = vec![snap("2025-03-02T03:00:00Z", &[]), snap("2025-03-01T20:00:00Z", &[])];
+        let daily = Policy { periods: [(Period::Daily, 2)].into(), ..Default::default() };
+        let keep = |tz: &TimeZone| apply(&daily, &group, tz).unwrap().iter().filter(|v| v.keep).count();
+        assert_eq!(keep(&TimeZone::UTC), 2);
+        assert_eq!(keep(&TimeZone::fixed(jiff::tz::offset(-5))), 1);
+    }
+
+    #[test]
+    fn a_window_reaching_before_the_calendar_starts_is_an_error() {
+        let group = vec![snap("2025-03-01T00:00:00Z", &[])];
+        let policy = Policy { within: Some(Span::new().years(19_000)), ..Default::default() };
+        assert!(matches!(apply(&policy, &group, &TimeZone::UTC), Err(Error::InvalidArgument(_))));
+    }
 }

@@ -514,7 +514,7 @@ impl Writer {
             return Err(Error::InvalidArgument("a dry-run session cannot publish a snapshot".into()));
         }
         self.flush().await?;
-        if self.started.elapsed() >= crate::maintenance::prune::minimum_grace() {
+        if self.started.elapsed() >= self.repo.minimum_grace() {
             self.check_needed_packs().await?;
         }
         let json = serde_json::to_vec(snapshot).expect("snapshots serialize");
