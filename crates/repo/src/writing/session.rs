@@ -85,7 +85,7 @@ pub struct SnapshotOptions {
 #[async_trait::async_trait]
 pub trait Source: Send {
     /// The source's error; repository errors convert into it.
-    type Error: From<Error> + Send;
+    type Error: From<Error> + std::fmt::Display + Send;
 
     /// Stores the source's content and adds its files. Nothing is
     /// published if this fails.
@@ -356,7 +356,8 @@ impl SnapshotSession {
         Ok(())
     }
 
-    /// Backs up a source of the caller's (see [`Source`]).
+    /// Backs up a source of the caller's (see [`Source`]). If it fails, the
+    /// session fails too: [`commit`](Self::commit) refuses.
     pub async fn add_source<S: Source>(&mut self, source: &mut S) -> std::result::Result<(), S::Error> {
         self.index_loaded().await?;
         let context = SourceContext {
@@ -369,7 +370,9 @@ impl SnapshotSession {
             progress: self.progress.clone(),
         };
         if let Err(e) = source.back_up(&context).await {
-            self.store.abort();
+            // What the source stored may be half a stream: the session
+            // publishes nothing after this.
+            self.store.fail(Error::WriteSessionFailed(format!("a source failed: {e}")));
             return Err(e);
         }
         let SourceContext { store, tree, paths, tags, metadata, .. } = context;

@@ -1,0 +1,175 @@
+//! Snapshot sessions: several kinds of sources in one snapshot, what a
+//! commit refuses, failures that publish nothing, dry runs and parents.
+
+use std::path::Path;
+
+use cairn_chunker::ChunkerParams;
+use cairn_repo::{
+    Backend, CheckSubset, EntryMeta, Error, FileOptions, InitOptions, OpenOptions, ParentChoice, Repository,
+    SnapshotOptions, Source, SourceContext,
+};
+
+fn fast_init() -> InitOptions {
+    InitOptions {
+        kdf_memory_kib: 8 * 1024,
+        kdf_iterations: 1,
+        pack_size: 1024 * 1024,
+        chunker: ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 },
+        ..Default::default()
+    }
+}
+
+async fn repository() -> Repository {
+    Repository::init(Backend::memory(), b"pw", fast_init(), OpenOptions::default()).await.unwrap()
+}
+
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&seed.to_le_bytes());
+    hasher.finalize_xof().fill(&mut out);
+    out
+}
+
+/// A source that adds the given files, or fails after storing some bytes.
+struct Files {
+    files: Vec<(&'static str, Vec<u8>)>,
+    fail: bool,
+}
+
+#[async_trait::async_trait]
+impl Source for Files {
+    type Error = Error;
+    async fn back_up(&mut self, into: &SourceContext) -> Result<(), Error> {
+        for (path, data) in &self.files {
+            let content = into.store_bytes(data.clone()).await?;
+            into.add_file(path, content, &EntryMeta::file())?;
+        }
+        if self.fail {
+            return Err(Error::InvalidArgument("the source broke off".into()));
+        }
+        into.add_snapshot_path("/files");
+        into.add_tag("custom");
+        into.set_metadata("files", serde_json::json!(self.files.len()));
+        Ok(())
+    }
+}
+
+fn tree_with_files(dir: &Path) {
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("a.bin"), noise(1, 300_000)).unwrap();
+    std::fs::write(dir.join("sub/b.txt"), b"hello").unwrap();
+}
+
+async fn check_clean(repo: &Repository) {
+    let report = cairn_repo::check(repo, Some(CheckSubset::All)).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_snapshot_of_paths_a_stream_and_a_source() {
+    let repo = repository().await;
+    let dir = tempfile::tempdir().unwrap();
+    tree_with_files(&dir.path().join("tree"));
+    let options = SnapshotOptions { tags: vec!["b".into(), "a".into(), "a".into()], ..Default::default() };
+    let mut session = repo.begin_snapshot(options).await.unwrap();
+    session.add_paths(&[dir.path().join("tree")], &FileOptions::default()).await.unwrap();
+    session.add_stream("dump.sql", Box::new(std::io::Cursor::new(noise(2, 500_000)))).await.unwrap();
+    let shared = noise(3, 200_000);
+    let mut source = Files { files: vec![("files/x/y.bin", shared), ("files/z.txt", b"zzz".to_vec())], fail: false };
+    session.add_source(&mut source).await.unwrap();
+    let committed = session.commit().await.unwrap();
+
+    let id = committed.id.expect("an id");
+    let snapshot = repo.read_snapshot(&id).await.unwrap();
+    assert_eq!(snapshot, committed.snapshot);
+    assert_eq!(snapshot.tags, ["a", "b", "custom"]);
+    let tree_path = dir.path().join("tree").display().to_string();
+    assert_eq!(snapshot.paths, [tree_path.as_str(), "/dump.sql", "/files"]);
+    assert_eq!(snapshot.extra["files"], 2);
+    let s = &committed.summary;
+    assert_eq!((s.files_new, s.dirs), (2 + 1 + 2, 2 + 2), "{s:?}");
+    assert_eq!(s.total_bytes, 300_000 + 5 + 500_000 + 200_000 + 3);
+    check_clean(&repo).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_source_publishes_nothing() {
+    let repo = repository().await;
+    let mut session = repo.begin_snapshot(SnapshotOptions::default()).await.unwrap();
+    let mut source = Files { files: vec![("f", noise(4, 100_000))], fail: true };
+    let err = session.add_source(&mut source).await.unwrap_err();
+    assert!(err.to_string().contains("broke off"), "{err}");
+    let err = session.commit().await.unwrap_err();
+    assert!(matches!(err, Error::WriteSessionFailed(_)), "{err}");
+    assert!(repo.list_snapshots().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_refuses_an_empty_snapshot_and_clashing_names() {
+    let repo = repository().await;
+    let session = repo.begin_snapshot(SnapshotOptions::default()).await.unwrap();
+    let err = session.commit().await.unwrap_err();
+    assert!(err.to_string().contains("nothing was added"), "{err}");
+
+    let mut session = repo.begin_snapshot(SnapshotOptions::default()).await.unwrap();
+    session.add_stream("same", Box::new(std::io::Cursor::new(b"one".to_vec()))).await.unwrap();
+    session.add_stream("same", Box::new(std::io::Cursor::new(b"two".to_vec()))).await.unwrap();
+    let err = session.commit().await.unwrap_err();
+    assert!(err.to_string().contains("clash") && err.to_string().contains("same"), "{err}");
+    assert!(repo.list_snapshots().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_cannot_add_invalid_paths_or_a_file_twice() {
+    let repo = repository().await;
+    for (files, expected) in [
+        (vec![("../escape", b"x".to_vec())], "cannot be a path"),
+        (vec![("a//b", b"x".to_vec())], "cannot be a path"),
+        (vec![("a", b"x".to_vec()), ("a", b"y".to_vec())], "added twice"),
+        (vec![("a", b"x".to_vec()), ("a/b", b"y".to_vec())], "is a file"),
+    ] {
+        let mut session = repo.begin_snapshot(SnapshotOptions::default()).await.unwrap();
+        let err = session.add_source(&mut Files { files, fail: false }).await.unwrap_err();
+        assert!(err.to_string().contains(expected), "{err} lacks {expected:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_counts_and_writes_nothing() {
+    let repo = repository().await;
+    let options = SnapshotOptions { dry_run: true, ..Default::default() };
+    let mut session = repo.begin_snapshot(options).await.unwrap();
+    session.add_stream("s", Box::new(std::io::Cursor::new(noise(5, 400_000)))).await.unwrap();
+    let committed = session.commit().await.unwrap();
+    assert_eq!(committed.id, None);
+    assert!(committed.summary.bytes_added > 0);
+    assert!(repo.list_snapshots().await.unwrap().is_empty());
+    assert_eq!(repo.load_index().await.unwrap().blob_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_parent_is_the_latest_of_the_same_paths_unless_told_otherwise() {
+    let repo = repository().await;
+    let dir = tempfile::tempdir().unwrap();
+    tree_with_files(dir.path());
+    let backup = |parent: ParentChoice| {
+        let (repo, path) = (repo.clone(), dir.path().to_owned());
+        async move {
+            let mut session = repo.begin_snapshot(SnapshotOptions { parent, ..Default::default() }).await.unwrap();
+            session.add_paths(&[path], &FileOptions::default()).await.unwrap();
+            session.commit().await.unwrap()
+        }
+    };
+    let first = backup(ParentChoice::Latest).await;
+    assert_eq!((first.snapshot.parent, first.summary.files_new), (None, 2));
+    let second = backup(ParentChoice::Latest).await;
+    assert_eq!(second.snapshot.parent, first.id);
+    assert_eq!((second.summary.files_unchanged, second.summary.bytes_read), (2, 0));
+    let forced = backup(ParentChoice::None).await;
+    assert_eq!((forced.snapshot.parent, forced.summary.files_new), (None, 2));
+    let prefix = first.id.unwrap().to_hex()[..8].to_owned();
+    let named = backup(ParentChoice::Snapshot(prefix)).await;
+    assert_eq!(named.snapshot.parent, first.id);
+    check_clean(&repo).await;
+}
