@@ -39,5 +39,21 @@ pub fn message(e: &anyhow::Error) -> String {
             parts.push(text);
         }
     }
+    if let Some(hint) = hint(e) {
+        parts.push(hint.to_owned());
+    }
     parts.join(": ").replace('\n', " ")
+}
+
+/// What to run next, for the errors where the library cannot say it (it
+/// knows no command names).
+fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    match e.downcast_ref::<Error>()? {
+        Error::RepositoryNotFound { .. } => Some("run `cairn init` to create one there"),
+        Error::DamagedForPrune(_) => {
+            Some("run `cairn check`, then `cairn repair index` and `cairn repair snapshots`, and prune again")
+        }
+        Error::PathNotInSnapshot(_) => Some("see `cairn ls` for what it holds"),
+        _ => None,
+    }
 }

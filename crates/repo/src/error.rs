@@ -13,7 +13,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No `config` object at the location.
-    #[error("no repository at {location}: run `cairn init` to create one there")]
+    #[error("no repository at {location}")]
     RepositoryNotFound {
         /// Where we looked.
         location: String,
@@ -144,9 +144,7 @@ pub enum Error {
     LeaseLost(String),
     /// Prune refuses to run on a repository whose snapshots need data that
     /// is not there.
-    #[error(
-        "{0}. Prune changed nothing: run `cairn check`, then `cairn repair index` and `cairn repair snapshots`, and prune again"
-    )]
+    #[error("{0}. Prune changed nothing")]
     DamagedForPrune(String),
     /// A long backup reused data that a prune has deleted since.
     #[error(
@@ -167,6 +165,9 @@ pub enum Error {
         /// How it ended.
         status: String,
     },
+    /// A path that the snapshot does not hold.
+    #[error("{0} is not in the snapshot")]
+    PathNotInSnapshot(String),
     /// A caller-supplied value is not acceptable.
     #[error("{0}")]
     InvalidArgument(String),

@@ -171,7 +171,7 @@ impl std::io::Read for ContentReader<'_> {
 }
 
 fn not_found(path: &str) -> Error {
-    Error::InvalidArgument(format!("{path} is not in the snapshot (see `cairn ls` for what it holds)"))
+    Error::PathNotInSnapshot(path.to_owned())
 }
 
 /// `path` relative to the snapshot's view: an absolute source path of a

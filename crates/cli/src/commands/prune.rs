@@ -1,7 +1,7 @@
 //! `cairn prune` (and `forget --prune`): deletes unreferenced data in two
 //! phases with a grace period, so it is safe while other hosts back up.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cairn_repo::Repository;
 use cairn_repo::{PruneOptions, PruneReport, UnusedLimit};
 use indicatif::HumanBytes;
@@ -28,7 +28,8 @@ pub async fn prune_repository(
     dry_run: bool,
 ) -> Result<PruneReport> {
     let options = PruneOptions {
-        max_unused: UnusedLimit::parse(&tuning.max_unused, |s| crate::units::parse_size(s).ok())?,
+        max_unused: UnusedLimit::parse(&tuning.max_unused, |s| crate::units::parse_size(s).ok())
+            .context("--max-unused")?,
         max_repack_bytes: tuning.max_repack_size,
         grace: tuning.grace,
         dry_run,

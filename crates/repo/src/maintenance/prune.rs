@@ -88,11 +88,13 @@ impl UnusedLimit {
         if let Some(p) = text.strip_suffix('%') {
             return match p.trim().parse::<f64>() {
                 Ok(p) if (0.0..=100.0).contains(&p) => Ok(UnusedLimit::Percent(p)),
-                _ => Err(Error::InvalidArgument(format!("--max-unused {text:?}: a percentage is 0% to 100%"))),
+                _ => Err(Error::InvalidArgument(format!("{text:?}: a percentage is 0% to 100%"))),
             };
         }
         parse_size(text).map(UnusedLimit::Bytes).ok_or_else(|| {
-            Error::InvalidArgument(format!("--max-unused {text:?}: use a percentage (5%), a size (2G) or `unlimited`"))
+            Error::InvalidArgument(format!(
+                "{text:?} is not a limit: use a percentage (5%), a size (2G) or `unlimited`"
+            ))
         })
     }
 
