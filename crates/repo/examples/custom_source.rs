@@ -81,13 +81,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let password = std::env::var("CAIRN_PASSWORD").unwrap_or_else(|_| "example password".into());
     let backend = Backend::open(&location, &BackendOptions { create: true, ..Default::default() })?;
-    let repo = match Repository::open(backend.clone(), password.as_bytes(), OpenOptions::default()).await {
-        Ok(repo) => repo,
-        Err(Error::RepositoryNotFound { .. }) => {
-            Repository::init(backend, password.as_bytes(), InitOptions::default(), OpenOptions::default()).await?
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let repo =
+        Repository::open_or_init(backend, password.as_bytes(), InitOptions::default(), OpenOptions::default()).await?;
 
     let notes: Notes =
         (1..=20).map(|i| (format!("note-{i:02}"), format!("note {i}: {}\n", "text ".repeat(i)))).collect();

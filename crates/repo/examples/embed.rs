@@ -28,13 +28,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let password = std::env::var("CAIRN_PASSWORD").unwrap_or_else(|_| "example password".into());
     let backend = Backend::open(&location, &BackendOptions { create: true, ..Default::default() })?;
-    let repo = match Repository::open(backend.clone(), password.as_bytes(), OpenOptions::default()).await {
-        Ok(repo) => repo,
-        Err(Error::RepositoryNotFound { .. }) => {
-            Repository::init(backend, password.as_bytes(), InitOptions::default(), OpenOptions::default()).await?
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let repo =
+        Repository::open_or_init(backend, password.as_bytes(), InitOptions::default(), OpenOptions::default()).await?;
     println!("repository {} at {}", repo.id().short(), repo.location());
 
     // One snapshot of this crate's source directory. The session chooses the

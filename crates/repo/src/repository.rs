@@ -349,6 +349,20 @@ impl Repository {
         Ok(Some(repo))
     }
 
+    /// Opens the repository at `backend`, or creates it with `init` when
+    /// there is none yet: a repository initialised on first use.
+    pub async fn open_or_init(
+        backend: Backend,
+        password: &[u8],
+        init: InitOptions,
+        open: OpenOptions,
+    ) -> Result<Repository> {
+        match Repository::open(backend.clone(), password, open.clone()).await {
+            Err(Error::RepositoryNotFound { .. }) => Repository::init(backend, password, init, open).await,
+            other => other,
+        }
+    }
+
     /// Whether this client can read the repository: false for a put-only
     /// key and for write-only storage credentials (such a client backs up
     /// from local state and never deduplicates against the index).

@@ -2,35 +2,23 @@
 //! rescue of marked data that a backup started before the mark reuses,
 //! repacking, and refusal on a damaged repository.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_chunker::ChunkerParams;
 use cairn_repo::testing::Writer;
-use cairn_repo::{Backend, BlobType, FileKind, Id, Index, InitOptions, OpenOptions, Repository, Snapshot};
+use cairn_repo::{Backend, BlobType, FileKind, Id, Index, OpenOptions, Repository, Snapshot};
 use cairn_repo::{Extent, Node, NodeKind, Tree};
 use cairn_repo::{PruneOptions, PruneReport, UnusedLimit};
+use common::{bytes, fast_init};
 
 /// A repository on which prune accepts a zero grace period, so a test can
 /// mark and sweep in consecutive runs.
 async fn new_repo() -> Repository {
-    let options = InitOptions {
-        kdf_memory_kib: 8 * 1024,
-        kdf_iterations: 1,
-        pack_size: 1024 * 1024,
-        chunker: ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 },
-        ..Default::default()
-    };
+    let options = fast_init();
     let open = OpenOptions { minimum_grace: Duration::ZERO, ..OpenOptions::default() };
     Repository::init(Backend::memory(), b"pw", options, open).await.unwrap()
-}
-
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&seed.to_le_bytes());
-    hasher.finalize_xof().fill(&mut out);
-    out
 }
 
 /// Commits a snapshot of one file made of the blobs with these seeds,

@@ -1,6 +1,7 @@
 //! Repository-level tests: keys, writing and reading, corruption of every
 //! object kind, publish order under failures, retries.
 
+mod common;
 mod faulty;
 
 use std::collections::HashSet;
@@ -8,24 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cairn_chunker::ChunkerParams;
 use cairn_repo::testing::Writer;
 use cairn_repo::{
-    Backend, BackendKind, BackendOptions, BlobType, Error, FileKind, Id, InitOptions, KeyKind, KeyOptions, OpenOptions,
-    Repository, RetryPolicy, Snapshot,
+    Backend, BackendKind, BackendOptions, BlobType, Error, FileKind, Id, KeyKind, KeyOptions, OpenOptions, Repository,
+    RetryPolicy, Snapshot,
 };
+use common::{bytes, fast_init};
 use faulty::{Fault, FaultyStore, Rule};
 use object_store::memory::InMemory;
-
-fn fast_init() -> InitOptions {
-    InitOptions {
-        kdf_memory_kib: 8 * 1024,
-        kdf_iterations: 1,
-        pack_size: 1024 * 1024,
-        chunker: ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 },
-        ..Default::default()
-    }
-}
 
 fn fast_key(kind: KeyKind) -> KeyOptions {
     KeyOptions { kind, kdf_memory_kib: 8 * 1024, kdf_iterations: 1, ..Default::default() }
@@ -33,15 +24,6 @@ fn fast_key(kind: KeyKind) -> KeyOptions {
 
 fn no_cache() -> OpenOptions {
     OpenOptions::default()
-}
-
-/// Pseudo-random but deterministic bytes.
-fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&seed.to_le_bytes());
-    hasher.finalize_xof().fill(&mut out);
-    out
 }
 
 /// Writes `n` blobs of `size` bytes and a snapshot; returns blob ids and data.

@@ -1,34 +1,18 @@
 //! Snapshot sessions: several kinds of sources in one snapshot, what a
 //! commit refuses, failures that publish nothing, dry runs and parents.
 
+mod common;
+
 use std::path::Path;
 
-use cairn_chunker::ChunkerParams;
 use cairn_repo::{
-    Backend, CheckSubset, EntryMeta, Error, FileOptions, InitOptions, OpenOptions, ParentChoice, Repository,
-    SnapshotOptions, Source, SourceContext,
+    Backend, CheckSubset, EntryMeta, Error, FileOptions, OpenOptions, ParentChoice, Repository, SnapshotOptions,
+    Source, SourceContext,
 };
-
-fn fast_init() -> InitOptions {
-    InitOptions {
-        kdf_memory_kib: 8 * 1024,
-        kdf_iterations: 1,
-        pack_size: 1024 * 1024,
-        chunker: ChunkerParams { min_size: 16 * 1024, avg_size: 64 * 1024, max_size: 256 * 1024 },
-        ..Default::default()
-    }
-}
+use common::{bytes, fast_init};
 
 async fn repository() -> Repository {
     Repository::init(Backend::memory(), b"pw", fast_init(), OpenOptions::default()).await.unwrap()
-}
-
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(&seed.to_le_bytes());
-    hasher.finalize_xof().fill(&mut out);
-    out
 }
 
 /// A source that adds the given files, or fails after storing some bytes.
@@ -57,7 +41,7 @@ impl Source for Files {
 
 fn tree_with_files(dir: &Path) {
     std::fs::create_dir_all(dir.join("sub")).unwrap();
-    std::fs::write(dir.join("a.bin"), noise(1, 300_000)).unwrap();
+    std::fs::write(dir.join("a.bin"), bytes(1, 300_000)).unwrap();
     std::fs::write(dir.join("sub/b.txt"), b"hello").unwrap();
 }
 
@@ -74,8 +58,8 @@ async fn one_snapshot_of_paths_a_stream_and_a_source() {
     let options = SnapshotOptions { tags: vec!["b".into(), "a".into(), "a".into()], ..Default::default() };
     let mut session = repo.begin_snapshot(options).await.unwrap();
     session.add_paths(&[dir.path().join("tree")], &FileOptions::default()).await.unwrap();
-    session.add_stream("dump.sql", Box::new(std::io::Cursor::new(noise(2, 500_000)))).await.unwrap();
-    let shared = noise(3, 200_000);
+    session.add_stream("dump.sql", Box::new(std::io::Cursor::new(bytes(2, 500_000)))).await.unwrap();
+    let shared = bytes(3, 200_000);
     let mut source = Files { files: vec![("files/x/y.bin", shared), ("files/z.txt", b"zzz".to_vec())], fail: false };
     session.add_source(&mut source).await.unwrap();
     let committed = session.commit().await.unwrap();
@@ -97,7 +81,7 @@ async fn one_snapshot_of_paths_a_stream_and_a_source() {
 async fn a_failed_source_publishes_nothing() {
     let repo = repository().await;
     let mut session = repo.begin_snapshot(SnapshotOptions::default()).await.unwrap();
-    let mut source = Files { files: vec![("f", noise(4, 100_000))], fail: true };
+    let mut source = Files { files: vec![("f", bytes(4, 100_000))], fail: true };
     let err = session.add_source(&mut source).await.unwrap_err();
     assert!(err.to_string().contains("broke off"), "{err}");
     let err = session.commit().await.unwrap_err();
@@ -140,7 +124,7 @@ async fn a_dry_run_counts_and_writes_nothing() {
     let repo = repository().await;
     let options = SnapshotOptions { dry_run: true, ..Default::default() };
     let mut session = repo.begin_snapshot(options).await.unwrap();
-    session.add_stream("s", Box::new(std::io::Cursor::new(noise(5, 400_000)))).await.unwrap();
+    session.add_stream("s", Box::new(std::io::Cursor::new(bytes(5, 400_000)))).await.unwrap();
     let committed = session.commit().await.unwrap();
     assert_eq!(committed.id, None);
     assert!(committed.summary.bytes_added > 0);
