@@ -123,7 +123,7 @@ pub enum Command {
 
 /// Which snapshots a command considers.
 #[derive(Debug, Args, Clone, Default)]
-pub struct SnapshotFilter {
+pub struct FilterArgs {
     /// Only snapshots of this host (repeatable)
     #[arg(long = "host", value_name = "HOST")]
     pub hosts: Vec<String>,
@@ -231,13 +231,13 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "N", default_value_t = 40_000)]
     pub batch_files: usize,
     #[command(flatten)]
-    pub filter: SnapshotFilter,
+    pub filter: FilterArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct SnapshotsArgs {
     #[command(flatten)]
-    pub filter: SnapshotFilter,
+    pub filter: FilterArgs,
     /// Only the latest N snapshots of each host and path set
     #[arg(long, value_name = "N")]
     pub latest: Option<usize>,
@@ -256,7 +256,7 @@ pub struct LsArgs {
     #[arg(long)]
     pub no_recursive: bool,
     #[command(flatten)]
-    pub filter: SnapshotFilter,
+    pub filter: FilterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -267,7 +267,7 @@ pub struct FindArgs {
     #[arg(short, long = "snapshot", value_name = "SNAPSHOT")]
     pub snapshots: Vec<String>,
     #[command(flatten)]
-    pub filter: SnapshotFilter,
+    pub filter: FilterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -283,7 +283,7 @@ pub struct StatsArgs {
     /// Snapshots to count (default all)
     pub snapshots: Vec<String>,
     #[command(flatten)]
-    pub filter: SnapshotFilter,
+    pub filter: FilterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -300,7 +300,7 @@ pub struct TagArgs {
     #[arg(long = "set", value_name = "TAG")]
     pub set: Vec<String>,
     #[command(flatten)]
-    pub filter: SnapshotFilter,
+    pub filter: FilterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -362,7 +362,7 @@ pub struct ForgetArgs {
     #[command(flatten)]
     pub prune_tuning: PruneTuning,
     #[command(flatten)]
-    pub filter: SnapshotFilter,
+    pub filter: FilterArgs,
 }
 
 /// How prune decides and how long it waits.
@@ -402,7 +402,7 @@ pub enum RepairCommand {
         #[arg(short = 'n', long)]
         dry_run: bool,
         #[command(flatten)]
-        filter: SnapshotFilter,
+        filter: FilterArgs,
     },
 }
 
@@ -424,7 +424,7 @@ pub struct DumpArgs {
     /// The file (or directory, written as tar) in the snapshot
     pub path: String,
     #[command(flatten)]
-    pub filter: SnapshotFilter,
+    pub filter: FilterArgs,
 }
 
 /// Argon2id cost of a new key.
@@ -487,7 +487,7 @@ pub struct CopyArgs {
     /// Snapshots to copy (default all that match the filter)
     pub snapshots: Vec<String>,
     #[command(flatten)]
-    pub filter: SnapshotFilter,
+    pub filter: FilterArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -635,7 +635,7 @@ pub struct PgRestoreArgs {
     #[command(flatten)]
     pub conn: PgConnArgs,
     #[command(flatten)]
-    pub filter: SnapshotFilter,
+    pub filter: FilterArgs,
 }
 
 #[derive(Debug, Args)]
@@ -655,7 +655,7 @@ pub struct PgDrillArgs {
     #[command(flatten)]
     pub conn: PgConnArgs,
     #[command(flatten)]
-    pub filter: SnapshotFilter,
+    pub filter: FilterArgs,
 }
 
 /// `--tag` values: repeatable and comma-separated, trimmed, sorted, unique.

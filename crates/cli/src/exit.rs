@@ -54,6 +54,7 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
             Some("run `cairn check`, then `cairn repair index` and `cairn repair snapshots`, and prune again")
         }
         Error::PathNotInSnapshot(_) => Some("see `cairn ls` for what it holds"),
+        Error::NoSnapshot { filtered: true } => Some("check the --host, --tag and --path filters"),
         _ => None,
     }
 }

@@ -165,6 +165,13 @@ pub enum Error {
         /// How it ended.
         status: String,
     },
+    /// No snapshot is `latest`: the repository has none, or none passes
+    /// the filters.
+    #[error("{}", if *filtered { "no snapshot matches the filters" } else { "the repository has no snapshots yet" })]
+    NoSnapshot {
+        /// Whether filters were given.
+        filtered: bool,
+    },
     /// A path that the snapshot does not hold.
     #[error("{0} is not in the snapshot")]
     PathNotInSnapshot(String),

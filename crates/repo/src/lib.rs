@@ -52,6 +52,7 @@ mod format;
 pub mod fuzz;
 mod maintenance;
 mod repository;
+mod selection;
 mod storage;
 mod util;
 mod view;
@@ -62,7 +63,8 @@ pub use util::{hostname, username};
 
 // Opening a repository and reading it.
 pub use repository::{IndexFiles, InitOptions, KeyInfo, KeyOptions, OpenOptions, Repository};
-pub use view::{ContentReader, TreeLoader, split_snapshot_arg};
+pub use selection::{GroupBy, GroupKey, SnapshotFilter, group_snapshots, latest_per_group, split_snapshot_arg};
+pub use view::{ContentReader, TreeLoader};
 
 // Storage.
 pub use storage::backend::{

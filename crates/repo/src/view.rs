@@ -190,14 +190,6 @@ fn relative_path<'p>(snapshot: &Snapshot, path: &'p str) -> &'p str {
     path
 }
 
-/// Splits `SNAPSHOT[:PATH]` into its parts.
-pub fn split_snapshot_arg(arg: &str) -> (&str, Option<&str>) {
-    match arg.split_once(':') {
-        Some((snap, path)) => (snap, Some(path)),
-        None => (arg, None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,7 +201,5 @@ mod tests {
         assert_eq!(relative_path(&snap, "/opt/app/backups"), "");
         assert_eq!(relative_path(&snap, "/opt/app/backupsX"), "/opt/app/backupsX");
         assert_eq!(relative_path(&snap, "/db"), "/db");
-        assert_eq!(split_snapshot_arg("latest:/a/b"), ("latest", Some("/a/b")));
-        assert_eq!(split_snapshot_arg("3fa2"), ("3fa2", None));
     }
 }

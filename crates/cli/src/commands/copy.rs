@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use indicatif::HumanBytes;
 
 use crate::args::{CopyArgs, GlobalArgs};
-use crate::{context, select};
+use crate::context;
 
 pub async fn run(global: &GlobalArgs, args: CopyArgs) -> Result<()> {
     // The destination may be write-only (offsite): copy then works from the cache.
@@ -15,7 +15,7 @@ pub async fn run(global: &GlobalArgs, args: CopyArgs) -> Result<()> {
     if src.id() == dst.id() {
         anyhow::bail!("--from-repo is this repository itself; nothing to copy");
     }
-    let snapshots = select::many(&src, &args.snapshots, &args.filter).await?;
+    let snapshots = src.find_snapshots(&args.snapshots, &args.filter.filter()).await?;
     let handle = tokio::runtime::Handle::current();
     let (src, dst) = (Arc::new(src), Arc::new(dst));
     let outcome = {

@@ -9,7 +9,7 @@ use cairn_repo::{Id, Node, NodeKind, Tree};
 use indicatif::HumanBytes;
 
 use crate::args::{DiffArgs, GlobalArgs};
-use crate::{context, select};
+use crate::context;
 
 #[derive(Default)]
 struct Totals {
@@ -150,11 +150,11 @@ fn metadata_differs(x: &Node, y: &Node) -> bool {
 
 pub async fn run(global: &GlobalArgs, args: DiffArgs) -> Result<()> {
     let repo = context::open(global).await?;
-    let none = Default::default();
+    let none = cairn_repo::SnapshotFilter::default();
     let (index, (id1, s1), (id2, s2)) = tokio::try_join!(
         async { repo.load_index().await.map_err(anyhow::Error::from) },
-        select::one(&repo, &args.first, &none),
-        select::one(&repo, &args.second, &none)
+        async { Ok(repo.find_snapshot(&args.first, &none).await?) },
+        async { Ok(repo.find_snapshot(&args.second, &none).await?) }
     )?;
     let loader = TreeLoader::new(&repo, Arc::new(index), tokio::runtime::Handle::current());
     let json = global.json;

@@ -13,7 +13,7 @@ use crate::args::{DumpArgs, GlobalArgs};
 use crate::select;
 
 pub async fn run(global: &GlobalArgs, args: DumpArgs) -> Result<()> {
-    let (loader, _, snapshot) = select::open_snapshot(global, &args.snapshot, &args.filter).await?;
+    let (loader, _, snapshot) = select::open_snapshot(global, &args.snapshot, &args.filter.filter()).await?;
     tokio::task::spawn_blocking(move || -> Result<()> {
         let node = loader.resolve(&snapshot, &args.path)?;
         let stdout = std::io::stdout().lock();

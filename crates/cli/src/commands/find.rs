@@ -9,15 +9,13 @@ use cairn_repo::TreeLoader;
 
 use crate::args::{FindArgs, GlobalArgs};
 use crate::commands::ls::long_line;
-use crate::{context, select};
+use crate::context;
 
 pub async fn run(global: &GlobalArgs, args: FindArgs) -> Result<()> {
     let repo = context::open(global).await?;
     let pattern = PathFilter::new(&[args.pattern.as_str()])?;
-    let (index, snapshots) = tokio::try_join!(
-        async { repo.load_index().await.map_err(anyhow::Error::from) },
-        select::many(&repo, &args.snapshots, &args.filter)
-    )?;
+    let filter = args.filter.filter();
+    let (index, snapshots) = tokio::try_join!(repo.load_index(), repo.find_snapshots(&args.snapshots, &filter))?;
     let loader = TreeLoader::new(&repo, Arc::new(index), tokio::runtime::Handle::current());
     let json = global.json;
     let found = tokio::task::spawn_blocking(move || -> Result<u64> {

@@ -1,35 +1,12 @@
 //! `cairn forget`: removes snapshots by a retention policy or by id. Only
 //! the snapshot objects go; the data they referenced stays until a prune.
 
-use std::collections::BTreeMap;
-
-use anyhow::{Result, bail};
-use cairn_repo::{FileKind, Id, Snapshot};
+use anyhow::{Context, Result, bail};
+use cairn_repo::{FileKind, GroupBy, Id, Snapshot};
 use cairn_repo::{RetentionPeriod as Period, RetentionPolicy as Policy, RetentionVerdict as Verdict};
 
 use crate::args::{ForgetArgs, GlobalArgs};
-use crate::{context, select};
-
-/// What snapshots are grouped by.
-#[derive(Debug, Clone, Copy, Default)]
-struct GroupBy {
-    host: bool,
-    paths: bool,
-    tags: bool,
-}
-
-fn group_by(spec: &str) -> Result<GroupBy> {
-    let mut by = GroupBy::default();
-    for field in spec.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-        match field {
-            "host" => by.host = true,
-            "paths" => by.paths = true,
-            "tags" => by.tags = true,
-            other => bail!("--group-by: unknown field {other:?}; use host, paths and tags, comma-separated"),
-        }
-    }
-    Ok(by)
-}
+use crate::context;
 
 fn policy(args: &ForgetArgs) -> Result<Policy> {
     let mut policy = Policy { last: args.keep_last, ..Default::default() };
@@ -64,23 +41,6 @@ fn policy(args: &ForgetArgs) -> Result<Policy> {
     Ok(policy)
 }
 
-/// A group's host, sorted paths and tags (empty for fields not grouped by).
-type GroupKey = (String, Vec<String>, Vec<String>);
-
-fn group_label(key: &GroupKey, by: GroupBy) -> String {
-    let mut parts = Vec::new();
-    if by.host {
-        parts.push(format!("host {}", key.0));
-    }
-    if by.paths {
-        parts.push(format!("paths {}", key.1.join(" ")));
-    }
-    if by.tags {
-        parts.push(format!("tags {}", key.2.join(",")));
-    }
-    if parts.is_empty() { "all snapshots".into() } else { parts.join(", ") }
-}
-
 /// Refuses a group's verdicts when the policy keeps fewer than `min_keep`
 /// of its snapshots: a policy that removes almost everything is more likely
 /// a mistake (a wrong `--group-by`, a typo in a tag) than a wish.
@@ -95,7 +55,7 @@ fn check_min_keep(label: &str, verdicts: &[Verdict], min_keep: usize) -> Result<
 }
 
 pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
-    let by = group_by(&args.group_by)?;
+    let by = GroupBy::parse(&args.group_by).context("--group-by")?;
     let policy = policy(&args)?;
     let repo = context::open(global).await?;
     let explicit = !args.snapshots.is_empty();
@@ -108,23 +68,13 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
         );
     }
     let snapshots = if explicit {
-        select::many(&repo, &args.snapshots, &args.filter).await?
+        repo.find_snapshots(&args.snapshots, &args.filter.filter()).await?
     } else {
-        select::filtered(&repo, &args.filter).await?
+        repo.snapshots_matching(&args.filter.filter()).await?
     };
 
     // Group, judge each group, and check --min-keep before removing anything.
-    let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
-    for (id, s) in snapshots {
-        let mut paths = s.paths.clone();
-        paths.sort();
-        let key = (
-            if by.host { s.hostname.clone() } else { String::new() },
-            if by.paths { paths } else { Vec::new() },
-            if by.tags { s.tags.clone() } else { Vec::new() },
-        );
-        groups.entry(key).or_default().push((id, s));
-    }
+    let groups = cairn_repo::group_snapshots(snapshots, by);
     let tz = jiff::tz::TimeZone::system();
     let mut judged: Vec<(String, Vec<(Verdict, Snapshot)>)> = Vec::new();
     for (key, group) in &groups {
@@ -134,7 +84,7 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
             cairn_repo::apply_retention(&policy, group, &tz)?
         };
         if !explicit {
-            check_min_keep(&group_label(key, by), &verdicts, args.min_keep)?;
+            check_min_keep(&key.to_string(), &verdicts, args.min_keep)?;
         }
         // Verdicts are of this group's snapshots, one each.
         let by_id: std::collections::HashMap<Id, &Snapshot> = group.iter().map(|(id, s)| (*id, s)).collect();
@@ -145,7 +95,7 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
                 (v, s)
             })
             .collect();
-        judged.push((group_label(key, by), with_snapshots));
+        judged.push((key.to_string(), with_snapshots));
     }
 
     let tz_fmt = |s: &Snapshot| s.time.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string();

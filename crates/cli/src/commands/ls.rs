@@ -9,7 +9,7 @@ use crate::args::{GlobalArgs, LsArgs};
 use crate::select;
 
 pub async fn run(global: &GlobalArgs, args: LsArgs) -> Result<()> {
-    let (loader, _, snapshot) = select::open_snapshot(global, &args.snapshot, &args.filter).await?;
+    let (loader, _, snapshot) = select::open_snapshot(global, &args.snapshot, &args.filter.filter()).await?;
     let json = global.json;
     tokio::task::spawn_blocking(move || -> Result<()> {
         let path = args.path.clone().unwrap_or_default();

@@ -13,7 +13,7 @@ use cairn_repo::{CommittedSnapshot, Id, Snapshot, SnapshotOptions, Source};
 use indicatif::HumanBytes;
 
 use crate::args::{
-    GlobalArgs, PgBackupArgs, PgCommand, PgConnArgs, PgDrillArgs, PgRestoreArgs, SnapshotFilter, split_tags,
+    FilterArgs, GlobalArgs, PgBackupArgs, PgCommand, PgConnArgs, PgDrillArgs, PgRestoreArgs, split_tags,
 };
 use crate::context;
 use crate::exit;
@@ -153,21 +153,13 @@ async fn backup_all(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// The filter for PostgreSQL snapshots: every tag set also needs `pg`.
-fn pg_filter(filter: &SnapshotFilter) -> SnapshotFilter {
-    let mut f = filter.clone();
-    f.tags =
-        if f.tags.is_empty() { vec![TAG.to_owned()] } else { f.tags.iter().map(|t| format!("{t},{TAG}")).collect() };
-    f
-}
-
 /// Opens the snapshot and reads its manifest.
 async fn open(
     global: &GlobalArgs,
     arg: &str,
-    filter: &SnapshotFilter,
+    filter: &FilterArgs,
 ) -> Result<(cairn_repo::TreeLoader, Id, Snapshot, Arc<Opened>)> {
-    let (loader, id, snapshot) = select::open_snapshot(global, arg, &pg_filter(filter)).await?;
+    let (loader, id, snapshot) = select::open_snapshot(global, arg, &filter.filter().requiring_tag(TAG)).await?;
     if !snapshot.paths.iter().any(|p| p.starts_with(PATH_PREFIX) || p == CLUSTER_PATH) {
         anyhow::bail!(
             "snapshot {} ({}) is not a PostgreSQL backup: pick one written by `cairn pg backup`",

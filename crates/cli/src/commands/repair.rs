@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use cairn_repo::TreeLoader;
 
 use crate::args::{GlobalArgs, RepairCommand};
-use crate::{context, select};
+use crate::context;
 
 pub async fn run(global: &GlobalArgs, command: RepairCommand) -> Result<()> {
     let repo = context::open(global).await?;
@@ -33,10 +33,10 @@ pub async fn run(global: &GlobalArgs, command: RepairCommand) -> Result<()> {
             }
         }
         RepairCommand::Snapshots { snapshots, dry_run, filter } => {
-            let (index, chosen) = tokio::try_join!(
-                async { repo.load_index().await.map_err(anyhow::Error::from) },
-                select::many(&repo, &snapshots, &filter)
-            )?;
+            let (index, chosen) =
+                tokio::try_join!(async { repo.load_index().await.map_err(anyhow::Error::from) }, async {
+                    Ok(repo.find_snapshots(&snapshots, &filter.filter()).await?)
+                })?;
             let loader = TreeLoader::new(&repo, Arc::new(index), tokio::runtime::Handle::current());
             let results = tokio::task::spawn_blocking(move || cairn_repo::repair_snapshots(&loader, &chosen, dry_run))
                 .await

@@ -52,7 +52,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
         batch_files: args.batch_files,
     };
     let (snapshot_arg, subpath) = split_snapshot_arg(&args.snapshot);
-    let (loader, id, snapshot) = select::open_snapshot(global, snapshot_arg, &args.filter).await?;
+    let (loader, id, snapshot) = select::open_snapshot(global, snapshot_arg, &args.filter.filter()).await?;
     let reporter = Reporter::new(global, "restored");
     let progress = Arc::new(RestoreProgress::default());
     let ticker = {

@@ -1,28 +1,16 @@
 //! `cairn snapshots`
 
-use std::collections::HashMap;
-
 use anyhow::Result;
 use indicatif::HumanBytes;
 
 use crate::args::{GlobalArgs, SnapshotsArgs};
-use crate::{context, select};
+use crate::context;
 
 pub async fn run(global: &GlobalArgs, args: SnapshotsArgs) -> Result<()> {
     let repo = context::open(global).await?;
-    let mut snapshots = select::filtered(&repo, &args.filter).await?;
+    let mut snapshots = repo.snapshots_matching(&args.filter.filter()).await?;
     if let Some(n) = args.latest {
-        // Keep the newest n of each host + path set.
-        let mut seen: HashMap<(String, Vec<String>), usize> = HashMap::new();
-        snapshots.reverse();
-        snapshots.retain(|(_, s)| {
-            let mut paths = s.paths.clone();
-            paths.sort();
-            let count = seen.entry((s.hostname.clone(), paths)).or_default();
-            *count += 1;
-            *count <= n
-        });
-        snapshots.reverse();
+        snapshots = cairn_repo::latest_per_group(snapshots, cairn_repo::GroupBy::HOST_AND_PATHS, n);
     }
     if global.json {
         let list: Vec<serde_json::Value> = snapshots

@@ -9,7 +9,7 @@ use cairn_repo::{Extent, Id, NodeKind};
 use indicatif::HumanBytes;
 
 use crate::args::{GlobalArgs, StatsArgs};
-use crate::{context, select};
+use crate::context;
 
 /// Files and bytes below one tree.
 #[derive(Clone, Copy, Default)]
@@ -20,10 +20,8 @@ struct Totals {
 
 pub async fn run(global: &GlobalArgs, args: StatsArgs) -> Result<()> {
     let repo = context::open(global).await?;
-    let (index, snapshots) = tokio::try_join!(
-        async { repo.load_index().await.map_err(anyhow::Error::from) },
-        select::many(&repo, &args.snapshots, &args.filter)
-    )?;
+    let filter = args.filter.filter();
+    let (index, snapshots) = tokio::try_join!(repo.load_index(), repo.find_snapshots(&args.snapshots, &filter))?;
     let index = Arc::new(index);
     let loader = TreeLoader::new(&repo, index.clone(), tokio::runtime::Handle::current());
     let count = snapshots.len();

@@ -4,7 +4,7 @@
 use anyhow::{Result, bail};
 
 use crate::args::{GlobalArgs, TagArgs};
-use crate::{context, select};
+use crate::context;
 
 pub async fn run(global: &GlobalArgs, args: TagArgs) -> Result<()> {
     if args.add.is_empty() && args.remove.is_empty() && args.set.is_empty() {
@@ -14,7 +14,7 @@ pub async fn run(global: &GlobalArgs, args: TagArgs) -> Result<()> {
         bail!("--set replaces all tags; it cannot be combined with --add or --remove");
     }
     let repo = context::open(global).await?;
-    let snapshots = select::many(&repo, &args.snapshots, &args.filter).await?;
+    let snapshots = repo.find_snapshots(&args.snapshots, &args.filter.filter()).await?;
     let split = |v: &[String]| -> Vec<String> {
         v.iter().flat_map(|t| t.split(',')).map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect()
     };

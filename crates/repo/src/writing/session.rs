@@ -26,6 +26,7 @@ use crate::format::id::Id;
 use crate::format::snapshot::{Snapshot, SnapshotSummary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::repository::Repository;
+use crate::selection::{GroupBy, GroupKey, SnapshotFilter};
 use crate::storage::backend::FileKind;
 use crate::writing::progress::{NoEvents, Progress, SessionEvents};
 use crate::writing::store::{Content, Store, StreamSink};
@@ -486,17 +487,17 @@ impl SnapshotSession {
         match &self.options.parent {
             ParentChoice::None => Ok(None),
             ParentChoice::Snapshot(arg) => {
-                let id = self.repo.find_id(FileKind::Snapshot, arg).await?;
-                Ok(Some((id, self.repo.read_snapshot(&id).await?.tree)))
+                let (id, parent) = self.repo.find_snapshot(arg, &SnapshotFilter::default()).await?;
+                Ok(Some((id, parent.tree)))
             }
             ParentChoice::Latest => {
-                let mut wanted = paths.to_vec();
-                wanted.sort();
-                let parent = self.repo.list_snapshots().await?.into_iter().rev().find(|(_, s)| {
-                    let mut paths = s.paths.clone();
-                    paths.sort();
-                    s.hostname == self.hostname && paths == wanted
-                });
+                // The latest snapshot of the same backup: same host, same paths.
+                let mut this = Snapshot::new(Id::default(), paths.to_vec());
+                this.hostname = self.hostname.clone();
+                let wanted = GroupKey::of(&this, GroupBy::HOST_AND_PATHS);
+                let snapshots = self.repo.list_snapshots().await?;
+                let parent =
+                    snapshots.into_iter().rev().find(|(_, s)| GroupKey::of(s, GroupBy::HOST_AND_PATHS) == wanted);
                 Ok(parent.map(|(id, s)| (id, s.tree)))
             }
         }
