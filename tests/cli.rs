@@ -148,7 +148,7 @@ fn cat_index_snapshot_and_pack_show_decrypted_json() {
         let repo = Repository::open(backend, b"correct horse", OpenOptions::default()).await.unwrap();
         let writer = Writer::new(&repo, Arc::new(repo.load_index().await.unwrap())).unwrap();
         let id = writer.add_blob(BlobType::Tree, b"{\"nodes\":[]}").await.unwrap();
-        writer.commit(&Snapshot::new(id, vec!["/etc".into()])).await.unwrap()
+        writer.commit(&Snapshot::new(cairn_repo::TreeId(id), vec!["/etc".into()])).await.unwrap()
     });
     let snap: serde_json::Value =
         serde_json::from_str(&ok(run(&mut env.cmd(&["cat", "snapshot", &snap_id.to_hex()[..10]])))).unwrap();

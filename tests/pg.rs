@@ -627,7 +627,7 @@ fn restore_refuses_a_file_snapshot() {
 /// would look), and returns the new snapshot's id.
 fn tamper_row_count(env: &Env, delta: i64) -> String {
     use cairn_repo::testing::Writer;
-    use cairn_repo::{Backend, BackendOptions, BlobType, OpenOptions, Repository};
+    use cairn_repo::{Backend, BackendOptions, OpenOptions, Repository};
     use cairn_repo::{Extent, Tree};
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -635,7 +635,7 @@ fn tamper_row_count(env: &Env, delta: i64) -> String {
         let repo = Repository::open(backend, b"correct horse", OpenOptions::default()).await.unwrap();
         let (_, snapshot) = repo.list_snapshots().await.unwrap().pop().unwrap();
         let index = std::sync::Arc::new(repo.load_index().await.unwrap());
-        let tree = |id| {
+        let tree = |id: cairn_repo::TreeId| {
             let (repo, index) = (&repo, &index);
             async move { Tree::decode(&repo.read_blob(index, &id).await.unwrap()).unwrap() }
         };
@@ -654,15 +654,15 @@ fn tamper_row_count(env: &Env, delta: i64) -> String {
         *rows = serde_json::json!(rows.as_i64().unwrap() + delta);
         let bytes = serde_json::to_vec_pretty(&manifest).unwrap();
         let writer = Writer::new(&repo, index.clone()).unwrap();
-        let id = writer.add_blob(BlobType::Data, &bytes).await.unwrap();
+        let id = writer.add_data(&bytes).await.unwrap();
         manifest_node.content = vec![Extent::Blob { id, offset: 0, length: bytes.len() as u32 }];
         manifest_node.size = bytes.len() as u64;
         let nodes =
             dir.nodes().iter().map(|n| if n.name == manifest_node.name { manifest_node.clone() } else { n.clone() });
-        let dir_id = writer.add_blob(BlobType::Tree, &Tree::new(nodes.collect()).unwrap().encode()).await.unwrap();
+        let dir_id = writer.add_tree(&Tree::new(nodes.collect()).unwrap()).await.unwrap();
         let mut db = db;
         db.subtree = Some(dir_id);
-        let root_id = writer.add_blob(BlobType::Tree, &Tree::new(vec![db]).unwrap().encode()).await.unwrap();
+        let root_id = writer.add_tree(&Tree::new(vec![db]).unwrap()).await.unwrap();
         let mut forged = snapshot.clone();
         forged.tree = root_id;
         forged.time = jiff::Timestamp::now();

@@ -2,7 +2,7 @@
 //! and opening one snapshot by argument.
 
 use anyhow::Result;
-use cairn_repo::{Id, Snapshot, SnapshotFilter, TreeLoader};
+use cairn_repo::{Snapshot, SnapshotFilter, SnapshotId, TreeLoader};
 
 use crate::args::{FilterArgs, GlobalArgs};
 
@@ -33,7 +33,7 @@ pub async fn open_snapshot(
     global: &GlobalArgs,
     arg: &str,
     filter: &SnapshotFilter,
-) -> Result<(TreeLoader, Id, Snapshot)> {
+) -> Result<(TreeLoader, SnapshotId, Snapshot)> {
     let repo = crate::context::open(global).await?;
     Ok(repo.open_snapshot(arg, filter).await?)
 }

@@ -77,7 +77,7 @@ pub use storage::lease::Lease;
 pub use format::blob::BlobType;
 pub use format::config::Config;
 pub use format::envelope::FormatError;
-pub use format::id::Id;
+pub use format::id::{DataId, Id, PackId, SnapshotId, TreeId};
 pub use format::index::{Index, IndexFile};
 pub use format::keys::{KdfParams, KeyFile, KeyKind};
 pub use format::pack::PackHeader;

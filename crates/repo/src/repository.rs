@@ -15,7 +15,7 @@ use crate::format::blob;
 use crate::format::config::{CHUNKER_ALGORITHM, ChunkerConfig, CompressionConfig, Config};
 use crate::format::crypto::SecretKey;
 use crate::format::envelope::{self, FormatError, INDEX_MAGIC, SNAPSHOT_MAGIC};
-use crate::format::id::Id;
+use crate::format::id::{Id, SnapshotId};
 use crate::format::index::{BlobLocation, Index, IndexFile, PackInfo};
 use crate::format::keys::{KdfParams, KeyFile, KeyFileError, KeyKind, KeyMaterial, SessionKeyError};
 use crate::format::pack::{self, PackHeader};
@@ -691,17 +691,17 @@ impl Repository {
     }
 
     /// Reads one snapshot.
-    pub async fn read_snapshot(&self, id: &Id) -> Result<Snapshot> {
+    pub async fn read_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let payload = self.read_sealed(FileKind::Snapshot, &SNAPSHOT_MAGIC, id).await?;
         serde_json::from_slice(&payload)
             .map_err(|e| Error::corrupt(FileKind::Snapshot.relative_path(id), FormatError::Json(e.to_string())))
     }
 
     /// All snapshots, oldest first.
-    pub async fn list_snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+    pub async fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let ids: Vec<Id> = self.inner.backend.list(FileKind::Snapshot).await?.into_iter().map(|(id, _)| id).collect();
-        let mut snaps: Vec<(Id, Snapshot)> = futures::stream::iter(ids.iter().copied())
-            .map(|id| async move { self.read_snapshot(&id).await.map(|s| (id, s)) })
+        let mut snaps: Vec<(SnapshotId, Snapshot)> = futures::stream::iter(ids.iter().copied())
+            .map(|id| async move { self.read_snapshot(&SnapshotId(id)).await.map(|s| (SnapshotId(id), s)) })
             .buffer_unordered(16)
             .try_collect()
             .await?;

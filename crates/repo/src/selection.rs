@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::id::Id;
+use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
 use crate::repository::Repository;
 use crate::storage::backend::FileKind;
@@ -133,8 +133,11 @@ impl std::fmt::Display for GroupKey {
 
 /// Snapshots by group, each group in the order given (oldest first when
 /// they come from [`Repository::snapshots_matching`]).
-pub fn group_snapshots(snapshots: Vec<(Id, Snapshot)>, by: GroupBy) -> BTreeMap<GroupKey, Vec<(Id, Snapshot)>> {
-    let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
+pub fn group_snapshots(
+    snapshots: Vec<(SnapshotId, Snapshot)>,
+    by: GroupBy,
+) -> BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>> {
+    let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
     for (id, s) in snapshots {
         groups.entry(GroupKey::of(&s, by)).or_default().push((id, s));
     }
@@ -143,9 +146,9 @@ pub fn group_snapshots(snapshots: Vec<(Id, Snapshot)>, by: GroupBy) -> BTreeMap<
 
 /// The newest `n` snapshots of each group, in the order given (which must
 /// be oldest first).
-pub fn latest_per_group(snapshots: Vec<(Id, Snapshot)>, by: GroupBy, n: usize) -> Vec<(Id, Snapshot)> {
+pub fn latest_per_group(snapshots: Vec<(SnapshotId, Snapshot)>, by: GroupBy, n: usize) -> Vec<(SnapshotId, Snapshot)> {
     let mut seen: BTreeMap<GroupKey, usize> = BTreeMap::new();
-    let mut kept: Vec<(Id, Snapshot)> = snapshots
+    let mut kept: Vec<(SnapshotId, Snapshot)> = snapshots
         .into_iter()
         .rev()
         .filter(|(_, s)| {
@@ -169,13 +172,13 @@ pub fn split_snapshot_arg(arg: &str) -> (&str, Option<&str>) {
 
 impl Repository {
     /// Every snapshot passing `filter`, oldest first.
-    pub async fn snapshots_matching(&self, filter: &SnapshotFilter) -> Result<Vec<(Id, Snapshot)>> {
+    pub async fn snapshots_matching(&self, filter: &SnapshotFilter) -> Result<Vec<(SnapshotId, Snapshot)>> {
         Ok(self.list_snapshots().await?.into_iter().filter(|(_, s)| filter.matches(s)).collect())
     }
 
     /// One snapshot: `latest` (the newest passing `filter`) or an id (or a
     /// unique prefix of one).
-    pub async fn find_snapshot(&self, arg: &str, filter: &SnapshotFilter) -> Result<(Id, Snapshot)> {
+    pub async fn find_snapshot(&self, arg: &str, filter: &SnapshotFilter) -> Result<(SnapshotId, Snapshot)> {
         if arg == "latest" {
             return self
                 .snapshots_matching(filter)
@@ -188,17 +191,21 @@ impl Repository {
                 "{arg:?} is not a snapshot id: give an id (or a unique prefix of one) or `latest`"
             )));
         }
-        let id = self.find_id(FileKind::Snapshot, arg).await?;
+        let id = SnapshotId(self.find_id(FileKind::Snapshot, arg).await?);
         Ok((id, self.read_snapshot(&id).await?))
     }
 
     /// Several snapshots by id (each once); with none given, every one
     /// passing `filter`.
-    pub async fn find_snapshots(&self, args: &[String], filter: &SnapshotFilter) -> Result<Vec<(Id, Snapshot)>> {
+    pub async fn find_snapshots(
+        &self,
+        args: &[String],
+        filter: &SnapshotFilter,
+    ) -> Result<Vec<(SnapshotId, Snapshot)>> {
         if args.is_empty() {
             return self.snapshots_matching(filter).await;
         }
-        let mut out: Vec<(Id, Snapshot)> = Vec::new();
+        let mut out: Vec<(SnapshotId, Snapshot)> = Vec::new();
         for arg in args {
             let found = self.find_snapshot(arg, filter).await?;
             if !out.iter().any(|(id, _)| *id == found.0) {
@@ -210,7 +217,11 @@ impl Repository {
 
     /// One snapshot ([`find_snapshot`](Repository::find_snapshot)) with a
     /// loader for its trees; the index loads meanwhile.
-    pub async fn open_snapshot(&self, arg: &str, filter: &SnapshotFilter) -> Result<(TreeLoader, Id, Snapshot)> {
+    pub async fn open_snapshot(
+        &self,
+        arg: &str,
+        filter: &SnapshotFilter,
+    ) -> Result<(TreeLoader, SnapshotId, Snapshot)> {
         let (index, (id, snapshot)) = tokio::try_join!(self.load_index(), self.find_snapshot(arg, filter))?;
         let loader = TreeLoader::new(self, Arc::new(index), tokio::runtime::Handle::current());
         Ok((loader, id, snapshot))
@@ -220,9 +231,10 @@ impl Repository {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::id::Id;
 
     fn snap(host: &str, paths: &[&str], tags: &[&str]) -> Snapshot {
-        let mut s = Snapshot::new(Id::default(), paths.iter().map(|p| p.to_string()).collect());
+        let mut s = Snapshot::new(Default::default(), paths.iter().map(|p| p.to_string()).collect());
         s.hostname = host.into();
         s.tags = tags.iter().map(|t| t.to_string()).collect();
         s
@@ -284,12 +296,13 @@ mod tests {
         assert_eq!(GroupKey::of(&a, GroupBy::HOST_AND_PATHS).to_string(), "host web, paths /a /b");
         assert_eq!(GroupKey::of(&a, GroupBy::default()).to_string(), "all snapshots");
 
-        let id = |n: u8| Id([n; 32]);
+        let id = |n: u8| SnapshotId(Id([n; 32]));
         let list = vec![(id(1), a.clone()), (id(2), c.clone()), (id(3), b.clone()), (id(4), a.clone())];
         let groups = group_snapshots(list.clone(), GroupBy::HOST_AND_PATHS);
         let sizes: Vec<usize> = groups.values().map(Vec::len).collect();
         assert_eq!(sizes, [1, 3], "db first (sorted keys), then web");
-        let latest: Vec<Id> = latest_per_group(list, GroupBy::HOST_AND_PATHS, 2).into_iter().map(|(i, _)| i).collect();
+        let latest: Vec<SnapshotId> =
+            latest_per_group(list, GroupBy::HOST_AND_PATHS, 2).into_iter().map(|(i, _)| i).collect();
         assert_eq!(latest, [id(2), id(3), id(4)], "the newest two of web, db's one, in the given order");
     }
 

@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn absolute_source_paths_are_stripped() {
-        let snap = Snapshot::new(Id::default(), vec!["/opt/app/backups".into()]);
+        let snap = Snapshot::new(Default::default(), vec!["/opt/app/backups".into()]);
         assert_eq!(relative_path(&snap, "/opt/app/backups/db/x"), "/db/x");
         assert_eq!(relative_path(&snap, "/opt/app/backups"), "");
         assert_eq!(relative_path(&snap, "/opt/app/backupsX"), "/opt/app/backupsX");

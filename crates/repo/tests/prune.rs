@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_repo::testing::Writer;
-use cairn_repo::{Backend, BlobType, FileKind, Id, Index, OpenOptions, Repository, Snapshot};
+use cairn_repo::{Backend, FileKind, Index, OpenOptions, Repository, Snapshot, SnapshotId};
 use cairn_repo::{Extent, Node, NodeKind, Tree};
 use cairn_repo::{PruneOptions, PruneReport, UnusedLimit};
 use common::{bytes, fast_init};
@@ -23,17 +23,17 @@ async fn new_repo() -> Repository {
 
 /// Commits a snapshot of one file made of the blobs with these seeds,
 /// deduplicating against `index`.
-async fn snapshot(repo: &Repository, index: Arc<Index>, seeds: &[u64]) -> Id {
+async fn snapshot(repo: &Repository, index: Arc<Index>, seeds: &[u64]) -> SnapshotId {
     let writer = Writer::new(repo, index).unwrap();
     let mut node = Node::new("f", NodeKind::File);
     for &seed in seeds {
         let data = bytes(seed, 100_000);
-        let id = writer.add_blob(BlobType::Data, &data).await.unwrap();
+        let id = writer.add_data(&data).await.unwrap();
         node.content.push(Extent::Blob { id, offset: 0, length: data.len() as u32 });
         node.size += data.len() as u64;
     }
     let tree = Tree::new(vec![node]).unwrap();
-    let tree_id = writer.add_blob(BlobType::Tree, &tree.encode()).await.unwrap();
+    let tree_id = writer.add_tree(&tree).await.unwrap();
     writer.commit(&Snapshot::new(tree_id, vec!["/f".into()])).await.unwrap()
 }
 
@@ -42,7 +42,7 @@ async fn fresh_index(repo: &Repository) -> Arc<Index> {
 }
 
 /// Reads every blob of the file in snapshot `id` and checks its content.
-async fn assert_restores(repo: &Repository, id: &Id, seeds: &[u64]) {
+async fn assert_restores(repo: &Repository, id: &SnapshotId, seeds: &[u64]) {
     let index = repo.load_index().await.unwrap();
     let snapshot = repo.read_snapshot(id).await.unwrap();
     let tree = Tree::decode(&repo.read_blob(&index, &snapshot.tree).await.unwrap()).unwrap();

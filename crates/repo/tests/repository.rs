@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use cairn_repo::testing::Writer;
 use cairn_repo::{
-    Backend, BackendKind, BackendOptions, BlobType, Error, FileKind, Id, KeyKind, KeyOptions, OpenOptions, Repository,
-    RetryPolicy, Snapshot,
+    Backend, BackendKind, BackendOptions, BlobType, DataId, Error, FileKind, Id, KeyKind, KeyOptions, OpenOptions,
+    Repository, RetryPolicy, Snapshot, SnapshotId, TreeId,
 };
 use common::{bytes, fast_init};
 use faulty::{Fault, FaultyStore, Rule};
@@ -27,7 +27,7 @@ fn no_cache() -> OpenOptions {
 }
 
 /// Writes `n` blobs of `size` bytes and a snapshot; returns blob ids and data.
-async fn write_sample(repo: &Repository, n: u64, size: usize) -> (Id, Vec<(Id, Vec<u8>)>) {
+async fn write_sample(repo: &Repository, n: u64, size: usize) -> (SnapshotId, Vec<(Id, Vec<u8>)>) {
     let index = Arc::new(repo.load_index().await.unwrap());
     let writer = Writer::new(repo, index).unwrap();
     let mut blobs = Vec::new();
@@ -36,7 +36,7 @@ async fn write_sample(repo: &Repository, n: u64, size: usize) -> (Id, Vec<(Id, V
         let id = writer.add_blob(if i % 5 == 0 { BlobType::Tree } else { BlobType::Data }, &data).await.unwrap();
         blobs.push((id, data));
     }
-    let snapshot = Snapshot::new(blobs[0].0, vec!["/sample".into()]);
+    let snapshot = Snapshot::new(TreeId(blobs[0].0), vec!["/sample".into()]);
     let snap_id = writer.commit(&snapshot).await.unwrap();
     (snap_id, blobs)
 }
@@ -171,7 +171,7 @@ async fn written_blobs_and_snapshots_read_back_and_deduplicate() {
     let snaps = repo.list_snapshots().await.unwrap();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].0, snap_id);
-    assert_eq!(snaps[0].1.tree, blobs[0].0);
+    assert_eq!(*snaps[0].1.tree, blobs[0].0);
     // The cache now holds the index and snapshot; a second load reads it.
     assert!(std::fs::read_dir(repo.cache().unwrap().dir().join("index")).unwrap().count() >= 1);
 
@@ -180,7 +180,7 @@ async fn written_blobs_and_snapshots_read_back_and_deduplicate() {
     for (_, data) in &blobs {
         writer.add_blob(BlobType::Data, data).await.unwrap();
     }
-    writer.commit(&Snapshot::new(blobs[0].0, vec!["/sample".into()])).await.unwrap();
+    writer.commit(&Snapshot::new(TreeId(blobs[0].0), vec!["/sample".into()])).await.unwrap();
     let stats = writer.stats();
     assert_eq!((stats.blobs_added, stats.blobs_deduplicated, stats.packs_written), (0, 40, 0));
     assert_eq!(backend.list(FileKind::Pack).await.unwrap().len(), listed.len());
@@ -206,7 +206,7 @@ async fn put_only_key_writes_but_cannot_read() {
     let writer = Writer::new(&put, Arc::new(Default::default())).unwrap();
     let data = bytes(99, 5000);
     let id = writer.add_blob(BlobType::Data, &data).await.unwrap();
-    let snap = writer.commit(&Snapshot::new(id, vec!["/put".into()])).await.unwrap();
+    let snap = writer.commit(&Snapshot::new(TreeId(id), vec!["/put".into()])).await.unwrap();
     assert!(matches!(put.read_snapshot(&snap).await, Err(Error::PutOnlyKey { .. })), "not even its own snapshot");
 
     let full = Repository::open(backend.clone(), b"full", no_cache()).await.unwrap();
@@ -322,7 +322,7 @@ async fn a_failed_publish_never_leaves_a_snapshot_without_its_data() {
     store.add(Rule { op: "put", path_contains: "index/", fault: Fault::Denied, times: usize::MAX });
     let writer = Writer::new(&repo, Arc::new(repo.load_index().await.unwrap())).unwrap();
     let id = writer.add_blob(BlobType::Data, &bytes(1000, 5000)).await.unwrap();
-    assert!(writer.commit(&Snapshot::new(id, vec!["/x".into()])).await.is_err());
+    assert!(writer.commit(&Snapshot::new(TreeId(id), vec!["/x".into()])).await.is_err());
     assert_eq!(backend.list(FileKind::Snapshot).await.unwrap().len(), 1);
 
     // Snapshot writes fail: packs and index are in place, and the earlier
@@ -331,7 +331,7 @@ async fn a_failed_publish_never_leaves_a_snapshot_without_its_data() {
     store.add(Rule { op: "put", path_contains: "snapshots/", fault: Fault::Denied, times: usize::MAX });
     let writer = Writer::new(&repo, Arc::new(repo.load_index().await.unwrap())).unwrap();
     let id = writer.add_blob(BlobType::Data, &bytes(2000, 5000)).await.unwrap();
-    assert!(writer.commit(&Snapshot::new(id, vec!["/y".into()])).await.is_err());
+    assert!(writer.commit(&Snapshot::new(TreeId(id), vec!["/y".into()])).await.is_err());
     store.clear();
     let index = repo.load_index().await.unwrap();
     assert!(index.contains(&id), "the blob was indexed before the snapshot was attempted");
@@ -348,9 +348,9 @@ async fn a_session_that_failed_never_publishes() {
     store.add(Rule { op: "put", path_contains: "data/", fault: Fault::Denied, times: usize::MAX });
     let writer = Writer::new(&repo, Arc::new(Default::default())).unwrap();
     let id = writer.add_blob(BlobType::Data, &bytes(5, 4000)).await.unwrap();
-    assert!(writer.commit(&Snapshot::new(id, vec!["/a".into()])).await.is_err());
+    assert!(writer.commit(&Snapshot::new(TreeId(id), vec!["/a".into()])).await.is_err());
     store.clear();
-    let err = writer.commit(&Snapshot::new(id, vec!["/a".into()])).await.unwrap_err();
+    let err = writer.commit(&Snapshot::new(TreeId(id), vec!["/a".into()])).await.unwrap_err();
     assert!(matches!(err, Error::WriteSessionFailed(_)), "{err}");
     assert!(writer.add_blob(BlobType::Data, b"more").await.is_err());
     assert!(backend.list(FileKind::Snapshot).await.unwrap().is_empty());
@@ -359,8 +359,8 @@ async fn a_session_that_failed_never_publishes() {
     store.add(Rule { op: "put", path_contains: "index/", fault: Fault::Denied, times: 1 });
     let writer = Writer::new(&repo, Arc::new(Default::default())).unwrap();
     let id = writer.add_blob(BlobType::Data, &bytes(6, 4000)).await.unwrap();
-    assert!(writer.commit(&Snapshot::new(id, vec!["/b".into()])).await.is_err());
-    assert!(writer.commit(&Snapshot::new(id, vec!["/b".into()])).await.is_err());
+    assert!(writer.commit(&Snapshot::new(TreeId(id), vec!["/b".into()])).await.is_err());
+    assert!(writer.commit(&Snapshot::new(TreeId(id), vec!["/b".into()])).await.is_err());
     assert!(backend.list(FileKind::Snapshot).await.unwrap().is_empty());
 }
 
@@ -422,7 +422,7 @@ async fn write_only_credentials_can_back_up_from_the_cache() {
     let writer = Writer::new(&repo, Arc::new(Default::default())).unwrap();
     let data = b"written with put permission only".to_vec();
     let blob = writer.add_blob(BlobType::Data, &data).await.unwrap();
-    let snapshot = writer.commit(&Snapshot::new(blob, vec!["/w".into()])).await.unwrap();
+    let snapshot = writer.commit(&Snapshot::new(TreeId(blob), vec!["/w".into()])).await.unwrap();
     assert!(matches!(repo.list_snapshots().await.unwrap_err(), Error::AccessDenied { .. }));
     assert!(repo.load_index().await.is_err());
 
@@ -457,12 +457,12 @@ async fn copy_into_a_write_only_destination() {
         let id = writer.add_blob(BlobType::Data, &data).await.unwrap();
         let mut node = cairn_repo::Node::new(format!("f{i}"), cairn_repo::NodeKind::File);
         node.size = data.len() as u64;
-        node.content = vec![cairn_repo::Extent::Blob { id, offset: 0, length: data.len() as u32 }];
+        node.content = vec![cairn_repo::Extent::Blob { id: DataId(id), offset: 0, length: data.len() as u32 }];
         nodes.push(node);
         blobs.push((id, data));
     }
     let tree = cairn_repo::Tree::new(nodes).unwrap();
-    let tree_id = writer.add_blob(BlobType::Tree, &tree.encode()).await.unwrap();
+    let tree_id = writer.add_tree(&tree).await.unwrap();
     writer.commit(&Snapshot::new(tree_id, vec!["/x".into()])).await.unwrap();
     let snapshots = src.list_snapshots().await.unwrap();
     for op in ["get", "list", "delete"] {

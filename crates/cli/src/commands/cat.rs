@@ -22,7 +22,7 @@ pub async fn run(global: &GlobalArgs, args: CatArgs) -> Result<()> {
             context::print_json(&repo.read_index_file(&id).await?)
         }
         CatWhat::Snapshot { id } => {
-            let id = repo.find_id(FileKind::Snapshot, &id).await?;
+            let id = cairn_repo::SnapshotId(repo.find_id(FileKind::Snapshot, &id).await?);
             context::print_json(&repo.read_snapshot(&id).await?)
         }
         CatWhat::Pack { id } => {

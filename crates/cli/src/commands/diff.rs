@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cairn_repo::TreeLoader;
-use cairn_repo::{Id, Node, NodeKind, Tree};
+use cairn_repo::{Node, NodeKind, Tree, TreeId};
 use indicatif::HumanBytes;
 
 use crate::args::{DiffArgs, GlobalArgs};
@@ -72,11 +72,11 @@ impl Differ<'_> {
         }
     }
 
-    fn trees(&mut self, a: Option<Id>, b: Option<Id>, prefix: &str) -> Result<()> {
+    fn trees(&mut self, a: Option<TreeId>, b: Option<TreeId>, prefix: &str) -> Result<()> {
         if a == b {
             return Ok(());
         }
-        let load = |id: Option<Id>| -> Result<Tree> {
+        let load = |id: Option<TreeId>| -> Result<Tree> {
             Ok(match id {
                 Some(id) => self.loader.load(&id)?,
                 None => Tree::default(),

@@ -2,7 +2,7 @@
 //! the snapshot objects go; the data they referenced stays until a prune.
 
 use anyhow::{Context, Result, bail};
-use cairn_repo::{FileKind, GroupBy, Id, Snapshot};
+use cairn_repo::{FileKind, GroupBy, Snapshot, SnapshotId};
 use cairn_repo::{RetentionPeriod as Period, RetentionPolicy as Policy, RetentionVerdict as Verdict};
 
 use crate::args::{ForgetArgs, GlobalArgs};
@@ -87,7 +87,7 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
             check_min_keep(&key.to_string(), &verdicts, args.min_keep)?;
         }
         // Verdicts are of this group's snapshots, one each.
-        let by_id: std::collections::HashMap<Id, &Snapshot> = group.iter().map(|(id, s)| (*id, s)).collect();
+        let by_id: std::collections::HashMap<SnapshotId, &Snapshot> = group.iter().map(|(id, s)| (*id, s)).collect();
         let with_snapshots = verdicts
             .into_iter()
             .map(|v| {
@@ -164,7 +164,7 @@ mod tests {
         let verdicts = |keep: &[bool]| -> Vec<Verdict> {
             keep.iter()
                 .enumerate()
-                .map(|(i, &keep)| Verdict { id: Id([i as u8; 32]), keep, reasons: Vec::new() })
+                .map(|(i, &keep)| Verdict { id: SnapshotId(cairn_repo::Id([i as u8; 32])), keep, reasons: Vec::new() })
                 .collect()
         };
         // (kept flags, --min-keep, accepted)

@@ -9,7 +9,7 @@ use cairn_pgsource::cluster::{ClusterBackupOptions, ClusterRestoreOptions, Clust
 use cairn_pgsource::drill::DrillReport;
 use cairn_pgsource::manifest::{CLUSTER_PATH, PATH_PREFIX, TAG};
 use cairn_pgsource::{BackupOptions, ConnSpec, DrillOptions, RestoreOptions, RestoreReport, Tools};
-use cairn_repo::{CommittedSnapshot, Id, Snapshot, SnapshotOptions, Source};
+use cairn_repo::{CommittedSnapshot, Snapshot, SnapshotId, SnapshotOptions, Source};
 use indicatif::HumanBytes;
 
 use crate::args::{
@@ -158,7 +158,7 @@ async fn open(
     global: &GlobalArgs,
     arg: &str,
     filter: &FilterArgs,
-) -> Result<(cairn_repo::TreeLoader, Id, Snapshot, Arc<Opened>)> {
+) -> Result<(cairn_repo::TreeLoader, SnapshotId, Snapshot, Arc<Opened>)> {
     let (loader, id, snapshot) = select::open_snapshot(global, arg, &filter.filter().requiring_tag(TAG)).await?;
     if !snapshot.paths.iter().any(|p| p.starts_with(PATH_PREFIX) || p == CLUSTER_PATH) {
         anyhow::bail!(
@@ -260,7 +260,7 @@ async fn restore_all(
     args: PgRestoreArgs,
     conn: ConnSpec,
     loader: &cairn_repo::TreeLoader,
-    id: Id,
+    id: SnapshotId,
     opened: &OpenedCluster,
 ) -> Result<u8> {
     if !args.tables.is_empty() {
@@ -359,7 +359,7 @@ async fn drill(global: &GlobalArgs, args: PgDrillArgs) -> Result<u8> {
     Ok(if reports.iter().all(|r| r.ok) { 0 } else { exit::FAILURE })
 }
 
-fn print_drill_report(id: &Id, report: &DrillReport) {
+fn print_drill_report(id: &SnapshotId, report: &DrillReport) {
     println!(
         "drill of snapshot {} (database {}) in temporary database {}",
         id.short(),

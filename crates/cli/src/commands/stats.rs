@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cairn_repo::TreeLoader;
-use cairn_repo::{Extent, Id, NodeKind};
+use cairn_repo::{Extent, Id, NodeKind, TreeId};
 use indicatif::HumanBytes;
 
 use crate::args::{GlobalArgs, StatsArgs};
@@ -27,7 +27,7 @@ pub async fn run(global: &GlobalArgs, args: StatsArgs) -> Result<()> {
     let count = snapshots.len();
     let (restore, blobs) = tokio::task::spawn_blocking(move || -> Result<(Totals, HashSet<Id>)> {
         // Each distinct tree is read once: its totals are remembered.
-        let mut memo: HashMap<Id, Totals> = HashMap::new();
+        let mut memo: HashMap<TreeId, Totals> = HashMap::new();
         let mut blobs: HashSet<Id> = HashSet::new();
         let mut restore = Totals::default();
         for (_, snapshot) in &snapshots {
@@ -37,7 +37,7 @@ pub async fn run(global: &GlobalArgs, args: StatsArgs) -> Result<()> {
                     continue;
                 }
                 let tree = loader.load(&id)?;
-                let pending: Vec<Id> =
+                let pending: Vec<TreeId> =
                     tree.nodes().iter().filter_map(|n| n.subtree).filter(|s| !memo.contains_key(s)).collect();
                 if !expanded && !pending.is_empty() {
                     stack.push((id, true));
@@ -45,7 +45,7 @@ pub async fn run(global: &GlobalArgs, args: StatsArgs) -> Result<()> {
                     continue;
                 }
                 let mut totals = Totals::default();
-                blobs.insert(id);
+                blobs.insert(*id);
                 for node in tree.nodes() {
                     match node.kind {
                         NodeKind::Dir => {
@@ -57,7 +57,7 @@ pub async fn run(global: &GlobalArgs, args: StatsArgs) -> Result<()> {
                             totals.files += 1;
                             totals.bytes += node.size;
                             blobs.extend(node.content.iter().filter_map(|e| match e {
-                                Extent::Blob { id, .. } => Some(*id),
+                                Extent::Blob { id, .. } => Some(**id),
                                 Extent::Hole { .. } => None,
                             }));
                         }

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::id::Id;
+use crate::format::id::{Id, SnapshotId, TreeId};
 use crate::format::keys::KeyMaterial;
 use crate::format::tree::Tree;
 
@@ -25,9 +25,9 @@ pub struct LocalTrees {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LocalParent {
     /// The snapshot.
-    pub snapshot: Id,
+    pub snapshot: SnapshotId,
     /// Its root tree.
-    pub tree: Id,
+    pub tree: TreeId,
 }
 
 impl LocalTrees {
@@ -89,7 +89,7 @@ impl LocalTrees {
         if let Ok(entries) = std::fs::read_dir(self.dir.join("trees")) {
             for entry in entries.flatten() {
                 let name = entry.file_name();
-                let known = name.to_str().and_then(|n| n.parse::<Id>().ok()).is_some_and(|id| keep.contains(&id));
+                let known = name.to_str().and_then(|n| n.parse::<TreeId>().ok()).is_some_and(|id| keep.contains(&id));
                 if !known {
                     let _ = std::fs::remove_file(entry.path());
                 }

@@ -666,7 +666,7 @@ impl DataPhase<'_> {
             let ok = match *extent {
                 // A slice of a larger blob was verified by its AEAD tag on read.
                 Extent::Blob { id, offset: 0, length } => {
-                    repo.content_id(&buf) == id || index_length(self.loader, &id) != Some(length)
+                    repo.content_id(&buf) == *id || index_length(self.loader, &id) != Some(length)
                 }
                 Extent::Blob { .. } => true,
                 Extent::Hole { .. } => buf.iter().all(|&b| b == 0),

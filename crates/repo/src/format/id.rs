@@ -91,6 +91,76 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
+/// Ids of one kind of object. Each wraps an [`Id`] (and derefs to it, so
+/// hex forms and generic reads work), but one kind cannot be passed where
+/// another is expected: a tree where a snapshot is, a data blob where a
+/// tree is. Serialized exactly as an [`Id`].
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Default, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Id);
+
+        impl std::ops::Deref for $name {
+            type Target = Id;
+            fn deref(&self) -> &Id {
+                &self.0
+            }
+        }
+
+        impl From<$name> for Id {
+            fn from(id: $name) -> Id {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0.short())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseIdError;
+            fn from_str(s: &str) -> Result<$name, ParseIdError> {
+                s.parse().map($name)
+            }
+        }
+    };
+}
+
+typed_id!(
+    /// A snapshot file's id (`snapshots/<id>`).
+    ///
+    /// A tree's id is not a snapshot's:
+    ///
+    /// ```compile_fail
+    /// # async fn f(repo: cairn_repo::Repository, snapshot: cairn_repo::Snapshot) {
+    /// let _ = repo.read_snapshot(&snapshot.tree).await; // expected `&SnapshotId`, found `&TreeId`
+    /// # }
+    /// ```
+    SnapshotId
+);
+typed_id!(
+    /// A tree blob's content id.
+    TreeId
+);
+typed_id!(
+    /// A data blob's content id (a chunk of file content).
+    DataId
+);
+typed_id!(
+    /// A pack's id (`data/<2 hex>/<id>`).
+    PackId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::format::blob::BlobType;
-use crate::format::id::Id;
+use crate::format::id::{Id, PackId};
 use crate::format::pack::{self, PackEntry};
 use crate::format::wire::{Reader, WireError, invalid};
 
@@ -35,7 +35,7 @@ const BLOB_LEN: usize = 4 + pack::ENTRY_LEN;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IndexedPack {
     /// The pack's object id.
-    pub id: Id,
+    pub id: PackId,
     /// The pack's size in bytes.
     pub size: u64,
     /// Public key of the session that sealed the pack.
@@ -84,7 +84,7 @@ impl IndexFile {
         }
         out.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
         for p in &self.packs {
-            out.extend_from_slice(&p.id.0);
+            out.extend_from_slice(p.id.as_bytes());
             out.extend_from_slice(&p.size.to_le_bytes());
             out.extend_from_slice(&p.session_public);
             out.extend_from_slice(&(p.blobs.len() as u32).to_le_bytes());
@@ -137,7 +137,7 @@ impl IndexFile {
                 }
                 blobs.push(PackEntry { blob_type, id: blob_id, offset, length, raw_length });
             }
-            packs.push(IndexedPack { id, size, session_public, blobs });
+            packs.push(IndexedPack { id: PackId(id), size, session_public, blobs });
         }
         r.finish()?;
         Ok(IndexFile { supersedes, packs, authenticated: false })
@@ -165,7 +165,7 @@ pub struct BlobLocation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackInfo {
     /// Object id.
-    pub id: Id,
+    pub id: PackId,
     /// Size in bytes.
     pub size: u64,
     /// Session that sealed it.
@@ -178,7 +178,7 @@ pub struct PackInfo {
 pub struct Index {
     blobs: HashMap<Id, BlobLocation>,
     packs: Vec<PackInfo>,
-    pack_positions: HashMap<Id, u32>,
+    pack_positions: HashMap<PackId, u32>,
     files: HashSet<Id>,
 }
 
@@ -286,7 +286,7 @@ mod tests {
         IndexFile {
             supersedes: vec![Id([9; 32])],
             packs: vec![IndexedPack {
-                id: Id([1; 32]),
+                id: PackId(Id([1; 32])),
                 size: 300,
                 session_public: [2; 32],
                 blobs: vec![blob(3, 44), blob(4, 144)],
@@ -312,7 +312,7 @@ mod tests {
     fn only_authenticated_files_supersede() {
         let old = IndexFile { authenticated: true, ..sample() };
         let mut newer = IndexFile { supersedes: vec![Id([5; 32])], packs: vec![], authenticated: false };
-        newer.packs.push(IndexedPack { id: Id([7; 32]), size: 200, session_public: [2; 32], blobs: vec![] });
+        newer.packs.push(IndexedPack { id: PackId(Id([7; 32])), size: 200, session_public: [2; 32], blobs: vec![] });
         // A put-only writer's file cannot hide others...
         let index = Index::from_files(vec![(Id([5; 32]), old.clone()), (Id([6; 32]), newer.clone())]);
         assert!(index.contains_trusted(&Id([3; 32])));
@@ -329,7 +329,7 @@ mod tests {
     fn trusted_entries_win_and_untrusted_ones_are_not_deduplicated_against() {
         let untrusted = sample();
         let mut trusted = IndexFile { supersedes: vec![], authenticated: true, ..sample() };
-        trusted.packs[0].id = Id([8; 32]);
+        trusted.packs[0].id = PackId(Id([8; 32]));
         trusted.packs[0].blobs.truncate(1);
         // Whatever order the files arrive in, blob 3 resolves to the trusted pack.
         for files in [
@@ -337,7 +337,7 @@ mod tests {
             vec![(Id([2; 32]), trusted.clone()), (Id([1; 32]), untrusted.clone())],
         ] {
             let index = Index::from_files(files);
-            assert_eq!(index.get(&Id([3; 32])).unwrap().0.id, Id([8; 32]));
+            assert_eq!(*index.get(&Id([3; 32])).unwrap().0.id, Id([8; 32]));
             assert!(index.contains_trusted(&Id([3; 32])));
             assert!(index.contains(&Id([4; 32])) && !index.contains_trusted(&Id([4; 32])));
         }

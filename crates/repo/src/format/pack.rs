@@ -18,7 +18,7 @@ use crate::format::blob::{BlobType, SealedBlob};
 use crate::format::compress;
 use crate::format::crypto::{self, SecretKey, WriteSession};
 use crate::format::envelope::{self, FormatError, PACK_MAGIC};
-use crate::format::id::Id;
+use crate::format::id::{Id, PackId};
 use crate::format::wire::{Reader, WireError, invalid};
 
 /// Bytes before the sealed header.
@@ -143,7 +143,7 @@ pub(crate) struct PackBuilder {
 pub(crate) struct FinishedPack {
     /// Released when the upload is done with the buffer.
     pub guard: Option<tokio::sync::OwnedSemaphorePermit>,
-    pub id: Id,
+    pub id: PackId,
     pub size: u64,
     /// Header and blobs, uploaded as one object without concatenating them.
     pub parts: Vec<Bytes>,
@@ -202,7 +202,7 @@ impl PackBuilder {
         }
         FinishedPack {
             guard: self.guard,
-            id: Id(*hasher.finalize().as_bytes()),
+            id: PackId(Id(*hasher.finalize().as_bytes())),
             size: offset,
             parts: vec![Bytes::from(head), wrap(self.data)],
             header: PackHeader { session_public: session.public(), entries },
@@ -229,7 +229,7 @@ mod tests {
         let pack = builder.finish(&session, Bytes::from);
         let bytes: Vec<u8> = pack.parts.iter().flat_map(|p| p.iter().copied()).collect();
         assert_eq!(bytes.len() as u64, pack.size);
-        assert_eq!(Id::of_object(&bytes), pack.id);
+        assert_eq!(Id::of_object(&bytes), *pack.id);
         let key = keys.session_key(&pack.header.session_public).unwrap();
         let header = decode_header(&bytes, pack.size, &key).unwrap();
         assert_eq!(header, pack.header);

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::id::Id;
+use crate::format::id::{SnapshotId, TreeId};
 
 /// One backup: what was saved, when, from where.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,7 +14,7 @@ pub struct Snapshot {
     /// When the backup was taken (or the time given with `--time`).
     pub time: jiff::Timestamp,
     /// Root tree blob.
-    pub tree: Id,
+    pub tree: TreeId,
     /// The paths that were backed up, as given.
     pub paths: Vec<String>,
     /// Host name.
@@ -27,7 +27,7 @@ pub struct Snapshot {
     pub tags: Vec<String>,
     /// The snapshot this one was compared against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<Id>,
+    pub parent: Option<SnapshotId>,
     /// Program that wrote it, e.g. `cairn 0.1.0`.
     pub program_version: String,
     /// What the backup that wrote it counted.
@@ -40,7 +40,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// A snapshot of `paths` with root `tree`, taken now on this host.
-    pub fn new(tree: Id, paths: Vec<String>) -> Snapshot {
+    pub fn new(tree: TreeId, paths: Vec<String>) -> Snapshot {
         Snapshot {
             time: jiff::Timestamp::now(),
             tree,

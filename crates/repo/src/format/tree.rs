@@ -28,7 +28,7 @@
 
 use serde::Serialize;
 
-use crate::format::id::Id;
+use crate::format::id::{DataId, TreeId};
 use crate::format::wire::{Reader, WireError, invalid, put_bytes};
 
 /// The tree encoding version this build writes and reads.
@@ -110,7 +110,7 @@ pub enum Extent {
     /// `length` bytes of data blob `id`, starting at `offset` in its plaintext.
     Blob {
         /// The data blob.
-        id: Id,
+        id: DataId,
         /// Where the slice starts in the blob.
         offset: u32,
         /// How many bytes.
@@ -176,7 +176,7 @@ pub struct Node {
     #[serde(serialize_with = "serialize_lossy")]
     pub link_target: Vec<u8>,
     /// A directory's tree.
-    pub subtree: Option<Id>,
+    pub subtree: Option<TreeId>,
     /// A file's content.
     pub content: Vec<Extent>,
     /// Extended attributes, sorted by name.
@@ -290,7 +290,7 @@ impl Tree {
             match &n.subtree {
                 Some(id) => {
                     out.push(1);
-                    out.extend_from_slice(&id.0);
+                    out.extend_from_slice(id.as_bytes());
                 }
                 None => out.push(0),
             }
@@ -299,7 +299,7 @@ impl Tree {
                 match *e {
                     Extent::Blob { id, offset, length } => {
                         out.push(0);
-                        out.extend_from_slice(&id.0);
+                        out.extend_from_slice(id.as_bytes());
                         out.extend_from_slice(&offset.to_le_bytes());
                         out.extend_from_slice(&length.to_le_bytes());
                     }
@@ -349,14 +349,14 @@ impl Tree {
             node.link_target = r.bytes()?.to_vec();
             node.subtree = match r.u8()? {
                 0 => None,
-                1 => Some(r.id()?),
+                1 => Some(TreeId(r.id()?)),
                 _ => return Err(invalid("subtree flag", "neither 0 nor 1")),
             };
             let extents = r.count("extent count", 9)?;
             node.content.reserve(extents);
             for _ in 0..extents {
                 node.content.push(match r.u8()? {
-                    0 => Extent::Blob { id: r.id()?, offset: r.u32()?, length: r.u32()? },
+                    0 => Extent::Blob { id: DataId(r.id()?), offset: r.u32()?, length: r.u32()? },
                     1 => Extent::Hole { length: r.u64()? },
                     _ => return Err(invalid("extent", "unknown extent type")),
                 });
@@ -430,6 +430,7 @@ fn validate(node: &Node) -> Result<(), WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::id::Id;
 
     fn sample() -> Tree {
         let mut file = Node::new(b"caf\xe9.txt".to_vec(), NodeKind::File);
@@ -438,10 +439,11 @@ mod tests {
         file.user = "alice".into();
         file.size = 10 + 4096;
         file.mtime = Time { secs: -5, nanos: 999_999_999 };
-        file.content = vec![Extent::Blob { id: Id([7; 32]), offset: 3, length: 10 }, Extent::Hole { length: 4096 }];
+        file.content =
+            vec![Extent::Blob { id: DataId(Id([7; 32])), offset: 3, length: 10 }, Extent::Hole { length: 4096 }];
         file.xattrs = vec![(b"user.k".to_vec(), b"v\0v".to_vec())];
         let mut dir = Node::new("sub", NodeKind::Dir);
-        dir.subtree = Some(Id([9; 32]));
+        dir.subtree = Some(TreeId(Id([9; 32])));
         let mut link = Node::new("link", NodeKind::Symlink);
         link.link_target = b"../x\xff".to_vec();
         let mut bad = Node::new("unreadable", NodeKind::File);
@@ -454,7 +456,7 @@ mod tests {
         let tree = sample();
         let decoded = Tree::decode(&tree.encode()).unwrap();
         assert_eq!(decoded, tree);
-        assert_eq!(decoded.get(b"sub").unwrap().subtree, Some(Id([9; 32])));
+        assert_eq!(decoded.get(b"sub").unwrap().subtree, Some(TreeId(Id([9; 32]))));
         assert!(decoded.get(b"nope").is_none());
     }
 

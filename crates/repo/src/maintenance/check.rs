@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::id::Id;
+use crate::format::id::{Id, SnapshotId};
 use crate::format::index::{BlobLocation, Index};
 use crate::format::tree::{Extent, NodeKind};
 use crate::repository::Repository;
@@ -138,7 +138,7 @@ pub async fn check(repo: &Repository, read_data: Option<Subset>) -> Result<Check
 
     // Packs: present, right size; packs nothing indexes.
     let listed: HashMap<Id, u64> = backend.list(FileKind::Pack).await?.into_iter().collect();
-    let indexed: HashSet<Id> = index.packs().iter().map(|p| p.id).collect();
+    let indexed: HashSet<Id> = index.packs().iter().map(|p| *p.id).collect();
     for pack in index.packs() {
         let name = FileKind::Pack.relative_path(&pack.id);
         match listed.get(&pack.id) {
@@ -152,7 +152,7 @@ pub async fn check(repo: &Repository, read_data: Option<Subset>) -> Result<Check
     let mut marked: HashSet<Id> = HashSet::new();
     for (id, _) in backend.list(FileKind::Trash).await? {
         match repo.read_trash_record(&id).await {
-            Ok(record) if record.authenticated => marked.extend(record.content.packs.iter().map(|p| p.id)),
+            Ok(record) if record.authenticated => marked.extend(record.content.packs.iter().map(|p| *p.id)),
             Ok(_) => report.problems.push(Problem {
                 object: FileKind::Trash.relative_path(&id),
                 message: "a deletion record not written by a full key (prune ignores it)".into(),
@@ -171,12 +171,12 @@ pub async fn check(repo: &Repository, read_data: Option<Subset>) -> Result<Check
     let mut damaged: HashMap<Id, String> = HashMap::new();
     if let Some(subset) = read_data {
         let mut present: Vec<(Id, u64)> =
-            index.packs().iter().filter(|p| listed.contains_key(&p.id)).map(|p| (p.id, p.size)).collect();
+            index.packs().iter().filter(|p| listed.contains_key(&p.id)).map(|p| (*p.id, p.size)).collect();
         present.sort();
         let selected = subset.select(&present);
         let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
         for (id, loc) in index.blobs() {
-            by_pack.entry(index.packs()[loc.pack as usize].id).or_default().push((*id, *loc));
+            by_pack.entry(*index.packs()[loc.pack as usize].id).or_default().push((*id, *loc));
         }
         let results: Vec<(Id, Result<PackVerdict>)> = futures::stream::iter(selected)
             .map(|pack_id| {
@@ -206,7 +206,8 @@ pub async fn check(repo: &Repository, read_data: Option<Subset>) -> Result<Check
     }
 
     // Snapshots and trees, naming the files that use damaged or missing data.
-    let ids: Vec<Id> = backend.list(FileKind::Snapshot).await?.into_iter().map(|(id, _)| id).collect();
+    let ids: Vec<SnapshotId> =
+        backend.list(FileKind::Snapshot).await?.into_iter().map(|(id, _)| SnapshotId(id)).collect();
     let mut snapshots = Vec::new();
     for id in ids {
         match repo.read_snapshot(&id).await {

@@ -24,8 +24,7 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
-use crate::format::blob::BlobType;
-use crate::format::id::Id;
+use crate::format::id::{DataId, Id, PackId, SnapshotId, TreeId};
 use crate::format::index::{Index, IndexedPack};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Extent, Node, NodeKind, Tree};
@@ -40,9 +39,9 @@ pub struct CopyOutcome {
     /// Packs were copied without decryption.
     pub verbatim: bool,
     /// (source snapshot, new destination snapshot).
-    pub copied: Vec<(Id, Id)>,
+    pub copied: Vec<(SnapshotId, SnapshotId)>,
     /// Snapshots the destination already had.
-    pub skipped: Vec<Id>,
+    pub skipped: Vec<SnapshotId>,
     /// Packs copied (verbatim mode).
     pub packs: usize,
     /// Blobs stored in the destination (re-encrypted mode).
@@ -69,7 +68,7 @@ const COPIED_FROM: &str = "copied_from";
 pub fn copy_snapshots(
     src: &Repository,
     dst: &Repository,
-    snapshots: &[(Id, Snapshot)],
+    snapshots: &[(SnapshotId, Snapshot)],
     handle: &Handle,
 ) -> Result<CopyOutcome> {
     if dst.keys().master().is_none() {
@@ -104,10 +103,10 @@ pub fn copy_snapshots(
         .filter_map(|(_, s)| s.extra.get(COPIED_FROM).and_then(|v| v.as_str()).map(str::to_owned))
         .collect();
     if let Some(r) = &record {
-        already.extend(r.snapshots.iter().map(Id::to_hex));
+        already.extend(r.snapshots.iter().map(|id| id.to_hex()));
     }
     let mut outcome = CopyOutcome { verbatim, ..Default::default() };
-    let todo: Vec<&(Id, Snapshot)> = snapshots
+    let todo: Vec<&(SnapshotId, Snapshot)> = snapshots
         .iter()
         .filter(|(id, s)| {
             let copied = already.contains(&id.to_hex())
@@ -121,7 +120,7 @@ pub fn copy_snapshots(
         .collect();
     let loader = TreeLoader::new(src, src_index.clone(), handle.clone());
     let writer = Writer::new(dst, dst_index.clone())?;
-    let trees: Vec<Id> = if outcome.verbatim {
+    let trees: Vec<TreeId> = if outcome.verbatim {
         let copied_before: HashSet<Id> = record.iter().flat_map(|r| r.packs.iter().copied()).collect();
         let has = |blob: &Id| {
             dst_index.contains(blob) || src_index.get(blob).is_some_and(|(pack, _)| copied_before.contains(&pack.id))
@@ -165,7 +164,7 @@ struct CopyRecord {
     /// Packs stored there.
     packs: Vec<Id>,
     /// Source snapshots copied there.
-    snapshots: Vec<Id>,
+    snapshots: Vec<SnapshotId>,
 }
 
 impl CopyRecord {
@@ -190,7 +189,7 @@ fn copy_packs(
     dst: &Repository,
     has: &dyn Fn(&Id) -> bool,
     writer: &Writer,
-    todo: &[&(Id, Snapshot)],
+    todo: &[&(SnapshotId, Snapshot)],
     handle: &Handle,
     outcome: &mut CopyOutcome,
 ) -> Result<Vec<Id>> {
@@ -198,12 +197,12 @@ fn copy_packs(
     let src_index = loader.index();
     // Every blob the snapshots reach that the destination lacks.
     let mut needed_packs: HashSet<Id> = HashSet::new();
-    let mut seen: HashSet<Id> = HashSet::new();
-    let mut stack: Vec<Id> = todo.iter().map(|(_, s)| s.tree).collect();
+    let mut seen: HashSet<TreeId> = HashSet::new();
+    let mut stack: Vec<TreeId> = todo.iter().map(|(_, s)| s.tree).collect();
     let need = |id: &Id, packs: &mut HashSet<Id>| -> Result<()> {
         if !has(id) {
             let (pack, _) = src_index.get(id).ok_or(Error::BlobNotFound(*id))?;
-            packs.insert(pack.id);
+            packs.insert(*pack.id);
         }
         Ok(())
     };
@@ -243,17 +242,22 @@ fn copy_packs(
             handle.block_on(dst.backend().write_new(FileKind::Pack, &pack, vec![bytes.clone()]))?;
             outcome.packs += 1;
             indexed.push(IndexedPack {
-                id: pack,
+                id: PackId(pack),
                 size: bytes.len() as u64,
                 session_public: header.session_public,
                 blobs: header.entries,
             });
         } else {
             let size = handle.block_on(dst.backend().size(FileKind::Pack, &pack))?;
-            indexed.push(IndexedPack { id: pack, size, session_public: header.session_public, blobs: header.entries });
+            indexed.push(IndexedPack {
+                id: PackId(pack),
+                size,
+                session_public: header.session_public,
+                blobs: header.entries,
+            });
         }
     }
-    let ids: Vec<Id> = indexed.iter().map(|p| p.id).collect();
+    let ids: Vec<Id> = indexed.iter().map(|p| *p.id).collect();
     if !indexed.is_empty() {
         handle.block_on(writer.replace_index(indexed, Vec::new()))?;
     }
@@ -267,13 +271,13 @@ struct Rewriter<'a> {
     writer: &'a Writer,
     handle: &'a Handle,
     /// Source tree id → destination tree id.
-    trees: HashMap<Id, Id>,
+    trees: HashMap<TreeId, TreeId>,
     /// Source data blob id → destination id.
-    blobs: HashMap<Id, Id>,
+    blobs: HashMap<DataId, DataId>,
 }
 
 impl Rewriter<'_> {
-    fn tree(&mut self, id: &Id) -> Result<Id> {
+    fn tree(&mut self, id: &TreeId) -> Result<TreeId> {
         if let Some(done) = self.trees.get(id) {
             return Ok(*done);
         }
@@ -294,18 +298,18 @@ impl Rewriter<'_> {
             nodes.push(node);
         }
         let tree = Tree::new(nodes).map_err(|e| Error::corrupt(format!("tree {id}"), e))?;
-        let new_id = self.handle.block_on(self.writer.add_blob(BlobType::Tree, &tree.encode()))?;
+        let new_id = self.handle.block_on(self.writer.add_tree(&tree))?;
         self.trees.insert(*id, new_id);
         Ok(new_id)
     }
 
-    fn blob(&mut self, id: &Id) -> Result<Id> {
+    fn blob(&mut self, id: &DataId) -> Result<DataId> {
         if let Some(done) = self.blobs.get(id) {
             return Ok(*done);
         }
         let repo = self.loader.repository();
         let data = repo.read_blob_blocking(self.handle, self.loader.index(), id)?;
-        let new_id = self.handle.block_on(self.writer.add_blob(BlobType::Data, &data))?;
+        let new_id = self.handle.block_on(self.writer.add_data(&data))?;
         self.blobs.insert(*id, new_id);
         Ok(new_id)
     }

@@ -35,7 +35,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::id::Id;
+use crate::format::id::{Id, SnapshotId, TreeId};
 use crate::format::index::{BlobLocation, Index, IndexFile, IndexedPack, PackInfo};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Extent, Tree};
@@ -248,7 +248,7 @@ impl Run<'_> {
             }
         }
         self.report.snapshots = snapshots.len();
-        let walked: HashSet<Id> = snapshots.iter().map(|(id, _)| *id).collect();
+        let walked: HashSet<SnapshotId> = snapshots.iter().map(|(id, _)| *id).collect();
         let walk_index = Arc::new(walk_index);
         let mut used = used_blobs(repo, walk_index.clone(), snapshots, HashSet::new()).await?;
 
@@ -270,7 +270,7 @@ impl Run<'_> {
                 let file = repo.read_index_file(&id).await?;
                 for pack in &file.packs {
                     index.add_pack(pack, file.authenticated);
-                    late_index.packs.insert(pack.id);
+                    late_index.packs.insert(*pack.id);
                     late_index.blobs.extend(pack.blobs.iter().map(|b| b.id));
                 }
             }
@@ -290,7 +290,7 @@ impl Run<'_> {
             self.report.index_files_written += writer.write_untrusted_index(rescue.clone()).await?.len();
         }
         for entry in rescue {
-            current.insert(entry.id, Pack { entry, trusted: false });
+            current.insert(*entry.id, Pack { entry, trusted: false });
         }
         // Packs some index lists now: never deleted by a sweep.
         let indexed: HashSet<Id> = current.keys().chain(late_index.packs.iter()).copied().collect();
@@ -326,9 +326,10 @@ impl Run<'_> {
 
     /// Snapshots listed now that the walk did not see (forgotten ones are
     /// skipped).
-    async fn late_snapshots(&self, walked: &HashSet<Id>) -> Result<Vec<(Id, Snapshot)>> {
+    async fn late_snapshots(&self, walked: &HashSet<SnapshotId>) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut late = Vec::new();
         for (id, _) in self.repo.backend().list(FileKind::Snapshot).await? {
+            let id = SnapshotId(id);
             if walked.contains(&id) {
                 continue;
             }
@@ -530,15 +531,15 @@ fn reseal(
 async fn used_blobs(
     repo: &Repository,
     index: Arc<Index>,
-    snapshots: Vec<(Id, Snapshot)>,
+    snapshots: Vec<(SnapshotId, Snapshot)>,
     mut used: HashSet<Id>,
 ) -> Result<HashSet<Id>> {
-    let missing = |snapshot: &Id, what: String| {
+    let missing = |snapshot: &SnapshotId, what: String| {
         Error::DamagedForPrune(format!("snapshot {} needs {what}, which no index lists", snapshot.short()))
     };
-    let mut level: Vec<(Id, Id)> = Vec::new();
+    let mut level: Vec<(TreeId, SnapshotId)> = Vec::new();
     for (id, snapshot) in &snapshots {
-        if used.insert(snapshot.tree) {
+        if used.insert(*snapshot.tree) {
             level.push((snapshot.tree, *id));
         }
     }
@@ -567,13 +568,13 @@ async fn used_blobs(
             let (tree, snapshot) = result?;
             for node in tree.nodes() {
                 if let Some(sub) = node.subtree {
-                    if used.insert(sub) {
+                    if used.insert(*sub) {
                         next.push((sub, snapshot));
                     }
                 }
                 for extent in &node.content {
                     if let Extent::Blob { id, .. } = extent {
-                        if used.insert(*id) && !index.contains(id) {
+                        if used.insert(**id) && !index.contains(id) {
                             return Err(missing(&snapshot, format!("data blob {id}")));
                         }
                     }

@@ -5,7 +5,7 @@
 use futures::StreamExt;
 
 use crate::error::Result;
-use crate::format::id::Id;
+use crate::format::id::{Id, PackId, SnapshotId, TreeId};
 use crate::format::index::{Index, IndexedPack};
 use crate::repository::Repository;
 use crate::storage::backend::FileKind;
@@ -45,7 +45,7 @@ pub async fn rebuild_index(repo: &Repository) -> Result<IndexRebuild> {
         match header {
             Ok(h) => {
                 report.blobs_indexed += h.entries.len();
-                indexed.push(IndexedPack { id, size, session_public: h.session_public, blobs: h.entries });
+                indexed.push(IndexedPack { id: PackId(id), size, session_public: h.session_public, blobs: h.entries });
             }
             Err(e) => report.unreadable_packs.push((id, e.to_string())),
         }
@@ -62,9 +62,9 @@ pub async fn rebuild_index(repo: &Repository) -> Result<IndexRebuild> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SnapshotRepair {
     /// The snapshot examined.
-    pub snapshot: Id,
+    pub snapshot: SnapshotId,
     /// The repaired copy written (none when nothing was wrong, or in a dry run).
-    pub repaired: Option<Id>,
+    pub repaired: Option<SnapshotId>,
     /// Entries left out of the copy, as paths inside the snapshot, with why.
     pub removed: Vec<(String, String)>,
 }
@@ -75,14 +75,14 @@ pub struct SnapshotRepair {
 /// tag `repaired`. Blocking (call from a blocking thread).
 pub fn repair_snapshots(
     loader: &crate::view::TreeLoader,
-    snapshots: &[(Id, crate::format::snapshot::Snapshot)],
+    snapshots: &[(SnapshotId, crate::format::snapshot::Snapshot)],
     dry_run: bool,
 ) -> Result<Vec<SnapshotRepair>> {
     use std::collections::HashMap;
     let repo = loader.repository();
     let handle = loader.handle().clone();
     let writer = Writer::new(repo, loader.index().clone())?;
-    let mut memo: HashMap<Id, Rewritten> = HashMap::new();
+    let mut memo: HashMap<TreeId, Rewritten> = HashMap::new();
     let mut out = Vec::new();
     for (id, snapshot) in snapshots {
         let mut removed = Vec::new();
@@ -116,7 +116,7 @@ enum Rewritten {
     /// Nothing below was damaged.
     Same,
     /// Damaged entries were left out of this new tree.
-    New(Id),
+    New(TreeId),
     /// The tree itself cannot be read.
     Lost(String),
 }
@@ -125,12 +125,12 @@ struct Rewriter<'a> {
     loader: &'a crate::view::TreeLoader,
     writer: &'a Writer,
     handle: &'a tokio::runtime::Handle,
-    memo: &'a mut std::collections::HashMap<Id, Rewritten>,
+    memo: &'a mut std::collections::HashMap<TreeId, Rewritten>,
     dry_run: bool,
 }
 
 impl Rewriter<'_> {
-    fn tree(&mut self, id: &Id, path: &str, removed: &mut Vec<(String, String)>) -> Result<Rewritten> {
+    fn tree(&mut self, id: &TreeId, path: &str, removed: &mut Vec<(String, String)>) -> Result<Rewritten> {
         use crate::format::tree::{Extent, NodeKind, Tree};
         if let Some(done) = self.memo.get(id).cloned() {
             if !matches!(done, Rewritten::Same) {
@@ -186,9 +186,9 @@ impl Rewriter<'_> {
             let tree = Tree::new(nodes).map_err(|e| crate::error::Error::corrupt(format!("tree {id}"), e))?;
             let bytes = tree.encode();
             let new_id = if self.dry_run {
-                self.loader.repository().content_id(&bytes)
+                TreeId(self.loader.repository().content_id(&bytes))
             } else {
-                self.handle.block_on(self.writer.add_blob(crate::format::blob::BlobType::Tree, &bytes))?
+                self.handle.block_on(self.writer.add_tree(&tree))?
             };
             Rewritten::New(new_id)
         };
@@ -198,7 +198,7 @@ impl Rewriter<'_> {
 
     /// Lists the removed entries of an already rewritten tree again, under
     /// `path`, for another snapshot that shares it.
-    fn report_again(&mut self, id: &Id, path: &str, removed: &mut Vec<(String, String)>) -> Result<()> {
+    fn report_again(&mut self, id: &TreeId, path: &str, removed: &mut Vec<(String, String)>) -> Result<()> {
         let mut fresh = std::collections::HashMap::new();
         std::mem::swap(self.memo, &mut fresh);
         let mut again =

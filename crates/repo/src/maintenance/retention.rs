@@ -21,7 +21,7 @@ use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp, Zoned};
 
 use crate::error::{Error, Result};
-use crate::format::id::Id;
+use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
 
 /// A calendar period a rule counts in.
@@ -98,7 +98,7 @@ impl Policy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// The snapshot.
-    pub id: Id,
+    pub id: SnapshotId,
     /// Kept by at least one rule.
     pub keep: bool,
     /// The rules that keep it (`last`, `daily`, `within 30d`, `tag forever`, ...).
@@ -107,8 +107,8 @@ pub struct Verdict {
 
 /// Applies `policy` to the snapshots of one group (any order); returns
 /// verdicts newest first.
-pub fn apply(policy: &Policy, group: &[(Id, Snapshot)], tz: &TimeZone) -> Result<Vec<Verdict>> {
-    let mut sorted: Vec<&(Id, Snapshot)> = group.iter().collect();
+pub fn apply(policy: &Policy, group: &[(SnapshotId, Snapshot)], tz: &TimeZone) -> Result<Vec<Verdict>> {
+    let mut sorted: Vec<&(SnapshotId, Snapshot)> = group.iter().collect();
     sorted.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(b.0.cmp(&a.0)));
     let Some(newest) = sorted.first().map(|(_, s)| s.time.to_zoned(tz.clone())) else {
         return Ok(Vec::new());
@@ -204,17 +204,18 @@ pub fn parse_span(text: &str) -> Result<Span> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::id::Id;
 
-    fn snap(time: &str, tags: &[&str]) -> (Id, Snapshot) {
-        let mut s = Snapshot::new(Id::default(), vec!["/srv".into()]);
+    fn snap(time: &str, tags: &[&str]) -> (SnapshotId, Snapshot) {
+        let mut s = Snapshot::new(Default::default(), vec!["/srv".into()]);
         s.time = time.parse().unwrap();
         s.tags = tags.iter().map(|t| t.to_string()).collect();
         let mut id = [0u8; 32];
         id[..8].copy_from_slice(&s.time.as_second().to_be_bytes());
-        (Id(id), s)
+        (SnapshotId(Id(id)), s)
     }
 
-    fn kept(policy: &Policy, group: &[(Id, Snapshot)]) -> Vec<String> {
+    fn kept(policy: &Policy, group: &[(SnapshotId, Snapshot)]) -> Vec<String> {
         let mut out: Vec<String> = apply(policy, group, &TimeZone::UTC)
             .unwrap()
             .into_iter()
@@ -378,9 +379,9 @@ mod tests {
         }
     }
 
-    fn snap_with_id(time: &str, id: u8) -> (Id, Snapshot) {
+    fn snap_with_id(time: &str, id: u8) -> (SnapshotId, Snapshot) {
         let (_, s) = snap(time, &[]);
-        (Id([id; 32]), s)
+        (SnapshotId(Id([id; 32])), s)
     }
 
     #[test]
@@ -391,7 +392,7 @@ mod tests {
         let last = Policy { last: 1, ..Default::default() };
         for group in [vec![a.clone(), b.clone(), older.clone()], vec![older.clone(), b.clone(), a.clone()]] {
             let verdicts = apply(&last, &group, &TimeZone::UTC).unwrap();
-            let order: Vec<(Id, bool)> = verdicts.iter().map(|v| (v.id, v.keep)).collect();
+            let order: Vec<(SnapshotId, bool)> = verdicts.iter().map(|v| (v.id, v.keep)).collect();
             assert_eq!(order, vec![(b.0, true), (a.0, false), (older.0, false)], "newest first, then by id");
         }
         // Within one day, the snapshot judged first (the higher id) is the

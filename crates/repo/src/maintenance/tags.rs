@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::format::id::Id;
+use crate::format::id::SnapshotId;
 use crate::format::index::Index;
 use crate::format::snapshot::Snapshot;
 use crate::repository::Repository;
@@ -18,10 +18,10 @@ impl Repository {
     /// tags were already those. The snapshot's trees are untouched.
     pub async fn set_tags(
         &self,
-        id: &Id,
+        id: &SnapshotId,
         snapshot: &Snapshot,
         mut tags: Vec<String>,
-    ) -> Result<Option<(Id, Snapshot)>> {
+    ) -> Result<Option<(SnapshotId, Snapshot)>> {
         tags.retain(|t| !t.is_empty());
         tags.sort();
         tags.dedup();

@@ -52,7 +52,7 @@ impl TrashRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::id::Id;
+    use crate::format::id::{Id, PackId};
     use crate::format::index::IndexedPack;
 
     #[test]
@@ -61,7 +61,7 @@ mod tests {
             marked_at: 1_764_000_000,
             content: IndexFile {
                 supersedes: vec![Id([1; 32])],
-                packs: vec![IndexedPack { id: Id([2; 32]), size: 100, session_public: [0; 32], blobs: vec![] }],
+                packs: vec![IndexedPack { id: PackId(Id([2; 32])), size: 100, session_public: [0; 32], blobs: vec![] }],
                 authenticated: false,
             },
             authenticated: false,

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::files::archiver::{self, FileOptions};
 use crate::files::localtrees::{LocalParent, LocalTrees};
-use crate::format::id::Id;
+use crate::format::id::{SnapshotId, TreeId};
 use crate::format::snapshot::{Snapshot, SnapshotSummary};
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::repository::Repository;
@@ -169,7 +169,7 @@ impl SourceContext {
 #[derive(Debug, Clone)]
 pub struct CommittedSnapshot {
     /// Its id; `None` for a dry run.
-    pub id: Option<Id>,
+    pub id: Option<SnapshotId>,
     /// The snapshot as written.
     pub snapshot: Snapshot,
     /// What the session counted; `bytes_added` includes the snapshot's own
@@ -196,7 +196,7 @@ pub struct SnapshotSession {
     paths: Vec<String>,
     tags: Vec<String>,
     extra: serde_json::Map<String, serde_json::Value>,
-    parent: Option<Id>,
+    parent: Option<SnapshotId>,
     summary: SnapshotSummary,
     /// A put-only client's local trees, whose parent is updated on commit.
     local_trees: Option<LocalTrees>,
@@ -468,7 +468,7 @@ impl SnapshotSession {
     }
 
     /// The parent snapshot and its root tree.
-    async fn find_parent(&self, paths: &[String], local: Option<&LocalTrees>) -> Result<Option<(Id, Id)>> {
+    async fn find_parent(&self, paths: &[String], local: Option<&LocalTrees>) -> Result<Option<(SnapshotId, TreeId)>> {
         if let Some(local) = local {
             // A put-only key cannot read snapshots: its parent is the one it
             // wrote last, while that still exists (prune keeps everything a
@@ -492,7 +492,7 @@ impl SnapshotSession {
             }
             ParentChoice::Latest => {
                 // The latest snapshot of the same backup: same host, same paths.
-                let mut this = Snapshot::new(Id::default(), paths.to_vec());
+                let mut this = Snapshot::new(TreeId::default(), paths.to_vec());
                 this.hostname = self.hostname.clone();
                 let wanted = GroupKey::of(&this, GroupBy::HOST_AND_PATHS);
                 let snapshots = self.repo.list_snapshots().await?;

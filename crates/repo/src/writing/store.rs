@@ -30,7 +30,7 @@ use tokio::runtime::Handle;
 use crate::error::{Error, Result};
 use crate::files::localtrees::LocalTrees;
 use crate::format::blob::{BlobType, SealedBlob};
-use crate::format::id::Id;
+use crate::format::id::{DataId, Id, TreeId};
 use crate::format::tree::{Extent, Tree};
 use crate::writing::progress::Progress;
 use crate::writing::writer::Writer;
@@ -159,7 +159,7 @@ impl Store {
                 let _ = tx.send((id, data));
             }
         }
-        Extent::Blob { id, offset: 0, length }
+        Extent::Blob { id: DataId(id), offset: 0, length }
     }
 
     /// Chunks everything `reader` yields, appending extents and counting
@@ -196,23 +196,23 @@ impl Store {
     }
 
     /// Stores a tree blob (blocking; not from inside the runtime).
-    pub(crate) fn store_tree(&self, tree: &Tree) -> Result<Id> {
+    pub(crate) fn store_tree(&self, tree: &Tree) -> Result<TreeId> {
         let bytes = tree.encode();
         let id = self.handle().block_on(self.writer().add_blob(BlobType::Tree, &bytes))?;
         if let Some(local) = &*self.inner.local_trees.lock().expect("local trees poisoned") {
             local.save(&id, &bytes);
         }
-        Ok(id)
+        Ok(TreeId(id))
     }
 
     /// Stores a tree blob from async code.
-    pub(crate) async fn store_tree_async(&self, tree: &Tree) -> Result<Id> {
+    pub(crate) async fn store_tree_async(&self, tree: &Tree) -> Result<TreeId> {
         let bytes = tree.encode();
         let id = self.writer().add_blob(BlobType::Tree, &bytes).await?;
         if let Some(local) = &*self.inner.local_trees.lock().expect("local trees poisoned") {
             local.save(&id, &bytes);
         }
-        Ok(id)
+        Ok(TreeId(id))
     }
 
     /// Waits until every chunk handed over so far is sealed and added to

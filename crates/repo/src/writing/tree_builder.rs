@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
-use crate::format::id::Id;
+use crate::format::id::TreeId;
 use crate::format::tree::{Node, NodeKind, Time, Tree};
 use crate::writing::store::{Content, Store};
 
@@ -192,7 +192,7 @@ impl TreeBuilder {
                 for (child, entry) in children {
                     nodes.push(self.finish_entry(store, child, entry, default_dir)?);
                 }
-                let subtree: Id = store.store_tree(&Tree::new(nodes).map_err(|e| {
+                let subtree: TreeId = store.store_tree(&Tree::new(nodes).map_err(|e| {
                     Error::InvalidArgument(format!("directory {}: {e}", String::from_utf8_lossy(&name)))
                 })?)?;
                 let mut node = Node::new(name, NodeKind::Dir);

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::format::blob::{self, BlobType, SealedBlob};
 use crate::format::crypto::WriteSession;
 use crate::format::envelope::{self, INDEX_MAGIC, SNAPSHOT_MAGIC};
-use crate::format::id::Id;
+use crate::format::id::{DataId, Id, PackId, SnapshotId, TreeId};
 use crate::format::index::{Index, IndexFile, IndexedPack};
 use crate::format::pack::PackBuilder;
 use crate::format::snapshot::Snapshot;
@@ -73,7 +73,7 @@ pub struct Writer {
     /// session older than prune's minimum grace period checks at commit
     /// that they still exist (FORMAT.md §12.3).
     started: std::time::Instant,
-    needed_packs: Mutex<HashSet<Id>>,
+    needed_packs: Mutex<HashSet<PackId>>,
 }
 
 /// Asks the kernel to back a large buffer with transparent huge pages:
@@ -320,6 +320,16 @@ impl Writer {
         Ok(id)
     }
 
+    /// Stores a tree blob; returns its id.
+    pub async fn add_tree(&self, tree: &crate::format::tree::Tree) -> Result<TreeId> {
+        self.add_blob(BlobType::Tree, &tree.encode()).await.map(TreeId)
+    }
+
+    /// Stores a data blob; returns its id.
+    pub async fn add_data(&self, plaintext: &[u8]) -> Result<DataId> {
+        self.add_blob(BlobType::Data, plaintext).await.map(DataId)
+    }
+
     async fn upload(&self, pack: PackBuilder) -> Result<()> {
         let permit = self.upload_slots.clone().acquire_owned().await.expect("upload semaphore is never closed");
         let mut finished = pack.finish(&self.session, Bytes::from);
@@ -509,7 +519,7 @@ impl Writer {
     /// every pack and index file it depends on. A session older than
     /// prune's minimum grace period first checks that the packs it reused
     /// still exist (a prune may have deleted them meanwhile).
-    pub async fn commit(&self, snapshot: &Snapshot) -> Result<Id> {
+    pub async fn commit(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         if self.dry_run {
             return Err(Error::InvalidArgument("a dry-run session cannot publish a snapshot".into()));
         }
@@ -519,11 +529,11 @@ impl Writer {
         }
         let json = serde_json::to_vec(snapshot).expect("snapshots serialize");
         let id = self.store_sealed(FileKind::Snapshot, &SNAPSHOT_MAGIC, &json).await?;
-        Ok(id)
+        Ok(SnapshotId(id))
     }
 
     async fn check_needed_packs(&self) -> Result<()> {
-        let reused: Vec<Id> = self.needed_packs.lock().expect("needed-pack set poisoned").iter().copied().collect();
+        let reused: Vec<PackId> = self.needed_packs.lock().expect("needed-pack set poisoned").iter().copied().collect();
         if reused.is_empty() {
             return Ok(());
         }
@@ -537,7 +547,7 @@ impl Writer {
             }
             Err(e) => return Err(e),
         };
-        let gone: Vec<&Id> = reused.iter().filter(|id| !present.contains(id)).collect();
+        let gone: Vec<&PackId> = reused.iter().filter(|id| !present.contains(id)).collect();
         match gone.first() {
             None => Ok(()),
             Some(first) => {

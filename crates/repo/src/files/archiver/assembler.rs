@@ -10,7 +10,7 @@ use crossbeam_channel::Receiver;
 use super::Shared;
 use super::walker::{Item, Status};
 use crate::error::{Error, Result};
-use crate::format::id::Id;
+use crate::format::id::TreeId;
 use crate::format::snapshot::SnapshotSummary;
 use crate::format::tree::{Extent, Node, NodeKind, Tree};
 
@@ -118,7 +118,7 @@ impl<'s, 'a> Assembler<'s, 'a> {
         node
     }
 
-    fn store(&mut self, children: Vec<Node>, name: &[u8]) -> Result<Id> {
+    fn store(&mut self, children: Vec<Node>, name: &[u8]) -> Result<TreeId> {
         let tree = Tree::new(children)
             .map_err(|e| Error::InvalidArgument(format!("directory {}: {e}", String::from_utf8_lossy(name))))?;
         let id = self.shared.store_tree(&tree);

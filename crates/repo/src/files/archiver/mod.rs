@@ -49,7 +49,7 @@ use crate::error::{Error, Result};
 use crate::files::filter::PathFilter;
 use crate::files::fsmeta::Owners;
 use crate::files::localtrees::LocalTrees;
-use crate::format::id::Id;
+use crate::format::id::TreeId;
 use crate::format::snapshot::SnapshotSummary;
 use crate::format::tree::{Node, NodeKind, Time, Tree};
 use crate::writing::progress::{Progress, SessionEvents};
@@ -139,7 +139,7 @@ fn normalize(path: &Path) -> PathBuf {
 pub(crate) fn backup_paths(
     store: &Store,
     sources: &[PathBuf],
-    parent_tree: Option<Id>,
+    parent_tree: Option<TreeId>,
     options: &FileOptions,
     local: Option<&LocalTrees>,
     events: &dyn SessionEvents,
@@ -248,7 +248,7 @@ pub(crate) fn backup_stream(
 
 /// Reads and decodes a tree blob (from the client's own trees for a
 /// put-only key).
-fn load_tree(store: &Store, local: Option<&LocalTrees>, id: &Id) -> Result<Tree> {
+fn load_tree(store: &Store, local: Option<&LocalTrees>, id: &TreeId) -> Result<Tree> {
     let repo = store.writer().repository();
     if let Some(local) = local {
         return local.load(repo.keys(), id);
@@ -307,7 +307,7 @@ impl<'a> Shared<'a> {
         self.progress.errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn store_tree(&self, tree: &Tree) -> Result<Id> {
+    fn store_tree(&self, tree: &Tree) -> Result<TreeId> {
         self.store.store_tree(tree)
     }
 }

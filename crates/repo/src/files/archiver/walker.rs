@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use super::reader::{FileJob, FileResult};
 use super::{FileOptions, Shared, load_tree};
 use crate::files::fsmeta::{self, Owners};
-use crate::format::id::Id;
+use crate::format::id::TreeId;
 use crate::format::tree::{Extent, Node, NodeKind, Tree};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +207,7 @@ impl<'s, 'a> Walker<'s, 'a> {
         }
         // List the subdirectories (and read their parent trees) while this
         // one is processed.
-        let subdirs: Vec<(PathBuf, Option<Id>)> = listing
+        let subdirs: Vec<(PathBuf, Option<TreeId>)> = listing
             .entries
             .iter()
             .filter(|(_, meta)| {
@@ -301,11 +301,11 @@ pub(super) struct Prefetcher {
 
 /// Directories to list (each with its tree in the parent snapshot, and where
 /// to send the listing), and whether the walker has finished.
-type PrefetchQueue = (std::collections::VecDeque<(PathBuf, Option<Id>, Sender<Listing>)>, bool);
+type PrefetchQueue = (std::collections::VecDeque<(PathBuf, Option<TreeId>, Sender<Listing>)>, bool);
 
 impl Prefetcher {
     /// Queues `dirs` (each with its tree in the parent snapshot, if any).
-    fn request(&self, dirs: Vec<(PathBuf, Option<Id>)>) -> Vec<(PathBuf, Receiver<Listing>)> {
+    fn request(&self, dirs: Vec<(PathBuf, Option<TreeId>)>) -> Vec<(PathBuf, Receiver<Listing>)> {
         let mut out = Vec::with_capacity(dirs.len());
         let mut queue = self.queue.lock().expect("prefetch queue poisoned");
         for (dir, parent) in dirs.into_iter().rev() {

@@ -120,7 +120,7 @@ pub(super) fn blob_uses(content: &[Extent]) -> Vec<BlobUse> {
     let mut offset = 0u64;
     for extent in content {
         if let Extent::Blob { id, offset: blob_offset, length } = *extent {
-            uses.push(BlobUse { id, file_offset: offset, blob_offset, length });
+            uses.push(BlobUse { id: *id, file_offset: offset, blob_offset, length });
         }
         offset += extent.len();
     }
@@ -200,6 +200,7 @@ pub(super) fn plan_reads<'a>(needed: impl IntoIterator<Item = &'a Id>, index: &I
 mod tests {
     use super::*;
     use crate::format::blob::BlobType;
+    use crate::format::id::{DataId, PackId};
     use crate::format::index::IndexedPack;
     use crate::format::pack::PackEntry;
     use crate::format::tree::Time;
@@ -288,10 +289,10 @@ mod tests {
     fn blob_uses_skip_holes_and_keep_slices() {
         let content = [
             Extent::Hole { length: 4096 },
-            Extent::Blob { id: id(1), offset: 0, length: 100 },
-            Extent::Blob { id: id(2), offset: 50, length: 10 },
+            Extent::Blob { id: DataId(id(1)), offset: 0, length: 100 },
+            Extent::Blob { id: DataId(id(2)), offset: 50, length: 10 },
             Extent::Hole { length: 1000 },
-            Extent::Blob { id: id(1), offset: 0, length: 100 },
+            Extent::Blob { id: DataId(id(1)), offset: 0, length: 100 },
         ];
         assert_eq!(
             blob_uses(&content),
@@ -325,7 +326,7 @@ mod tests {
                     raw_length: length,
                 })
                 .collect();
-            index.add_pack(&IndexedPack { id: id(pack), size: 1 << 30, session_public: [0; 32], blobs }, true);
+            index.add_pack(&IndexedPack { id: PackId(id(pack)), size: 1 << 30, session_public: [0; 32], blobs }, true);
         }
         index
     }
@@ -386,7 +387,7 @@ mod tests {
                 .runs
                 .iter()
                 .map(|r| {
-                    assert_eq!(r.pack.id, id(9), "{name}");
+                    assert_eq!(*r.pack.id, id(9), "{name}");
                     (r.start, r.end, r.blobs.iter().map(|(id, _)| id.0[0]).collect())
                 })
                 .collect();
@@ -400,7 +401,7 @@ mod tests {
         let index = index(&[(7, &[(1, 0, 10), (2, 10, 10)]), (8, &[(3, 0, 10)])]);
         let plan = plan_reads(&[id(3), id(9), id(1), id(5)], &index);
         let runs: Vec<(Id, Vec<Id>)> =
-            plan.runs.iter().map(|r| (r.pack.id, r.blobs.iter().map(|(id, _)| *id).collect())).collect();
+            plan.runs.iter().map(|r| (*r.pack.id, r.blobs.iter().map(|(id, _)| *id).collect())).collect();
         assert_eq!(runs, vec![(id(7), vec![id(1)]), (id(8), vec![id(3)])]);
         assert_eq!(plan.missing, vec![id(5), id(9)]);
         assert_eq!(plan_reads(&[], &index), ReadPlan::default());

@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::format::id::Id;
+use crate::format::id::{Id, PackId};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::maintenance::trash::TrashRecord;
 use crate::storage::backend::{FileKind, ListedObject};
@@ -63,7 +63,7 @@ pub(super) fn index_state(files: Vec<(Id, IndexFile)>, unreadable_superseded: Ve
             match state.packs.get(&entry.id) {
                 Some(p) if p.trusted || !file.authenticated => {}
                 _ => {
-                    state.packs.insert(entry.id, Pack { entry, trusted: file.authenticated });
+                    state.packs.insert(*entry.id, Pack { entry, trusted: file.authenticated });
                 }
             }
         }
@@ -163,11 +163,11 @@ pub(super) fn sweep(
         plan.in_records.extend(record.content.supersedes.iter().copied());
         if !due(record, now, grace) {
             plan.pending += 1;
-            plan.marked_elsewhere.extend(record.content.packs.iter().map(|p| p.id));
+            plan.marked_elsewhere.extend(record.content.packs.iter().map(|p| *p.id));
             continue;
         }
         let packs: Vec<(Id, u64)> =
-            record.content.packs.iter().filter(|p| !indexed.contains(&p.id)).map(|p| (p.id, p.size)).collect();
+            record.content.packs.iter().filter(|p| !indexed.contains(&p.id)).map(|p| (*p.id, p.size)).collect();
         let index_files: Vec<Id> = record.content.supersedes.iter().filter(|f| !live.contains(f)).copied().collect();
         let index_batches = deletion_batches(&index_files, supersedes);
         plan.sweeps.push(RecordSweep { record: *id, marked_at: record.marked_at, packs, index_files, index_batches });
@@ -320,7 +320,7 @@ pub(super) fn mark(inputs: MarkInputs<'_>) -> Result<MarkPlan> {
         .values()
         .filter(|o| !current.contains_key(&o.id) && !marked_elsewhere.contains(&o.id))
         .filter(|o| now - o.modified_unix >= grace && o.size <= crate::format::pack::MAX_PACK_SIZE)
-        .map(|o| IndexedPack { id: o.id, size: o.size, session_public: [0; 32], blobs: Vec::new() })
+        .map(|o| IndexedPack { id: PackId(o.id), size: o.size, session_public: [0; 32], blobs: Vec::new() })
         .collect();
     unindexed.sort_by_key(|p| p.id);
 
@@ -436,11 +436,11 @@ mod tests {
                 entry
             })
             .collect::<Vec<_>>();
-        IndexedPack { id: id(n), size: offset as u64, session_public: [0; 32], blobs }
+        IndexedPack { id: PackId(id(n)), size: offset as u64, session_public: [0; 32], blobs }
     }
 
     fn packs(list: &[(IndexedPack, bool)]) -> HashMap<Id, Pack> {
-        list.iter().map(|(p, trusted)| (p.id, Pack { entry: p.clone(), trusted: *trusted })).collect()
+        list.iter().map(|(p, trusted)| (*p.id, Pack { entry: p.clone(), trusted: *trusted })).collect()
     }
 
     fn ids(list: &[u8]) -> HashSet<Id> {
@@ -452,7 +452,7 @@ mod tests {
     }
 
     fn sorted_ids<'a>(list: impl IntoIterator<Item = &'a IndexedPack>) -> Vec<Id> {
-        let mut v: Vec<Id> = list.into_iter().map(|p| p.id).collect();
+        let mut v: Vec<Id> = list.into_iter().map(|p| *p.id).collect();
         v.sort();
         v
     }
@@ -469,7 +469,7 @@ mod tests {
     /// Runs [`mark`] with every pack of `current` in storage (written at 0)
     /// and no index files.
     fn mark_all(current: &[(IndexedPack, bool)], used: &[u8], max_unused: UnusedLimit, max: Option<u64>) -> MarkPlan {
-        let listed = storage(&current.iter().map(|(p, _)| (p.id.0[0], p.size, 0)).collect::<Vec<_>>());
+        let listed = storage(&current.iter().map(|(p, _)| (p.id.0.0[0], p.size, 0)).collect::<Vec<_>>());
         mark(MarkInputs {
             current: packs(current),
             listed: &listed,
@@ -504,7 +504,7 @@ mod tests {
         assert_eq!(state.supersedes[&id(2)], vec![]);
         assert_eq!(state.supersedes[&id(3)], vec![id(1), id(9)]);
         let trusted: Vec<(Id, bool)> = {
-            let mut v: Vec<_> = state.packs.values().map(|p| (p.entry.id, p.trusted)).collect();
+            let mut v: Vec<_> = state.packs.values().map(|p| (*p.entry.id, p.trusted)).collect();
             v.sort();
             v
         };
@@ -671,7 +671,7 @@ mod tests {
             let plan = mark_all(&case.packs, case.used, case.max_unused, case.max_repack_bytes);
             let name = case.name;
             assert_eq!(sorted_ids(&plan.unused), id_list(case.unused), "{name}: unused");
-            let repack: Vec<Id> = plan.repack.iter().map(|r| r.pack.id).collect();
+            let repack: Vec<Id> = plan.repack.iter().map(|r| *r.pack.id).collect();
             assert_eq!(repack, id_list(case.repack), "{name}: repacked (in order)");
             assert_eq!(
                 sorted_ids(plan.kept_trusted.iter().chain(&plan.kept_untrusted)),
@@ -700,7 +700,7 @@ mod tests {
         assert_eq!(plan.repack_bytes, 200);
         assert_eq!(sorted_ids(&plan.kept_untrusted), id_list(&[3]), "only an unauthenticated file listed it");
         assert!(plan.kept_trusted.is_empty());
-        let marked: Vec<Id> = plan.marked().iter().map(|p| p.id).collect();
+        let marked: Vec<Id> = plan.marked().iter().map(|p| *p.id).collect();
         assert_eq!(marked, id_list(&[2, 1]), "unused first, then repacked");
         assert_eq!((plan.packs_marked(), plan.bytes_marked(), plan.packs_kept()), (2, 400, 1));
         assert_eq!((plan.packs, plan.bytes), (3, 500));
@@ -898,7 +898,7 @@ mod tests {
                 .collect();
             let current = packs(&case.current.into_iter().map(|p| (p, true)).collect::<Vec<_>>());
             let rescued = rescue(&records, &current, &case.late, &ids(case.used), &ids(case.present));
-            let rescued: Vec<Id> = rescued.iter().map(|p| p.id).collect();
+            let rescued: Vec<Id> = rescued.iter().map(|p| *p.id).collect();
             assert_eq!(rescued, id_list(case.rescued), "{}", case.name);
         }
     }
