@@ -93,8 +93,8 @@ pub enum Error {
         location: String,
         /// What we were doing.
         action: String,
-        /// The object_store error.
-        source: object_store::Error,
+        /// What the store said.
+        source: StorageError,
     },
     /// A blob id that no index lists.
     #[error("blob {0} is not in the repository index")]
@@ -186,6 +186,24 @@ pub enum Error {
         /// The error.
         source: std::io::Error,
     },
+}
+
+/// A storage failure that fits none of [`Error`]'s named cases, with the
+/// store's own message. (The object-store library's error type stays an
+/// implementation detail.)
+#[derive(Debug)]
+pub struct StorageError(pub(crate) object_store::Error);
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 impl Error {

@@ -58,7 +58,7 @@ mod util;
 mod view;
 mod writing;
 
-pub use error::{Error, Result};
+pub use error::{Error, Result, StorageError};
 pub use util::{hostname, username};
 
 // Opening a repository and reading it.

@@ -34,7 +34,7 @@ use object_store::{
     BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StorageError};
 use crate::format::id::Id;
 
 /// The kinds of objects in a repository and the directories they live in.
@@ -427,7 +427,7 @@ impl Backend {
             {
                 Error::BucketNotFound { location }
             }
-            source => Error::Storage { location, action: format!("{action} {object}"), source },
+            source => Error::Storage { location, action: format!("{action} {object}"), source: StorageError(source) },
         }
     }
 
@@ -539,7 +539,7 @@ impl Backend {
         let expected = range.end - range.start;
         let bytes = match self.retrying("reading", &name, || self.inner.store.get_range(&path, range.clone())).await {
             // A range past the end: the object is shorter than the index or header says.
-            Err(Error::Storage { source: e @ object_store::Error::Generic { .. }, .. })
+            Err(Error::Storage { source: StorageError(e @ object_store::Error::Generic { .. }), .. })
                 if e.to_string().to_ascii_lowercase().contains("range") =>
             {
                 return Err(Error::corrupt(
@@ -593,7 +593,8 @@ impl Backend {
             // for content-addressed objects; `config` creation races are
             // documented in FORMAT.md.
             Err(Error::Storage {
-                source: object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. },
+                source:
+                    StorageError(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }),
                 ..
             }) => {
                 if self.exists_path(name).await? {
