@@ -747,3 +747,70 @@ pub(crate) fn is_transient(e: &object_store::Error) -> bool {
             .any(|p| text.contains(p))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_paths() {
+        let id = Id([0xab; 32]);
+        let hex = id.to_hex();
+        for (kind, expected) in [
+            (FileKind::Config, "config".to_owned()),
+            (FileKind::Key, format!("keys/{hex}")),
+            (FileKind::Index, format!("index/{hex}")),
+            (FileKind::Snapshot, format!("snapshots/{hex}")),
+            (FileKind::Pack, format!("data/ab/{hex}")),
+            (FileKind::Trash, format!("trash/{hex}")),
+        ] {
+            assert_eq!(kind.relative_path(&id), expected, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn locations() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().display().to_string();
+        let missing = dir.path().join("new").display().to_string();
+        let open =
+            |location: &str, create: bool| Backend::open(location, &BackendOptions { create, ..Default::default() });
+        // (location, create, expected kind or error text)
+        let cases: Vec<(String, bool, Result<BackendKind, &str>)> = vec![
+            (existing.clone(), false, Ok(BackendKind::Local)),
+            (format!("local:{existing}"), false, Ok(BackendKind::Local)),
+            ("memory:".into(), false, Ok(BackendKind::Memory)),
+            ("s3:bucket/prefix".into(), false, Ok(BackendKind::S3)),
+            (missing.clone(), false, Err("no repository at")),
+            (missing.clone(), true, Ok(BackendKind::Local)),
+            ("".into(), false, Err("empty path")),
+            ("local:".into(), false, Err("empty path")),
+            ("ftp://host/x".into(), false, Err("unknown scheme \"ftp\"")),
+            (format!("{existing}/file"), true, Err("not a directory")),
+        ];
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        for (location, create, expected) in cases {
+            match (open(&location, create), expected) {
+                (Ok(backend), Ok(kind)) => assert_eq!(backend.kind(), kind, "{location}"),
+                (Err(e), Err(text)) => assert!(e.to_string().contains(text), "{location}: {e}"),
+                (Ok(b), Err(text)) => panic!("{location}: opened ({:?}), expected an error with {text:?}", b.kind()),
+                (Err(e), Ok(kind)) => panic!("{location}: {e}, expected a {kind:?} backend"),
+            }
+        }
+        assert!(std::path::Path::new(&missing).is_dir(), "created on request");
+    }
+
+    #[tokio::test]
+    async fn objects_are_created_once_and_listed() {
+        let backend = Backend::memory();
+        let id = Id::of_object(b"payload");
+        let first = backend.write_new(FileKind::Index, &id, vec![Bytes::from_static(b"payload")]).await.unwrap();
+        let again = backend.write_new(FileKind::Index, &id, vec![Bytes::from_static(b"other")]).await.unwrap();
+        assert_eq!((first, again), (WriteOutcome::Created, WriteOutcome::AlreadyExists));
+        assert_eq!(&backend.read(FileKind::Index, &id).await.unwrap()[..], b"payload", "never overwritten");
+        assert_eq!(backend.list(FileKind::Index).await.unwrap(), vec![(id, 7)]);
+        assert!(backend.list(FileKind::Snapshot).await.unwrap().is_empty());
+        backend.delete(FileKind::Index, &id).await.unwrap();
+        assert!(!backend.exists(FileKind::Index, &id).await.unwrap());
+    }
+}

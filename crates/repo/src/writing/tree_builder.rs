@@ -204,3 +204,57 @@ impl TreeBuilder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(size: u64) -> Content {
+        Content { extents: Vec::new(), size }
+    }
+
+    fn meta(mode: u32) -> EntryMeta {
+        EntryMeta { mode, uid: 7, gid: 8, user: "u".into(), group: "g".into(), mtime: None }
+    }
+
+    #[test]
+    fn paths_make_nested_directories_and_counts() {
+        let mut b = TreeBuilder::new(jiff::Timestamp::from_second(1_000).unwrap());
+        b.add_file("db/data/public/t1", content(10), &meta(0o600)).unwrap();
+        b.add_file("db/data/public/t2", content(5), &meta(0o600)).unwrap();
+        b.add_file("db/manifest.json", content(3), &meta(0o644)).unwrap();
+        b.add_dir("db", &meta(0o750)).unwrap();
+        b.add_dir("empty", &meta(0o700)).unwrap();
+        assert_eq!(b.counts(), TreeCounts { files: 3, dirs: 4, bytes: 18 });
+        let Entry::Dir { meta: db_meta, children } = &b.root[b"db".as_slice()] else { panic!("db is a directory") };
+        assert_eq!(db_meta.as_ref().map(|m| m.mode), Some(0o750));
+        assert!(matches!(children[b"data".as_slice()], Entry::Dir { meta: None, .. }), "created on the way");
+        let Entry::File(file) = &children[b"manifest.json".as_slice()] else { panic!("a file") };
+        assert_eq!((file.mode, file.uid, file.size, file.mtime.secs), (0o644, 7, 3, 1_000));
+    }
+
+    #[test]
+    fn bad_paths_and_clashes_are_refused() {
+        let cases: &[(&[&str], &str, &str)] = &[
+            (&[], "../x", "cannot be a path"),
+            (&[], "a/./b", "cannot be a path"),
+            (&[], "a//b", "cannot be a path"),
+            (&[], "", "cannot be a path"),
+            (&["a"], "a", "added twice"),
+            (&["a"], "a/b", "is a file"),
+        ];
+        for (before, path, expected) in cases {
+            let mut b = TreeBuilder::new(jiff::Timestamp::now());
+            for p in *before {
+                b.add_file(p, content(1), &EntryMeta::file()).unwrap();
+            }
+            let err = b.add_file(path, content(1), &EntryMeta::file()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{path:?}: {err}");
+        }
+        let mut b = TreeBuilder::new(jiff::Timestamp::now());
+        b.add_file("f", content(1), &EntryMeta::file()).unwrap();
+        assert!(b.add_dir("f", &EntryMeta::dir()).unwrap_err().to_string().contains("already a file"));
+        // Leading and trailing slashes are tolerated.
+        b.add_file("/d/g/", content(1), &EntryMeta::file()).unwrap();
+    }
+}

@@ -562,3 +562,71 @@ impl Writer {
         self.state().stats
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repository::{InitOptions, OpenOptions};
+    use crate::storage::backend::Backend;
+
+    async fn repository(pack_size: u32) -> Repository {
+        let init = InitOptions { kdf_memory_kib: 8 * 1024, kdf_iterations: 1, pack_size, ..Default::default() };
+        Repository::init(Backend::memory(), b"pw", init, OpenOptions::default()).await.unwrap()
+    }
+
+    fn noise(seed: u8, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        blake3::Hasher::new().update(&[seed]).finalize_xof().fill(&mut out);
+        out
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_counted_not_stored() {
+        let repo = repository(1 << 20).await;
+        let writer = Writer::new(&repo, Arc::new(Index::default())).unwrap();
+        let a = writer.add_data(&noise(1, 1000)).await.unwrap();
+        assert_eq!(writer.add_data(&noise(1, 1000)).await.unwrap(), a);
+        assert!(writer.contains(&a));
+        let stats = writer.stats();
+        assert_eq!((stats.blobs_added, stats.blobs_deduplicated, stats.raw_bytes_added), (1, 1, 1000));
+    }
+
+    #[tokio::test]
+    async fn full_packs_upload_and_flush_indexes_everything() {
+        let repo = repository(1 << 20).await;
+        let writer = Writer::new(&repo, Arc::new(Index::default())).unwrap();
+        let mut ids = Vec::new();
+        for seed in 0..10 {
+            ids.push(writer.add_data(&noise(seed, 300_000)).await.unwrap());
+        }
+        writer.flush().await.unwrap();
+        let stats = writer.stats();
+        assert!(stats.packs_written >= 2, "3 MB of noise in 1 MiB packs: {stats:?}");
+        assert_eq!(stats.index_files_written, 1);
+        let index = repo.load_index().await.unwrap();
+        for (seed, id) in ids.iter().enumerate() {
+            assert_eq!(repo.read_blob(&index, id).await.unwrap(), noise(seed as u8, 300_000));
+        }
+        assert!(repo.list_snapshots().await.unwrap().is_empty(), "flush publishes no snapshot");
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_writes_nothing_and_cannot_commit() {
+        let repo = repository(1 << 20).await;
+        let writer = Writer::dry_run(&repo, Arc::new(Index::default())).unwrap();
+        writer.add_data(&noise(3, 5000)).await.unwrap();
+        writer.flush().await.unwrap();
+        assert_eq!(writer.stats().packs_written, 1);
+        assert!(repo.backend().list(FileKind::Pack).await.unwrap().is_empty());
+        let snapshot = Snapshot::new(TreeId::default(), vec!["/x".into()]);
+        assert!(writer.commit(&snapshot).await.unwrap_err().to_string().contains("dry-run"));
+    }
+
+    #[tokio::test]
+    async fn oversized_blobs_are_refused_before_sealing() {
+        let repo = repository(1 << 20).await;
+        let writer = Writer::new(&repo, Arc::new(Index::default())).unwrap();
+        let big = vec![0u8; blob::MAX_BLOB_SIZE + 1];
+        assert!(writer.seal(BlobType::Data, Id::default(), &big).unwrap_err().to_string().contains("exceeds"));
+    }
+}

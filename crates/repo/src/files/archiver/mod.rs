@@ -311,3 +311,46 @@ impl<'a> Shared<'a> {
         self.store.store_tree(tree)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_names_are_base_names_made_unique() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (&["/srv/www"], &["www"]),
+            (&["/srv/www", "/home/www", "/opt/www"], &["www", "www-1", "www-2"]),
+            (&["/"], &["root"]),
+            (&["/etc", "/"], &["etc", "root"]),
+            (&["/a/b", "/c/b-1", "/d/b"], &["b", "b-1", "b-2"]),
+        ];
+        for (sources, expected) in cases {
+            let paths: Vec<PathBuf> = sources.iter().map(PathBuf::from).collect();
+            let names: Vec<String> =
+                root_names(&paths).iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
+            assert_eq!(&names, expected, "{sources:?}");
+        }
+    }
+
+    #[test]
+    fn paths_are_normalized_lexically() {
+        for (path, expected) in
+            [("/a/b/../c", "/a/c"), ("/a/./b", "/a/b"), ("/a/b/..", "/a"), ("/..", "/"), ("/a//b/", "/a/b")]
+        {
+            assert_eq!(normalize(Path::new(path)), PathBuf::from(expected), "{path}");
+        }
+    }
+
+    #[test]
+    fn sources_must_exist_and_become_absolute() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let resolved = resolve_sources(&[dir.path().join("sub/../f")]).unwrap();
+        assert_eq!(resolved, [dir.path().join("f")]);
+        let missing = resolve_sources(&[dir.path().join("nope")]).unwrap_err();
+        assert!(missing.to_string().contains("does not exist"), "{missing}");
+        assert!(resolve_sources(&[]).unwrap_err().to_string().contains("at least one path"));
+    }
+}
