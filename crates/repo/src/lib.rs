@@ -108,9 +108,11 @@ pub use maintenance::retention::{
 };
 
 /// Raw writing, for tests that craft damaged or hostile repositories and
-/// for benchmarks of the sealing path. Not part of the API: nothing written
-/// this way is checked, so it can produce a snapshot the format rejects.
-/// Programs write snapshots through [`SnapshotSession`].
+/// for benchmarks of the sealing path; only with the `testing` feature,
+/// which only test and benchmark builds enable. Not part of the API:
+/// nothing written this way is checked, so it can produce a snapshot the
+/// format rejects. Programs write snapshots through [`SnapshotSession`].
+#[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing {
     pub use crate::format::blob::{MAX_BLOB_SIZE, SealedBlob};
