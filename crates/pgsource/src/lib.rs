@@ -15,7 +15,7 @@
 //! strings, TLS), [`catalog`] (what to copy), [`pattern`] (`--table`),
 //! [`schema`] (pg_dump, pg_restore), [`copy`] (COPY both ways, streams into the
 //! repository through a snapshot session), [`manifest`] (what the snapshot records),
-//! [`backup`]; then [`restore`] and [`drill`]. [`cluster`] does all of
+//! [`backup`](mod@backup); then [`restore`](mod@restore) and [`drill`](mod@drill). [`cluster`] does all of
 //! them for every database of a server (`--all-databases`), with the globals.
 
 #![warn(missing_docs)]

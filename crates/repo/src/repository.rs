@@ -60,7 +60,7 @@ pub struct OpenOptions {
     /// Base directory of the metadata cache; `None` disables caching.
     pub cache_dir: Option<PathBuf>,
     /// The shortest grace period [`prune`](crate::prune) accepts, and the
-    /// session age after which a [`Writer`](crate::Writer) checks that the
+    /// session age after which a [snapshot session](crate::SnapshotSession) checks that the
     /// packs it reused still exist before publishing a snapshot. Both must
     /// be the same for every host using the repository;
     /// [`MINIMUM_GRACE`](crate::MINIMUM_GRACE) by default. Only tests should
