@@ -213,10 +213,7 @@ async fn restore(global: &GlobalArgs, args: PgRestoreArgs) -> Result<u8> {
     reporter.finish();
     let report = report?;
     if global.json {
-        let mut value = serde_json::to_value(&report)?;
-        value["message_type"] = "summary".into();
-        value["snapshot_id"] = serde_json::to_value(id)?;
-        context::print_json_line(&value)?;
+        print_json_summary(&report, &id)?;
     } else if !global.quiet {
         print_restore_report(&report);
     }
@@ -296,10 +293,7 @@ async fn restore_all(
     reporter.finish();
     let report = report?;
     if global.json {
-        let mut value = serde_json::to_value(&report)?;
-        value["message_type"] = "summary".into();
-        value["snapshot_id"] = serde_json::to_value(id)?;
-        context::print_json_line(&value)?;
+        print_json_summary(&report, &id)?;
     } else if !global.quiet {
         if let Some(g) = &report.globals {
             println!("globals replayed ({} statements found their object already there)", g.tolerated.len());
@@ -388,4 +382,12 @@ fn print_drill_report(id: &SnapshotId, report: &DrillReport) {
     }
     println!("temporary database {}", if report.dropped { "dropped" } else { "NOT dropped: drop it by hand" });
     println!("drill {}", if report.ok { "passed" } else { "FAILED" });
+}
+
+/// A restore's report as the one JSON summary line.
+fn print_json_summary(report: &impl serde::Serialize, id: &SnapshotId) -> Result<()> {
+    let mut value = serde_json::to_value(report)?;
+    value["message_type"] = "summary".into();
+    value["snapshot_id"] = serde_json::to_value(id)?;
+    context::print_json_line(&value)
 }
