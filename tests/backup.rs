@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 
 use support::fstree::{self, noise};
-use support::{Env, cairn, fails, ok, run, stderr, stdout};
+use support::{Env, cairn, fails, noise_file, ok, run, stderr, stdout};
 
 /// The `summary` JSON line a command printed.
 fn summary(out: &str) -> serde_json::Value {
@@ -452,5 +452,68 @@ fn a_put_only_key_backs_up_incrementally_but_cannot_read() {
     // The put-only key itself cannot read anything.
     for args in [&["restore", "latest", "--target", "/tmp/never"][..], &["snapshots"][..], &["ls", "latest"][..]] {
         fails(run(&mut put(args)), 1, &["put-only key"]);
+    }
+}
+
+/// Bytes of complete packs under `data/` (an upload cut short leaves a
+/// temporary `<id>#n` file, which is not a pack).
+fn pack_bytes(env: &Env) -> u64 {
+    let mut total = 0;
+    for dir in std::fs::read_dir(env.path("data")).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(dir.path()).into_iter().flatten().flatten() {
+            if !f.file_name().to_string_lossy().contains('#') {
+                total += f.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn a_backup_killed_midway_is_resumed_not_uploaded_again() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 120 MB that does not compress or deduplicate: 7 packs of 16 MiB.
+    for i in 0..30u64 {
+        noise_file(&src.join(format!("f{i:02}")), 1000 + i, 4_000_000);
+    }
+    let mut child = env.cmd(&["backup", "-q", src.to_str().unwrap()]).spawn().unwrap();
+    // Kill it once a good part of the data is stored, before it indexes
+    // anything (it would write its first index file after 64 packs).
+    let started = std::time::Instant::now();
+    while pack_bytes(&env) < 50_000_000 {
+        assert!(child.try_wait().unwrap().is_none(), "the backup finished before it could be killed");
+        assert!(started.elapsed().as_secs() < 300, "the backup stored too little in 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let stored = pack_bytes(&env);
+    let index_files = std::fs::read_dir(env.path("index")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(index_files, 0, "killed before it wrote any index file");
+
+    let rerun = ok(run(&mut env.cmd(&["--json", "backup", src.to_str().unwrap()])));
+    let added = summary(&rerun)["bytes_added"].as_u64().unwrap();
+    // The data, stored once, is 120 MB plus a little sealing overhead (the
+    // noise does not compress); whatever the repository holds beyond that
+    // was uploaded twice.
+    let total = pack_bytes(&env);
+    let uploaded_twice = total.saturating_sub(120_000_000 + 1_200_000);
+    eprintln!(
+        "killed run stored {stored} bytes; the rerun added {added}; uploaded twice: {uploaded_twice} ({:.1}%)",
+        100.0 * uploaded_twice as f64 / stored as f64
+    );
+    assert!(uploaded_twice * 10 <= stored, "uploaded twice {uploaded_twice} bytes of the {stored} already stored");
+    let check = ok(run(&mut env.cmd(&["check", "--read-data"])));
+    assert!(check.contains("no problems found"), "{check}");
+    let target = env.root().join("restored");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", target.to_str().unwrap()])));
+    for i in [0u64, 29] {
+        assert_eq!(
+            std::fs::read(target.join(format!("f{i:02}"))).unwrap(),
+            support::fstree::noise(1000 + i, 4_000_000)
+        );
     }
 }

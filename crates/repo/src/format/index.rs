@@ -239,6 +239,11 @@ impl Index {
         self.blobs.get(id).map(|loc| (&self.packs[loc.pack as usize], *loc))
     }
 
+    /// Whether some index file lists pack `id`.
+    pub fn has_pack(&self, id: &PackId) -> bool {
+        self.pack_positions.contains_key(id)
+    }
+
     /// Whether the repository has blob `id` (listed by any index file).
     pub fn contains(&self, id: &Id) -> bool {
         self.blobs.contains_key(id)

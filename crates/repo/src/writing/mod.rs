@@ -3,6 +3,7 @@
 //! (chunk, deduplicate, seal on every core); a [`writer::Writer`] packs the
 //! sealed blobs and publishes index files and the snapshot, in that order.
 
+pub(crate) mod journal;
 pub(crate) mod progress;
 pub(crate) mod session;
 pub(crate) mod store;

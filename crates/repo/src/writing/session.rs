@@ -28,6 +28,7 @@ use crate::format::tree::{Node, NodeKind, Tree};
 use crate::repository::Repository;
 use crate::selection::{GroupBy, GroupKey, SnapshotFilter};
 use crate::storage::backend::FileKind;
+use crate::writing::journal::{self, Journal};
 use crate::writing::progress::{NoEvents, Progress, SessionEvents};
 use crate::writing::store::{Content, Store, StreamSink};
 use crate::writing::tree_builder::{EntryMeta, TreeBuilder};
@@ -187,8 +188,9 @@ pub struct SnapshotSession {
     store: Store,
     progress: Arc<Progress>,
     events: Arc<dyn SessionEvents>,
-    /// Loads the index and hands it to the writer.
-    index_task: Option<tokio::task::JoinHandle<Result<()>>>,
+    /// Loads the index and hands it to the writer; says how many packs of
+    /// an interrupted session it indexed again.
+    index_task: Option<tokio::task::JoinHandle<Result<usize>>>,
     started: std::time::Instant,
     time: jiff::Timestamp,
     hostname: String,
@@ -200,6 +202,8 @@ pub struct SnapshotSession {
     summary: SnapshotSummary,
     /// A put-only client's local trees, whose parent is updated on commit.
     local_trees: Option<LocalTrees>,
+    /// Removed once the snapshot is committed (see `journal`).
+    journal: Option<Arc<Journal>>,
 }
 
 impl Repository {
@@ -207,14 +211,39 @@ impl Repository {
     /// source starts at once, the others wait for it.
     pub async fn begin_snapshot(&self, options: SnapshotOptions) -> Result<SnapshotSession> {
         let empty = Arc::new(crate::format::index::Index::default());
-        let writer = Arc::new(if options.dry_run { Writer::dry_run(self, empty)? } else { Writer::new(self, empty)? });
+        // Packs are journaled until indexed, so that a session that dies
+        // leaves them to the next (writing/journal.rs). A put-only client
+        // could not read them back, and a dry run stores nothing.
+        let journal = match self.cache() {
+            Some(cache) if !options.dry_run && self.can_read() => match Journal::create(cache.dir()) {
+                Ok(journal) => Some(Arc::new(journal)),
+                Err(e) => {
+                    tracing::warn!("an interrupted backup will not be resumed: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let writer = match (&journal, options.dry_run) {
+            (_, true) => Writer::dry_run(self, empty)?,
+            (Some(journal), false) => Writer::new(self, empty)?.with_journal(journal.clone()),
+            (None, false) => Writer::new(self, empty)?,
+        };
+        let writer = Arc::new(writer);
         // A put-only client cannot read the index: it stores what it has not
         // stored in this session (prune deduplicates the repository later).
+        // The packs of a session that died are indexed first, so this one
+        // deduplicates against them (resuming the interrupted backup).
         let index_task = self.can_read().then(|| {
             let (repo, writer) = (self.clone(), writer.clone());
             tokio::spawn(async move {
-                writer.set_index(Arc::new(repo.load_index().await?));
-                Ok(())
+                let mut index = repo.load_index().await?;
+                let resumed = journal::recover(&repo, &mut index).await.unwrap_or_else(|e| {
+                    tracing::warn!("could not resume an interrupted backup: {e}");
+                    0
+                });
+                writer.set_index(Arc::new(index));
+                Ok(resumed)
             })
         });
         let progress = Arc::new(Progress::default());
@@ -231,6 +260,7 @@ impl Repository {
             events: Arc::new(NoEvents),
             index_task,
             started: std::time::Instant::now(),
+            journal,
             time,
             root: Vec::new(),
             paths: Vec::new(),
@@ -260,7 +290,13 @@ impl SnapshotSession {
 
     async fn index_loaded(&mut self) -> Result<()> {
         if let Some(task) = self.index_task.take() {
-            task.await.map_err(|e| Error::WriteSessionFailed(format!("loading the index failed: {e}")))??;
+            let resumed =
+                task.await.map_err(|e| Error::WriteSessionFailed(format!("loading the index failed: {e}")))??;
+            if resumed > 0 {
+                self.events.note(&format!(
+                    "resuming an interrupted backup: the {resumed} pack(s) it stored are reused, not uploaded again"
+                ));
+            }
         }
         Ok(())
     }
@@ -447,6 +483,9 @@ impl SnapshotSession {
         } else {
             snapshot.summary = Some(summary.clone());
             let id = self.writer.commit(&snapshot).await?;
+            if let Some(journal) = &self.journal {
+                journal.remove();
+            }
             if let Some(local) = &self.local_trees {
                 local.set_parent(self.repo.keys(), &LocalParent { snapshot: id, tree })?;
             }

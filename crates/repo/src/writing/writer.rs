@@ -20,6 +20,7 @@ use crate::format::pack::PackBuilder;
 use crate::format::snapshot::Snapshot;
 use crate::repository::Repository;
 use crate::storage::backend::FileKind;
+use crate::writing::journal::Journal;
 
 /// Open packs per blob type. Each new blob goes to a random one of them.
 /// One: every open pack costs a pack's worth of memory, and the order of
@@ -74,6 +75,9 @@ pub struct Writer {
     /// that they still exist (FORMAT.md §12.3).
     started: std::time::Instant,
     needed_packs: Mutex<HashSet<PackId>>,
+    /// Where stored packs are noted until they are indexed (a snapshot
+    /// session's; see `journal`).
+    journal: Option<Arc<Journal>>,
 }
 
 /// Asks the kernel to back a large buffer with transparent huge pages:
@@ -126,6 +130,7 @@ impl Writer {
             buffer_slots: Arc::new(Semaphore::new(OPEN_PACKS + uploads)),
             started: std::time::Instant::now(),
             needed_packs: Mutex::new(HashSet::new()),
+            journal: None,
         })
     }
 
@@ -135,6 +140,13 @@ impl Writer {
         let mut writer = Writer::new(repo, index)?;
         writer.dry_run = true;
         Ok(writer)
+    }
+
+    /// Notes every pack stored from now on in `journal`, so that a session
+    /// that dies before indexing them leaves them to the next one.
+    pub(crate) fn with_journal(mut self, journal: Arc<Journal>) -> Writer {
+        self.journal = Some(journal);
+        self
     }
 
     /// Replaces the index deduplicated against. A session may start with an
@@ -348,11 +360,15 @@ impl Writer {
             blobs: finished.header.entries,
         };
         let parts: Vec<Bytes> = finished.parts;
+        let journal = self.journal.clone();
         self.uploads.lock().expect("upload set poisoned").spawn(async move {
             let written = backend.write_new(FileKind::Pack, &indexed.id, parts).await;
             drop(permit);
             drop(buffer_guard);
             written?;
+            if let Some(journal) = journal {
+                journal.record(&indexed.id);
+            }
             Ok(indexed)
         });
         self.collect_finished_uploads()?;
