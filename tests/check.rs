@@ -165,3 +165,32 @@ fn repair_snapshots_leaves_out_lost_files() {
     let clean = ok(run(&mut env.cmd(&["--no-cache", "check"])));
     assert!(clean.contains("no problems found"), "{clean}");
 }
+
+#[test]
+fn temporary_files_of_killed_uploads_are_reported_and_pruned_after_the_grace_period() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    noise_file(&src.join("f"), 1, 100_000);
+    ok(run(&mut env.cmd(&["backup", "-q", src.to_str().unwrap()])));
+    // What a process killed mid-upload leaves: `<id>#<n>` next to the packs.
+    let dir = env.path("data/ab");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join(format!("{}#1", "ab".repeat(32)));
+    let young = dir.join(format!("{}#2", "ab".repeat(32)));
+    std::fs::write(&old, vec![1u8; 5000]).unwrap();
+    std::fs::write(&young, vec![2u8; 7000]).unwrap();
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600);
+    std::fs::File::options().write(true).open(&old).unwrap().set_modified(two_days_ago).unwrap();
+
+    let report = ok(run(&mut env.cmd(&["check"])));
+    assert!(report.contains("2 temporary files of interrupted uploads"), "{report}");
+    assert!(report.contains("no problems found"), "not damage: {report}");
+    let pruned = ok(run(&mut env.cmd(&["prune"])));
+    assert!(pruned.contains("1 temporary files of interrupted uploads"), "{pruned}");
+    assert!(pruned.contains("1 temporary files of uploads are younger than the grace period"), "{pruned}");
+    assert!(!old.exists() && young.exists(), "only the one older than the grace period goes");
+    let report = ok(run(&mut env.cmd(&["check", "--read-data"])));
+    assert!(report.contains("1 temporary files of interrupted uploads"), "{report}");
+}

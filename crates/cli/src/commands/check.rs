@@ -31,6 +31,14 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<()> {
                 report.unindexed_packs.len()
             );
         }
+        if !report.upload_leftovers.is_empty() {
+            let bytes: u64 = report.upload_leftovers.iter().map(|l| l.size).sum();
+            println!(
+                "{} temporary files of interrupted uploads ({}); prune removes them once older than its grace period",
+                report.upload_leftovers.len(),
+                HumanBytes(bytes)
+            );
+        }
         for p in &report.problems {
             println!("damaged: {}: {}", p.object, p.message);
         }

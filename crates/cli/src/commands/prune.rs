@@ -90,6 +90,20 @@ fn print_report(r: &PruneReport, options: &PruneOptions) {
             r.missing_packs_dropped
         );
     }
+    if r.upload_leftovers_deleted > 0 {
+        println!(
+            "{} temporary files of interrupted uploads ({}) {}removed",
+            r.upload_leftovers_deleted,
+            HumanBytes(r.upload_leftover_bytes_deleted),
+            would
+        );
+    }
+    if r.upload_leftovers_pending > 0 {
+        println!(
+            "{} temporary files of uploads are younger than the grace period (an upload may still run): left for now",
+            r.upload_leftovers_pending
+        );
+    }
     for why in &r.records_ignored {
         println!("ignored deletion record {why}");
     }

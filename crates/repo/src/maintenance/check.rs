@@ -114,6 +114,9 @@ pub struct CheckReport {
     pub problems: Vec<Problem>,
     /// Packs not listed by any index file (left by interrupted backups; not damage).
     pub unindexed_packs: Vec<Id>,
+    /// Temporary files of uploads that never finished (a process killed
+    /// mid-upload); prune removes them once older than its grace period.
+    pub upload_leftovers: Vec<crate::storage::backend::UploadLeftover>,
     /// Packs that prune marked for deletion (no longer indexed; a later
     /// prune deletes them).
     pub marked_packs: usize,
@@ -166,6 +169,7 @@ pub async fn check(repo: &Repository, read_data: Option<Subset>) -> Result<Check
     report.marked_packs = unindexed.iter().filter(|id| marked.contains(id)).count();
     report.unindexed_packs = unindexed.into_iter().filter(|id| !marked.contains(id)).collect();
     report.unindexed_packs.sort();
+    report.upload_leftovers = backend.list_upload_leftovers()?;
 
     // Data: download the selected packs and open every indexed blob in them.
     let mut damaged: HashMap<Id, String> = HashMap::new();

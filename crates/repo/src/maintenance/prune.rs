@@ -181,6 +181,14 @@ pub struct PruneReport {
     /// Deletion records that could not be read or are not authenticated
     /// (left alone).
     pub records_ignored: Vec<String>,
+    /// Temporary files of uploads that never finished, older than the
+    /// grace period, removed (a local store's `<name>#<n>` files).
+    pub upload_leftovers_deleted: usize,
+    /// Their bytes.
+    pub upload_leftover_bytes_deleted: u64,
+    /// Such files younger than the grace period (perhaps an upload still
+    /// running), left for a later run.
+    pub upload_leftovers_pending: usize,
 }
 
 /// Prunes `repo` (see the module documentation). Needs a full key and
@@ -302,6 +310,7 @@ impl Run<'_> {
         for record in &sweep.sweeps {
             self.sweep(record).await?;
         }
+        self.remove_upload_leftovers(now, grace)?;
 
         // 4. Mark (packs indexed since the listing are left to the next run).
         let mut marked_elsewhere = sweep.marked_elsewhere;
@@ -406,6 +415,26 @@ impl Run<'_> {
             self.report.index_files_deleted += batch.len();
         }
         backend.delete(FileKind::Trash, &sweep.record).await
+    }
+
+    /// Removes the temporary files of uploads that never finished, by the
+    /// same rule as packs no index lists: once older than the grace period
+    /// (a younger one may belong to an upload still running).
+    fn remove_upload_leftovers(&mut self, now: i64, grace: i64) -> Result<()> {
+        let leftovers = self.repo.backend().list_upload_leftovers()?;
+        let (due, pending): (Vec<_>, Vec<_>) = leftovers.into_iter().partition(|l| now - l.modified_unix >= grace);
+        self.report.upload_leftovers_pending = pending.len();
+        self.report.upload_leftovers_deleted = due.len();
+        self.report.upload_leftover_bytes_deleted = due.iter().map(|l| l.size).sum();
+        if self.options.dry_run || due.is_empty() {
+            return Ok(());
+        }
+        (self.progress)(&format!("removing {} temporary files of interrupted uploads", due.len()));
+        self.ensure_lease()?;
+        for leftover in &due {
+            self.repo.backend().delete_upload_leftover(leftover)?;
+        }
+        Ok(())
     }
 
     /// Carries out a [`plan::mark`]: reports it, and unless it is a dry run

@@ -88,6 +88,17 @@ pub struct ListedObject {
     pub modified_unix: i64,
 }
 
+/// A temporary file of an upload that never finished.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UploadLeftover {
+    /// Its path relative to the repository root, e.g. `data/3f/3fa2…#1`.
+    pub path: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written, in seconds since the Unix epoch.
+    pub modified_unix: i64,
+}
+
 /// How many times, and how patiently, to retry transient failures.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -676,6 +687,58 @@ impl Backend {
                 })
             })
             .collect())
+    }
+
+    /// Temporary files of uploads that never finished: a local store writes
+    /// `<name>#<n>` and renames it when complete, so a process killed
+    /// mid-upload leaves it behind. Readers never see them (they are not
+    /// object names); only prune removes them. Other stores write an
+    /// object at once, or not at all: nothing to list there.
+    pub fn list_upload_leftovers(&self) -> Result<Vec<UploadLeftover>> {
+        let Some(root) = &self.inner.local_dir else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::Io { context: format!("cannot list {}", dir.display()), source: e }),
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    dirs.push(entry.path());
+                    continue;
+                }
+                let name = entry.file_name();
+                let Some((object, suffix)) = name.to_str().and_then(|n| n.split_once('#')) else { continue };
+                if (object.parse::<Id>().is_err() && object != "config") || !suffix.bytes().all(|b| b.is_ascii_digit())
+                {
+                    continue;
+                }
+                let modified_unix = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs() as i64);
+                let path = entry.path();
+                let relative = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+                out.push(UploadLeftover { path: relative, size: meta.len(), modified_unix });
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
+    /// Removes an upload's leftover (see [`list_upload_leftovers`](Backend::list_upload_leftovers)).
+    pub fn delete_upload_leftover(&self, leftover: &UploadLeftover) -> Result<()> {
+        let Some(root) = &self.inner.local_dir else { return Ok(()) };
+        let path = root.join(&leftover.path);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io { context: format!("cannot remove {}", path.display()), source: e }),
+        }
     }
 
     /// Lists the root of the location: fails with [`Error::BucketNotFound`],
