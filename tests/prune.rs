@@ -46,3 +46,42 @@ fn prune_reports_marks_and_sweeps_and_refuses_short_grace() {
     ok(run(&mut env.cmd(&["restore", "latest", "--target", target.to_str().unwrap()])));
     assert_eq!(std::fs::read(target.join("a")).unwrap(), std::fs::read(src.join("a")).unwrap());
 }
+
+#[test]
+fn a_prune_killed_midway_does_not_block_the_next_one() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for round in 0..3u64 {
+        for i in 0..200u64 {
+            support::noise_file(&src.join(format!("f{i}")), round * 1000 + i, 3_000);
+        }
+        ok(run(&mut env.cmd(&["backup", "-q", src.to_str().unwrap()])));
+    }
+    let lease = env.path("locks/prune");
+    // Kill a prune while it holds the lease (SIGKILL: it cannot release it).
+    let mut caught = false;
+    for _ in 0..20 {
+        let mut child = env.cmd(&["prune"]).spawn().unwrap();
+        while child.try_wait().unwrap().is_none() && !lease.exists() {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        if lease.exists() && child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            caught = lease.exists();
+            if caught {
+                break;
+            }
+        } else {
+            child.wait().unwrap();
+        }
+    }
+    assert!(caught, "could not kill a prune while it held the lease");
+    let out = ok(run(&mut env.cmd(&["prune"])));
+    assert!(out.contains("took over the prune lease"), "{out}");
+    assert!(!lease.exists(), "released at the end");
+    let check = ok(run(&mut env.cmd(&["check", "--read-data"])));
+    assert!(check.contains("no problems found"), "{check}");
+}

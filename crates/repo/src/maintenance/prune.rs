@@ -189,6 +189,9 @@ pub struct PruneReport {
     /// Such files younger than the grace period (perhaps an upload still
     /// running), left for a later run.
     pub upload_leftovers_pending: usize,
+    /// The holder of a prune lease this run took over because its process
+    /// had ended on this machine (a prune killed mid-way).
+    pub lease_taken_over_from: Option<String>,
 }
 
 /// Prunes `repo` (see the module documentation). Needs a full key and
@@ -206,7 +209,12 @@ pub async fn prune(repo: &Repository, options: &PruneOptions, progress: &(dyn Fn
         )));
     }
     let lease = if options.dry_run { None } else { Some(Lease::acquire(repo.backend(), &options.owner).await?) };
-    let mut run = Run { repo, options, lease: lease.as_ref(), progress, report: PruneReport::default() };
+    let mut report = PruneReport::default();
+    if let Some(owner) = lease.as_ref().and_then(Lease::took_over_from) {
+        progress(&format!("took over the prune lease of {owner}: that prune is no longer running"));
+        report.lease_taken_over_from = Some(owner.to_owned());
+    }
+    let mut run = Run { repo, options, lease: lease.as_ref(), progress, report };
     let result = run.execute().await;
     let report = run.report;
     if let Some(lease) = lease {

@@ -6,7 +6,10 @@
 //! conditional create. Its holder renews it every [`RENEW_EVERY`] by
 //! deleting and re-creating it, reading back its random nonce each time; a
 //! lease past its expiry may be deleted and taken over by anyone, so a
-//! crashed prune blocks others for at most [`TTL`]. A holder that fails to
+//! crashed prune blocks others for at most [`TTL`]; less when it ran on
+//! this machine: a lease records its holder's process (host, boot, pid
+//! namespace, pid), and a lease whose process is gone from this very machine
+//! is taken over at once. A holder that fails to
 //! renew, or finds another nonce, has lost the lease and stops before its
 //! next deletion ([`Lease::ensure`]). Backups never look at the lease.
 
@@ -32,12 +35,51 @@ struct LeaseFile {
     nonce: String,
     acquired: i64,
     expires: i64,
+    /// The holder's process, where it could be told (absent in leases of
+    /// older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    process: Option<Process>,
+}
+
+/// A process, precisely enough to tell from the same machine whether it
+/// still runs: the host name, the kernel's boot id and the pid namespace
+/// (so a restarted machine or another container with the same host name
+/// is never mistaken for this one), and the pid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Process {
+    host: String,
+    boot: String,
+    pid_namespace: String,
+    pid: u32,
+}
+
+impl Process {
+    /// This process, when the system tells its boot and namespace.
+    fn current() -> Option<Process> {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?.trim().to_owned();
+        let pid_namespace = std::fs::read_link("/proc/self/ns/pid").ok()?.to_string_lossy().into_owned();
+        Some(Process { host: crate::util::hostname(), boot, pid_namespace, pid: std::process::id() })
+    }
+
+    /// Whether `self` is known to have ended: it ran on this machine, in
+    /// this boot and pid namespace, and no process has its pid now. (A pid
+    /// reused since only delays a takeover until the lease expires.)
+    fn is_gone(&self) -> bool {
+        let Some(here) = Process::current() else { return false };
+        self.host == here.host
+            && self.boot == here.boot
+            && self.pid_namespace == here.pid_namespace
+            && self.pid != here.pid
+            && !std::path::Path::new("/proc").join(self.pid.to_string()).exists()
+    }
 }
 
 /// A held lease, renewed in the background until released or dropped.
 pub struct Lease {
     backend: Backend,
     nonce: String,
+    /// The owner of a lease taken over because its process had ended.
+    took_over_from: Option<String>,
     /// Set when renewal failed or another holder was found; with the time
     /// of the last successful renewal.
     state: Arc<Mutex<LeaseState>>,
@@ -62,6 +104,7 @@ impl Lease {
     /// [`Error::PruneRunning`] while another holder's lease is valid.
     pub async fn acquire(backend: &Backend, owner: &str) -> Result<Lease> {
         let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let mut took_over_from = None;
         for _ in 0..3 {
             match write(backend, owner, &nonce).await? {
                 WriteOutcome::Created => {
@@ -69,13 +112,20 @@ impl Lease {
                     // read back to learn who really won.
                     match read(backend).await? {
                         Some(file) if file.nonce == nonce => {
-                            return Ok(Lease::start(backend.clone(), nonce));
+                            let mut lease = Lease::start(backend.clone(), nonce);
+                            lease.took_over_from = took_over_from;
+                            return Ok(lease);
                         }
                         Some(file) => return Err(held(&file)),
                         None => continue,
                     }
                 }
                 WriteOutcome::AlreadyExists => match read(backend).await? {
+                    Some(file) if file.process.as_ref().is_some_and(Process::is_gone) => {
+                        tracing::info!("taking over the prune lease of {}, which is no longer running", file.owner);
+                        took_over_from = Some(file.owner);
+                        backend.delete_name(LEASE_NAME).await?;
+                    }
                     Some(file) if file.expires > now_unix() => return Err(held(&file)),
                     // Expired or unreadable: a crashed prune's lease.
                     _ => {
@@ -110,7 +160,13 @@ impl Lease {
                 }
             })
         };
-        Lease { backend, nonce, state, renewer }
+        Lease { backend, nonce, took_over_from: None, state, renewer }
+    }
+
+    /// The owner of the lease this one replaced because its process, on
+    /// this machine, had ended (a prune killed mid-way).
+    pub fn took_over_from(&self) -> Option<&str> {
+        self.took_over_from.as_deref()
     }
 
     /// Fails when the lease may no longer be ours: lost to another prune,
@@ -158,6 +214,7 @@ async fn write(backend: &Backend, owner: &str, nonce: &str) -> Result<WriteOutco
         nonce: nonce.to_owned(),
         acquired: now,
         expires: now + TTL.as_secs() as i64,
+        process: Process::current(),
     };
     let json = serde_json::to_vec(&file).expect("lease serializes");
     backend.create(LEASE_NAME, vec![Bytes::from(json)]).await
@@ -205,12 +262,45 @@ mod tests {
         let second = Lease::acquire(&backend, "b").await.unwrap();
         // Simulate a crashed holder whose lease expired.
         std::mem::forget(second);
-        let stale = LeaseFile { owner: "c".into(), nonce: "x".into(), acquired: 0, expires: 1 };
+        let stale = LeaseFile { owner: "c".into(), nonce: "x".into(), acquired: 0, expires: 1, process: None };
         backend.delete_name(LEASE_NAME).await.unwrap();
         backend.create(LEASE_NAME, vec![Bytes::from(serde_json::to_vec(&stale).unwrap())]).await.unwrap();
         let third = Lease::acquire(&backend, "d").await.unwrap();
         assert!(matches!(renew(&backend, "x").await, Err(Error::LeaseLost(_))));
         third.release().await;
         assert!(read(&backend).await.unwrap().is_none());
+    }
+
+    /// A lease whose process ended on this machine is taken over at once;
+    /// one of a live process, or of another machine, namespace or boot,
+    /// only once it expires.
+    #[tokio::test]
+    async fn a_dead_local_holder_is_taken_over_at_once() {
+        let here = Process::current().expect("Linux tells boot id and pid namespace");
+        // A pid that is not running: past the kernel's largest.
+        let dead = Process { pid: 4_194_305, ..here.clone() };
+        let cases = [
+            ("dead here", Some(dead.clone()), true),
+            ("alive here (this process)", Some(Process { pid: std::process::id(), ..here.clone() }), false),
+            ("another host", Some(Process { host: "elsewhere".into(), ..dead.clone() }), false),
+            ("another boot", Some(Process { boot: "other-boot".into(), ..dead.clone() }), false),
+            ("another pid namespace", Some(Process { pid_namespace: "pid:[1]".into(), ..dead.clone() }), false),
+            ("an older version's lease", None, false),
+        ];
+        for (name, process, taken) in cases {
+            let backend = Backend::memory();
+            let now = now_unix();
+            let held =
+                LeaseFile { owner: "old prune".into(), nonce: "n".into(), acquired: now, expires: now + 900, process };
+            backend.create(LEASE_NAME, vec![Bytes::from(serde_json::to_vec(&held).unwrap())]).await.unwrap();
+            match Lease::acquire(&backend, "new prune").await {
+                Ok(lease) => {
+                    assert!(taken, "{name}: taken over");
+                    assert_eq!(lease.took_over_from(), Some("old prune"), "{name}");
+                    lease.release().await;
+                }
+                Err(e) => assert!(!taken && matches!(e, Error::PruneRunning { .. }), "{name}: {e}"),
+            }
+        }
     }
 }
