@@ -194,3 +194,56 @@ fn temporary_files_of_killed_uploads_are_reported_and_pruned_after_the_grace_per
     let report = ok(run(&mut env.cmd(&["check", "--read-data"])));
     assert!(report.contains("1 temporary files of interrupted uploads"), "{report}");
 }
+
+/// Flips one byte in the middle of `path`.
+fn flip_byte(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn one_damaged_snapshot_file_does_not_take_the_repository_down() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for (i, time) in ["2026-01-01 10:00:00", "2026-01-02 10:00:00", "2026-01-03 10:00:00"].iter().enumerate() {
+        noise_file(&src.join("f"), i as u64, 50_000);
+        ok(run(&mut env.cmd(&["backup", "-q", "--time", time, src.to_str().unwrap()])));
+    }
+    let list = |args: &[&str]| -> Vec<String> {
+        let out = ok(run(&mut env.cmd(&[&["--no-cache", "--json", "snapshots"], args].concat())));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let ids = list(&[]);
+    assert_eq!(ids.len(), 3);
+    // Damage the two oldest snapshot files.
+    flip_byte(&env.path(&format!("snapshots/{}", ids[0])));
+    flip_byte(&env.path(&format!("snapshots/{}", ids[1])));
+
+    let listed = run(&mut env.cmd(&["--no-cache", "snapshots"]));
+    assert!(listed.status.success(), "{}", support::stderr(&listed));
+    assert!(support::stderr(&listed).contains(&format!("snapshot {} is left out", &ids[0][..8])));
+    assert_eq!(list(&[]), [ids[2].clone()], "the readable one is listed");
+    ok(run(&mut env.cmd(&["--no-cache", "find", "f"])));
+    let target = env.root().join("restored");
+    ok(run(&mut env.cmd(&["--no-cache", "restore", "latest", "--target", target.to_str().unwrap()])));
+    assert_eq!(std::fs::read(target.join("f")).unwrap(), support::fstree::noise(2, 50_000));
+    ok(run(&mut env.cmd(&["--no-cache", "backup", "-q", src.to_str().unwrap()])));
+    let pruned = ok(run(&mut env.cmd(&["--no-cache", "prune"])));
+    assert!(pruned.contains(&format!("left out snapshot {}", &ids[0][..8])), "{pruned}");
+
+    // `forget ID` removes a damaged snapshot; `repair snapshots` the others.
+    let forgot = ok(run(&mut env.cmd(&["--no-cache", "forget", &ids[0][..10]])));
+    assert!(forgot.contains("it is damaged") && forgot.contains("removed 1 snapshot"), "{forgot}");
+    let repaired = ok(run(&mut env.cmd(&["--no-cache", "repair", "snapshots"])));
+    assert!(repaired.contains(&format!("snapshot {}: removed the damaged snapshot file", &ids[1][..8])), "{repaired}");
+    let clean = run(&mut env.cmd(&["--no-cache", "snapshots"]));
+    assert!(!support::stderr(&clean).contains("left out"), "{}", support::stderr(&clean));
+    assert_eq!(list(&[]).len(), 2);
+    let check = ok(run(&mut env.cmd(&["--no-cache", "check"])));
+    assert!(check.contains("no problems found"), "{check}");
+}

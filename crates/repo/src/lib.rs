@@ -62,7 +62,7 @@ pub use error::{Error, Result, StorageError};
 pub use util::{hostname, username};
 
 // Opening a repository and reading it.
-pub use repository::{IndexFiles, InitOptions, KeyInfo, KeyOptions, OpenOptions, Repository};
+pub use repository::{IndexFiles, InitOptions, KeyInfo, KeyOptions, OpenOptions, Repository, SnapshotListing};
 pub use selection::{GroupBy, GroupKey, SnapshotFilter, group_snapshots, latest_per_group, split_snapshot_arg};
 pub use view::{ContentReader, TreeLoader};
 
@@ -101,7 +101,9 @@ pub use files::restorer::{Overwrite, RestoreEvents, RestoreOptions, RestoreOutco
 pub use maintenance::check::{CheckReport, Problem as CheckProblem, Subset as CheckSubset, check};
 pub use maintenance::copy::{CopyOutcome, copy_snapshots, shares_secret};
 pub use maintenance::prune::{DEFAULT_GRACE, MINIMUM_GRACE, PruneOptions, PruneReport, UnusedLimit, prune};
-pub use maintenance::repair::{IndexRebuild, SnapshotRepair, rebuild_index, repair_snapshots};
+pub use maintenance::repair::{
+    IndexRebuild, SnapshotRepair, rebuild_index, remove_damaged_snapshots, repair_snapshots,
+};
 pub use maintenance::retention::{
     Period as RetentionPeriod, Policy as RetentionPolicy, Verdict as RetentionVerdict, apply as apply_retention,
     parse_span,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_chunker::{Chunker, ChunkerParams, GearTable};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -121,6 +121,15 @@ pub struct KeyInfo {
     pub kdf_memory_kib: Option<u32>,
     /// Why the file cannot be used, if it cannot.
     pub problem: Option<String>,
+}
+
+/// What [`Repository::list_snapshots_with_damage`] found.
+#[derive(Debug, Default)]
+pub struct SnapshotListing {
+    /// The snapshots that read, oldest first.
+    pub snapshots: Vec<(SnapshotId, Snapshot)>,
+    /// Snapshot files that are damaged, with what is wrong.
+    pub damaged: Vec<(SnapshotId, Error)>,
 }
 
 /// What [`Repository::load_index_files`] found.
@@ -697,19 +706,45 @@ impl Repository {
             .map_err(|e| Error::corrupt(FileKind::Snapshot.relative_path(id), FormatError::Json(e.to_string())))
     }
 
-    /// All snapshots, oldest first.
+    /// All snapshots that can be read, oldest first. A damaged snapshot
+    /// file is left out with a warning (see
+    /// [`list_snapshots_with_damage`](Repository::list_snapshots_with_damage)):
+    /// one bad file must not hide every other snapshot. Any other failure
+    /// (the storage, the network) fails the listing: a snapshot that could
+    /// not be read is never taken for one that does not exist.
     pub async fn list_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let listing = self.list_snapshots_with_damage().await?;
+        for (id, e) in &listing.damaged {
+            tracing::warn!("snapshot {} is left out: {e}", id.short());
+        }
+        Ok(listing.snapshots)
+    }
+
+    /// Every snapshot, oldest first, and separately the snapshot files
+    /// that are damaged (they do not decrypt or decode).
+    pub async fn list_snapshots_with_damage(&self) -> Result<SnapshotListing> {
         let ids: Vec<Id> = self.inner.backend.list(FileKind::Snapshot).await?.into_iter().map(|(id, _)| id).collect();
-        let mut snaps: Vec<(SnapshotId, Snapshot)> = futures::stream::iter(ids.iter().copied())
-            .map(|id| async move { self.read_snapshot(&SnapshotId(id)).await.map(|s| (SnapshotId(id), s)) })
+        let results: Vec<(SnapshotId, Result<Snapshot>)> = futures::stream::iter(ids.iter().copied())
+            .map(|id| async move { (SnapshotId(id), self.read_snapshot(&SnapshotId(id)).await) })
             .buffer_unordered(16)
-            .try_collect()
-            .await?;
+            .collect()
+            .await;
+        let mut listing = SnapshotListing::default();
+        for (id, result) in results {
+            match result {
+                Ok(snapshot) => listing.snapshots.push((id, snapshot)),
+                Err(e) if e.is_corruption() => listing.damaged.push((id, e)),
+                // Removed since the listing (forget, repair): not damage.
+                Err(Error::ObjectNotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         if let Some(c) = self.cache() {
             c.retain(FileKind::Snapshot, &ids.into_iter().collect::<HashSet<_>>());
         }
-        snaps.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-        Ok(snaps)
+        listing.snapshots.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        listing.damaged.sort_by_key(|(id, _)| *id);
+        Ok(listing)
     }
 
     /// Reads and decrypts the header of a pack.

@@ -67,8 +67,25 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
             "no policy given: use --keep-last, --keep-daily, --keep-within, --keep-tag, ... (or snapshot ids); nothing was removed"
         );
     }
+    // A damaged snapshot file cannot be read, but it can be removed by id.
+    let mut damaged: Vec<SnapshotId> = Vec::new();
     let snapshots = if explicit {
-        repo.find_snapshots(&args.snapshots, &args.filter.filter()).await?
+        let mut found = Vec::new();
+        for arg in &args.snapshots {
+            match repo.find_snapshot(arg, &args.filter.filter()).await {
+                Ok(one) => found.push(one),
+                Err(e) if e.is_corruption() => {
+                    let id = SnapshotId(repo.find_id(FileKind::Snapshot, arg).await?);
+                    if !global.json && !global.quiet {
+                        println!("remove snapshot {}: it is damaged ({e})", id.short());
+                    }
+                    damaged.push(id);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        found.dedup_by_key(|(id, _)| *id);
+        found
     } else {
         repo.snapshots_matching(&args.filter.filter()).await?
     };
@@ -126,9 +143,15 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
         }
         if !args.dry_run {
             for (v, _) in verdicts.iter().filter(|(v, _)| !v.keep) {
-                repo.backend().delete(FileKind::Snapshot, &v.id).await?;
+                repo.forget_snapshot(&v.id).await?;
                 removed += 1;
             }
+        }
+    }
+    if !args.dry_run {
+        for id in &damaged {
+            repo.forget_snapshot(id).await?;
+            removed += 1;
         }
     }
     if !global.json && !global.quiet {

@@ -90,6 +90,9 @@ fn print_report(r: &PruneReport, options: &PruneOptions) {
             r.missing_packs_dropped
         );
     }
+    for damaged in &r.snapshots_damaged {
+        println!("left out {damaged} (remove it with `cairn repair snapshots`)");
+    }
     if let Some(owner) = &r.lease_taken_over_from {
         println!("took over the prune lease of {owner}, which had stopped (its process is gone); no wait was needed");
     }

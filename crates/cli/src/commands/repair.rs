@@ -41,8 +41,16 @@ pub async fn run(global: &GlobalArgs, command: RepairCommand) -> Result<()> {
             let results = tokio::task::spawn_blocking(move || cairn_repo::repair_snapshots(&loader, &chosen, dry_run))
                 .await
                 .context("the repair thread panicked")??;
+            // Snapshot files that do not even decrypt cannot be repaired: remove them.
+            let unreadable = if snapshots.is_empty() {
+                cairn_repo::remove_damaged_snapshots(&repo, dry_run).await?
+            } else {
+                Vec::new()
+            };
             if global.json {
-                return context::print_json(&results);
+                let removed: Vec<serde_json::Value> =
+                    unreadable.iter().map(|(id, why)| serde_json::json!({"snapshot": id, "damaged": why})).collect();
+                return context::print_json(&serde_json::json!({"repaired": results, "removed_damaged": removed}));
             }
             let mut damaged = 0;
             for r in &results {
@@ -68,8 +76,16 @@ pub async fn run(global: &GlobalArgs, command: RepairCommand) -> Result<()> {
                     println!("  {path}: {why}");
                 }
             }
+            for (id, why) in &unreadable {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                println!("snapshot {}: {verb} the damaged snapshot file ({why})", id.short());
+            }
             if !global.quiet {
-                println!("{} of {} snapshots needed repair", damaged, results.len());
+                println!(
+                    "{} of {} snapshots needed repair",
+                    damaged + unreadable.len(),
+                    results.len() + unreadable.len()
+                );
             }
         }
     }

@@ -6,5 +6,5 @@ pub(crate) mod copy;
 pub(crate) mod prune;
 pub(crate) mod repair;
 pub(crate) mod retention;
-pub(crate) mod tags;
+pub(crate) mod snapshots;
 pub(crate) mod trash;

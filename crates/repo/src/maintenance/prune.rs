@@ -192,6 +192,8 @@ pub struct PruneReport {
     /// The holder of a prune lease this run took over because its process
     /// had ended on this machine (a prune killed mid-way).
     pub lease_taken_over_from: Option<String>,
+    /// Snapshot files that could not be read (left out of the walk).
+    pub snapshots_damaged: Vec<String>,
 }
 
 /// Prunes `repo` (see the module documentation). Needs a full key and
@@ -247,7 +249,12 @@ impl Run<'_> {
         // 1. Read. Snapshots before index files: a snapshot is written after
         //    its index files, so all of them are in the listing that follows.
         (self.progress)("reading snapshots, index and deletion records");
-        let snapshots = repo.list_snapshots().await?;
+        // A damaged snapshot file cannot be walked: its data counts as
+        // unused (nothing could restore it), and the report names it.
+        let listing = repo.list_snapshots_with_damage().await?;
+        self.report.snapshots_damaged =
+            listing.damaged.iter().map(|(id, e)| format!("snapshot {}: {e}", id.short())).collect();
+        let snapshots = listing.snapshots;
         let loaded = repo.load_index_files().await?;
         let records = self.load_records().await?;
         let plan::IndexState { packs: mut current, live, retired, known_files, supersedes } =
@@ -343,7 +350,7 @@ impl Run<'_> {
 
     /// Snapshots listed now that the walk did not see (forgotten ones are
     /// skipped).
-    async fn late_snapshots(&self, walked: &HashSet<SnapshotId>) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    async fn late_snapshots(&mut self, walked: &HashSet<SnapshotId>) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let mut late = Vec::new();
         for (id, _) in self.repo.backend().list(FileKind::Snapshot).await? {
             let id = SnapshotId(id);
@@ -353,6 +360,9 @@ impl Run<'_> {
             match self.repo.read_snapshot(&id).await {
                 Ok(s) => late.push((id, s)),
                 Err(Error::ObjectNotFound { .. }) => {}
+                Err(e) if e.is_corruption() => {
+                    self.report.snapshots_damaged.push(format!("snapshot {}: {e}", id.short()))
+                }
                 Err(e) => return Err(e),
             }
         }

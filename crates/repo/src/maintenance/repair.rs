@@ -208,3 +208,19 @@ impl Rewriter<'_> {
         result.map(drop)
     }
 }
+
+/// Removes snapshot files that are damaged (they do not decrypt or
+/// decode): nothing can be restored from them, and they would otherwise be
+/// reported by every listing. Returns each with what was wrong; with
+/// `dry_run`, removes nothing.
+pub async fn remove_damaged_snapshots(repo: &Repository, dry_run: bool) -> Result<Vec<(SnapshotId, String)>> {
+    let listing = repo.list_snapshots_with_damage().await?;
+    let mut removed = Vec::new();
+    for (id, e) in listing.damaged {
+        if !dry_run {
+            repo.forget_snapshot(&id).await?;
+        }
+        removed.push((id, e.to_string()));
+    }
+    Ok(removed)
+}

@@ -1,6 +1,6 @@
-//! Changing a snapshot's tags: the snapshot is rewritten (nothing is
-//! changed in place) with the id of the one it replaces in `original`, then
-//! the old file is removed.
+//! Snapshot files: forgetting one, and changing one's tags. A retagged
+//! snapshot is rewritten (nothing is changed in place) with the id of the
+//! one it replaces in `original`, then the old file is removed.
 
 use std::sync::Arc;
 
@@ -13,6 +13,13 @@ use crate::storage::backend::FileKind;
 use crate::writing::writer::Writer;
 
 impl Repository {
+    /// Removes snapshot `id` (only the snapshot file: its data stays until
+    /// a prune finds nothing else uses it). Works on a damaged snapshot
+    /// file too.
+    pub async fn forget_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.backend().delete(FileKind::Snapshot, id).await
+    }
+
     /// Gives snapshot `id` the tags `tags` (sorted, deduplicated, empty ones
     /// dropped). Returns the rewritten snapshot's id, or `None` when the
     /// tags were already those. The snapshot's trees are untouched.
