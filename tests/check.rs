@@ -72,7 +72,10 @@ fn check_finds_and_names_damage() {
     let text = support::stdout(&missing);
     fails(missing, 1, &["check found"]);
     assert!(text.contains(pack_name) && text.contains("missing"), "{text}");
-    fails(run(&mut env.cmd(&["check", "--read-data-subset", "9/8"])), 1, &["invalid subset"]);
+    // A malformed value is a usage error, as every bad argument is (exit 2).
+    let bad = run(&mut env.cmd(&["check", "--read-data-subset", "9/8"]));
+    assert_eq!(bad.status.code(), Some(2), "{}", support::stderr(&bad));
+    assert!(support::stderr(&bad).contains("invalid subset \"9/8\": use n/m"), "{}", support::stderr(&bad));
 }
 
 #[test]

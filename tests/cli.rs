@@ -162,3 +162,41 @@ fn cat_index_snapshot_and_pack_show_decrypted_json() {
     assert_eq!(pack["header"]["entries"][0]["raw_length"], 12);
     fails(run(&mut env.cmd(&["cat", "snapshot", "ffffffff"])), 1, &["no object in snapshots/"]);
 }
+
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    for _ in 0..3 {
+        ok(run(&mut env.cmd(&["backup", "-q", "--force", src.to_str().unwrap()])));
+    }
+    for args in [&["snapshots"][..], &["forget", "-n", "--keep-last", "1"], &["ls", "latest"]] {
+        // `cairn snapshots | head -0`: the reader is gone before cairn writes.
+        let mut child =
+            env.cmd(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked") && err.trim().is_empty(), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(141), "{args:?}: the status of a process stopped by SIGPIPE");
+    }
+}
+
+#[test]
+fn unknown_schemes_are_errors_not_local_directories() {
+    let env = Env::new();
+    for (location, needle) in [
+        ("b2:bucket/x", "Backblaze B2 is reached through its S3 API"),
+        ("sftp:nas:/srv/backup", "the sftp: backend is not supported yet"),
+        ("ftp://host/x", "unknown scheme \"ftp:\""),
+    ] {
+        let mut cmd = cairn(&env.root().join("cache"));
+        cmd.current_dir(env.root()).args(["-r", location, "--password-file", &env.pw(), "init"]);
+        fails(run(&mut cmd), 1, &[location, needle, "supported: a local path"]);
+    }
+    let created: Vec<_> = std::fs::read_dir(env.root()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(created.iter().all(|n| !n.to_string_lossy().contains(':')), "{created:?}");
+}

@@ -18,10 +18,12 @@ pub struct Cli {
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 1 failure (wrong password, corrupt object, storage error), \
 2 invalid command line, 3 backup or restore finished but some files could not be read or written, \
-10 repository does not exist, 12 skipped: the storage credentials are write-only.";
+10 repository does not exist, 12 skipped: the storage credentials are write-only, \
+141 stopped because the output's reader went away (e.g. `| head`).";
 
-/// Options every command takes.
+/// Options every command takes (shown apart from each command's own).
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Repository location: a path, s3:BUCKET[/PREFIX], s3:https://HOST/BUCKET[/PREFIX], gs:BUCKET[/PREFIX], azure:CONTAINER[/PREFIX]
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true, value_name = "LOCATION")]
@@ -370,8 +372,8 @@ pub struct ForgetArgs {
 pub struct PruneTuning {
     /// Unused data tolerated in packs that stay, before they are repacked:
     /// a percentage of their size (5%), a size (2GiB) or `unlimited`
-    #[arg(long, value_name = "LIMIT", default_value = "5%")]
-    pub max_unused: String,
+    #[arg(long, value_name = "LIMIT", default_value = "5%", value_parser = parse_unused_limit)]
+    pub max_unused: cairn_repo::UnusedLimit,
     /// Copy at most this much used data when repacking (e.g. 10GiB)
     #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
     pub max_repack_size: Option<u64>,
@@ -413,8 +415,8 @@ pub struct CheckArgs {
     pub read_data: bool,
     /// Download and verify only a subset: n/m (group n of m, deterministic),
     /// P% (random packs) or a size such as 500MiB (random packs up to it)
-    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data")]
-    pub read_data_subset: Option<String>,
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data", value_parser = parse_subset)]
+    pub read_data_subset: Option<cairn_repo::CheckSubset>,
 }
 
 #[derive(Debug, Args)]
@@ -543,7 +545,7 @@ pub enum CatWhat {
     Key { id: String },
     /// An index file
     Index { id: String },
-    /// A snapshot
+    /// A snapshot: an id (or a unique prefix) or `latest`
     Snapshot { id: String },
     /// A pack's header
     Pack { id: String },
@@ -656,6 +658,16 @@ pub struct PgDrillArgs {
     pub conn: PgConnArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+/// `--read-data-subset`: a malformed value is a usage error (exit 2).
+fn parse_subset(text: &str) -> Result<cairn_repo::CheckSubset, String> {
+    cairn_repo::CheckSubset::parse(text, |s| parse_size(s).ok()).map_err(|e| e.to_string())
+}
+
+/// `--max-unused`, likewise.
+fn parse_unused_limit(text: &str) -> Result<cairn_repo::UnusedLimit, String> {
+    cairn_repo::UnusedLimit::parse(text, |s| parse_size(s).ok()).map_err(|e| e.to_string())
 }
 
 /// `--tag` values: repeatable and comma-separated, trimmed, sorted, unique.

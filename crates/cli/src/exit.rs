@@ -8,6 +8,7 @@
 //! | 3 | a backup or restore finished, but some entries could not be read or written |
 //! | 10 | the repository does not exist |
 //! | 12 | skipped: the storage credentials are write-only and the command needs to read |
+//! | 141 | stopped because the reader of the output went away (`cairn snapshots \| head`), as if killed by SIGPIPE |
 
 use cairn_repo::Error;
 
@@ -17,6 +18,8 @@ pub const FAILURE: u8 = 1;
 pub const INCOMPLETE: u8 = 3;
 /// The command needs to read, and the credentials are write-only.
 pub const WRITE_ONLY: u8 = 12;
+/// Stopped because stdout was closed (128 + SIGPIPE).
+pub const BROKEN_PIPE: u8 = 141;
 /// No repository at the location.
 pub const REPOSITORY_NOT_FOUND: u8 = 10;
 
@@ -27,6 +30,24 @@ pub fn code(e: &anyhow::Error) -> u8 {
         Some(Error::WriteOnly { .. }) => WRITE_ONLY,
         _ => FAILURE,
     }
+}
+
+/// Whether the error is stdout having been closed by its reader (and not,
+/// say, a child process that stopped reading what cairn sent it: that is
+/// an error to report).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    }) && stdout_closed()
+}
+
+/// Whether stdout is a pipe whose reading end has been closed.
+fn stdout_closed() -> bool {
+    let mut fd = nix::libc::pollfd { fd: 1, events: nix::libc::POLLOUT, revents: 0 };
+    // SAFETY: one valid pollfd and a zero timeout: poll only reports the
+    // descriptor's state.
+    let ready = unsafe { nix::libc::poll(&mut fd, 1, 0) };
+    ready > 0 && fd.revents & nix::libc::POLLERR != 0
 }
 
 /// The error and its causes on one line.

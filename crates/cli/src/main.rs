@@ -18,6 +18,7 @@ use crate::args::{Cli, Command};
 
 fn main() -> ExitCode {
     tune_allocator();
+    stop_quietly_on_broken_pipe();
     let cli = Cli::parse();
     init_logging(cli.global.verbose, cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -51,11 +52,33 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => ExitCode::from(code),
+        Err(e) if exit::is_broken_pipe(&e) => ExitCode::from(exit::BROKEN_PIPE),
         Err(e) => {
             eprintln!("cairn: error: {}", exit::message(&e));
             ExitCode::from(exit::code(&e))
         }
     }
+}
+
+/// `cairn snapshots | head`: when the reader of stdout goes away, stop at
+/// once and quietly, with the status of a process killed by SIGPIPE (141),
+/// instead of a panic. (SIGPIPE itself stays ignored, as Rust sets it, so a
+/// child process that exits early, e.g. pg_restore, is an error we report,
+/// not a silent death.)
+fn stop_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let text = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(exit::BROKEN_PIPE.into());
+        }
+        default(info);
+    }));
 }
 
 /// Keeps peak memory near what the pipeline holds. glibc's malloc raises its
@@ -87,5 +110,14 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Colour only for a person at a terminal, and never with NO_COLOR set
+    // (https://no-color.org): logs and CI output stay plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(colour)
+        .init();
 }

@@ -22,8 +22,9 @@ pub async fn run(global: &GlobalArgs, args: CatArgs) -> Result<()> {
             context::print_json(&repo.read_index_file(&id).await?)
         }
         CatWhat::Snapshot { id } => {
-            let id = cairn_repo::SnapshotId(repo.find_id(FileKind::Snapshot, &id).await?);
-            context::print_json(&repo.read_snapshot(&id).await?)
+            // `latest` or an id prefix, as every command takes.
+            let (_, snapshot) = repo.find_snapshot(&id, &cairn_repo::SnapshotFilter::default()).await?;
+            context::print_json(&snapshot)
         }
         CatWhat::Pack { id } => {
             let id = repo.find_id(FileKind::Pack, &id).await?;

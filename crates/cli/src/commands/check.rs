@@ -8,8 +8,8 @@ use crate::args::{CheckArgs, GlobalArgs};
 use crate::context;
 
 pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<()> {
-    let subset = match (&args.read_data_subset, args.read_data) {
-        (Some(text), _) => Some(Subset::parse(text, |s| crate::units::parse_size(s).ok())?),
+    let subset = match (args.read_data_subset, args.read_data) {
+        (Some(subset), _) => Some(subset),
         (None, true) => Some(Subset::All),
         (None, false) => None,
     };
@@ -47,7 +47,14 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<()> {
         }
     }
     if !report.problems.is_empty() {
-        bail!("check found {} problem(s); see the list above", report.problems.len());
+        let missing = report.problems.iter().any(|p| p.message.starts_with("missing (listed in the index)"));
+        let hint = if missing {
+            ": run `cairn repair index` (the index then lists only the packs there are), \
+             then `cairn repair snapshots` for snapshots that needed the missing data"
+        } else {
+            ""
+        };
+        bail!("check found {} problem(s); see the list above{hint}", report.problems.len());
     }
     Ok(())
 }

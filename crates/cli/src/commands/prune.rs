@@ -1,9 +1,9 @@
 //! `cairn prune` (and `forget --prune`): deletes unreferenced data in two
 //! phases with a grace period, so it is safe while other hosts back up.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cairn_repo::Repository;
-use cairn_repo::{PruneOptions, PruneReport, UnusedLimit};
+use cairn_repo::{PruneOptions, PruneReport};
 use indicatif::HumanBytes;
 
 use crate::args::{GlobalArgs, PruneArgs, PruneTuning};
@@ -28,8 +28,7 @@ pub async fn prune_repository(
     dry_run: bool,
 ) -> Result<PruneReport> {
     let options = PruneOptions {
-        max_unused: UnusedLimit::parse(&tuning.max_unused, |s| crate::units::parse_size(s).ok())
-            .context("--max-unused")?,
+        max_unused: tuning.max_unused,
         max_repack_bytes: tuning.max_repack_size,
         grace: tuning.grace,
         dry_run,

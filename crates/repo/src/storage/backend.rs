@@ -280,15 +280,12 @@ impl Backend {
         } else if location == "memory:" || location.starts_with("memory:") {
             (BackendKind::Memory, Arc::new(InMemory::new()), String::new(), location.into())
         } else {
+            if let Some(scheme) = unknown_scheme(location) {
+                return Err(invalid(location, scheme_hint(scheme)));
+            }
             let path = location.strip_prefix("local:").unwrap_or(location);
             if path.is_empty() {
                 return Err(invalid(location, "empty path"));
-            }
-            if let Some((scheme, _)) = path.split_once("://").filter(|(s, _)| !s.contains('/')) {
-                return Err(invalid(
-                    location,
-                    format!("unknown scheme {scheme:?}; use s3:, gs:, azure: or a local path"),
-                ));
             }
             let dir = std::path::Path::new(path);
             if !dir.exists() {
@@ -757,6 +754,40 @@ impl Backend {
     }
 }
 
+/// The scheme of a location that looks like `scheme:...` but is none that
+/// cairn knows (`local:`, `s3:`, `gs:`, `azure:`, `memory:`): it is an
+/// error, never a local directory named `b2:bucket`. (A directory whose
+/// name has a colon is reached as `./b2:x` or `local:b2:x`.)
+fn unknown_scheme(location: &str) -> Option<&str> {
+    let (scheme, _) = location.split_once(':')?;
+    let looks_like_one = scheme.len() >= 2
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let known = ["local", "s3", "gs", "azure", "memory"];
+    (looks_like_one && !known.contains(&scheme)).then_some(scheme)
+}
+
+/// What to say about an unknown scheme: the ones there are, and the way to
+/// the common stores that have no scheme of their own.
+fn scheme_hint(scheme: &str) -> String {
+    let supported = "supported: a local path (/srv/repo, local:/srv/repo), s3:BUCKET/PREFIX, \
+                     gs:BUCKET/PREFIX, azure:CONTAINER/PREFIX";
+    match scheme.to_ascii_lowercase().as_str() {
+        "b2" => format!(
+            "unknown scheme \"b2:\"; Backblaze B2 is reached through its S3 API: \
+             s3:https://s3.REGION.backblazeb2.com/BUCKET/PREFIX with the application key in AWS_ACCESS_KEY_ID \
+             and AWS_SECRET_ACCESS_KEY ({supported})"
+        ),
+        "r2" | "minio" | "wasabi" => {
+            format!("unknown scheme \"{scheme}:\"; that store is reached through s3: with its endpoint ({supported})")
+        }
+        "sftp" | "rclone" | "rest" | "swift" | "http" | "https" => {
+            format!("the {scheme}: backend is not supported yet ({supported})")
+        }
+        _ => format!("unknown scheme \"{scheme}:\" ({supported})"),
+    }
+}
+
 fn first_line(s: &str) -> String {
     let s = s.lines().next().unwrap_or_default();
     if s.chars().count() > 300 { format!("{}…", s.chars().take(300).collect::<String>()) } else { s.to_string() }
@@ -848,7 +879,11 @@ mod tests {
             (missing.clone(), true, Ok(BackendKind::Local)),
             ("".into(), false, Err("empty path")),
             ("local:".into(), false, Err("empty path")),
-            ("ftp://host/x".into(), false, Err("unknown scheme \"ftp\"")),
+            ("ftp://host/x".into(), false, Err("unknown scheme \"ftp:\"")),
+            ("b2:bucket/x".into(), true, Err("Backblaze B2 is reached through its S3 API")),
+            ("sftp:host:/path".into(), true, Err("the sftp: backend is not supported yet")),
+            ("sftp://user@host//srv".into(), true, Err("not supported yet")),
+            (format!("local:{existing}/b2:x"), true, Ok(BackendKind::Local)),
             (format!("{existing}/file"), true, Err("not a directory")),
         ];
         std::fs::write(dir.path().join("file"), b"x").unwrap();
