@@ -268,6 +268,13 @@ fn unreadable_files_are_warnings_and_exit_3_missing_sources_are_errors() {
         .find(|v| v["path"] == "/mem")
         .expect("the unreadable file is listed");
     assert!(mem["error"].is_string(), "{mem}");
+    // Restoring it would create an empty file that passes for the real one.
+    let target = env.root().join("restored");
+    let restored = run(&mut env.cmd(&["restore", "latest", "--target", s(&target)]));
+    assert_eq!(restored.status.code(), Some(3), "{}", stderr(&restored));
+    assert!(stderr(&restored).contains("not restored: it could not be read when it was backed up"));
+    assert!(!target.join("mem").exists(), "no fake file");
+    assert_eq!(std::fs::read(target.join("src/fine")).unwrap(), b"fine");
 }
 
 #[test]

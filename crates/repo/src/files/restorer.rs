@@ -342,6 +342,12 @@ impl Planner<'_> {
         }
         let dest = join(self.target, rel);
         if let Some(e) = &node.error {
+            if matches!(node.kind, NodeKind::File | NodeKind::Symlink) {
+                // Its content in the snapshot is not the file's (empty, or
+                // cut short): restoring it would pass for the real thing.
+                self.warn(&dest, &format!("not restored: it could not be read when it was backed up ({e})"));
+                return Ok(false);
+            }
             self.events.warning(&dest, &format!("was not backed up completely: {e}"));
         }
         if !self.make_room(&dest, node) {
