@@ -178,3 +178,26 @@ async fn prune_refuses_when_snapshots_need_missing_data_and_when_leased() {
     assert!(err.to_string().contains("someone else") && err.to_string().contains("no unlock"), "{err}");
     lease.release().await;
 }
+
+/// `repair index` after a prune marked packs leaves them out, as prune
+/// did: indexing them again would offer them to backups just before they
+/// are deleted.
+#[tokio::test]
+async fn repair_index_leaves_out_packs_prune_marked() {
+    let repo = new_repo().await;
+    let old = snapshot(&repo, fresh_index(&repo).await, &[1, 2]).await;
+    let kept = snapshot(&repo, fresh_index(&repo).await, &[3]).await;
+    repo.forget_snapshot(&old).await.unwrap();
+    let marked = run(&repo, &zero_grace()).await;
+    assert_eq!(marked.packs_marked, 2, "{marked:?}");
+
+    let rebuilt = cairn_repo::rebuild_index(&repo).await.unwrap();
+    assert_eq!((rebuilt.packs_indexed, rebuilt.marked_left_out), (2, 2), "{rebuilt:?}");
+    let index = repo.load_index().await.unwrap();
+    assert_eq!(index.packs().len(), 2, "only the packs of the kept snapshot");
+    assert_restores(&repo, &kept, &[3]).await;
+    // The next prune deletes the marked packs, as it would have anyway.
+    let swept = run(&repo, &zero_grace()).await;
+    assert_eq!((swept.records_swept, swept.packs_deleted), (1, 2), "{swept:?}");
+    assert_check_clean(&repo).await;
+}

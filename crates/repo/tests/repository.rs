@@ -492,3 +492,24 @@ async fn copy_into_a_write_only_destination() {
     }
     assert_eq!(dst.list_snapshots().await.unwrap().len(), snapshots.len());
 }
+
+/// A file whose extent runs past the end of its blob: a reader would fail
+/// or read short, so check names it.
+#[tokio::test]
+async fn check_finds_an_extent_past_the_end_of_its_blob() {
+    use cairn_repo::{Extent, Index, Node, NodeKind, Tree};
+    let repo = Repository::init(Backend::memory(), b"pw", fast_init(), no_cache()).await.unwrap();
+    let writer = Writer::new(&repo, Arc::new(Index::default())).unwrap();
+    let id = writer.add_data(&bytes(1, 1000)).await.unwrap();
+    let mut node = Node::new("f", NodeKind::File);
+    node.size = 1000;
+    node.content = vec![Extent::Blob { id, offset: 500, length: 1000 }];
+    let tree = writer.add_tree(&Tree::new(vec![node]).unwrap()).await.unwrap();
+    writer.commit(&Snapshot::new(tree, vec!["/f".into()])).await.unwrap();
+    let report = cairn_repo::check(&repo, None).await.unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.message.contains("uses bytes 500..1500 of blob") && p.object.ends_with("/f")),
+        "{:?}",
+        report.problems
+    );
+}

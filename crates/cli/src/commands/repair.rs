@@ -25,6 +25,12 @@ pub async fn run(global: &GlobalArgs, command: RepairCommand) -> Result<()> {
                     report.superseded
                 );
             }
+            if report.marked_left_out > 0 && !global.quiet {
+                println!(
+                    "{} packs marked for deletion by prune were left out (a later prune deletes them)",
+                    report.marked_left_out
+                );
+            }
             for (pack, why) in &report.unreadable_packs {
                 eprintln!("warning: pack {} has an unreadable header and was left out: {why}", pack.short());
             }

@@ -326,13 +326,20 @@ impl TreeCheck<'_> {
                 (NodeKind::Dir, Some(sub)) => clean &= self.tree(&sub, snapshot, &child),
                 (NodeKind::File, _) => {
                     for extent in &node.content {
-                        let Extent::Blob { id: blob, .. } = extent else { continue };
-                        let why = match self.damaged.get(blob) {
-                            Some(why) => Some(format!("uses damaged blob {blob}: {why}")),
-                            None if !self.loader.index().contains(blob) => {
-                                Some(format!("uses blob {blob}, which no index lists"))
+                        let Extent::Blob { id: blob, offset, length } = *extent else { continue };
+                        let location = self.loader.index().get(&blob).map(|(_, loc)| loc);
+                        let why = match (self.damaged.get(&*blob), location) {
+                            (Some(why), _) => Some(format!("uses damaged blob {blob}: {why}")),
+                            (None, None) => Some(format!("uses blob {blob}, which no index lists")),
+                            // A slice past the blob's end: a reader would fail or read short.
+                            (None, Some(loc)) if offset as u64 + length as u64 > loc.raw_length as u64 => {
+                                Some(format!(
+                                    "uses bytes {offset}..{} of blob {blob}, which has only {}",
+                                    offset as u64 + length as u64,
+                                    loc.raw_length
+                                ))
                             }
-                            None => None,
+                            (None, Some(_)) => None,
                         };
                         if let Some(message) = why {
                             self.problems.push(Problem { object: format!("{snapshot} file {child}"), message });

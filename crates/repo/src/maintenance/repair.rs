@@ -20,6 +20,10 @@ pub struct IndexRebuild {
     pub blobs_indexed: usize,
     /// Packs whose header could not be read, and why (their blobs are lost).
     pub unreadable_packs: Vec<(Id, String)>,
+    /// Packs left out because a prune marked them for deletion (its
+    /// deletion record; a later prune deletes them, or lists them again
+    /// if a snapshot turns out to need them).
+    pub marked_left_out: usize,
     /// Old index files now superseded.
     pub superseded: usize,
     /// New index files.
@@ -33,13 +37,27 @@ pub struct IndexRebuild {
 pub async fn rebuild_index(repo: &Repository) -> Result<IndexRebuild> {
     let backend = repo.backend();
     let old: Vec<Id> = backend.list(FileKind::Index).await?.into_iter().map(|(id, _)| id).collect();
-    let packs = backend.list(FileKind::Pack).await?;
+    // Packs prune has marked stay out of the index, as prune left them:
+    // indexing them again would hand them back to backups just before
+    // their deletion.
+    let mut marked = std::collections::HashSet::new();
+    for (id, _) in backend.list(FileKind::Trash).await? {
+        match repo.read_trash_record(&id).await {
+            Ok(record) if record.authenticated => marked.extend(record.content.packs.iter().map(|p| *p.id)),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("ignoring deletion record {}: {e}", id.short()),
+        }
+    }
+    let mut packs = backend.list(FileKind::Pack).await?;
+    let before = packs.len();
+    packs.retain(|(id, _)| !marked.contains(id));
+    let marked_left_out = before - packs.len();
     let headers: Vec<(Id, u64, Result<crate::format::pack::PackHeader>)> = futures::stream::iter(packs)
         .map(|(id, size)| async move { (id, size, repo.read_pack_header(&id).await) })
         .buffer_unordered(16)
         .collect()
         .await;
-    let mut report = IndexRebuild::default();
+    let mut report = IndexRebuild { marked_left_out, ..Default::default() };
     let mut indexed = Vec::new();
     for (id, size, header) in headers {
         match header {
