@@ -524,3 +524,23 @@ fn a_backup_killed_midway_is_resumed_not_uploaded_again() {
         );
     }
 }
+
+#[test]
+fn names_with_control_characters_are_escaped_for_people_and_exact_in_json() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let hostile = "\u{1b}[2J\u{1b}[31mowned\nfake line";
+    std::fs::write(src.join(hostile), b"x").unwrap();
+    ok(run(&mut env.cmd(&["backup", "-q", s(&src)])));
+    for args in [&["ls", "latest"][..], &["ls", "-l", "latest"], &["find", "*owned*"]] {
+        let out = ok(run(&mut env.cmd(args)));
+        assert!(!out.contains('\u{1b}') && out.contains("\\x1b[2J\\x1b[31mowned\\nfake line"), "{args:?}: {out:?}");
+    }
+    let json = ok(run(&mut env.cmd(&["--json", "ls", "latest"])));
+    assert!(json.contains("\\u001b[2J\\u001b[31mowned\\nfake line"), "JSON stays exact: {json}");
+    let target = env.root().join("restored");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&target)])));
+    assert_eq!(std::fs::read(target.join(hostile)).unwrap_or_default(), b"x", "the file itself keeps its name");
+}

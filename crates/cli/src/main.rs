@@ -3,6 +3,7 @@
 mod args;
 mod commands;
 mod context;
+mod escape;
 mod exit;
 mod password;
 mod progress;

@@ -81,8 +81,8 @@ impl Reporter {
                 });
                 println!("{line}");
             }
-            Style::Bar(bar) => bar.suspend(|| eprintln!("warning: {}: {message}", path.display())),
-            _ => eprintln!("warning: {}: {message}", path.display()),
+            Style::Bar(bar) => bar.suspend(|| eprintln!("{}", warning_line(path, message))),
+            _ => eprintln!("{}", warning_line(path, message)),
         }
     }
 
@@ -151,6 +151,11 @@ impl Reporter {
             bar.finish_and_clear();
         }
     }
+}
+
+/// A warning for people, control characters escaped (see `escape`).
+fn warning_line(path: &Path, message: &str) -> String {
+    format!("warning: {}: {}", crate::escape::human(&path.to_string_lossy()), crate::escape::human(message))
 }
 
 /// A snapshot session's warnings and notes go to the reporter.

@@ -10,6 +10,7 @@ use indicatif::HumanBytes;
 
 use crate::args::{DiffArgs, GlobalArgs};
 use crate::context;
+use crate::escape;
 
 #[derive(Default)]
 struct Totals {
@@ -34,11 +35,8 @@ impl Differ<'_> {
             let line = serde_json::json!({"change": mark, "path": path, "type": node.kind, "size": node.size, "detail": detail});
             writeln!(self.out, "{line}")?;
         } else {
-            writeln!(
-                self.out,
-                "{mark}  {path}{}",
-                if detail.is_empty() { String::new() } else { format!("  ({detail})") }
-            )?;
+            let detail = if detail.is_empty() { String::new() } else { format!("  ({detail})") };
+            writeln!(self.out, "{mark}  {}", escape::human(&format!("{path}{detail}")))?;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use cairn_repo::TreeLoader;
 use crate::args::{FindArgs, GlobalArgs};
 use crate::commands::ls::long_line;
 use crate::context;
+use crate::escape;
 
 pub async fn run(global: &GlobalArgs, args: FindArgs) -> Result<()> {
     let repo = context::open(global).await?;
@@ -33,7 +34,7 @@ pub async fn run(global: &GlobalArgs, args: FindArgs) -> Result<()> {
                         v["snapshot"] = serde_json::json!(id);
                         writeln!(out, "{v}")?;
                     } else {
-                        writeln!(out, "{} {}", id.short(), long_line(node, &path))?;
+                        writeln!(out, "{} {}", id.short(), escape::human(&long_line(node, &path)))?;
                     }
                 }
                 Ok(true)

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use cairn_repo::{Node, NodeKind};
 
 use crate::args::{GlobalArgs, LsArgs};
+use crate::escape;
 use crate::select;
 
 pub async fn run(global: &GlobalArgs, args: LsArgs) -> Result<()> {
@@ -23,9 +24,9 @@ pub async fn run(global: &GlobalArgs, args: LsArgs) -> Result<()> {
                 v["path"] = serde_json::json!(full);
                 writeln!(out, "{v}")?;
             } else if args.long {
-                writeln!(out, "{}", long_line(node, &full))?;
+                writeln!(out, "{}", escape::human(&long_line(node, &full)))?;
             } else {
-                writeln!(out, "{full}")?;
+                writeln!(out, "{}", escape::human(&full))?;
             }
             Ok(())
         };

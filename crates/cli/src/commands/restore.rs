@@ -12,6 +12,7 @@ use indicatif::HumanBytes;
 
 use crate::args::{GlobalArgs, OverwriteArg, RestoreArgs};
 use crate::context;
+use crate::escape;
 use crate::exit;
 use crate::progress::{self, Reporter, Status};
 use crate::select;
@@ -29,7 +30,7 @@ impl RestoreEvents for Events {
 
     fn action(&self, path: &Path, action: &str) {
         if self.list {
-            println!("{action:8} {}", path.display());
+            println!("{action:8} {}", escape::human(&path.to_string_lossy()));
         }
     }
 }

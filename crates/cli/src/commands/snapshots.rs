@@ -31,10 +31,10 @@ pub async fn run(global: &GlobalArgs, args: SnapshotsArgs) -> Result<()> {
             [
                 id.short(),
                 s.time.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
-                s.hostname.clone(),
-                s.tags.join(","),
+                crate::escape::human(&s.hostname).into_owned(),
+                crate::escape::human(&s.tags.join(",")).into_owned(),
                 s.summary.as_ref().map(|x| HumanBytes(x.total_bytes).to_string()).unwrap_or_default(),
-                s.paths.join(" "),
+                crate::escape::human(&s.paths.join(" ")).into_owned(),
             ]
         })
         .collect();
