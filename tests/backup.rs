@@ -544,3 +544,45 @@ fn names_with_control_characters_are_escaped_for_people_and_exact_in_json() {
     ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&target)])));
     assert_eq!(std::fs::read(target.join(hostile)).unwrap_or_default(), b"x", "the file itself keeps its name");
 }
+
+#[test]
+fn restore_can_refuse_setuid_bits_and_device_nodes_and_warns_about_them() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("suid"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(src.join("suid"), std::fs::Permissions::from_mode(0o4755)).unwrap();
+    // Device nodes need root (CAP_MKNOD): the tests run as root here and in CI.
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        let null = nix::sys::stat::makedev(1, 3);
+        nix::sys::stat::mknod(
+            &src.join("dev"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            null,
+        )
+        .unwrap();
+    }
+    ok(run(&mut env.cmd(&["backup", "-q", s(&src)])));
+
+    let plain = env.root().join("plain");
+    let out = run(&mut env.cmd(&["restore", "latest", "--target", s(&plain)]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 setuid or setgid files and directories were restored"), "{}", stderr(&out));
+    assert_eq!(std::fs::metadata(plain.join("suid")).unwrap().permissions().mode() & 0o7777, 0o4755);
+    if root {
+        assert!(stderr(&out).contains("1 device nodes were restored"), "{}", stderr(&out));
+        assert!(std::fs::symlink_metadata(plain.join("dev")).unwrap().file_type().is_char_device());
+    }
+
+    let careful = env.root().join("careful");
+    let out =
+        run(&mut env.cmd(&["restore", "latest", "--target", s(&careful), "--no-same-permissions", "--no-device"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    assert_eq!(std::fs::metadata(careful.join("suid")).unwrap().permissions().mode() & 0o7777, 0o755);
+    assert!(!careful.join("dev").exists(), "no device node");
+}

@@ -229,6 +229,12 @@ pub struct RestoreArgs {
     /// Restore owners by numeric id, ignoring user and group names
     #[arg(long)]
     pub numeric_owner: bool,
+    /// Clear the setuid and setgid bits of restored files and directories
+    #[arg(long)]
+    pub no_same_permissions: bool,
+    /// Do not create device nodes
+    #[arg(long)]
+    pub no_device: bool,
     /// Files planned and written per batch (bounds memory on huge trees)
     #[arg(long, value_name = "N", default_value_t = 40_000)]
     pub batch_files: usize,

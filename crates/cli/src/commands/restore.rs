@@ -49,6 +49,8 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
         verify: args.verify,
         dry_run: args.dry_run,
         numeric_owner: args.numeric_owner,
+        strip_setuid: args.no_same_permissions,
+        skip_devices: args.no_device,
         workers: 0,
         batch_files: args.batch_files,
     };
@@ -82,7 +84,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
     drop(ticker);
     reporter.finish();
     let (outcome, kind) = outcome?;
-    print_summary(global, &outcome, &id.short(), &args.target, kind, args.dry_run, started.elapsed().as_secs_f64())?;
+    print_summary(global, &outcome, &id.short(), &args, kind, started.elapsed().as_secs_f64())?;
     Ok(if outcome.errors > 0 { exit::INCOMPLETE } else { 0 })
 }
 
@@ -90,11 +92,12 @@ fn print_summary(
     global: &GlobalArgs,
     o: &RestoreOutcome,
     snapshot: &str,
-    target: &Path,
+    args: &RestoreArgs,
     kind: NodeKind,
-    dry_run: bool,
     secs: f64,
 ) -> Result<()> {
+    let (target, dry_run) = (&args.target, args.dry_run);
+    let (stripped, skipped_devices) = (args.no_same_permissions, args.no_device);
     if global.json {
         return context::print_json_line(&serde_json::json!({
             "message_type": "summary",
@@ -110,8 +113,21 @@ fn print_summary(
             "bytes": o.bytes,
             "verified": o.verified,
             "errors": o.errors,
+            "setuid_entries": o.setuid_entries,
+            "device_entries": o.device_entries,
             "duration_secs": secs,
         }));
+    }
+    // Said even with --quiet: what a snapshot plants on a system matters.
+    if o.setuid_entries > 0 && !stripped {
+        eprintln!(
+            "warning: {} setuid or setgid files and directories were restored with those bits \
+             (--no-same-permissions clears them)",
+            o.setuid_entries
+        );
+    }
+    if o.device_entries > 0 && !skipped_devices {
+        eprintln!("warning: {} device nodes were restored (--no-device skips them)", o.device_entries);
     }
     if global.quiet {
         return Ok(());

@@ -188,6 +188,8 @@ pub(crate) struct OwnerPolicy {
     pub restore: bool,
     /// Use stored ids, ignoring names.
     pub numeric: bool,
+    /// Clear the setuid and setgid bits.
+    pub strip_setuid: bool,
 }
 
 fn system_time(t: Time) -> SystemTime {
@@ -216,7 +218,7 @@ impl Attrs {
     pub fn of(node: &Node, owners: &Owners, policy: OwnerPolicy) -> Attrs {
         Attrs {
             kind: node.kind,
-            mode: node.mode,
+            mode: if policy.strip_setuid { node.mode & !0o6000 } else { node.mode },
             owner: policy.restore.then(|| owners.ids_for(node, policy.numeric)),
             atime: node.atime,
             mtime: node.mtime,

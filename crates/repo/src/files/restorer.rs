@@ -72,6 +72,13 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Restore owners by stored ids, ignoring names.
     pub numeric_owner: bool,
+    /// Clear the setuid and setgid bits of what is restored (a snapshot
+    /// from elsewhere must not plant setuid programs; GNU tar's
+    /// `--no-same-permissions`).
+    pub strip_setuid: bool,
+    /// Do not create device nodes (like rsync's `--no-devices`): a crafted
+    /// snapshot restored as root could otherwise hand anyone a raw disk.
+    pub skip_devices: bool,
     /// Download threads; 0 chooses.
     pub workers: usize,
     /// Files planned per batch (memory bound); 0 chooses 40,000.
@@ -121,6 +128,11 @@ pub struct RestoreOutcome {
     pub verified: u64,
     /// Entries that could not be restored (each reported as a warning).
     pub errors: u64,
+    /// Files and directories in what was restored that have the setuid
+    /// or setgid bit (cleared when `strip_setuid`).
+    pub setuid_entries: u64,
+    /// Device nodes in what was restored (skipped when `skip_devices`).
+    pub device_entries: u64,
 }
 
 /// Restores `start` (a node of the snapshot, from [`TreeLoader::resolve`]
@@ -140,7 +152,11 @@ pub fn restore(
         events,
         target,
         owners: Owners::default(),
-        policy: OwnerPolicy { restore: fsmeta::can_chown(), numeric: options.numeric_owner },
+        policy: OwnerPolicy {
+            restore: fsmeta::can_chown(),
+            numeric: options.numeric_owner,
+            strip_setuid: options.strip_setuid,
+        },
         outcome: RestoreOutcome::default(),
         files: Vec::new(),
         needs: HashMap::new(),
@@ -341,6 +357,17 @@ impl Planner<'_> {
             return Ok(false);
         }
         let dest = join(self.target, rel);
+        if node.mode & 0o6000 != 0 && matches!(node.kind, NodeKind::File | NodeKind::Dir) {
+            self.outcome.setuid_entries += 1;
+        }
+        if matches!(node.kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
+            self.outcome.device_entries += 1;
+            if self.options.skip_devices {
+                self.outcome.skipped += 1;
+                self.events.action(&dest, "skip");
+                return Ok(false);
+            }
+        }
         if let Some(e) = &node.error {
             if matches!(node.kind, NodeKind::File | NodeKind::Symlink) {
                 // Its content in the snapshot is not the file's (empty, or
