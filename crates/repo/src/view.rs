@@ -12,16 +12,37 @@
 //! The functions here block (they read trees through a runtime handle): call
 //! them from a blocking thread.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
-use crate::format::id::Id;
+use crate::format::id::{Id, TreeId};
 use crate::format::index::Index;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::repository::Repository;
+
+/// Directories nested deeper than this are refused: a path that deep would
+/// be far beyond what any file system takes (4096 bytes at most).
+pub const MAX_TREE_DEPTH: usize = 2048;
+
+/// A walk that has visited more entries than this checks how far the
+/// snapshot expands: trees that reference the same subtree again and again
+/// (41 tree blobs can describe 2^40 entries) would otherwise keep `ls` or
+/// `restore` busy for ever.
+const EXPANSION_CHECKED_AFTER: u64 = 1_000_000;
+
+/// The most entries a walk visits per distinct entry stored. Real snapshots
+/// repeat subtrees (copies of the same directory deduplicate to one tree),
+/// but not ten thousand times over on average.
+const MAX_EXPANSION: u64 = 10_000;
+
+/// Trees a walk keeps once read, and the most entries they may hold in
+/// all (a few hundred MB at worst; typical trees are a few KB).
+const RECENT_TREES: usize = 256;
+const RECENT_ENTRIES: usize = 1_000_000;
 
 /// Loads and decodes tree blobs.
 #[derive(Clone)]
@@ -98,22 +119,85 @@ impl TreeLoader {
         mut visit: impl FnMut(&[u8], &Node) -> std::result::Result<bool, E>,
     ) -> std::result::Result<(), E> {
         let Some(root) = dir.subtree else { return Ok(()) };
-        let mut stack: Vec<(Vec<u8>, Tree, usize)> = vec![(Vec::new(), self.load(&root)?, 0)];
+        let mut bounds = WalkBounds::new(root);
+        // Subtrees repeat (copies of a directory deduplicate to one tree):
+        // the last trees read are kept, not read and decrypted again.
+        let mut recent: std::collections::HashMap<TreeId, Arc<Tree>> = std::collections::HashMap::new();
+        let mut recent_entries = 0;
+        let mut load = |id: &TreeId, bounds: &mut WalkBounds| -> Result<Arc<Tree>> {
+            if let Some(tree) = recent.get(id) {
+                return Ok(tree.clone());
+            }
+            let tree = Arc::new(self.load(id)?);
+            bounds.loaded(id, &tree);
+            if recent.len() >= RECENT_TREES || recent_entries + tree.nodes().len() > RECENT_ENTRIES {
+                recent.clear();
+                recent_entries = 0;
+            }
+            recent_entries += tree.nodes().len();
+            recent.insert(*id, tree.clone());
+            Ok(tree)
+        };
+        let mut stack: Vec<(Vec<u8>, Arc<Tree>, usize)> = vec![(Vec::new(), load(&root, &mut bounds)?, 0)];
         while let Some((prefix, tree, next)) = stack.last_mut() {
             let Some(node) = tree.nodes().get(*next) else {
                 stack.pop();
                 continue;
             };
             *next += 1;
+            bounds.visited()?;
             let path = [prefix.as_slice(), b"/", &node.name].concat();
             if visit(&path, node)? && node.kind == NodeKind::Dir {
                 if let Some(sub) = node.subtree {
-                    let tree = self.load(&sub)?;
+                    if stack.len() >= MAX_TREE_DEPTH {
+                        return Err(bounds.refuse(format!("its directories nest deeper than {MAX_TREE_DEPTH}")).into());
+                    }
+                    let tree = load(&sub, &mut bounds)?;
                     stack.push((path, tree, 0));
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// What a walk has seen, to refuse a snapshot that expands without end.
+struct WalkBounds {
+    root: TreeId,
+    visited: u64,
+    distinct_trees: HashSet<TreeId>,
+    distinct_entries: u64,
+}
+
+impl WalkBounds {
+    fn new(root: TreeId) -> WalkBounds {
+        WalkBounds { root, visited: 0, distinct_trees: HashSet::new(), distinct_entries: 0 }
+    }
+
+    fn loaded(&mut self, id: &TreeId, tree: &Tree) {
+        if self.distinct_trees.insert(*id) {
+            self.distinct_entries += tree.nodes().len() as u64;
+        }
+    }
+
+    fn visited(&mut self) -> Result<()> {
+        self.visited += 1;
+        if self.visited > EXPANSION_CHECKED_AFTER && self.visited > MAX_EXPANSION * self.distinct_entries.max(1) {
+            return Err(self.refuse(format!(
+                "its {} distinct entries expand to more than {} (each subtree is referenced over and over)",
+                self.distinct_entries, self.visited
+            )));
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, why: String) -> Error {
+        Error::corrupt(
+            format!("tree {}", self.root),
+            crate::format::envelope::FormatError::Mismatch(format!(
+                "{why}: a damaged or crafted snapshot; refusing to walk it"
+            )),
+        )
     }
 }
 

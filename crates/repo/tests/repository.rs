@@ -513,3 +513,46 @@ async fn check_finds_an_extent_past_the_end_of_its_blob() {
         report.problems
     );
 }
+
+/// Trees crafted with the real key to expand without end (each level
+/// references the one below twice: 41 blobs, 2^40 entries) or to nest
+/// deeper than any file system: walks (ls, find, restore, dump) refuse them
+/// quickly, naming the tree, instead of running for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_trees_that_expand_or_nest_without_end_are_refused() {
+    use cairn_repo::{Index, Node, NodeKind, Tree, TreeLoader};
+    let repo = Repository::init(Backend::memory(), b"pw", fast_init(), no_cache()).await.unwrap();
+    let writer = Writer::new(&repo, Arc::new(Index::default())).unwrap();
+    let dir = |name: &str, subtree| {
+        let mut node = Node::new(name, NodeKind::Dir);
+        node.mode = 0o755;
+        node.subtree = Some(subtree);
+        node
+    };
+    let leaf = writer.add_tree(&Tree::new(vec![Node::new("f", NodeKind::File)]).unwrap()).await.unwrap();
+    let mut wide = leaf;
+    for _ in 0..40 {
+        wide = writer.add_tree(&Tree::new(vec![dir("a", wide), dir("b", wide)]).unwrap()).await.unwrap();
+    }
+    let mut deep = leaf;
+    for _ in 0..2100 {
+        deep = writer.add_tree(&Tree::new(vec![dir("d", deep)]).unwrap()).await.unwrap();
+    }
+    writer.flush().await.unwrap();
+    let loader = TreeLoader::new(&repo, Arc::new(repo.load_index().await.unwrap()), tokio::runtime::Handle::current());
+    for (root, expected) in [(wide, "expand to more than"), (deep, "nest deeper than 2048")] {
+        let loader = loader.clone();
+        let err = tokio::task::spawn_blocking(move || {
+            let mut visited = 0u64;
+            loader.walk(&dir("root", root), |_, _| -> cairn_repo::Result<bool> {
+                visited += 1;
+                Ok(true)
+            })
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&root.to_hex()) && text.contains(expected) && text.contains("crafted"), "{text}");
+    }
+}
