@@ -99,3 +99,6 @@ RUSTDOCFLAGS="-D warnings" cargo doc -p cairn-chunker -p cairn-repo -p cairn-pgs
 
 say "cargo test"
 cargo test --workspace --locked
+
+say "adversarial campaign, quick slice (scripts/campaign.py --quick; the long run is in the README)"
+python3 scripts/campaign.py --quick

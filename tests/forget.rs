@@ -87,7 +87,7 @@ fn policies_keep_exactly_the_expected_snapshots() {
     let refused = run(&mut cmd(&env, &["forget", "--keep-last", "2", "--min-keep", "3"]));
     fails(refused, 1, &["fewer than --min-keep 3", "nothing was removed"]);
     assert_eq!(env.snapshot_count(), all.len());
-    fails(run(&mut cmd(&env, &["forget"])), 1, &["no policy given"]);
+    fails(run(&mut cmd(&env, &["forget"])), 2, &["no policy given"]);
 
     // For real: the forever snapshot and the last five days survive.
     ok(run(&mut cmd(&env, &["forget", "--keep-daily", "5", "--keep-tag", "forever", "--min-keep", "3"])));

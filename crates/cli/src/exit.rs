@@ -23,8 +23,36 @@ pub const BROKEN_PIPE: u8 = 141;
 /// No repository at the location.
 pub const REPOSITORY_NOT_FOUND: u8 = 10;
 
+/// Invalid command line.
+pub const USAGE: u8 = 2;
+
+/// A command line that makes no sense, found after clap parsed it (options
+/// that exclude each other, a value only the command can judge): exit 2,
+/// like clap's own errors.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Returns early with a [`Usage`] error.
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return Err(anyhow::Error::new($crate::exit::Usage(format!($($arg)*))))
+    };
+}
+pub(crate) use usage;
+
 /// The exit code for an error.
 pub fn code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<Usage>().is_some() {
+        return USAGE;
+    }
     match e.downcast_ref::<Error>() {
         Some(Error::RepositoryNotFound { .. }) => REPOSITORY_NOT_FOUND,
         Some(Error::WriteOnly { .. }) => WRITE_ONLY,

@@ -16,7 +16,10 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
     // Everything about the input is checked before the repository is touched.
     let reporter = Reporter::new(global, "backed up");
     let files = file_options(&args, reporter.wants_totals())?;
-    let time = args.time.as_deref().map(parse_time).transpose()?;
+    let time = match args.time.as_deref().map(parse_time).transpose() {
+        Ok(time) => time,
+        Err(e) => crate::exit::usage!("{e}"),
+    };
     let repo = context::open_or_init(global, args.init, &reporter).await?;
     let options = SnapshotOptions {
         hostname: args.host.clone(),
@@ -35,7 +38,7 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
     if args.stdin_from_command {
         let command: Vec<String> = args.paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
         if command.is_empty() {
-            anyhow::bail!("--stdin-from-command needs a command after `--`");
+            crate::exit::usage!("--stdin-from-command needs a command after `--`");
         }
         session.add_command_output(&args.stdin_filename, &command).await?;
     } else if args.stdin {

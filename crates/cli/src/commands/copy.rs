@@ -13,7 +13,7 @@ pub async fn run(global: &GlobalArgs, args: CopyArgs) -> Result<()> {
     let dst = context::open_writable(global).await?;
     let src = context::open_other(global, &args.from_repo, &args.from).await?;
     if src.id() == dst.id() {
-        anyhow::bail!("--from-repo is this repository itself; nothing to copy");
+        crate::exit::usage!("--from-repo is this repository itself; nothing to copy");
     }
     let snapshots = src.find_snapshots(&args.snapshots, &args.filter.filter()).await?;
     let handle = tokio::runtime::Handle::current();

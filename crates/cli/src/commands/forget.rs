@@ -1,7 +1,7 @@
 //! `cairn forget`: removes snapshots by a retention policy or by id. Only
 //! the snapshot objects go; the data they referenced stays until a prune.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use cairn_repo::{FileKind, GroupBy, Snapshot, SnapshotId};
 use cairn_repo::{RetentionPeriod as Period, RetentionPolicy as Policy, RetentionVerdict as Verdict};
 
@@ -55,15 +55,18 @@ fn check_min_keep(label: &str, verdicts: &[Verdict], min_keep: usize) -> Result<
 }
 
 pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
-    let by = GroupBy::parse(&args.group_by).context("--group-by")?;
+    let by = match GroupBy::parse(&args.group_by) {
+        Ok(by) => by,
+        Err(e) => crate::exit::usage!("--group-by: {e}"),
+    };
     let policy = policy(&args)?;
     let repo = context::open(global).await?;
     let explicit = !args.snapshots.is_empty();
     if explicit && !policy.is_empty() {
-        bail!("give snapshot ids or --keep-* options, not both");
+        crate::exit::usage!("give snapshot ids or --keep-* options, not both");
     }
     if !explicit && policy.is_empty() {
-        bail!(
+        crate::exit::usage!(
             "no policy given: use --keep-last, --keep-daily, --keep-within, --keep-tag, ... (or snapshot ids); nothing was removed"
         );
     }

@@ -38,7 +38,7 @@ async fn backup(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
         return backup_all(global, args).await;
     }
     // The connection string and patterns are checked before the repository is touched.
-    let conn = ConnSpec::parse(args.dbname.as_deref())?;
+    let conn = conn_spec(args.dbname.as_deref())?;
     let options = BackupOptions {
         conn,
         jobs: args.conn.jobs.max(1),
@@ -50,7 +50,9 @@ async fn backup(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
         tools: tools(&args.conn),
     };
     for patterns in [&args.tables, &args.exclude_tables, &args.exclude_table_data] {
-        cairn_pgsource::pattern::PatternSet::parse(patterns)?;
+        if let Err(e) = cairn_pgsource::pattern::PatternSet::parse(patterns) {
+            crate::exit::usage!("{e}");
+        }
     }
     let mut source = cairn_pgsource::DatabaseSource::new(options);
     let committed = backup_source(global, &args, &mut source).await?;
@@ -102,8 +104,8 @@ where
 async fn backup_all(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
     // Like pg_dumpall: the maintenance database is `postgres` unless named.
     let conn = match args.dbname.as_deref() {
-        Some(d) => ConnSpec::parse(Some(d))?,
-        None => ConnSpec::parse(None)?.with_dbname("postgres"),
+        Some(d) => conn_spec(Some(d))?,
+        None => conn_spec(None)?.with_dbname("postgres"),
     };
     let options = ClusterBackupOptions {
         conn,
@@ -177,14 +179,14 @@ async fn open(
 }
 
 async fn restore(global: &GlobalArgs, args: PgRestoreArgs) -> Result<u8> {
-    let conn = ConnSpec::parse(Some(&args.dbname))?;
+    let conn = conn_spec(Some(&args.dbname))?;
     let (loader, id, _, opened) = open(global, &args.snapshot, &args.filter).await?;
     let opened = match opened.as_ref() {
         Opened::Cluster(cluster) => return restore_all(global, args, conn, &loader, id, cluster).await,
         Opened::Database(db) => db,
     };
     if args.only_database.is_some() || args.no_globals {
-        anyhow::bail!(
+        crate::exit::usage!(
             "--only-database and --no-globals apply to --all-databases snapshots; snapshot {} holds database {} only",
             id.short(),
             opened.manifest.database
@@ -261,7 +263,7 @@ async fn restore_all(
     opened: &OpenedCluster,
 ) -> Result<u8> {
     if !args.tables.is_empty() {
-        anyhow::bail!(
+        crate::exit::usage!(
             "--table cannot be used with an --all-databases snapshot; \
              restore the database with --only-database NAME, then tables from a single-database backup"
         );
@@ -310,7 +312,7 @@ async fn restore_all(
 }
 
 async fn drill(global: &GlobalArgs, args: PgDrillArgs) -> Result<u8> {
-    let admin = ConnSpec::parse(Some(&args.dbname))?;
+    let admin = conn_spec(Some(&args.dbname))?;
     let (loader, id, _, opened) = open(global, &args.snapshot, &args.filter).await?;
     let options =
         DrillOptions { admin, checks: args.checks.clone(), jobs: args.conn.jobs.max(1), tools: tools(&args.conn) };
@@ -390,4 +392,13 @@ fn print_json_summary(report: &impl serde::Serialize, id: &SnapshotId) -> Result
     value["message_type"] = "summary".into();
     value["snapshot_id"] = serde_json::to_value(id)?;
     context::print_json_line(&value)
+}
+
+/// A connection string or URL; a malformed one is a usage error (exit 2).
+fn conn_spec(text: Option<&str>) -> Result<ConnSpec> {
+    match ConnSpec::parse(text) {
+        Ok(spec) => Ok(spec),
+        Err(e @ cairn_pgsource::Error::BadConnString { .. }) => crate::exit::usage!("{e}"),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -1,17 +1,17 @@
 //! `cairn tag`: rewrites snapshots with changed tags. The new snapshot
 //! records the id of the one it replaces (`original`), which is then removed.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::args::{GlobalArgs, TagArgs};
 use crate::context;
 
 pub async fn run(global: &GlobalArgs, args: TagArgs) -> Result<()> {
     if args.add.is_empty() && args.remove.is_empty() && args.set.is_empty() {
-        bail!("nothing to do: give --add, --remove or --set");
+        crate::exit::usage!("nothing to do: give --add, --remove or --set");
     }
     if !args.set.is_empty() && (!args.add.is_empty() || !args.remove.is_empty()) {
-        bail!("--set replaces all tags; it cannot be combined with --add or --remove");
+        crate::exit::usage!("--set replaces all tags; it cannot be combined with --add or --remove");
     }
     let repo = context::open(global).await?;
     let snapshots = repo.find_snapshots(&args.snapshots, &args.filter.filter()).await?;
