@@ -342,6 +342,13 @@ fn browsing_commands() {
     assert_eq!(ls.lines().collect::<Vec<_>>(), ["/index.html", "/logs", "/logs/b.log"], "{ls}");
     let long = ok(run(&mut env.cmd(&["ls", "-l", &first_id, "/logs"])));
     assert!(long.contains("-rw-") && long.contains("/logs/a.log"), "{long}");
+    // One form of path whatever was asked: from the snapshot's root.
+    for asked in ["logs", "/logs", "logs/"] {
+        let sub = ok(run(&mut env.cmd(&["ls", "latest", asked])));
+        assert_eq!(sub.lines().collect::<Vec<_>>(), ["/logs/b.log"], "ls latest {asked}");
+    }
+    let file = ok(run(&mut env.cmd(&["ls", "latest", "logs/b.log"])));
+    assert_eq!(file.trim(), "/logs/b.log");
 
     let found = ok(run(&mut env.cmd(&["find", "*.log"])));
     assert_eq!(found.lines().count(), 2, "{found}");

@@ -100,3 +100,22 @@ fn policies_keep_exactly_the_expected_snapshots() {
     ok(run(&mut cmd(&env, &["forget", &oldest])));
     assert_eq!(env.snapshot_count(), 5);
 }
+
+/// `--min-keep` is per group: a group with fewer snapshots than N (a new
+/// host) must keep them all, and does not block the others' retention.
+#[test]
+fn min_keep_applies_per_group() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    for day in 1..=5 {
+        let time = format!("2026-03-0{day} 12:00:00");
+        ok(run(&mut cmd(&env, &["backup", "-q", "--host", "old", "--time", &time, src.to_str().unwrap()])));
+    }
+    ok(run(&mut cmd(&env, &["backup", "-q", "--host", "new", "--time", "2026-03-05 13:00:00", src.to_str().unwrap()])));
+    let out = ok(run(&mut cmd(&env, &["forget", "--keep-last", "3", "--min-keep", "3"])));
+    assert!(out.contains("removed 2 snapshot(s)"), "{out}");
+    assert_eq!(env.snapshot_count(), 4, "3 of host old, the 1 of host new");
+}

@@ -43,10 +43,12 @@ fn policy(args: &ForgetArgs) -> Result<Policy> {
 
 /// Refuses a group's verdicts when the policy keeps fewer than `min_keep`
 /// of its snapshots: a policy that removes almost everything is more likely
-/// a mistake (a wrong `--group-by`, a typo in a tag) than a wish.
+/// a mistake (a wrong `--group-by`, a typo in a tag) than a wish. The rule
+/// is per group: a group with fewer snapshots than `min_keep` must keep all
+/// of them (a new host's first backup does not block everyone's retention).
 fn check_min_keep(label: &str, verdicts: &[Verdict], min_keep: usize) -> Result<()> {
     let kept = verdicts.iter().filter(|v| v.keep).count();
-    if kept < min_keep {
+    if kept < min_keep.min(verdicts.len()) {
         bail!(
             "{label}: the policy would keep {kept} snapshot(s), fewer than --min-keep {min_keep}; nothing was removed"
         );
@@ -197,11 +199,14 @@ mod tests {
         let cases: &[(&[bool], usize, bool)] = &[
             (&[false, false], 0, true),
             (&[], 0, true),
-            (&[], 1, false),
+            (&[], 1, true),
+            (&[true], 3, true),
+            (&[false], 3, false),
             (&[true, false, false], 1, true),
             (&[true, false, true], 2, true),
             (&[true, false, false], 2, false),
-            (&[true, true], 3, false),
+            (&[true, true], 3, true),
+            (&[true, false], 3, false),
         ];
         for &(keep, min_keep, accepted) in cases {
             let result = check_min_keep("host h", &verdicts(keep), min_keep);

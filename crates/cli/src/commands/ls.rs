@@ -15,7 +15,10 @@ pub async fn run(global: &GlobalArgs, args: LsArgs) -> Result<()> {
     tokio::task::spawn_blocking(move || -> Result<()> {
         let path = args.path.clone().unwrap_or_default();
         let start = loader.resolve(&snapshot, &path)?;
-        let prefix = path.trim_end_matches('/').to_owned();
+        // Paths are printed one way whatever was asked: from the snapshot's
+        // root, with a leading `/` (`/sub/b.txt`, also for `ls latest sub`).
+        let inside = path.trim_matches('/');
+        let prefix = if inside.is_empty() { String::new() } else { format!("/{inside}") };
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         let mut print = |rel: &[u8], node: &Node| -> Result<()> {
             let full = format!("{prefix}{}", String::from_utf8_lossy(rel));
@@ -36,8 +39,11 @@ pub async fn run(global: &GlobalArgs, args: LsArgs) -> Result<()> {
                 print(rel, node)?;
                 Ok(recursive)
             })?;
-        } else {
+        } else if prefix.is_empty() {
             print(format!("/{}", start.display_name()).as_bytes(), &start)?;
+        } else {
+            // The prefix `print` puts first already names the file.
+            print(b"", &start)?;
         }
         out.flush()?;
         Ok(())
