@@ -200,3 +200,48 @@ fn unknown_schemes_are_errors_not_local_directories() {
     let created: Vec<_> = std::fs::read_dir(env.root()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(created.iter().all(|n| !n.to_string_lossy().contains(':')), "{created:?}");
 }
+
+/// Key damage is named as damage: by `key list` (exit 1), by `check`, and
+/// when the damaged key's password is given; a cached copy hides nothing.
+#[test]
+fn damaged_key_files_are_named_as_damage() {
+    let env = Env::new();
+    env.init();
+    let second = env.dir.path().join("pw2");
+    std::fs::write(&second, "second password").unwrap();
+    let second = second.display().to_string();
+    let mut add = vec!["--json", "key", "add", "--new-password-file", &second];
+    add.extend(FAST_KDF);
+    let out = ok(run(&mut env.cmd(&add)));
+    let id = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_str().unwrap().to_string();
+    // Cache both key files, then damage the second one in the repository.
+    let opened_with_second = |args: &[&str]| {
+        let mut c = cairn(&env.dir.path().join("cache"));
+        c.args(["-r", &env.repo(), "--password-file", &second]).args(args);
+        c
+    };
+    ok(run(&mut opened_with_second(&["key", "list"])));
+    let path = env.path(&format!("keys/{id}"));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+
+    let listed = run(&mut env.cmd(&["key", "list"]));
+    assert_eq!(listed.status.code(), Some(1), "{}", support::stderr(&listed));
+    assert!(support::stdout(&listed).contains("damaged"), "{}", support::stdout(&listed));
+    assert!(support::stderr(&listed).contains("1 key file(s) are damaged"), "{}", support::stderr(&listed));
+    let checked = run(&mut env.cmd(&["check"]));
+    assert_eq!(checked.status.code(), Some(1));
+    assert!(
+        support::stdout(&checked).contains(&format!("damaged: keys/{id}: damaged")),
+        "{}",
+        support::stdout(&checked)
+    );
+    let refused = run(&mut opened_with_second(&["--no-cache", "snapshots"]));
+    assert!(
+        support::stderr(&refused).contains("1 key file(s) are damaged and could not be tried"),
+        "{}",
+        support::stderr(&refused)
+    );
+}

@@ -25,12 +25,21 @@ pub enum Error {
         location: String,
     },
     /// No key file opens with the password.
-    #[error("wrong password: none of the {tried} key(s) in {location} opens with it")]
+    #[error(
+        "wrong password: none of the {tried} key(s) in {location} opens with it{}",
+        if damaged.is_empty() { String::new() } else {
+            format!("; {} key file(s) are damaged and could not be tried, and the password may be theirs: {}",
+                damaged.len(), damaged.join("; "))
+        }
+    )]
     WrongPassword {
         /// Where.
         location: String,
         /// How many key files were tried.
         tried: usize,
+        /// Key files that are damaged, with what is wrong (the password may
+        /// belong to one of them).
+        damaged: Vec<String>,
     },
     /// The repository has no key files.
     #[error("the repository at {location} has no keys left; it cannot be opened")]

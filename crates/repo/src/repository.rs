@@ -325,10 +325,11 @@ impl Repository {
             // Every key file is damaged: say which, rather than blame the password.
             return Err(damaged.remove(0));
         }
-        for d in &damaged {
-            tracing::warn!("{d}");
-        }
-        Err(Error::WrongPassword { location: backend.location().into(), tried: key_ids.len() - damaged.len() })
+        Err(Error::WrongPassword {
+            location: backend.location().into(),
+            tried: key_ids.len() - damaged.len(),
+            damaged: damaged.iter().map(ToString::to_string).collect(),
+        })
     }
 
     /// Opens a repository whose storage refuses reads, from the config and
@@ -346,7 +347,11 @@ impl Repository {
         let material = match file.unlock(password) {
             Ok(m) => m,
             Err(KeyFileError::WrongPassword) => {
-                return Err(Error::WrongPassword { location: backend.location().into(), tried: 1 });
+                return Err(Error::WrongPassword {
+                    location: backend.location().into(),
+                    tried: 1,
+                    damaged: Vec::new(),
+                });
             }
             Err(KeyFileError::Malformed(m)) => {
                 return Err(Error::corrupt(format!("cached keys/{key_id}"), FormatError::Json(m)));
@@ -483,7 +488,8 @@ impl Repository {
         let mut out = Vec::with_capacity(ids.len());
         for (id, _) in ids {
             let current = id == self.inner.key_id;
-            let file = read_verified(backend, self.cache(), FileKind::Key, &id).await.and_then(|b| {
+            // From the storage, not the cache: a cached copy would hide damage.
+            let file = read_verified(backend, None, FileKind::Key, &id).await.and_then(|b| {
                 KeyFile::decode(&b).map_err(|e| Error::corrupt(format!("keys/{id}"), FormatError::Json(e.to_string())))
             });
             out.push(match file {

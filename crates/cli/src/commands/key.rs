@@ -22,8 +22,19 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<()> {
     match command {
         KeyCommand::List => {
             let keys = repo.list_keys().await?;
+            let damaged = keys.iter().filter(|k| k.problem.is_some()).count();
+            let fail_if_damaged = || -> Result<()> {
+                if damaged > 0 {
+                    anyhow::bail!(
+                        "{damaged} key file(s) are damaged: their passwords no longer open the repository \
+                         (remove them with `cairn key remove ID` once another key works)"
+                    );
+                }
+                Ok(())
+            };
             if global.json {
-                return context::print_json(&keys);
+                context::print_json(&keys)?;
+                return fail_if_damaged();
             }
             println!(" {:<10} {:<9} {:<12} {:<20} CREATED", "ID", "KIND", "USER", "HOST");
             for k in &keys {
@@ -43,6 +54,7 @@ pub async fn run(global: &GlobalArgs, command: KeyCommand) -> Result<()> {
                     k.problem.as_deref().map(|p| format!("  ({p})")).unwrap_or_default()
                 );
             }
+            fail_if_damaged()?;
         }
         KeyCommand::Add(args) => {
             let pw = password::new_key_password(&args.password)?;

@@ -139,6 +139,27 @@ pub async fn check(repo: &Repository, read_data: Option<Subset>) -> Result<Check
     report.packs = index.packs().len();
     let backend = repo.backend();
 
+    // Key files, read from the storage (a cached copy would hide damage):
+    // each must hash to its name and decode. A damaged key no one uses
+    // today is still a password that no longer opens the repository.
+    for (id, _) in backend.list(FileKind::Key).await? {
+        let name = FileKind::Key.relative_path(&id);
+        let problem = match backend.read(FileKind::Key, &id).await {
+            Ok(bytes) if Id::of_object(&bytes) != id => {
+                Some("damaged: its content does not hash to its name".to_owned())
+            }
+            Ok(bytes) => crate::format::keys::KeyFile::decode(&bytes).err().map(|e| format!("damaged: {e}")),
+            Err(Error::ObjectNotFound { .. }) => None,
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(mut message) = problem {
+            if id == repo.key_id() {
+                message.push_str(" (the key this session opened with, from the cache)");
+            }
+            report.problems.push(Problem { object: name, message });
+        }
+    }
+
     // Packs: present, right size; packs nothing indexes.
     let listed: HashMap<Id, u64> = backend.list(FileKind::Pack).await?.into_iter().collect();
     let indexed: HashSet<Id> = index.packs().iter().map(|p| *p.id).collect();
