@@ -593,3 +593,24 @@ fn restore_can_refuse_setuid_bits_and_device_nodes_and_warns_about_them() {
     assert_eq!(std::fs::metadata(careful.join("suid")).unwrap().permissions().mode() & 0o7777, 0o755);
     assert!(!careful.join("dev").exists(), "no device node");
 }
+
+/// Holes of sparse files are not data: they count in the restore size but
+/// not in the deduplication ratio (a sparse image once read 1871x).
+#[test]
+fn stats_leave_sparse_holes_out_of_the_deduplication_ratio() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = std::fs::File::create(src.join("image")).unwrap();
+    file.set_len(200 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, &support::fstree::noise(7, 100_000), 50 << 20).unwrap();
+    drop(file);
+    ok(run(&mut env.cmd(&["backup", "-q", s(&src)])));
+    let stats: serde_json::Value = serde_json::from_str(&ok(run(&mut env.cmd(&["--json", "stats"])))).unwrap();
+    assert_eq!(stats["restore_bytes"], 200 << 20);
+    let data = stats["restore_data_bytes"].as_u64().unwrap();
+    assert!((100_000..=2 << 20).contains(&data), "only the written part (and what the filesystem rounds up): {data}");
+    let ratio = stats["dedup_ratio"].as_f64().unwrap();
+    assert!((0.9..=1.1).contains(&ratio), "nothing is deduplicated here: {ratio}");
+}
