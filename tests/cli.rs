@@ -245,3 +245,28 @@ fn damaged_key_files_are_named_as_damage() {
         support::stderr(&refused)
     );
 }
+
+/// `key passwd` keeps the key's label (the host and user it was made for).
+#[test]
+fn key_passwd_keeps_the_label() {
+    let env = Env::new();
+    env.init();
+    let labelled = env.dir.path().join("pw2");
+    std::fs::write(&labelled, "web password").unwrap();
+    let labelled = labelled.display().to_string();
+    let mut add = vec!["key", "add", "--new-password-file", &labelled, "--host", "web1", "--user", "deploy"];
+    add.extend(FAST_KDF);
+    ok(run(&mut env.cmd(&add)));
+    let third = env.dir.path().join("pw3");
+    std::fs::write(&third, "newer web password").unwrap();
+    let third = third.display().to_string();
+    // Change the labelled key's password (opened with its own password).
+    let mut cmd = cairn(&env.dir.path().join("cache"));
+    cmd.args(["-r", &env.repo(), "--password-file", &labelled, "key", "passwd", "--new-password-file", &third]);
+    ok(run(cmd.args(FAST_KDF)));
+    let keys = ok(run(&mut env.cmd(&["--json", "key", "list"])));
+    let keys: serde_json::Value = serde_json::from_str(&keys).unwrap();
+    let web: Vec<_> = keys.as_array().unwrap().iter().filter(|k| k["hostname"] == "web1").collect();
+    assert_eq!(web.len(), 1, "{keys}");
+    assert_eq!(web[0]["username"], "deploy", "{keys}");
+}

@@ -560,9 +560,20 @@ impl Repository {
     }
 
     /// Replaces the current key with one for `new_password`: the new key file
-    /// is written before the old one is removed, so a crash leaves both.
+    /// is written before the old one is removed, so a crash leaves both. It
+    /// keeps the old key's kind and label (host and user).
     pub async fn change_password(&self, new_password: &[u8], options: KeyOptions) -> Result<Id> {
-        let options = KeyOptions { kind: self.inner.keys.kind(), ..options };
+        // The new key file keeps the old one's label (host and user it
+        // was made for, e.g. a put-only key's `--host web1`).
+        let old = read_verified(&self.inner.backend, self.cache(), FileKind::Key, &self.inner.key_id)
+            .await
+            .ok()
+            .and_then(|bytes| KeyFile::decode(&bytes).ok());
+        let (hostname, username) = match old {
+            Some(file) => (file.hostname, file.username),
+            None => (options.hostname.clone(), options.username.clone()),
+        };
+        let options = KeyOptions { kind: self.inner.keys.kind(), hostname, username, ..options };
         let new_id = self.add_key(new_password, options).await?;
         self.inner.backend.delete(FileKind::Key, &self.inner.key_id).await?;
         Ok(new_id)
