@@ -250,3 +250,24 @@ fn one_damaged_snapshot_file_does_not_take_the_repository_down() {
     let check = ok(run(&mut env.cmd(&["--no-cache", "check"])));
     assert!(check.contains("no problems found"), "{check}");
 }
+
+/// `dump` of a file whose data is damaged blames the repository, not stdout.
+#[test]
+fn dump_blames_a_damaged_blob_not_stdout() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    noise_file(&src.join("f"), 3, 200_000);
+    ok(run(&mut env.cmd(&["backup", "-q", src.to_str().unwrap()])));
+    // The data pack (the largest): the trees stay readable.
+    let data = pack_files(&env).into_iter().max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    flip_byte(&data);
+    for args in [&["dump", "latest", "/f"][..], &["dump", "latest", "/"]] {
+        let out = run(&mut env.cmd(&[&["--no-cache"], args].concat()));
+        let err = support::stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains("cannot read") && err.contains("from the repository"), "{args:?}: {err}");
+        assert!(!err.contains("stdout"), "{args:?}: {err}");
+    }
+}

@@ -20,8 +20,10 @@ pub async fn run(global: &GlobalArgs, args: DumpArgs) -> Result<()> {
         match node.kind {
             NodeKind::File => {
                 let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout);
-                std::io::copy(&mut loader.content(&node), &mut out).context("writing to stdout")?;
-                out.flush()?;
+                let mut content = Blamed::new(loader.content(&node));
+                let copied = std::io::copy(&mut content, &mut out);
+                content.blame(copied, &args.path)?;
+                out.flush().context("writing to stdout")?;
             }
             NodeKind::Dir => write_tar(&loader, &node, stdout)?,
             other => anyhow::bail!("{} is a {other:?}, not a file or directory", args.path),
@@ -30,6 +32,35 @@ pub async fn run(global: &GlobalArgs, args: DumpArgs) -> Result<()> {
     })
     .await
     .context("the dump thread panicked")?
+}
+
+/// A file's content from the repository that remembers whether a failure
+/// was its own (a damaged blob) or the output's, so the error blames the
+/// right one.
+struct Blamed<R> {
+    inner: R,
+    failed: Option<String>,
+}
+
+impl<R: std::io::Read> Blamed<R> {
+    fn new(inner: R) -> Self {
+        Blamed { inner, failed: None }
+    }
+
+    /// Turns the result of copying out of `self` into the right error.
+    fn blame<T>(&self, result: std::io::Result<T>, path: &str) -> Result<T> {
+        match (result, &self.failed) {
+            (Ok(v), _) => Ok(v),
+            (Err(_), Some(why)) => anyhow::bail!("cannot read {path} from the repository: {why}"),
+            (Err(e), None) => Err(anyhow::Error::new(e).context("writing to stdout")),
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Blamed<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| self.failed = Some(e.to_string()))
+    }
 }
 
 fn write_tar(loader: &TreeLoader, dir: &Node, out: impl Write) -> Result<()> {
@@ -63,7 +94,9 @@ fn write_tar(loader: &TreeLoader, dir: &Node, out: impl Write) -> Result<()> {
                 }
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(node.size);
-                builder.append_data(&mut header, path, loader.content(node))?;
+                let mut content = Blamed::new(loader.content(node));
+                let appended = builder.append_data(&mut header, path, &mut content);
+                content.blame(appended, &String::from_utf8_lossy(rel))?;
             }
             NodeKind::Symlink => {
                 header.set_entry_type(tar::EntryType::Symlink);
