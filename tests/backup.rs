@@ -64,7 +64,14 @@ fn restore_puts_a_directory_s_contents_into_the_target() {
 
     backup(&env, &[s(&src)]);
     let t = env.root().join("t1");
-    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&t)])));
+    // A dry run counts what the restore then writes.
+    let dry = summary(&ok(run(&mut env.cmd(&["--json", "restore", "latest", "--target", s(&t), "--dry-run"]))));
+    assert!(!t.exists());
+    let done = summary(&ok(run(&mut env.cmd(&["--json", "restore", "latest", "--target", s(&t)]))));
+    for field in ["files", "dirs", "bytes"] {
+        assert_eq!(dry[field], done[field], "{field}: {dry} vs {done}");
+    }
+    assert_eq!(done["bytes"], 17 + 3);
     assert_eq!(std::fs::read_to_string(t.join("db/dump.sql")).unwrap(), "create table t();");
     assert_eq!(std::fs::read_to_string(t.join("top.txt")).unwrap(), "top");
     assert!(!t.join("opt").exists() && !t.join("backups").exists());

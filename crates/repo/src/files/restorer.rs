@@ -179,7 +179,10 @@ pub fn restore(
             progress.bytes_total.fetch_add(f.size, Ordering::Relaxed);
         }
         planner.outcome.files += files.len() as u64;
-        if !options.dry_run {
+        if options.dry_run {
+            // What the data phase would write: every use of every blob.
+            planner.outcome.bytes += needs.values().flatten().map(|u| u.length as u64).sum::<u64>();
+        } else {
             let stats = DataPhase { loader, options, progress, events, files: &files }.run(needs)?;
             planner.outcome.bytes += stats.bytes;
             planner.outcome.verified += stats.verified;
