@@ -621,3 +621,34 @@ fn stats_leave_sparse_holes_out_of_the_deduplication_ratio() {
     let ratio = stats["dedup_ratio"].as_f64().unwrap();
     assert!((0.9..=1.1).contains(&ratio), "nothing is deduplicated here: {ratio}");
 }
+
+/// Restoring into `--target` gives the target the restored directory's own
+/// mode and times (as `cp -a` and `rsync -a` do), and a hard link between
+/// two symlinks stays one.
+#[test]
+fn the_target_gets_the_directory_s_metadata_and_linked_symlinks_stay_linked() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"x").unwrap();
+    std::os::unix::fs::symlink("f", src.join("l1")).unwrap();
+    std::fs::hard_link(src.join("l1"), src.join("l2")).unwrap();
+    assert!(std::fs::symlink_metadata(src.join("l2")).unwrap().file_type().is_symlink());
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let then = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    std::fs::File::open(&src).unwrap().set_modified(then).unwrap();
+    ok(run(&mut env.cmd(&["backup", "-q", s(&src)])));
+
+    let target = env.root().join("restored");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&target)])));
+    let meta = std::fs::metadata(&target).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o750);
+    assert_eq!(meta.modified().unwrap(), then);
+    let (l1, l2) =
+        (std::fs::symlink_metadata(target.join("l1")).unwrap(), std::fs::symlink_metadata(target.join("l2")).unwrap());
+    assert!(l1.file_type().is_symlink() && l2.file_type().is_symlink());
+    assert_eq!(l1.ino(), l2.ino(), "one symlink, two names");
+    assert_eq!(std::fs::read_link(target.join("l2")).unwrap(), std::path::Path::new("f"));
+}

@@ -171,6 +171,13 @@ pub fn restore(
             .map_err(|e| Error::Io { context: format!("cannot create target {}", target.display()), source: e })?;
     }
     planner.created_dirs.insert(Vec::new());
+    if start.kind == NodeKind::Dir && start.name != b"/" {
+        // The target gets the restored directory's own metadata (mode,
+        // owner, times, xattrs), as `cp -a` and `rsync -a` give it; last,
+        // after everything inside. (A snapshot of several paths has no
+        // such directory: its root is only a view.)
+        planner.dirs.push((Vec::new(), Attrs::of(start, &planner.owners, planner.policy)));
+    }
     let write_batch = |planner: &mut Planner<'_>| -> Result<()> {
         let files = std::mem::take(&mut planner.files);
         let needs = std::mem::take(&mut planner.needs);
@@ -391,7 +398,17 @@ impl Planner<'_> {
             NodeKind::Socket => {
                 self.events.warning(&dest, "a socket cannot be restored; skipped");
             }
+            NodeKind::Symlink | NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice
+                if node.links > 1 && self.hardlinks.contains_key(&(node.device, node.inode)) =>
+            {
+                // A further hard link to a symlink (or special file) met earlier.
+                let first = self.hardlinks[&(node.device, node.inode)].clone();
+                self.links.push((dest, first));
+            }
             NodeKind::Symlink | NodeKind::Fifo | NodeKind::CharDevice | NodeKind::BlockDevice => {
+                if node.links > 1 {
+                    self.hardlinks.insert((node.device, node.inode), dest.clone());
+                }
                 self.outcome.specials += 1;
                 if !self.options.dry_run {
                     let made = if node.kind == NodeKind::Symlink {
