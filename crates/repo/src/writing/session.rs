@@ -312,6 +312,15 @@ impl SnapshotSession {
         let source_paths: Vec<String> = sources.iter().map(|p| p.to_string_lossy().into_owned()).collect();
         let local = if self.repo.can_read() { None } else { self.local_trees_for(&source_paths)? };
         let parent = self.find_parent(&source_paths, local.as_ref()).await?;
+        if let Some((_, tree)) = &parent
+            && local.is_none()
+            && !self.writer.has_blob(tree)
+        {
+            // The parent was published after the index loaded (another
+            // host's backup): its index files are there now, since a
+            // snapshot is written after them. Load the index again.
+            self.writer.set_index(Arc::new(self.repo.load_index().await?));
+        }
         if let Some((id, _)) = &parent {
             self.events.note(&format!("using parent snapshot {}", id.short()));
         }
