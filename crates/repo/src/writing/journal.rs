@@ -5,8 +5,8 @@
 //! killed near its end leaves up to 64 packs no index file lists: the next
 //! backup would not deduplicate against them and would upload everything
 //! again. Each snapshot session therefore keeps a **journal** in the local
-//! cache (`<cache>/sessions/<random>.packs`): one line per pack, written as
-//! soon as the pack is stored, under an exclusive `flock` held for the
+//! cache (`<cache>/sessions/<random>.packs`): one line per pack, written
+//! just before the pack is uploaded, under an exclusive `flock` held for the
 //! session's life. A session that commits removes its journal.
 //!
 //! When a session begins, it looks for journals nobody holds (their session
@@ -59,7 +59,7 @@ impl Journal {
         Ok(Journal { path, file: Mutex::new(file) })
     }
 
-    /// Notes a pack that is now stored. A failure only costs resumability.
+    /// Notes a pack about to be stored. A failure only costs resumability.
     pub(crate) fn record(&self, pack: &PackId) {
         let mut file = self.file.lock().expect("journal poisoned");
         if writeln!(file, "{}", pack.to_hex()).is_err() {

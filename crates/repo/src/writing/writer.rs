@@ -360,15 +360,17 @@ impl Writer {
             blobs: finished.header.entries,
         };
         let parts: Vec<Bytes> = finished.parts;
-        let journal = self.journal.clone();
+        // Noted before the upload starts: a process killed the moment the
+        // pack lands must not leave it unnoted (recovery skips a pack that
+        // never arrived).
+        if let Some(journal) = &self.journal {
+            journal.record(&indexed.id);
+        }
         self.uploads.lock().expect("upload set poisoned").spawn(async move {
             let written = backend.write_new(FileKind::Pack, &indexed.id, parts).await;
             drop(permit);
             drop(buffer_guard);
             written?;
-            if let Some(journal) = journal {
-                journal.record(&indexed.id);
-            }
             Ok(indexed)
         });
         self.collect_finished_uploads()?;
