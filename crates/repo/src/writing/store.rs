@@ -142,9 +142,17 @@ impl Store {
         self.inner.shared.fail(e)
     }
 
-    /// The first failure, if any (taken: reported once).
+    /// The first failure, if any. The session stays failed: later calls
+    /// get a [`Error::WriteSessionFailed`] naming it, so nothing is
+    /// published after a failure whoever saw it first.
     pub(crate) fn take_failure(&self) -> Option<Error> {
-        self.inner.shared.failure.lock().expect("failure slot poisoned").take()
+        let mut slot = self.inner.shared.failure.lock().expect("failure slot poisoned");
+        let first = slot.take()?;
+        *slot = Some(match &first {
+            Error::WriteSessionFailed(why) => Error::WriteSessionFailed(why.clone()),
+            other => Error::WriteSessionFailed(other.to_string()),
+        });
+        Some(first)
     }
 
     /// Hashes a chunk, hands it to the sealers unless the repository or
@@ -188,7 +196,6 @@ impl Store {
         let mut content = Content::default();
         let read = self.chunk_stream(reader, &mut content.extents, &mut content.size);
         if let Some(e) = self.take_failure() {
-            self.fail(Error::WriteSessionFailed(e.to_string()));
             return Err(e);
         }
         read.map_err(|e| Error::Io { context: "reading a stream to store".into(), source: e })?;
@@ -197,15 +204,11 @@ impl Store {
 
     /// Stores a tree blob (blocking; not from inside the runtime).
     pub(crate) fn store_tree(&self, tree: &Tree) -> Result<TreeId> {
-        let bytes = tree.encode();
-        let id = self.handle().block_on(self.writer().add_blob(BlobType::Tree, &bytes))?;
-        if let Some(local) = &*self.inner.local_trees.lock().expect("local trees poisoned") {
-            local.save(&id, &bytes);
-        }
-        Ok(TreeId(id))
+        self.handle().block_on(self.store_tree_async(tree))
     }
 
-    /// Stores a tree blob from async code.
+    /// Stores a tree blob from async code (also keeping its plaintext for
+    /// a put-only client).
     pub(crate) async fn store_tree_async(&self, tree: &Tree) -> Result<TreeId> {
         let bytes = tree.encode();
         let id = self.writer().add_blob(BlobType::Tree, &bytes).await?;

@@ -187,12 +187,9 @@ pub(crate) fn backup_paths(
         assembled
     });
     match (result, store.take_failure()) {
-        (_, Some(e)) => {
-            // Keep the session failed: nothing may be published from it.
-            store.fail(Error::WriteSessionFailed(e.to_string()));
-            Err(e)
-        }
+        (_, Some(e)) => Err(e),
         (Err(e), None) => {
+            // Fail the session too: nothing may be published from it.
             store.fail(Error::WriteSessionFailed(e.to_string()));
             Err(e)
         }
