@@ -18,8 +18,15 @@ Three campaigns, each trial seeded (the seed of a failing trial reproduces it):
 * args    -- malformed command lines, each with the exit code it must give
              (2 for usage errors) and never a panic.
 
-Crafted objects (trees that expand without end, nest too deep) are library
-tests (crates/repo/tests/repository.rs), as they need the key to write.
+* crafted -- a snapshot crafted with the real key (crates/repo/examples/
+             hostile.rs: trees that expand or nest without end, names that
+             climb out, blobs of the wrong type, extents past their blob,
+             escape sequences, setuid files and devices, ...); then ls,
+             find, restore, check --read-data, stats and diff, each in
+             bounded time and memory. Hostile content is refused with a
+             clear error, hostile-but-valid content restores; nothing raw
+             reaches the terminal, nothing lands outside the target, and
+             the earlier snapshot still restores byte for byte.
 
 Prints one table: trials, passed, clean errors, panics, wrong bytes, hangs,
 lost snapshots. Exits 1 if any trial failed.
@@ -27,8 +34,10 @@ lost snapshots. Exits 1 if any trial failed.
 
 import argparse
 import hashlib
+import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -39,6 +48,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASSWORD = "campaign password"
 TIMEOUT = 120  # seconds per command: longer is a hang
+MEMORY_LIMIT = 4 << 30  # bytes of address space per command
+OUTSIDE = "/tmp/cairn-campaign-outside"  # where crafted symlinks point; nothing may appear there
 
 
 class Tally:
@@ -52,19 +63,32 @@ class Tally:
         return self.panics + self.wrong_bytes + self.hangs + self.lost
 
 
-def run(cairn, repo, args, cache, timeout=TIMEOUT, stdin=subprocess.DEVNULL):
+def limit_memory():
+    """In the child: at most MEMORY_LIMIT of address space, so a reader
+    that tries to hold a crafted object's claimed size fails (and is
+    counted as a crash) instead of swapping the machine to death."""
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+
+
+def run(cairn, repo, args, cache, timeout=TIMEOUT, stdin=subprocess.DEVNULL, raw=False):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAIRN_", "AWS_"))}
     env.update({"CAIRN_PASSWORD": PASSWORD, "CAIRN_CACHE_DIR": cache, "NO_COLOR": "1"})
     cmd = [cairn] + (["-r", repo] if repo else []) + args
     try:
-        p = subprocess.run(cmd, env=env, stdin=stdin, capture_output=True, timeout=timeout)
+        p = subprocess.run(cmd, env=env, stdin=stdin, capture_output=True, timeout=timeout, preexec_fn=limit_memory)
+        if raw:
+            return p.returncode, p.stdout, p.stderr
         return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
     except subprocess.TimeoutExpired:
         return None, "", "timeout"
 
 
 def panicked(code, err):
-    return code == 101 or "panicked" in err
+    """A panic, or any death by signal (an abort on stack overflow or on
+    failing to allocate): never a clean outcome."""
+    if isinstance(err, bytes):
+        err = err.decode(errors="replace")
+    return code == 101 or code < 0 or "panicked" in err or "overflowed its stack" in err
 
 
 def write_corpus(path, rng, files=40):
@@ -160,6 +184,98 @@ def flips(cairn, trials, seed, tally):
             shutil.rmtree(work)
 
 
+def crafted(cairn, trials, seed, tally):
+    """Snapshots crafted with the real key (crates/repo/examples/hostile.rs):
+    every reader finishes in bounded time and memory with a clean error (or,
+    for hostile-but-valid content, a correct restore), prints no raw control
+    character, writes nothing outside its target, and loses no earlier
+    snapshot."""
+    hostile = os.path.join(os.path.dirname(cairn), "examples", "hostile")
+    if not os.access(hostile, os.X_OK):
+        sys.exit(f"{hostile} not found: build it first (cargo build -p cairn-repo --example hostile, "
+                 "with --release for a release binary)")
+    env = dict(os.environ, CAIRN_PASSWORD=PASSWORD)
+    kinds = [line.split("\t")[:2] for line in
+             subprocess.run([hostile, "--list"], capture_output=True, text=True, check=True).stdout.splitlines()]
+    rng = random.Random(f"crafted-{seed}")
+    rng.shuffle(kinds)
+    with tempfile.TemporaryDirectory() as base:
+        repo0, _, cache0, digests = pristine(cairn, os.path.join(base, "p"), rng, snapshots=1)
+        _, listing, _ = run(cairn, repo0, ["--json", "snapshots"], cache0)
+        first = json.loads(listing)[0]["id"]
+        # Every kind at least once, even in the quick slice.
+        for t in range(max(trials, len(kinds))):
+            kind, verdict = kinds[t % len(kinds)]
+            tally.trials += 1
+            work = os.path.join(base, f"t{t}")
+            repo, cache, out = (os.path.join(work, n) for n in ("repo", "cache", "out"))
+            shutil.copytree(repo0, repo)
+            started = time.time()
+            made = subprocess.run([hostile, repo, kind], env=env, capture_output=True, text=True, timeout=TIMEOUT)
+            if made.returncode != 0:
+                tally.failures.append(f"crafting {kind} failed: {made.stderr.strip()[-300:]}")
+                continue
+            snap = made.stdout.strip()
+            what = f"{kind} (trial {t}, seed {seed})"
+            commands = [["ls", "-l", snap], ["find", "*"], ["restore", snap, "--target", out],
+                        ["check", "--read-data"], ["stats", snap], ["diff", first, snap]]
+            outcomes = {}
+            bad = None
+            for args in commands:
+                code, stdout, stderr = run(cairn, repo, args, cache, raw=True)
+                outcomes[args[0]] = code
+                if code is None:
+                    tally.hangs += 1
+                    bad = f"{args[0]} hung (over {TIMEOUT}s)"
+                elif panicked(code, stderr):
+                    tally.panics += 1
+                    bad = f"{args[0]} crashed (exit {code}): {stderr.decode(errors='replace').strip()[-300:]}"
+                elif b"\x1b" in stdout or b"\x1b" in stderr:
+                    tally.wrong_bytes += 1
+                    bad = f"{args[0]} printed a raw escape sequence"
+                elif code != 0 and not stderr.strip():
+                    tally.lost += 1
+                    bad = f"{args[0]} exited {code} without saying why"
+                if bad:
+                    break
+            if bad is None and os.path.lexists(OUTSIDE):
+                tally.wrong_bytes += 1
+                bad = f"something was written outside the restore target: {OUTSIDE}"
+                shutil.rmtree(OUTSIDE, ignore_errors=True)
+            if bad is None and sorted(os.listdir(work)) not in (["cache", "out", "repo"], ["cache", "repo"]):
+                tally.wrong_bytes += 1
+                bad = f"something was written outside the restore target: {sorted(os.listdir(work))}"
+            if bad is None:
+                refused = outcomes["restore"] != 0 or outcomes["check"] != 0
+                if verdict == "refuse" and not (outcomes["restore"] != 0 and outcomes["check"] != 0):
+                    tally.lost += 1
+                    bad = f"accepted: restore exit {outcomes['restore']}, check exit {outcomes['check']}"
+                elif verdict == "accept" and refused:
+                    tally.lost += 1
+                    bad = f"refused: restore exit {outcomes['restore']}, check exit {outcomes['check']}"
+            if bad is None:
+                again = os.path.join(work, "again")
+                code, _, err = run(cairn, repo, ["restore", first, "--target", again], cache)
+                if code != 0 or digest_tree(again) != digests[0]:
+                    tally.lost += 1
+                    bad = f"the earlier snapshot no longer restores: exit {code}: {err.strip()[-200:]}"
+            if os.environ.get("CAMPAIGN_VERBOSE"):
+                print(f"  {what}: {outcomes} in {time.time() - started:.1f}s", flush=True)
+            if bad:
+                tally.failures.append(f"{what}: {bad}")
+            elif verdict == "accept" or (verdict == "either" and outcomes["restore"] == 0):
+                tally.passed += 1
+            else:
+                tally.clean_errors += 1
+            remove(work)
+
+
+def remove(path):
+    """rm -rf: a crafted snapshot restores directories nested too deep for
+    shutil.rmtree's recursion."""
+    subprocess.run(["rm", "-rf", "--", path], check=True)
+
+
 def kills(cairn, trials, seed, tally):
     rng = random.Random(f"kills-{seed}")
     with tempfile.TemporaryDirectory() as base:
@@ -171,7 +287,7 @@ def kills(cairn, trials, seed, tally):
             repo, cache = os.path.join(work, "repo"), os.path.join(work, "cache")
             shutil.copytree(repo0, repo)
             code, out, err = run(cairn, repo, ["--json", "snapshots"], cache)
-            before = [s["id"] for s in __import__("json").loads(out)]
+            before = [s["id"] for s in json.loads(out)]
             victim = rng.choice(["backup", "prune", "forget-prune"])
             if victim == "backup":
                 write_corpus(corpus, rng)
@@ -282,11 +398,12 @@ def main():
     if not os.access(args.binary, os.X_OK):
         sys.exit(f"{args.binary} not found: build it first (cargo build --release -p cairn)")
     print(f"campaign: {args.binary}, {args.trials} trials per campaign, seed {args.seed}", flush=True)
-    tallies = [Tally("byte flips"), Tally("kill -9"), Tally("bad arguments")]
+    tallies = [Tally("byte flips"), Tally("kill -9"), Tally("crafted objects"), Tally("bad arguments")]
     started = time.time()
     flips(args.binary, args.trials, args.seed, tallies[0])
     kills(args.binary, args.trials, args.seed, tallies[1])
-    bad_arguments(args.binary, args.seed, tallies[2])
+    crafted(args.binary, args.trials, args.seed, tallies[2])
+    bad_arguments(args.binary, args.seed, tallies[3])
     print()
     print("| campaign | trials | passed | clean errors | panics | wrong bytes | hangs | lost snapshots / wrong exit |")
     print("|---|---|---|---|---|---|---|---|")

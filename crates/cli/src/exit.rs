@@ -5,7 +5,7 @@
 //! | 0 | success |
 //! | 1 | failure (including a wrong password or a corrupt object) |
 //! | 2 | invalid command line |
-//! | 3 | a backup or restore finished, but some entries could not be read or written |
+//! | 3 | a backup or restore finished, but some entries could not be read or written; `find` skipped a snapshot it could not read |
 //! | 10 | the repository does not exist |
 //! | 12 | skipped: the storage credentials are write-only and the command needs to read |
 //! | 141 | stopped because the reader of the output went away (`cairn snapshots \| head`), as if killed by SIGPIPE |

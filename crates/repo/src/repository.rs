@@ -11,7 +11,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::blob;
+use crate::format::blob::{self, BlobType};
 use crate::format::config::{CHUNKER_ALGORITHM, ChunkerConfig, CompressionConfig, Config};
 use crate::format::crypto::SecretKey;
 use crate::format::envelope::{self, FormatError, INDEX_MAGIC, SNAPSHOT_MAGIC};
@@ -802,6 +802,25 @@ impl Repository {
         self.open_blob(pack, &loc, id, &sealed)
     }
 
+    /// [`read_blob_blocking`](Repository::read_blob_blocking) of a blob
+    /// that must be of type `expected`: a snapshot that names a data blob
+    /// where a tree belongs (or the reverse) is refused before any byte is
+    /// read, rather than decoded as something it is not.
+    pub(crate) fn read_blob_as_blocking(
+        &self,
+        handle: &tokio::runtime::Handle,
+        index: &Index,
+        id: &Id,
+        expected: BlobType,
+    ) -> Result<Vec<u8>> {
+        if let Some((_, loc)) = index.get(id) {
+            if loc.blob_type != expected {
+                return Err(Error::corrupt(format!("blob {id}"), wrong_blob_type(loc.blob_type, expected)));
+            }
+        }
+        self.read_blob_blocking(handle, index, id)
+    }
+
     /// Like [`open_blob`](Repository::open_blob), with the plaintext in
     /// `scratch` (reused across blobs by callers that open many).
     pub fn open_blob_into<'s>(
@@ -826,6 +845,13 @@ impl Repository {
         blob::open(&key, &self.inner.keys, loc.blob_type, id, loc.raw_length, sealed)
             .map_err(|e| Error::corrupt(object(), e))
     }
+}
+
+/// Why a blob of type `found` cannot stand where a `expected` blob belongs.
+pub(crate) fn wrong_blob_type(found: BlobType, expected: BlobType) -> FormatError {
+    FormatError::Mismatch(format!(
+        "it is a {found} blob where the snapshot needs a {expected} blob: a damaged or crafted snapshot"
+    ))
 }
 
 fn open_cache(options: &OpenOptions, id: &Id) -> Option<Cache> {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 use crate::error::{Error, Result};
+use crate::format::blob::BlobType;
 use crate::format::id::{Id, TreeId};
 use crate::format::index::Index;
 use crate::format::snapshot::Snapshot;
@@ -75,7 +76,7 @@ impl TreeLoader {
 
     /// Reads tree `id` (blocking).
     pub fn load(&self, id: &Id) -> Result<Tree> {
-        let bytes = self.repo.read_blob_blocking(&self.handle, &self.index, id)?;
+        let bytes = self.repo.read_blob_as_blocking(&self.handle, &self.index, id, BlobType::Tree)?;
         Tree::decode(&bytes).map_err(|e| Error::corrupt(format!("tree {id}"), e))
     }
 
@@ -108,6 +109,61 @@ impl TreeLoader {
             node = tree.get(component.as_bytes()).cloned().ok_or_else(|| not_found(path))?;
         }
         Ok(node)
+    }
+
+    /// Checks, before a walk, that the directory tree below `dir` stays
+    /// within what walks accept, reading each distinct tree once: how many
+    /// entries it expands to (a subtree referenced again counts again) and
+    /// how deep it nests. A walk that writes as it goes (`restore`) calls
+    /// this first, so a snapshot crafted to expand without end is refused
+    /// before the first file is created, not a million files later.
+    /// Returns the number of entries.
+    pub fn measure(&self, dir: &Node) -> Result<u64> {
+        let Some(root) = dir.subtree else { return Ok(0) };
+        let bounds = WalkBounds::new(root);
+        // Per distinct tree: entries below it, and its height.
+        let mut measured: std::collections::HashMap<TreeId, (u64, usize)> = std::collections::HashMap::new();
+        let mut distinct_entries = 0u64;
+        // Post-order: a tree is measured once all its subtrees are.
+        let mut stack: Vec<(TreeId, Tree, usize)> = Vec::new();
+        let first = self.load(&root)?;
+        distinct_entries += first.nodes().len() as u64;
+        stack.push((root, first, 0));
+        while let Some((_, tree, next)) = stack.last_mut() {
+            let subtree = tree.nodes()[*next..]
+                .iter()
+                .position(|n| n.kind == NodeKind::Dir && n.subtree.is_some_and(|sub| !measured.contains_key(&sub)));
+            if let Some(offset) = subtree {
+                *next += offset + 1;
+                let sub = tree.nodes()[*next - 1].subtree.expect("found as a directory with a subtree");
+                // (A cycle would need a broken hash; it ends here too.)
+                if stack.len() >= MAX_TREE_DEPTH {
+                    return Err(bounds.refuse(format!("its directories nest deeper than {MAX_TREE_DEPTH}")));
+                }
+                let tree = self.load(&sub)?;
+                distinct_entries += tree.nodes().len() as u64;
+                stack.push((sub, tree, 0));
+                continue;
+            }
+            let (id, tree, _) = stack.pop().expect("the loop holds a tree");
+            let (mut entries, mut height) = (tree.nodes().len() as u64, 1);
+            for sub in tree.nodes().iter().filter(|n| n.kind == NodeKind::Dir).filter_map(|n| n.subtree) {
+                let (below, sub_height) = measured[&sub];
+                entries = entries.saturating_add(below);
+                height = height.max(sub_height + 1);
+            }
+            if height > MAX_TREE_DEPTH {
+                return Err(bounds.refuse(format!("its directories nest deeper than {MAX_TREE_DEPTH}")));
+            }
+            if expands_too_far(entries, distinct_entries) {
+                return Err(bounds.refuse(format!(
+                    "its {distinct_entries} distinct entries expand to {entries} (each subtree is referenced \
+                     over and over)"
+                )));
+            }
+            measured.insert(id, (entries, height));
+        }
+        Ok(measured.get(&root).map(|m| m.0).unwrap_or(0))
     }
 
     /// Visits every entry below directory `dir` depth-first in name order,
@@ -161,6 +217,13 @@ impl TreeLoader {
     }
 }
 
+/// Whether `entries` visited from `distinct_entries` stored ones is more
+/// expansion than a real snapshot has: the rule walks refuse by, and that
+/// `check` reports.
+pub(crate) fn expands_too_far(entries: u64, distinct_entries: u64) -> bool {
+    entries > EXPANSION_CHECKED_AFTER && entries > MAX_EXPANSION.saturating_mul(distinct_entries.max(1))
+}
+
 /// What a walk has seen, to refuse a snapshot that expands without end.
 struct WalkBounds {
     root: TreeId,
@@ -182,7 +245,7 @@ impl WalkBounds {
 
     fn visited(&mut self) -> Result<()> {
         self.visited += 1;
-        if self.visited > EXPANSION_CHECKED_AFTER && self.visited > MAX_EXPANSION * self.distinct_entries.max(1) {
+        if expands_too_far(self.visited, self.distinct_entries) {
             return Err(self.refuse(format!(
                 "its {} distinct entries expand to more than {} (each subtree is referenced over and over)",
                 self.distinct_entries, self.visited
@@ -240,7 +303,7 @@ impl std::io::Read for ContentReader<'_> {
                 Some(Extent::Blob { id, offset, length }) => {
                     let repo = &self.loader.repo;
                     let blob = repo
-                        .read_blob_blocking(&self.loader.handle, &self.loader.index, &id)
+                        .read_blob_as_blocking(&self.loader.handle, &self.loader.index, &id, BlobType::Data)
                         .map_err(std::io::Error::other)?;
                     let range = offset as usize..offset as usize + length as usize;
                     let slice = blob.get(range).ok_or_else(|| {

@@ -517,10 +517,12 @@ async fn check_finds_an_extent_past_the_end_of_its_blob() {
 /// Trees crafted with the real key to expand without end (each level
 /// references the one below twice: 41 blobs, 2^40 entries) or to nest
 /// deeper than any file system: walks (ls, find, restore, dump) refuse them
-/// quickly, naming the tree, instead of running for ever.
+/// quickly, naming the tree, instead of running for ever; `restore` refuses
+/// before it creates anything; `check` reports both without overflowing
+/// its stack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crafted_trees_that_expand_or_nest_without_end_are_refused() {
-    use cairn_repo::{Index, Node, NodeKind, Tree, TreeLoader};
+    use cairn_repo::{Index, Node, NodeKind, RestoreOptions, RestoreProgress, Tree, TreeLoader};
     let repo = Repository::init(Backend::memory(), b"pw", fast_init(), no_cache()).await.unwrap();
     let writer = Writer::new(&repo, Arc::new(Index::default())).unwrap();
     let dir = |name: &str, subtree| {
@@ -538,21 +540,90 @@ async fn crafted_trees_that_expand_or_nest_without_end_are_refused() {
     for _ in 0..2100 {
         deep = writer.add_tree(&Tree::new(vec![dir("d", deep)]).unwrap()).await.unwrap();
     }
+    for root in [wide, deep] {
+        writer.commit(&Snapshot::new(root, vec!["/crafted".into()])).await.unwrap();
+    }
     writer.flush().await.unwrap();
     let loader = TreeLoader::new(&repo, Arc::new(repo.load_index().await.unwrap()), tokio::runtime::Handle::current());
-    for (root, expected) in [(wide, "expand to more than"), (deep, "nest deeper than 2048")] {
+    for (root, expected) in [(wide, "expand to"), (deep, "nest deeper than 2048")] {
         let loader = loader.clone();
-        let err = tokio::task::spawn_blocking(move || {
+        let (walked, restored, target) = tokio::task::spawn_blocking(move || {
             let mut visited = 0u64;
-            loader.walk(&dir("root", root), |_, _| -> cairn_repo::Result<bool> {
+            let walked = loader.walk(&dir("root", root), |_, _| -> cairn_repo::Result<bool> {
                 visited += 1;
                 Ok(true)
-            })
+            });
+            let target = tempfile::tempdir().unwrap();
+            let restored = cairn_repo::restore(
+                &loader,
+                &dir("root", root),
+                &target.path().join("out"),
+                &RestoreOptions::default(),
+                &RestoreProgress::default(),
+                &NoWarnings,
+            );
+            (walked, restored, target)
         })
         .await
-        .unwrap()
-        .unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains(&root.to_hex()) && text.contains(expected) && text.contains("crafted"), "{text}");
+        .unwrap();
+        for text in [walked.unwrap_err().to_string(), restored.unwrap_err().to_string()] {
+            assert!(text.contains(&root.to_hex()) && text.contains(expected) && text.contains("crafted"), "{text}");
+        }
+        let written: Vec<_> = std::fs::read_dir(target.path().join("out")).map(|d| d.count()).into_iter().collect();
+        assert!(written.iter().all(|n| *n == 0), "restore wrote before refusing: {written:?}");
     }
+    let report = cairn_repo::check(&repo, None).await.unwrap();
+    let messages: Vec<&str> = report.problems.iter().map(|p| p.message.as_str()).collect();
+    assert!(messages.iter().any(|m| m.contains("expand to") && m.contains("crafted")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("nests deeper than 2048")), "{messages:?}");
+}
+
+struct NoWarnings;
+
+impl cairn_repo::RestoreEvents for NoWarnings {
+    fn warning(&self, path: &std::path::Path, message: &str) {
+        panic!("unexpected warning for {}: {message}", path.display());
+    }
+}
+
+/// A snapshot that names a data blob where a tree belongs, or a tree blob as
+/// a file's data, is refused by name, never decoded as what it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_of_the_wrong_type_are_refused() {
+    use cairn_repo::{DataId, Extent, Index, Node, NodeKind, Tree, TreeId, TreeLoader};
+    let repo = Repository::init(Backend::memory(), b"pw", fast_init(), no_cache()).await.unwrap();
+    let writer = Writer::new(&repo, Arc::new(Index::default())).unwrap();
+    let data = writer.add_data(b"file bytes").await.unwrap();
+    let leaf = writer.add_tree(&Tree::new(vec![Node::new("f", NodeKind::File)]).unwrap()).await.unwrap();
+    let mut confused = Node::new("confused", NodeKind::File);
+    confused.size = 16;
+    confused.content = vec![Extent::Blob { id: DataId(*leaf), offset: 0, length: 16 }];
+    let tree = writer.add_tree(&Tree::new(vec![confused]).unwrap()).await.unwrap();
+    writer.commit(&Snapshot::new(tree, vec!["/a".into()])).await.unwrap();
+    writer.commit(&Snapshot::new(TreeId(*data), vec!["/b".into()])).await.unwrap();
+    writer.flush().await.unwrap();
+
+    let report = cairn_repo::check(&repo, None).await.unwrap();
+    let messages: Vec<String> = report.problems.iter().map(|p| format!("{}: {}", p.object, p.message)).collect();
+    assert!(
+        messages.iter().any(|m| m.contains("/confused: uses blob") && m.contains("but it is a tree blob")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("it is a data blob where the snapshot needs a tree blob")),
+        "{messages:?}"
+    );
+
+    let loader = TreeLoader::new(&repo, Arc::new(repo.load_index().await.unwrap()), tokio::runtime::Handle::current());
+    let read = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let node = loader.load(&tree).unwrap().nodes()[0].clone();
+        let mut bytes = Vec::new();
+        let content = loader.content(&node).read_to_end(&mut bytes).map_err(|e| e.to_string());
+        (content, loader.load(&data).map_err(|e| e.to_string()))
+    })
+    .await
+    .unwrap();
+    assert!(read.0.unwrap_err().contains("tree blob where the snapshot needs a data blob"));
+    assert!(read.1.unwrap_err().contains("data blob where the snapshot needs a tree blob"));
 }

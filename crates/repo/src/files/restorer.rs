@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::files::filter::PathFilter;
 use crate::files::fsmeta::{self, Attrs, OwnerPolicy, Owners};
-use crate::format::blob::BlobScratch;
+use crate::format::blob::{BlobScratch, BlobType};
 use crate::format::id::Id;
 use crate::format::tree::{Extent, Node, NodeKind};
 use crate::storage::backend::FileKind;
@@ -198,6 +198,9 @@ pub fn restore(
         Ok(())
     };
     if start.kind == NodeKind::Dir {
+        // Refuse a snapshot crafted to expand or nest without end before
+        // anything is written (each distinct tree is read once more).
+        loader.measure(start)?;
         loader.walk(start, |rel, node| {
             let descend = planner.visit(rel, node)?;
             let batch = if options.batch_files == 0 { FILES_PER_BATCH } else { options.batch_files };
@@ -579,6 +582,10 @@ impl DataPhase<'_> {
         let reads = plan::plan_reads(needs.keys(), self.loader.index());
         for id in &reads.missing {
             self.fail_uses(&needs[id], &format!("blob {id} is not in the repository index"));
+        }
+        for id in &reads.not_data {
+            let why = crate::repository::wrong_blob_type(BlobType::Tree, BlobType::Data);
+            self.fail_uses(&needs[id], &format!("blob {id}: {why}"));
         }
         let runs = reads.runs;
         let workers = match self.options.workers {

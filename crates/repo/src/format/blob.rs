@@ -25,6 +25,15 @@ pub enum BlobType {
     Tree,
 }
 
+impl std::fmt::Display for BlobType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BlobType::Data => "data",
+            BlobType::Tree => "tree",
+        })
+    }
+}
+
 impl BlobType {
     /// The byte stored in pack headers and index files.
     pub fn to_byte(self) -> u8 {

@@ -15,12 +15,13 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::format::id::{Id, SnapshotId};
+use crate::format::blob::BlobType;
+use crate::format::id::{Id, SnapshotId, TreeId};
 use crate::format::index::{BlobLocation, Index};
-use crate::format::tree::{Extent, NodeKind};
+use crate::format::tree::{Extent, Node, NodeKind, Tree};
 use crate::repository::Repository;
 use crate::storage::backend::FileKind;
-use crate::view::TreeLoader;
+use crate::view::{MAX_TREE_DEPTH, TreeLoader, expands_too_far};
 
 /// Which packs `--read-data` reads.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -250,15 +251,14 @@ pub async fn check(repo: &Repository, read_data: Option<Subset>) -> Result<Check
             damaged: &damaged,
             clean: HashSet::new(),
             seen: HashSet::new(),
+            expanded: HashMap::new(),
             problems: Vec::new(),
         };
         for (id, snapshot) in &snapshots {
             let name = format!("snapshot {}", id.short());
             // Paths as `ls` and `restore` show them (the snapshot's view).
             match loader.root(snapshot) {
-                Ok(root) => {
-                    walker.tree(&root.subtree.unwrap_or(snapshot.tree), &name, "");
-                }
+                Ok(root) => walker.snapshot(&root.subtree.unwrap_or(snapshot.tree), &name),
                 Err(e) => walker.problems.push(Problem { object: name, message: format!("root tree: {e}") }),
             }
         }
@@ -318,64 +318,164 @@ struct TreeCheck<'a> {
     clean: HashSet<Id>,
     /// Every tree visited.
     seen: HashSet<Id>,
+    /// Entries under each tree walked, counting repeated subtrees each
+    /// time (what `ls` or `restore` would visit).
+    expanded: HashMap<Id, u64>,
     problems: Vec<Problem>,
 }
 
+/// One directory being checked: its tree, the next entry to look at, and
+/// whether everything under it so far is clean.
+struct Frame {
+    id: Id,
+    tree: Tree,
+    next: usize,
+    clean: bool,
+    path: String,
+    /// Entries under it so far, repeated subtrees counted each time.
+    entries: u64,
+}
+
 impl TreeCheck<'_> {
-    /// Checks tree `id` at `path` in `snapshot`; returns whether it is clean.
-    fn tree(&mut self, id: &Id, snapshot: &str, path: &str) -> bool {
-        if self.clean.contains(id) {
-            return true;
+    /// Checks the directory tree under `root` in `snapshot`, naming each
+    /// file that uses damaged or missing data.
+    ///
+    /// The walk keeps its own stack instead of recursing, so a snapshot
+    /// crafted to nest without end costs a problem, not the thread's stack:
+    /// directories deeper than [`MAX_TREE_DEPTH`] are reported and not
+    /// entered. A tree already found unclean in this snapshot is not walked
+    /// again at its other paths (its problems are named once), so trees
+    /// that reference one subtree over and over cannot make the walk
+    /// exponential; clean trees are skipped everywhere. A snapshot that
+    /// expands further than walks accept (see [`expands_too_far`]) is
+    /// reported: `ls` and `restore` would refuse it.
+    fn snapshot(&mut self, root: &Id, snapshot: &str) {
+        let mut unclean_here: HashSet<Id> = HashSet::new();
+        let mut stack: Vec<Frame> = Vec::new();
+        if let Some(frame) = self.enter(root, String::new(), snapshot) {
+            stack.push(frame);
         }
-        let shown = if path.is_empty() { "/" } else { path };
+        loop {
+            let depth = stack.len();
+            let Some(top) = stack.last_mut() else { break };
+            let Some(node) = top.tree.nodes().get(top.next) else {
+                let done = stack.pop().expect("the loop holds a frame");
+                if done.clean {
+                    self.clean.insert(done.id);
+                } else {
+                    unclean_here.insert(done.id);
+                }
+                self.expanded.insert(done.id, done.entries);
+                match stack.last_mut() {
+                    Some(parent) => {
+                        parent.clean &= done.clean;
+                        parent.entries = parent.entries.saturating_add(done.entries);
+                    }
+                    None => self.check_expansion(&done.id, done.entries, snapshot),
+                }
+                continue;
+            };
+            top.next += 1;
+            let child = format!("{}/{}", top.path, node.display_name());
+            let sub = match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(sub)) => *sub,
+                (NodeKind::File, _) => {
+                    if let Some(message) = self.extent_problem(node) {
+                        self.problems.push(Problem { object: format!("{snapshot} file {child}"), message });
+                        top.clean = false;
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            if self.clean.contains(&sub) || unclean_here.contains(&sub) {
+                top.clean &= self.clean.contains(&sub);
+                top.entries = top.entries.saturating_add(self.expanded.get(&sub).copied().unwrap_or(0));
+                continue;
+            }
+            if depth >= MAX_TREE_DEPTH {
+                top.clean = false;
+                self.problems.push(Problem {
+                    object: format!("{snapshot} directory {child}"),
+                    message: format!(
+                        "tree {sub} nests deeper than {MAX_TREE_DEPTH} directories: a damaged or crafted snapshot \
+                         (not checked further down)"
+                    ),
+                });
+                continue;
+            }
+            match self.enter(&sub, child, snapshot) {
+                Some(frame) => stack.push(frame),
+                None => {
+                    unclean_here.insert(sub);
+                    if let Some(top) = stack.last_mut() {
+                        top.clean = false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Loads tree `id` at `path` to be walked; `None` (with the problem
+    /// noted) when it cannot be read.
+    fn enter(&mut self, id: &Id, path: String, snapshot: &str) -> Option<Frame> {
         self.seen.insert(*id);
-        let tree = match self.loader.load(id) {
-            Ok(t) => t,
+        match self.loader.load(id) {
+            Ok(tree) => Some(Frame { id: *id, entries: tree.nodes().len() as u64, tree, next: 0, clean: true, path }),
             Err(e) => {
                 let message = match self.damaged.get(id) {
                     Some(why) => format!("tree {id} is damaged: {why}"),
-                    None => format!("tree {id}: {e}"),
+                    None => e.to_string(),
                 };
+                let shown = if path.is_empty() { "/" } else { &path };
                 self.problems.push(Problem { object: format!("{snapshot} directory {shown}"), message });
-                return false;
+                None
             }
-        };
-        let mut clean = true;
-        for node in tree.nodes() {
-            let child = format!("{path}/{}", node.display_name());
-            match (node.kind, node.subtree) {
-                (NodeKind::Dir, Some(sub)) => clean &= self.tree(&sub, snapshot, &child),
-                (NodeKind::File, _) => {
-                    for extent in &node.content {
-                        let Extent::Blob { id: blob, offset, length } = *extent else { continue };
-                        let location = self.loader.index().get(&blob).map(|(_, loc)| loc);
-                        let why = match (self.damaged.get(&*blob), location) {
-                            (Some(why), _) => Some(format!("uses damaged blob {blob}: {why}")),
-                            (None, None) => Some(format!("uses blob {blob}, which no index lists")),
-                            // A slice past the blob's end: a reader would fail or read short.
-                            (None, Some(loc)) if offset as u64 + length as u64 > loc.raw_length as u64 => {
-                                Some(format!(
-                                    "uses bytes {offset}..{} of blob {blob}, which has only {}",
-                                    offset as u64 + length as u64,
-                                    loc.raw_length
-                                ))
-                            }
-                            (None, Some(_)) => None,
-                        };
-                        if let Some(message) = why {
-                            self.problems.push(Problem { object: format!("{snapshot} file {child}"), message });
-                            clean = false;
-                            break;
-                        }
-                    }
+        }
+    }
+
+    /// Reports snapshot `root` if its `entries` (repeated subtrees counted
+    /// each time) expand further than walks accept: `ls` and `restore`
+    /// would refuse it. Only a snapshot past the threshold is measured
+    /// (which reads its distinct trees once more).
+    fn check_expansion(&mut self, root: &Id, entries: u64, snapshot: &str) {
+        // Not too far even from a single distinct entry: nothing to measure.
+        if !expands_too_far(entries, 1) {
+            return;
+        }
+        let mut dir = Node::new("/", NodeKind::Dir);
+        dir.subtree = Some(TreeId(*root));
+        if let Err(e) = self.loader.measure(&dir) {
+            self.problems.push(Problem { object: snapshot.to_owned(), message: e.to_string() });
+        }
+    }
+
+    /// What is wrong with a file's content, if anything: a damaged blob, a
+    /// blob no index lists, a blob that is not data, or a slice past the
+    /// blob's end.
+    fn extent_problem(&self, node: &Node) -> Option<String> {
+        for extent in &node.content {
+            let Extent::Blob { id: blob, offset, length } = *extent else { continue };
+            let entry = self.loader.index().get(&blob);
+            let why = match (self.damaged.get(&*blob), entry) {
+                (Some(why), _) => Some(format!("uses damaged blob {blob}: {why}")),
+                (None, None) => Some(format!("uses blob {blob}, which no index lists")),
+                (None, Some((_, loc))) if loc.blob_type != BlobType::Data => {
+                    Some(format!("uses blob {blob} as data, but it is a tree blob"))
                 }
-                _ => {}
+                // A slice past the blob's end: a reader would fail or read short.
+                (None, Some((_, loc))) if offset as u64 + length as u64 > loc.raw_length as u64 => Some(format!(
+                    "uses bytes {offset}..{} of blob {blob}, which has only {}",
+                    offset as u64 + length as u64,
+                    loc.raw_length
+                )),
+                (None, Some(_)) => None,
+            };
+            if why.is_some() {
+                return why;
             }
         }
-        if clean {
-            self.clean.insert(*id);
-        }
-        clean
+        None
     }
 }
 

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::files::filter::PathFilter;
 use crate::files::restorer::Overwrite;
+use crate::format::blob::BlobType;
 use crate::format::id::Id;
 use crate::format::index::{BlobLocation, Index, PackInfo};
 use crate::format::tree::{Extent, Node, NodeKind};
@@ -156,6 +157,9 @@ pub(super) struct ReadPlan {
     pub runs: Vec<ReadRun>,
     /// Needed blobs the index does not list, by id.
     pub missing: Vec<Id>,
+    /// Needed as file data but indexed as tree blobs (a damaged or crafted
+    /// snapshot), by id: never read as file content.
+    pub not_data: Vec<Id>,
 }
 
 /// Groups the `needed` blobs by the pack `index` places them in, and each
@@ -170,11 +174,13 @@ pub(super) fn plan_reads<'a>(needed: impl IntoIterator<Item = &'a Id>, index: &I
     let mut by_pack: BTreeMap<u32, (&PackInfo, Located)> = BTreeMap::new();
     for id in needed {
         match index.get(id) {
+            Some((_, loc)) if loc.blob_type != BlobType::Data => plan.not_data.push(*id),
             Some((pack, loc)) => by_pack.entry(loc.pack).or_insert_with(|| (pack, Vec::new())).1.push((*id, loc)),
             None => plan.missing.push(*id),
         }
     }
     plan.missing.sort();
+    plan.not_data.sort();
     for (_, (pack, mut blobs)) in by_pack {
         blobs.sort_by_key(|(id, loc)| (loc.offset, *id));
         let mut run: Option<ReadRun> = None;
@@ -199,7 +205,6 @@ pub(super) fn plan_reads<'a>(needed: impl IntoIterator<Item = &'a Id>, index: &I
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::blob::BlobType;
     use crate::format::id::{DataId, PackId};
     use crate::format::index::IndexedPack;
     use crate::format::pack::PackEntry;
