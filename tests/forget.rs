@@ -85,7 +85,7 @@ fn policies_keep_exactly_the_expected_snapshots() {
 
     // --min-keep refuses when a group would keep too few, removing nothing.
     let refused = run(&mut cmd(&env, &["forget", "--keep-last", "2", "--min-keep", "3"]));
-    fails(refused, 1, &["fewer than --min-keep 3", "nothing was removed"]);
+    fails(refused, 1, &["fewer than the minimum of 3 (min-keep)", "nothing was removed"]);
     assert_eq!(env.snapshot_count(), all.len());
     fails(run(&mut cmd(&env, &["forget"])), 2, &["no policy given"]);
 

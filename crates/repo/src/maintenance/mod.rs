@@ -3,6 +3,7 @@
 
 pub(crate) mod check;
 pub(crate) mod copy;
+pub(crate) mod forget;
 pub(crate) mod prune;
 pub(crate) mod repair;
 pub(crate) mod retention;
