@@ -96,6 +96,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "cargo doc of the libraries (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc -p cairn-chunker -p cairn-repo -p cairn-pgsource --no-deps --locked
+RUSTDOCFLAGS="-D warnings" cargo doc -p cairn --lib --no-deps --locked
 
 say "cargo test"
 cargo test --workspace --locked

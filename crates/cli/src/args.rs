@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::units::{parse_size, parse_size_u32};
+use cairn::units::{parse_size, parse_size_u32};
 
 /// cairn: fast, encrypted, deduplicated backups to any object store.
 #[derive(Debug, Parser)]
@@ -121,6 +121,52 @@ pub enum Command {
     /// PostgreSQL: back up, restore and drill databases
     #[command(subcommand)]
     Pg(PgCommand),
+    /// Run a job of the config file: its sources, retention, copies and due checks
+    Run(RunArgs),
+    /// The config file: check it and print it with secrets redacted
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// Where the config file is.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigFileArgs {
+    /// The config file [default: ~/.config/cairn/cairn.toml, then /etc/cairn/cairn.toml]
+    #[arg(long = "config", env = "CAIRN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The job to run [default: the config's only job]
+    #[arg(value_name = "JOB")]
+    pub job: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigFileArgs,
+    /// Run only this step (a check then runs even if it is not due)
+    #[arg(long, value_name = "STEP", value_parser = ["sources", "retention", "copy", "check"])]
+    pub only: Option<String>,
+    /// Change nothing: write no snapshot, only plan retention, copy and check nothing, record nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Where runs are recorded and jobs locked [default: $STATE_DIRECTORY, else ~/.local/state/cairn]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the config (unknown keys, references, durations, write-only repositories, readable secrets) and print it, secrets redacted
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    #[command(flatten)]
+    pub config: ConfigFileArgs,
+    /// Also open every repository (with its password and credentials)
+    #[arg(long)]
+    pub connect: bool,
 }
 
 /// Which snapshots a command considers.
@@ -381,11 +427,11 @@ pub struct PruneTuning {
     #[arg(long, value_name = "LIMIT", default_value = "5%", value_parser = parse_unused_limit)]
     pub max_unused: cairn_repo::UnusedLimit,
     /// Copy at most this much used data when repacking (e.g. 10GiB)
-    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = cairn::units::parse_size)]
     pub max_repack_size: Option<u64>,
     /// How long marked packs wait before a later prune deletes them: at
     /// least 1h; longer than your longest backup (s, m, h, d; e.g. 24h)
-    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = crate::units::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = cairn::units::parse_duration)]
     pub grace: std::time::Duration,
 }
 

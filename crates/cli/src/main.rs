@@ -9,7 +9,6 @@ mod password;
 mod progress;
 mod select;
 mod summary;
-mod units;
 
 use std::process::ExitCode;
 
@@ -49,6 +48,8 @@ fn main() -> ExitCode {
             Command::Dump(args) => commands::dump::run(&cli.global, args).await.map(|()| 0),
             Command::Cat(args) => commands::cat::run(&cli.global, args).await.map(|()| 0),
             Command::Pg(command) => commands::pg::run(&cli.global, command).await,
+            Command::Run(args) => commands::run::run(&cli.global, args).await,
+            Command::Config(command) => commands::config::run(&cli.global, command).await,
         }
     });
     match result {

@@ -12,46 +12,14 @@ use zeroize::Zeroizing;
 
 use crate::args::{GlobalArgs, NewPasswordArgs};
 
-/// A password held in memory that is wiped on drop.
-pub type Password = Zeroizing<Vec<u8>>;
-
-/// Drops one trailing line ending, as `echo pw > file` adds one.
-fn strip_newline(mut v: Vec<u8>) -> Vec<u8> {
-    if v.last() == Some(&b'\n') {
-        v.pop();
-        if v.last() == Some(&b'\r') {
-            v.pop();
-        }
-    }
-    v
-}
+pub use cairn::secret::Password;
 
 pub fn from_file(path: &Path) -> Result<Password> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read the password file {}", path.display()))?;
-    // Only the first line counts, so a file may carry a trailing comment line.
-    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default().to_vec();
-    let pw = Zeroizing::new(strip_newline(first).into_iter().filter(|&b| b != b'\r').collect::<Vec<u8>>());
-    if pw.is_empty() {
-        bail!("the password file {} is empty", path.display());
-    }
-    Ok(pw)
+    Ok(cairn::secret::from_file(path)?)
 }
 
 pub fn from_command(cmd: &str) -> Result<Password> {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .with_context(|| format!("cannot run the password command {cmd:?}"))?;
-    if !out.status.success() {
-        bail!("the password command {cmd:?} failed ({})", out.status);
-    }
-    let pw = Zeroizing::new(strip_newline(out.stdout));
-    if pw.is_empty() {
-        bail!("the password command {cmd:?} printed nothing");
-    }
-    Ok(pw)
+    Ok(cairn::secret::from_command(cmd)?)
 }
 
 fn prompt(question: &str) -> Result<Password> {

@@ -54,6 +54,22 @@ impl Default for InitOptions {
     }
 }
 
+impl InitOptions {
+    /// These options with `source`'s master secret and chunker, so that
+    /// copies from `source` into the new repository move packs verbatim
+    /// (`init --from-repo`, or an offsite created on first use). Needs a
+    /// full key of `source`.
+    pub fn like(self, source: &Repository) -> Result<InitOptions> {
+        let master = source.keys().master().ok_or(Error::PutOnlyKey { action: "creating a repository like it" })?;
+        let c = &source.config().chunker;
+        Ok(InitOptions {
+            master: Some(master.clone()),
+            chunker: ChunkerParams { min_size: c.min_size, avg_size: c.avg_size, max_size: c.max_size },
+            ..self
+        })
+    }
+}
+
 /// Settings for [`Repository::open`].
 #[derive(Debug, Clone)]
 pub struct OpenOptions {

@@ -26,12 +26,9 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<()> {
     if let Some(from) = &args.from_repo {
         // Same secret and chunker as the source: copies move packs verbatim.
         let source = context::open_other(global, from, &args.from).await?;
-        let Some(master) = source.keys().master() else {
-            anyhow::bail!("the key of {from} is put-only; --from-repo needs a full key of the source");
-        };
-        let c = &source.config().chunker;
-        options.master = Some(master.clone());
-        options.chunker = ChunkerParams { min_size: c.min_size, avg_size: c.avg_size, max_size: c.max_size };
+        options = options
+            .like(&source)
+            .map_err(|e| anyhow::anyhow!("{e}: the key of {from} is put-only; --from-repo needs a full key of it"))?;
     }
     let backend = context::backend(global, true)?;
     let repo = Repository::init(backend, &pw, options, context::open_options(global)).await?;

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod cat;
 pub mod check;
+pub mod config;
 pub mod copy;
 pub mod diff;
 pub mod dump;
@@ -15,6 +16,7 @@ pub mod pg;
 pub mod prune;
 pub mod repair;
 pub mod restore;
+pub mod run;
 pub mod snapshots;
 pub mod stats;
 pub mod tag;

@@ -24,16 +24,22 @@ use crate::selection::{GroupBy, GroupKey, group_snapshots};
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RetentionRules {
     /// Keep the newest N.
+    #[serde(skip_serializing_if = "is_zero")]
     pub keep_last: u32,
     /// Keep the newest of each of the N most recent hours that have snapshots.
+    #[serde(skip_serializing_if = "is_zero")]
     pub keep_hourly: u32,
     /// The same, for days.
+    #[serde(skip_serializing_if = "is_zero")]
     pub keep_daily: u32,
     /// The same, for ISO weeks.
+    #[serde(skip_serializing_if = "is_zero")]
     pub keep_weekly: u32,
     /// The same, for months.
+    #[serde(skip_serializing_if = "is_zero")]
     pub keep_monthly: u32,
     /// The same, for years.
+    #[serde(skip_serializing_if = "is_zero")]
     pub keep_yearly: u32,
     /// Keep everything within this span of the group's newest snapshot.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,10 +60,16 @@ pub struct RetentionRules {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_within_yearly: Option<String>,
     /// Keep snapshots carrying every tag of any of these comma-separated sets.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub keep_tag: Vec<String>,
     /// Refuse (and remove nothing) if a group would keep fewer than this
     /// many snapshots (all of them, if it has fewer).
+    #[serde(skip_serializing_if = "is_zero")]
     pub min_keep: usize,
+}
+
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 impl RetentionRules {

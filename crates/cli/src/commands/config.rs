@@ -1,0 +1,64 @@
+//! `cairn config check`: the config file, checked and printed with secrets
+//! redacted.
+
+use anyhow::Result;
+use cairn::job::{Config, JobError};
+
+use crate::args::{ConfigCheckArgs, ConfigCommand, GlobalArgs};
+use crate::context;
+use crate::exit;
+
+pub async fn run(global: &GlobalArgs, command: ConfigCommand) -> Result<u8> {
+    match command {
+        ConfigCommand::Check(args) => check(global, args).await,
+    }
+}
+
+async fn check(global: &GlobalArgs, args: ConfigCheckArgs) -> Result<u8> {
+    let (path, config) = load(args.config.config.as_deref())?;
+    let validation = config.validate();
+    for warning in &validation.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for error in &validation.errors {
+        eprintln!("error: {error}");
+    }
+    if !validation.errors.is_empty() {
+        exit::usage!("{}: {} error(s) in the config; nothing was run", path.display(), validation.errors.len());
+    }
+    let mut unreachable = 0;
+    if args.connect {
+        for name in config.repository.keys() {
+            match cairn::job::connect(&config, name, &context::open_options(global)).await {
+                Ok(repo) => eprintln!("repository {name}: opened {} at {}", repo.id().short(), repo.location()),
+                Err(e) => {
+                    unreachable += 1;
+                    eprintln!("error: repository {name}: {e}");
+                }
+            }
+        }
+    }
+    if global.json {
+        context::print_json(&config.redacted())?;
+    } else if !global.quiet {
+        println!("# {} (secrets redacted)", path.display());
+        print!("{}", config.redacted().to_toml());
+    }
+    Ok(if unreachable > 0 {
+        exit::FAILURE
+    } else if validation.warnings.is_empty() {
+        0
+    } else {
+        exit::INCOMPLETE
+    })
+}
+
+/// Finds and parses the config file; a missing or malformed file is a
+/// usage error (exit 2), as a bad command line is.
+pub fn load(explicit: Option<&std::path::Path>) -> Result<(std::path::PathBuf, Config)> {
+    match Config::find(explicit) {
+        Ok(found) => Ok(found),
+        Err(e @ (JobError::Config { .. } | JobError::NoConfig { .. })) => exit::usage!("{e}"),
+        Err(e) => Err(e.into()),
+    }
+}

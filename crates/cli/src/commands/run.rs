@@ -1,0 +1,77 @@
+//! `cairn run [JOB]`: one job of the config file, step by step.
+
+use anyhow::Result;
+use cairn::job::{JobError, JobEvents, RunOptions, StateDir, Step, StepReport, StepStatus};
+
+use crate::args::{GlobalArgs, RunArgs};
+use crate::context;
+use crate::escape;
+use crate::exit;
+
+/// Prints each step as it ends.
+struct Printer {
+    quiet: bool,
+}
+
+impl JobEvents for Printer {
+    fn step_finished(&self, r: &StepReport) {
+        if self.quiet {
+            return;
+        }
+        let status = match r.status {
+            StepStatus::Ok => "ok",
+            StepStatus::Warning => "WARNING",
+            StepStatus::Failed => "FAILED",
+            StepStatus::Skipped => "skipped",
+        };
+        let line = format!("{status:8}{:10}{}: {} ({:.1}s)", r.step.name(), r.subject, r.message, r.seconds);
+        eprintln!("{}", escape::human(&line));
+    }
+}
+
+pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<u8> {
+    let (path, config) = crate::commands::config::load(args.config.config.as_deref())?;
+    let name = match (&args.job, config.job.len()) {
+        (Some(name), _) => name.clone(),
+        (None, 1) => config.job.keys().next().cloned().unwrap_or_default(),
+        (None, _) => exit::usage!(
+            "{} has {} jobs: name one ({})",
+            path.display(),
+            config.job.len(),
+            config.job.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let state = match &args.state_dir {
+        Some(dir) => StateDir::new(dir),
+        None => StateDir::default_location()?,
+    };
+    let options = RunOptions {
+        only: args.only.as_deref().and_then(Step::parse),
+        dry_run: args.dry_run,
+        open: context::open_options(global),
+    };
+    let printer = Printer { quiet: global.quiet || global.json };
+    match cairn::job::run_job(&config, &name, &state, &options, &printer).await {
+        Ok(report) => {
+            if global.json {
+                context::print_json(&report)?;
+            } else if !global.quiet {
+                let code = report.exit_code();
+                let verdict = match code {
+                    0 => "finished".to_owned(),
+                    exit::INCOMPLETE => "finished with warnings".to_owned(),
+                    _ => "failed".to_owned(),
+                };
+                let seconds = report.finished.duration_since(report.started).as_secs_f64();
+                eprintln!("job {name} {verdict} in {seconds:.1}s");
+            }
+            Ok(report.exit_code())
+        }
+        Err(e @ (JobError::Invalid(_) | JobError::NoSuchJob { .. })) => exit::usage!("{}: {e}", path.display()),
+        Err(e @ JobError::Locked { .. }) => {
+            eprintln!("cairn: {e}; try again later");
+            Ok(e.exit_code())
+        }
+        Err(e) => Err(e.into()),
+    }
+}

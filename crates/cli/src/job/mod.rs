@@ -1,0 +1,85 @@
+//! The nightly job: a config file ([`Config`]), the state each run leaves
+//! ([`StateDir`], [`JobState`]) and the runner ([`run_job`]).
+//!
+//! A run takes the job's host lock, then runs its steps in order:
+//! each source into the `into` repository (one snapshot per source; a
+//! failed source does not stop the others), retention with a prune, a
+//! copy to each `copy-to` repository, and a check when one is due. Each
+//! step's outcome is recorded in the job's state file, and the run's exit
+//! code is its worst step's: 0 ok, 3 warnings, 1 a failure.
+
+mod config;
+mod run;
+mod state;
+
+pub use config::{CheckConfig, Config, JobConfig, RepositoryConfig, SourceConfig, SourceSpec, Validation, parse_every};
+pub use run::{JobEvents, NoJobEvents, RunOptions, RunReport, Step, StepReport, StepStatus, connect, run_job};
+pub use state::{JobLock, JobState, StateDir};
+
+use std::path::PathBuf;
+
+/// Exit code of a run that found another run of the job holding its lock
+/// (`EX_TEMPFAIL`: try again later).
+pub const EXIT_LOCKED: u8 = 75;
+
+/// What can go wrong around a job (its steps' own failures are recorded
+/// in the [`RunReport`], not returned).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The config file does not parse or cannot be read.
+    #[error("{}: {message}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line for a syntax error.
+        message: String,
+    },
+    /// No config file was found.
+    #[error("no config file: looked for {}", searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NoConfig {
+        /// The places looked at.
+        searched: Vec<PathBuf>,
+    },
+    /// The config has no job of this name.
+    #[error("no job named {name:?} in the config (jobs: {})", if known.is_empty() { "none".to_owned() } else { known.join(", ") })]
+    NoSuchJob {
+        /// The name asked for.
+        name: String,
+        /// The jobs there are.
+        known: Vec<String>,
+    },
+    /// A job names a repository the config does not have.
+    #[error("no repository named {name:?} in the config")]
+    NoSuchRepository {
+        /// The name.
+        name: String,
+    },
+    /// The config does not validate.
+    #[error("the config is not valid: {0}")]
+    Invalid(String),
+    /// Another run of the job holds its lock.
+    #[error("job {job:?} is already running (lock {} is held)", path.display())]
+    Locked {
+        /// The job.
+        job: String,
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The state directory or file cannot be used.
+    #[error("state {}: {message}", path.display())]
+    State {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// From the repository.
+    #[error(transparent)]
+    Repository(#[from] cairn_repo::Error),
+    /// From PostgreSQL.
+    #[error(transparent)]
+    Postgres(#[from] cairn_pgsource::Error),
+    /// A password could not be had.
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+}

@@ -1,0 +1,610 @@
+//! Running one job: its steps in order, each recorded, none stopping the
+//! ones after it unless they depend on it.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use cairn_repo::{
+    Backend, BackendOptions, FileOptions, GroupBy, InitOptions, OpenOptions, PathFilter, PruneOptions, Repository,
+    S3Options, SnapshotFilter, SnapshotId, SnapshotOptions,
+};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::config::{Config, JobConfig, RepositoryConfig, SourceSpec, parse_every, parse_subset};
+use super::state::StateDir;
+use super::{EXIT_LOCKED, JobError};
+
+/// The kinds of step, in the order a run takes them (`--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    /// Each source into `into`.
+    Sources,
+    /// Retention on `into`, then a prune.
+    Retention,
+    /// A copy to each `copy-to` repository.
+    Copy,
+    /// A check of `into`, when due (or always, with `only`).
+    Check,
+}
+
+impl Step {
+    /// Every step, in order.
+    pub const ALL: [Step; 4] = [Step::Sources, Step::Retention, Step::Copy, Step::Check];
+
+    /// The step's name, as `--only` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Sources => "sources",
+            Step::Retention => "retention",
+            Step::Copy => "copy",
+            Step::Check => "check",
+        }
+    }
+
+    /// The step named `name`.
+    pub fn parse(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// How a run goes.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Only this step (a due-based step then runs even if not due).
+    pub only: Option<Step>,
+    /// Change nothing: snapshots are not written, retention and prune
+    /// only plan, copies and checks are not run; nothing is recorded.
+    pub dry_run: bool,
+    /// How repositories are opened (cache, grace period).
+    pub open: OpenOptions,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Not run (not due, not asked for, or what it needs failed).
+    Skipped,
+    /// Done.
+    Ok,
+    /// Done, with something to look at (files that could not be read).
+    Warning,
+    /// Not done.
+    Failed,
+}
+
+/// One step's outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// `sources`, `retention`, `copy` or `check`.
+    pub step: Step,
+    /// What it worked on: the source (`files /etc`), the repository.
+    pub subject: String,
+    /// How it ended.
+    pub status: StepStatus,
+    /// What happened, in one line.
+    pub message: String,
+    /// When it started.
+    pub started: Timestamp,
+    /// How long it took.
+    pub seconds: f64,
+    /// The snapshot a source wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotId>,
+    /// Bytes a source added to the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_added: Option<u64>,
+}
+
+/// One run of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The job.
+    pub job: String,
+    /// When the run started.
+    pub started: Timestamp,
+    /// When it ended.
+    pub finished: Timestamp,
+    /// A dry run (changed nothing).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// The steps, in order.
+    pub steps: Vec<StepReport>,
+}
+
+impl RunReport {
+    /// An empty run of `job`, starting now.
+    pub fn new(job: &str) -> RunReport {
+        let now = Timestamp::now();
+        RunReport { job: job.to_owned(), started: now, finished: now, dry_run: false, steps: Vec::new() }
+    }
+
+    /// The worst step's status.
+    pub fn status(&self) -> StepStatus {
+        self.steps.iter().map(|s| s.status).max().unwrap_or(StepStatus::Skipped)
+    }
+
+    /// 0 when every step went well, 3 when one has warnings, 1 when one failed.
+    pub fn exit_code(&self) -> u8 {
+        match self.status() {
+            StepStatus::Failed => 1,
+            StepStatus::Warning => 3,
+            StepStatus::Ok | StepStatus::Skipped => 0,
+        }
+    }
+}
+
+/// Hears about a run as it goes (the CLI prints each step).
+pub trait JobEvents: Send + Sync {
+    /// A step is starting.
+    fn step_started(&self, _step: Step, _subject: &str) {}
+    /// A step ended.
+    fn step_finished(&self, _report: &StepReport) {}
+}
+
+/// Ignores every event.
+pub struct NoJobEvents;
+
+impl JobEvents for NoJobEvents {}
+
+/// Runs job `name` of `config`, recording the run in `state` (not for a dry
+/// run). Fails without running anything when the config does not validate
+/// or another run holds the job's lock ([`JobError::Locked`], exit
+/// [`EXIT_LOCKED`]); every later failure is a step's, in the report.
+pub async fn run_job(
+    config: &Config,
+    name: &str,
+    state: &StateDir,
+    options: &RunOptions,
+    events: &dyn JobEvents,
+) -> Result<RunReport, JobError> {
+    let validation = config.validate();
+    if !validation.errors.is_empty() {
+        return Err(JobError::Invalid(validation.errors.join("; ")));
+    }
+    let job = config.job(name)?;
+    let _lock = state.lock(name)?;
+    let previous = state.load(name)?;
+    let mut run = Runner { config, name, job, options, events, report: RunReport::new(name), checked: None };
+    run.report.dry_run = options.dry_run;
+    run.run(&previous).await;
+    let mut report = run.report;
+    report.finished = Timestamp::now();
+    if !options.dry_run {
+        let mut next = previous;
+        if let Some(when) = run.checked {
+            next.last_success.insert(Step::Check.name().to_owned(), when);
+        }
+        state.record(name, next, report.clone())?;
+    }
+    Ok(report)
+}
+
+/// `EXIT_LOCKED` is the code for [`JobError::Locked`]; other errors are 1
+/// (a config error is the caller's to call a usage error).
+impl JobError {
+    /// The exit code this error deserves.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            JobError::Locked { .. } => EXIT_LOCKED,
+            _ => 1,
+        }
+    }
+}
+
+struct Runner<'a> {
+    config: &'a Config,
+    name: &'a str,
+    job: &'a JobConfig,
+    options: &'a RunOptions,
+    events: &'a dyn JobEvents,
+    report: RunReport,
+    /// When a check succeeded in this run.
+    checked: Option<Timestamp>,
+}
+
+/// What a step body returns: its status, message, and what a source wrote.
+struct Done {
+    status: StepStatus,
+    message: String,
+    snapshot: Option<SnapshotId>,
+    bytes_added: Option<u64>,
+}
+
+impl Done {
+    fn ok(message: impl Into<String>) -> Done {
+        Done { status: StepStatus::Ok, message: message.into(), snapshot: None, bytes_added: None }
+    }
+
+    fn skipped(message: impl Into<String>) -> Done {
+        Done { status: StepStatus::Skipped, ..Done::ok(message) }
+    }
+}
+
+impl Runner<'_> {
+    fn wanted(&self, step: Step) -> bool {
+        self.options.only.is_none_or(|only| only == step)
+    }
+
+    async fn run(&mut self, previous: &super::JobState) {
+        let into = match self.open(&self.job.into, None).await {
+            Ok(repo) => Some(repo),
+            Err(e) => {
+                self.record(Step::Sources, &format!("repository {}", self.job.into), Instant::now(), Err(e));
+                None
+            }
+        };
+        if self.wanted(Step::Sources) {
+            for spec in self.job.source.iter().filter_map(|s| s.spec().ok()) {
+                let subject = describe(&spec);
+                let started = self.start(Step::Sources, &subject);
+                let outcome = match &into {
+                    Some(repo) => self.backup(repo, &spec).await,
+                    None => Ok(Done::skipped("the repository could not be opened")),
+                };
+                self.record(Step::Sources, &subject, started, outcome);
+            }
+        }
+        let Some(into) = into else { return };
+        let subject = format!("repository {}", self.job.into);
+        if self.wanted(Step::Retention) {
+            if let Some(rules) = &self.job.retention {
+                let started = self.start(Step::Retention, &subject);
+                let outcome = self.retention(&into, rules).await;
+                self.record(Step::Retention, &subject, started, outcome);
+            }
+        }
+        if self.wanted(Step::Copy) {
+            for target in &self.job.copy_to {
+                let subject = format!("repository {target}");
+                let started = self.start(Step::Copy, &subject);
+                let outcome = self.copy(&into, target).await;
+                self.record(Step::Copy, &subject, started, outcome);
+            }
+        }
+        if self.wanted(Step::Check) {
+            if let Some(check) = &self.job.check {
+                let started = self.start(Step::Check, &subject);
+                let outcome = self.check(&into, check, previous).await;
+                self.record(Step::Check, &subject, started, outcome);
+            }
+        }
+    }
+
+    fn start(&self, step: Step, subject: &str) -> Instant {
+        self.events.step_started(step, subject);
+        Instant::now()
+    }
+
+    fn record(&mut self, step: Step, subject: &str, started: Instant, outcome: Result<Done, JobError>) {
+        let done = outcome.unwrap_or_else(|e| Done {
+            status: StepStatus::Failed,
+            message: e.to_string(),
+            snapshot: None,
+            bytes_added: None,
+        });
+        let elapsed = started.elapsed();
+        let report = StepReport {
+            step,
+            subject: subject.to_owned(),
+            status: done.status,
+            message: done.message,
+            started: Timestamp::now()
+                .checked_sub(jiff::SignedDuration::try_from(elapsed).unwrap_or_default())
+                .unwrap_or_else(|_| Timestamp::now()),
+            seconds: elapsed.as_secs_f64(),
+            snapshot: done.snapshot,
+            bytes_added: done.bytes_added,
+        };
+        self.events.step_finished(&report);
+        self.report.steps.push(report);
+    }
+
+    /// Opens repository `name`, creating it on first use if its config
+    /// says `init`: a copy target is created like `like` (the same secret
+    /// and chunker, so copies into it move packs verbatim).
+    async fn open(&self, name: &str, like: Option<&Repository>) -> Result<Repository, JobError> {
+        let config = self.config.repository(name)?;
+        let init = config.init.then(|| match like {
+            Some(source) => InitOptions::default().like(source),
+            None => Ok(InitOptions::default()),
+        });
+        open_repository(config, init.transpose()?, &self.options.open).await
+    }
+
+    /// The filter that selects this job's snapshots: its name is a tag of each.
+    fn own_snapshots(&self) -> SnapshotFilter {
+        SnapshotFilter { tag_sets: vec![vec![self.name.to_owned()]], ..Default::default() }
+    }
+
+    async fn backup(&self, repo: &Repository, spec: &SourceSpec) -> Result<Done, JobError> {
+        let mut tags = vec![self.name.to_owned()];
+        tags.extend(self.job.tags.iter().cloned());
+        let options = SnapshotOptions {
+            hostname: self.job.host.clone(),
+            tags,
+            dry_run: self.options.dry_run,
+            ..Default::default()
+        };
+        let mut session = repo.begin_snapshot(options).await?;
+        match spec {
+            SourceSpec::Files { paths, exclude, exclude_caches, one_file_system } => {
+                let files = FileOptions {
+                    excludes: PathFilter::new(exclude)?,
+                    exclude_if_present: if *exclude_caches { vec!["CACHEDIR.TAG".into()] } else { Vec::new() },
+                    one_file_system: *one_file_system,
+                    ..Default::default()
+                };
+                session.add_paths(paths, &files).await?;
+            }
+            SourceSpec::Command { argv, filename } => session.add_command_output(filename, argv).await?,
+            SourceSpec::Postgres { conninfo, all_databases, exclude_table_data, bindir } => {
+                let conn = cairn_pgsource::ConnSpec::parse(Some(conninfo))?;
+                let tools = cairn_pgsource::Tools { bindir: bindir.clone() };
+                if *all_databases {
+                    let options =
+                        cairn_pgsource::ClusterBackupOptions { conn, jobs: 2, tools, no_role_passwords: false };
+                    session.add_source(&mut cairn_pgsource::ClusterSource::new(options)).await?;
+                } else {
+                    let options = cairn_pgsource::BackupOptions {
+                        conn,
+                        jobs: 2,
+                        selection: cairn_pgsource::manifest::SelectionEntry {
+                            exclude_table_data: exclude_table_data.clone(),
+                            ..Default::default()
+                        },
+                        tools,
+                    };
+                    session.add_source(&mut cairn_pgsource::DatabaseSource::new(options)).await?;
+                }
+            }
+        }
+        let committed = session.commit().await?;
+        let s = &committed.summary;
+        let what = format!(
+            "{} new, {} changed, {} unchanged files; {} added",
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
+            bytes(s.bytes_added)
+        );
+        let (status, message) = match (s.errors, committed.id) {
+            (0, Some(id)) => (StepStatus::Ok, format!("snapshot {}: {what}", id.short())),
+            (n, Some(id)) => (
+                StepStatus::Warning,
+                format!("snapshot {} is incomplete: {n} entries could not be read; {what}", id.short()),
+            ),
+            (_, None) => (StepStatus::Ok, format!("dry run: {what}")),
+        };
+        Ok(Done { status, message, snapshot: committed.id, bytes_added: Some(s.bytes_added) })
+    }
+
+    async fn retention(&self, repo: &Repository, rules: &cairn_repo::RetentionRules) -> Result<Done, JobError> {
+        let policy = rules.policy()?;
+        let snapshots = repo.snapshots_matching(&self.own_snapshots()).await?;
+        let by = GroupBy::parse("host,paths").map_err(|e| JobError::Invalid(e.to_string()))?;
+        let plan = cairn_repo::plan_forget(snapshots, &policy, by, rules.min_keep, &jiff::tz::TimeZone::system())?;
+        let removals = plan.removals().count();
+        let kept: usize = plan.groups.iter().map(|g| g.verdicts.len()).sum::<usize>() - removals;
+        if self.options.dry_run {
+            return Ok(Done::ok(format!("dry run: would keep {kept} and remove {removals} snapshot(s)")));
+        }
+        let removed = plan.execute(repo).await?;
+        if removed == 0 {
+            return Ok(Done::ok(format!("kept all {kept} snapshot(s); nothing to prune")));
+        }
+        let report = cairn_repo::prune(repo, &PruneOptions::default(), &|_| {}).await?;
+        Ok(Done::ok(format!(
+            "kept {kept}, removed {removed} snapshot(s); prune marked {} pack(s) ({}) and repacked {}",
+            report.packs_marked,
+            bytes(report.bytes_marked),
+            bytes(report.bytes_repacked)
+        )))
+    }
+
+    async fn copy(&self, from: &Repository, target: &str) -> Result<Done, JobError> {
+        if self.options.dry_run {
+            return Ok(Done::skipped("dry run: not copied"));
+        }
+        let to = self.open(target, Some(from)).await?;
+        let snapshots = from.snapshots_matching(&self.own_snapshots()).await?;
+        let handle = tokio::runtime::Handle::current();
+        let from = from.clone();
+        let outcome = tokio::task::spawn_blocking(move || cairn_repo::copy_snapshots(&from, &to, &snapshots, &handle))
+            .await
+            .map_err(|e| JobError::Invalid(format!("the copy thread failed: {e}")))??;
+        Ok(Done::ok(format!(
+            "{} snapshot(s) copied, {} already there; {} written",
+            outcome.copied.len(),
+            outcome.skipped.len(),
+            bytes(outcome.bytes)
+        )))
+    }
+
+    async fn check(
+        &mut self,
+        repo: &Repository,
+        check: &super::CheckConfig,
+        previous: &super::JobState,
+    ) -> Result<Done, JobError> {
+        let every = parse_every(&check.every).map_err(JobError::Invalid)?;
+        let last = previous.last_success.get(Step::Check.name()).copied();
+        let due_at = last.and_then(|t| t.checked_add(jiff::SignedDuration::try_from(every).ok()?).ok());
+        let now = Timestamp::now();
+        // Due when never done, or `every` after the last good one: a run
+        // missed while the host was down catches up at the next run.
+        let due = self.options.only == Some(Step::Check) || due_at.is_none_or(|at| at <= now);
+        if !due {
+            let at = due_at.map(|t| t.to_string()).unwrap_or_default();
+            return Ok(Done::skipped(format!("not due until {at}")));
+        }
+        if self.options.dry_run {
+            return Ok(Done::skipped("dry run: due, not run"));
+        }
+        let subset = check.read_data_subset.as_deref().map(parse_subset).transpose()?;
+        let report = cairn_repo::check(repo, subset).await?;
+        if report.problems.is_empty() {
+            self.checked = Some(now);
+            return Ok(Done::ok(format!(
+                "{} snapshot(s), {} pack(s); read {} pack(s), {}: no problems",
+                report.snapshots,
+                report.packs,
+                report.packs_read,
+                bytes(report.bytes_read)
+            )));
+        }
+        let first: Vec<String> =
+            report.problems.iter().take(3).map(|p| format!("{}: {}", p.object, p.message)).collect();
+        Ok(Done {
+            status: StepStatus::Failed,
+            message: format!("{} problem(s): {}", report.problems.len(), first.join("; ")),
+            snapshot: None,
+            bytes_added: None,
+        })
+    }
+}
+
+/// A source in a few words, for reports.
+fn describe(spec: &SourceSpec) -> String {
+    match spec {
+        SourceSpec::Files { paths, .. } => {
+            format!("files {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "))
+        }
+        SourceSpec::Postgres { conninfo, all_databases: true, .. } => {
+            format!("postgres (all databases) {}", super::config::redact_conninfo(conninfo))
+        }
+        SourceSpec::Postgres { conninfo, .. } => format!("postgres {}", super::config::redact_conninfo(conninfo)),
+        SourceSpec::Command { filename, .. } => format!("command output {filename}"),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let (mut value, mut unit) = (n as f64, 0);
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.2} {}", UNITS[unit]) }
+}
+
+/// Opens repository `name` of `config` with its password and credentials
+/// (never creating it): what `cairn config check --connect` does for each.
+pub async fn connect(config: &Config, name: &str, open: &OpenOptions) -> Result<Repository, JobError> {
+    open_repository(config.repository(name)?, None, open).await
+}
+
+/// Opens a configured repository; with `init`, creates it on first use
+/// with those options.
+async fn open_repository(
+    config: &RepositoryConfig,
+    init: Option<InitOptions>,
+    open: &OpenOptions,
+) -> Result<Repository, JobError> {
+    let password = match (&config.password_file, &config.password_command) {
+        (Some(file), _) => crate::secret::from_file(file)?,
+        (None, Some(command)) => crate::secret::from_command(command)?,
+        (None, None) => return Err(JobError::Invalid(format!("{}: no password source", config.location))),
+    };
+    let mut s3 = S3Options {
+        endpoint: config.s3_endpoint.clone(),
+        region: config.s3_region.clone(),
+        path_style: config.s3_path_style,
+        access_key_id: None,
+        secret_access_key: None,
+    };
+    if let Some(file) = &config.env_file {
+        read_env_file(file, &mut s3)?;
+    }
+    let create = init.is_some();
+    let backend = Backend::open(&config.location, &BackendOptions { create, s3, ..Default::default() })?;
+    let repo = match init {
+        Some(options) => Repository::open_or_init(backend, &password, options, open.clone()).await?,
+        None => Repository::open(backend, &password, open.clone()).await?,
+    };
+    Ok(repo)
+}
+
+/// Reads storage credentials from a `KEY=VALUE` file (comments and blank
+/// lines allowed, values optionally quoted).
+fn read_env_file(path: &PathBuf, s3: &mut S3Options) -> Result<(), JobError> {
+    let bad = |message: String| JobError::State { path: path.clone(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read the env file: {e}")))?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(bad(format!("line {}: not KEY=VALUE", n + 1)));
+        };
+        let value = value.trim().trim_matches('"').trim_matches('\'').to_owned();
+        match key.trim() {
+            "AWS_ACCESS_KEY_ID" => s3.access_key_id = Some(value),
+            "AWS_SECRET_ACCESS_KEY" => s3.secret_access_key = Some(value),
+            "AWS_REGION" | "AWS_DEFAULT_REGION" => {
+                s3.region.get_or_insert(value);
+            }
+            "AWS_ENDPOINT_URL" | "AWS_ENDPOINT_URL_S3" => {
+                s3.endpoint.get_or_insert(value);
+            }
+            other => {
+                return Err(bad(format!(
+                    "line {}: unknown key {other}: cairn reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, \
+                     AWS_REGION and AWS_ENDPOINT_URL",
+                    n + 1
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(status: StepStatus) -> StepReport {
+        StepReport {
+            step: Step::Sources,
+            subject: String::new(),
+            status,
+            message: String::new(),
+            started: Timestamp::now(),
+            seconds: 0.0,
+            snapshot: None,
+            bytes_added: None,
+        }
+    }
+
+    /// The exit code is the worst step's.
+    #[test]
+    fn exit_codes() {
+        let table: &[(&[StepStatus], u8)] = &[
+            (&[], 0),
+            (&[StepStatus::Ok, StepStatus::Skipped], 0),
+            (&[StepStatus::Ok, StepStatus::Warning], 3),
+            (&[StepStatus::Failed, StepStatus::Warning, StepStatus::Ok], 1),
+        ];
+        for (statuses, code) in table {
+            let mut run = RunReport::new("j");
+            run.steps = statuses.iter().map(|s| step(*s)).collect();
+            assert_eq!(run.exit_code(), *code, "{statuses:?}");
+        }
+    }
+
+    #[test]
+    fn env_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("env");
+        std::fs::write(&path, "# offsite\nexport AWS_ACCESS_KEY_ID=abc\nAWS_SECRET_ACCESS_KEY=\"s3cret\"\n\n").unwrap();
+        let mut s3 = S3Options::default();
+        read_env_file(&path, &mut s3).unwrap();
+        assert_eq!((s3.access_key_id.as_deref(), s3.secret_access_key.as_deref()), (Some("abc"), Some("s3cret")));
+        std::fs::write(&path, "AWS_SECRET_KEY=x\n").unwrap();
+        assert!(read_env_file(&path, &mut s3).unwrap_err().to_string().contains("unknown key AWS_SECRET_KEY"));
+    }
+}
