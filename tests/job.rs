@@ -8,8 +8,12 @@
 mod pgsupport;
 mod support;
 
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use pgsupport::Pg;
 use support::{Kind, Service, fails, ok, run, stderr};
@@ -39,6 +43,72 @@ fn snapshots(home: &Path, repository: &str) -> Vec<serde_json::Value> {
 fn s3_env() -> Vec<(String, String)> {
     let s3 = Service::shared(Kind::S3).expect("started by the test");
     s3.env.clone()
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Received {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{} sent no JSON ({e}): {:?}", self.path, self.body))
+    }
+}
+
+/// A local HTTP server that records every POST and answers 200.
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let record = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or_default().to_owned();
+                let mut headers = BTreeMap::new();
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = header.split_once(':') {
+                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                    }
+                }
+                let length = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                record.lock().unwrap().push(Received { path, headers, body });
+                let _ =
+                    reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            }
+        });
+        Receiver { url, got }
+    }
+
+    /// What arrived since the last call.
+    fn take(&self) -> Vec<Received> {
+        std::mem::take(&mut *self.got.lock().unwrap())
+    }
+}
+
+fn only<'a>(got: &'a [Received], prefix: &str) -> Vec<&'a Received> {
+    got.iter().filter(|r| r.path.starts_with(prefix)).collect()
 }
 
 #[test]
@@ -73,6 +143,7 @@ fn nightly_job_good_night_database_down_due_check_and_lock() {
     );
     let prefix = format!("job-{}", std::process::id());
     let offsite = format!("s3:{}/{}/{prefix}", s3.var("AWS_ENDPOINT_URL"), s3.var("AWS_BUCKET"));
+    let hooks = Receiver::start();
     let config = home.join("cairn.toml");
     std::fs::write(
         &config,
@@ -107,7 +178,28 @@ postgres = "{conn}"
 [[job.nightly.source]]
 command = ["sh", "-c", "echo vault snapshot"]
 filename = "vault.snap"
+
+[[notify]]
+type = "discord"
+url = "{hooks}/discord"
+[[notify]]
+type = "slack"
+url = "{hooks}/slack"
+[[notify]]
+type = "ntfy"
+url = "{hooks}/ntfy/backups"
+[[notify]]
+type = "healthchecks"
+url = "{hooks}/hc/5f2c"
+[[notify]]
+type = "webhook"
+url = "{hooks}/hook"
+on = ["failure", "recovered", "success"]
+[[notify]]
+type = "webhook"
+url = "http://127.0.0.1:1/nobody-listens"
 "#,
+            hooks = hooks.url,
             repo = home.join("repo").display(),
             password = home.join("password").display(),
             bucket = s3.var("AWS_BUCKET"),
@@ -141,6 +233,15 @@ filename = "vault.snap"
     assert_eq!(snapshots(home, "local").len(), 3);
     assert_eq!(snapshots(home, &offsite).len(), 3);
     ok(run(&mut cairn(home, &["config", "check", "--config", config_arg, "--connect"])));
+    // A good first night: Healthchecks hears the start and exit 0 of the
+    // same run; the webhook asked for successes; the chat targets stay quiet.
+    let got = hooks.take();
+    let hc = only(&got, "/hc/5f2c/");
+    assert_eq!(hc.len(), 2, "{got:?}");
+    let rid = hc[0].path.split("rid=").nth(1).unwrap().to_owned();
+    assert!(hc[0].path.starts_with("/hc/5f2c/start?rid=") && hc[1].path == format!("/hc/5f2c/0?rid={rid}"), "{hc:?}");
+    assert_eq!(only(&got, "/hook")[0].json()["event"], "success");
+    assert!(only(&got, "/discord").is_empty() && only(&got, "/slack").is_empty() && only(&got, "/ntfy").is_empty());
 
     // Night 2: PostgreSQL is down. The files and the command output are
     // still saved and copied; the run fails (exit 1) naming the database;
@@ -156,6 +257,26 @@ filename = "vault.snap"
     assert!(log.contains("copy      repository offsite: 2 snapshot(s) copied"), "{log}");
     assert_eq!(snapshots(home, &offsite).len(), 5);
 
+    // The failure reaches every target in its own format.
+    let got = hooks.take();
+    let discord = only(&got, "/discord")[0].json();
+    assert!(discord["content"].as_str().unwrap().contains("job nightly failed"), "{discord}");
+    assert!(discord["content"].as_str().unwrap().chars().count() <= 2000);
+    let embed = &discord["embeds"][0];
+    assert!(embed["description"].as_str().unwrap().contains("cannot connect to PostgreSQL"), "{discord}");
+    assert_eq!(embed["color"], 0xd93025);
+    let slack = only(&got, "/slack")[0].json();
+    assert!(slack["text"].as_str().unwrap().contains("failed") && slack["blocks"][0]["type"] == "section", "{slack}");
+    assert_eq!(slack["blocks"][0]["text"]["type"], "mrkdwn");
+    let ntfy = only(&got, "/ntfy/backups")[0];
+    assert_eq!(ntfy.headers.get("priority").map(String::as_str), Some("5"), "{ntfy:?}");
+    assert!(ntfy.headers["title"].contains("failed") && String::from_utf8_lossy(&ntfy.body).contains("postgres"));
+    let hook = only(&got, "/hook")[0].json();
+    assert_eq!((hook["event"].as_str(), hook["exit_code"].as_u64()), (Some("failure"), Some(1)), "{hook}");
+    let hc = only(&got, "/hc/5f2c/");
+    assert!(hc[1].path.starts_with("/hc/5f2c/1?rid="), "{hc:?}");
+    assert!(String::from_utf8_lossy(&hc[1].body).contains("cannot connect to PostgreSQL"), "the log tail");
+
     // The state file has both runs, with each step's outcome.
     let recorded: serde_json::Value =
         serde_json::from_slice(&std::fs::read(state.join("nightly.json")).unwrap()).unwrap();
@@ -165,6 +286,11 @@ filename = "vault.snap"
         runs[1]["steps"].as_array().unwrap().iter().filter(|s| s["status"] == "failed").collect();
     assert_eq!(failed.len(), 1, "{recorded}");
     assert!(recorded["last_success"]["check"].is_string(), "{recorded}");
+    // The target nobody listens at failed, was recorded, and changed nothing.
+    let dead: Vec<&serde_json::Value> =
+        runs[1]["notifications"].as_array().unwrap().iter().filter(|d| d["ok"] == false).collect();
+    assert_eq!(dead.len(), 1, "{recorded}");
+    assert!(dead[0]["target"].as_str().unwrap().contains("127.0.0.1:1"), "{recorded}");
 
     // Night 3: retention keeps the newest two of each source.
     let third = night(&["--only", "sources"]);
@@ -173,6 +299,15 @@ filename = "vault.snap"
     let log = stderr(&retention);
     assert_eq!(retention.status.code(), Some(0), "{log}");
     assert!(log.contains("kept 5, removed 2 snapshot(s)"), "{log}");
+    // The first good run after failures (night 3's sources failed again): "recovered".
+    let got = hooks.take();
+    let discord = only(&got, "/discord").last().expect("discord messages").json();
+    assert!(discord["content"].as_str().unwrap().contains("recovered"), "{discord}");
+
+    // A test notification reaches every target but the dead one.
+    let test = run(&mut cairn(home, &["notify", "test", "--config", config_arg]));
+    assert_eq!(test.status.code(), Some(1), "the dead target fails the test");
+    assert_eq!(only(&hooks.take(), "/").len(), 5);
 
     // A check on demand runs even though it is not due.
     let check = night(&["--only", "check"]);

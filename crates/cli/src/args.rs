@@ -126,6 +126,21 @@ pub enum Command {
     /// The config file: check it and print it with secrets redacted
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Notifications of the config file
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test message to every notification target of the config
+    Test(NotifyTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NotifyTestArgs {
+    #[command(flatten)]
+    pub config: ConfigFileArgs,
 }
 
 /// Where the config file is.

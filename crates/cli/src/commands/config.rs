@@ -4,7 +4,7 @@
 use anyhow::Result;
 use cairn::job::{Config, JobError};
 
-use crate::args::{ConfigCheckArgs, ConfigCommand, GlobalArgs};
+use crate::args::{ConfigCheckArgs, ConfigCommand, GlobalArgs, NotifyCommand};
 use crate::context;
 use crate::exit;
 
@@ -51,6 +51,31 @@ async fn check(global: &GlobalArgs, args: ConfigCheckArgs) -> Result<u8> {
     } else {
         exit::INCOMPLETE
     })
+}
+
+/// `cairn notify test`: a test message to every target; exit 1 if one
+/// was not delivered.
+pub async fn notify(global: &GlobalArgs, command: NotifyCommand) -> Result<u8> {
+    let NotifyCommand::Test(args) = command;
+    let (path, config) = load(args.config.config.as_deref())?;
+    let validation = config.validate();
+    if !validation.errors.is_empty() {
+        exit::usage!("{}: {}", path.display(), validation.errors.join("; "));
+    }
+    if config.notify.is_empty() {
+        exit::usage!("{} has no [[notify]] target", path.display());
+    }
+    let deliveries = cairn::job::notify_test(&config.notify, &cairn_repo::hostname()).await;
+    if global.json {
+        context::print_json(&deliveries)?;
+    }
+    for d in &deliveries {
+        if !global.json && !global.quiet {
+            let status = if d.ok { "sent".to_owned() } else { format!("FAILED: {}", d.error) };
+            println!("{}: {status}", d.target);
+        }
+    }
+    Ok(if deliveries.iter().all(|d| d.ok) { 0 } else { exit::FAILURE })
 }
 
 /// Finds and parses the config file; a missing or malformed file is a

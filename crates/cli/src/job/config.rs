@@ -59,6 +59,9 @@ pub struct Config {
     /// Jobs by name.
     #[serde(default)]
     pub job: BTreeMap<String, JobConfig>,
+    /// Where every job's notifications go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<super::NotifyTarget>,
 }
 
 /// One repository: where it is and how to open it.
@@ -352,6 +355,16 @@ impl Config {
                 }
             }
         }
+        for (i, target) in self.notify.iter().enumerate() {
+            if let Some(problem) = target.problem() {
+                v.errors.push(format!("notify[{}]: {problem}", i + 1));
+            }
+            for secret in target.url_file.iter().chain(&target.token_file) {
+                if let Some(warning) = readable_by_others(secret) {
+                    v.warnings.push(format!("notify[{}]: {warning}", i + 1));
+                }
+            }
+        }
         if self.job.is_empty() {
             v.errors.push("no job: add a [job.NAME] table with `into` and a [[job.NAME.source]]".into());
         }
@@ -416,10 +429,12 @@ impl Config {
     }
 
     /// The config as it would be printed: PostgreSQL passwords written into
-    /// connection strings are replaced by `REDACTED` (file paths and
-    /// commands are shown; the secrets they lead to are never read here).
+    /// connection strings and the paths of notification URLs (where their
+    /// tokens are) are replaced by `REDACTED` (file paths and commands are
+    /// shown; the secrets they lead to are never read here).
     pub fn redacted(&self) -> Config {
         let mut copy = self.clone();
+        copy.notify = self.notify.iter().map(super::NotifyTarget::redacted).collect();
         for job in copy.job.values_mut() {
             for source in &mut job.source {
                 if let Some(conninfo) = &mut source.postgres {

@@ -9,10 +9,12 @@
 //! code is its worst step's: 0 ok, 3 warnings, 1 a failure.
 
 mod config;
+mod notify;
 mod run;
 mod state;
 
 pub use config::{CheckConfig, Config, JobConfig, RepositoryConfig, SourceConfig, SourceSpec, Validation, parse_every};
+pub use notify::{Delivery, Event, NotifyTarget, TargetType, payload, test as notify_test};
 pub use run::{JobEvents, NoJobEvents, RunOptions, RunReport, Step, StepReport, StepStatus, connect, run_job};
 pub use state::{JobLock, JobState, StateDir};
 

@@ -112,13 +112,23 @@ pub struct RunReport {
     pub dry_run: bool,
     /// The steps, in order.
     pub steps: Vec<StepReport>,
+    /// What each notification did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<super::Delivery>,
 }
 
 impl RunReport {
     /// An empty run of `job`, starting now.
     pub fn new(job: &str) -> RunReport {
         let now = Timestamp::now();
-        RunReport { job: job.to_owned(), started: now, finished: now, dry_run: false, steps: Vec::new() }
+        RunReport {
+            job: job.to_owned(),
+            started: now,
+            finished: now,
+            dry_run: false,
+            steps: Vec::new(),
+            notifications: Vec::new(),
+        }
     }
 
     /// The worst step's status.
@@ -167,11 +177,28 @@ pub async fn run_job(
     let job = config.job(name)?;
     let _lock = state.lock(name)?;
     let previous = state.load(name)?;
+    let host = job.host.clone().unwrap_or_else(cairn_repo::hostname);
+    let notify = if options.dry_run { &[][..] } else { &config.notify[..] };
+    let rid = run_id();
+    let started = super::notify::started(notify, &rid).await;
     let mut run = Runner { config, name, job, options, events, report: RunReport::new(name), checked: None };
     run.report.dry_run = options.dry_run;
     run.run(&previous).await;
     let mut report = run.report;
     report.finished = Timestamp::now();
+    // Notifications never change the run's outcome; they are recorded.
+    let previous_good = previous.runs.last().map(|r| r.exit_code() == 0);
+    let event = super::Event::of(&report, previous_good);
+    let log: String = report
+        .steps
+        .iter()
+        .map(|s| format!("{:?} {} {}: {}\n", s.status, s.step.name(), s.subject, s.message))
+        .collect();
+    let finished = super::notify::finished(notify, &report, event, &host, &rid, &log).await;
+    report.notifications = started.into_iter().chain(finished).collect();
+    for delivery in report.notifications.iter().filter(|d| !d.ok) {
+        tracing::warn!("notification to {} failed: {}", delivery.target, delivery.error);
+    }
     if !options.dry_run {
         let mut next = previous;
         if let Some(when) = run.checked {
@@ -180,6 +207,19 @@ pub async fn run_job(
         state.record(name, next, report.clone())?;
     }
     Ok(report)
+}
+
+/// A random id pairing a run's start and end pings (a UUID, version 4).
+fn run_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        // Uniqueness is all that matters here: the clock will do.
+        b = Timestamp::now().as_nanosecond().to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!("{}-{}-{}-{}-{}", h(0..4), h(4..6), h(6..8), h(8..10), h(10..16))
 }
 
 /// `EXIT_LOCKED` is the code for [`JobError::Locked`]; other errors are 1
