@@ -179,6 +179,9 @@ postgres = "{conn}"
 command = ["sh", "-c", "echo vault snapshot"]
 filename = "vault.snap"
 
+[metrics]
+textfile = "{metrics}"
+
 [[notify]]
 type = "discord"
 url = "{hooks}/discord"
@@ -200,6 +203,7 @@ type = "webhook"
 url = "http://127.0.0.1:1/nobody-listens"
 "#,
             hooks = hooks.url,
+            metrics = home.join("cairn.prom").display(),
             repo = home.join("repo").display(),
             password = home.join("password").display(),
             bucket = s3.var("AWS_BUCKET"),
@@ -286,6 +290,12 @@ url = "http://127.0.0.1:1/nobody-listens"
         runs[1]["steps"].as_array().unwrap().iter().filter(|s| s["status"] == "failed").collect();
     assert_eq!(failed.len(), 1, "{recorded}");
     assert!(recorded["last_success"]["check"].is_string(), "{recorded}");
+    // The metrics textfile has the last run: exit code 1, a check time.
+    let prom = std::fs::read_to_string(home.join("cairn.prom")).unwrap();
+    assert!(prom.contains("cairn_job_last_exit_code{job=\"nightly\"} 1\n"), "{prom}");
+    assert!(prom.contains("cairn_check_last_success_timestamp_seconds{job=\"nightly\"}"), "{prom}");
+    assert!(prom.contains("cairn_backup_added_bytes{job=\"nightly\",source=\"command output vault.snap\"}"), "{prom}");
+
     // The target nobody listens at failed, was recorded, and changed nothing.
     let dead: Vec<&serde_json::Value> =
         runs[1]["notifications"].as_array().unwrap().iter().filter(|d| d["ok"] == false).collect();

@@ -62,6 +62,19 @@ pub struct Config {
     /// Where every job's notifications go.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<super::NotifyTarget>,
+    /// Metrics written after every run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// Metrics for monitoring.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsConfig {
+    /// A Prometheus textfile (node_exporter's textfile collector reads
+    /// `*.prom` in its directory), rewritten after every run with every
+    /// job's last run.
+    pub textfile: PathBuf,
 }
 
 /// One repository: where it is and how to open it.
@@ -363,6 +376,14 @@ impl Config {
                 if let Some(warning) = readable_by_others(secret) {
                     v.warnings.push(format!("notify[{}]: {warning}", i + 1));
                 }
+            }
+        }
+        if let Some(metrics) = &self.metrics {
+            if metrics.textfile.extension().is_none_or(|e| e != "prom") {
+                v.warnings.push(format!(
+                    "metrics.textfile {}: node_exporter reads only files ending in .prom",
+                    metrics.textfile.display()
+                ));
             }
         }
         if self.job.is_empty() {

@@ -205,8 +205,24 @@ pub async fn run_job(
             next.last_success.insert(Step::Check.name().to_owned(), when);
         }
         state.record(name, next, report.clone())?;
+        if let Some(metrics) = &config.metrics {
+            // Like a notification, a metrics file that cannot be written is
+            // logged and never changes the run's outcome.
+            if let Err(e) = write_metrics(config, state, &metrics.textfile) {
+                tracing::warn!("{e}");
+            }
+        }
     }
     Ok(report)
+}
+
+/// Rewrites the textfile with every configured job's state.
+fn write_metrics(config: &Config, state: &StateDir, path: &std::path::Path) -> Result<(), JobError> {
+    let mut states = std::collections::BTreeMap::new();
+    for job in config.job.keys() {
+        states.insert(job.clone(), state.load(job)?);
+    }
+    super::metrics::write(path, &super::metrics::render(&states))
 }
 
 /// A random id pairing a run's start and end pings (a UUID, version 4).
