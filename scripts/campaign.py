@@ -91,6 +91,20 @@ def panicked(code, err):
     return code == 101 or code < 0 or "panicked" in err or "overflowed its stack" in err
 
 
+def crash_or_hang(tally, name, code, err):
+    """Counts a hang or a crash of command `name` in `tally`; returns what
+    went wrong, or None when it ended on its own."""
+    if code is None:
+        tally.hangs += 1
+        return f"{name} hung (over the time limit)"
+    if panicked(code, err):
+        tally.panics += 1
+        if isinstance(err, bytes):
+            err = err.decode(errors="replace")
+        return f"{name} crashed (exit {code}): {err.strip()[-300:]}"
+    return None
+
+
 def write_corpus(path, rng, files=40):
     """Files of several kinds: noise, text, an empty one, a sparse one."""
     os.makedirs(os.path.join(path, "sub"), exist_ok=True)
@@ -165,12 +179,7 @@ def flips(cairn, trials, seed, tally):
                 outcomes.append((args[0], code, err))
             bad = None
             for name, code, err in outcomes:
-                if code is None:
-                    tally.hangs += 1
-                    bad = f"{name} hung"
-                elif panicked(code, err):
-                    tally.panics += 1
-                    bad = f"{name} panicked: {err.strip()[-300:]}"
+                bad = crash_or_hang(tally, name, code, err) or bad
             restore_code = outcomes[1][1]
             if bad is None and restore_code == 0 and digest_tree(os.path.join(work, "out")) != digests[0]:
                 tally.wrong_bytes += 1
@@ -224,13 +233,10 @@ def crafted(cairn, trials, seed, tally):
             for args in commands:
                 code, stdout, stderr = run(cairn, repo, args, cache, raw=True)
                 outcomes[args[0]] = code
-                if code is None:
-                    tally.hangs += 1
-                    bad = f"{args[0]} hung (over {TIMEOUT}s)"
-                elif panicked(code, stderr):
-                    tally.panics += 1
-                    bad = f"{args[0]} crashed (exit {code}): {stderr.decode(errors='replace').strip()[-300:]}"
-                elif b"\x1b" in stdout or b"\x1b" in stderr:
+                bad = crash_or_hang(tally, args[0], code, stderr)
+                if bad:
+                    break
+                if b"\x1b" in stdout or b"\x1b" in stderr:
                     tally.wrong_bytes += 1
                     bad = f"{args[0]} printed a raw escape sequence"
                 elif code != 0 and not stderr.strip():
@@ -307,14 +313,8 @@ def kills(cairn, trials, seed, tally):
             _, err = proc.communicate()
             what = f"{victim} killed (trial {t}, seed {seed})"
             code, out, err = run(cairn, repo, ["check", "--read-data"], cache)
-            bad = None
-            if code is None:
-                tally.hangs += 1
-                bad = "check hung"
-            elif panicked(code, err):
-                tally.panics += 1
-                bad = f"check panicked: {err.strip()[-300:]}"
-            elif code != 0:
+            bad = crash_or_hang(tally, "check", code, err)
+            if bad is None and code != 0:
                 tally.lost += 1
                 bad = f"check failed after the kill: {(out + err).strip()[-400:]}"
             for i, snap in enumerate(before):
@@ -369,12 +369,9 @@ def bad_arguments(cairn, seed, tally):
             tally.trials += 1
             args = [repo if a == "REPO" else a for a in args]
             code, _, err = run(cairn, None, args, cache, timeout=30)
-            if code is None:
-                tally.hangs += 1
-                tally.failures.append(f"{args}: hung")
-            elif panicked(code, err):
-                tally.panics += 1
-                tally.failures.append(f"{args}: panicked: {err.strip()[-300:]}")
+            bad = crash_or_hang(tally, "cairn", code, err)
+            if bad:
+                tally.failures.append(f"{args}: {bad}")
             elif code != expected:
                 tally.lost += 1  # counted as a failure: the wrong exit code
                 tally.failures.append(f"{args}: exit {code}, expected {expected}: {err.strip()[-200:]}")

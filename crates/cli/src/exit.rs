@@ -8,6 +8,7 @@
 //! | 3 | a backup or restore finished, but some entries could not be read or written; `find` skipped a snapshot it could not read |
 //! | 10 | the repository does not exist |
 //! | 12 | skipped: the storage credentials are write-only and the command needs to read |
+//! | 75 | `cairn run`: another run of the job holds its lock |
 //! | 141 | stopped because the reader of the output went away (`cairn snapshots \| head`), as if killed by SIGPIPE |
 
 use cairn_repo::Error;

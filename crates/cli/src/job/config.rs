@@ -13,7 +13,7 @@
 //! s3-region = "eu-central-1"
 //! env-file = "/etc/cairn/offsite.env" # AWS_ACCESS_KEY_ID=..., AWS_SECRET_ACCESS_KEY=...
 //! password-command = "pass show cairn"
-//! write-only = true                   # read steps against it are refused
+//! write-only = true                   # steps that read it (retention, check, copy from it) are refused
 //!
 //! [job.daily]
 //! into = "local"
@@ -422,7 +422,13 @@ impl Config {
                 }
             }
             if into.is_some_and(|r| r.write_only) {
-                for (step, present) in [("retention", job.retention.is_some()), ("check", job.check.is_some())] {
+                let steps = [
+                    ("retention", job.retention.is_some()),
+                    ("check", job.check.is_some()),
+                    // A copy reads the snapshots it copies.
+                    ("copy-to", !job.copy_to.is_empty()),
+                ];
+                for (step, present) in steps {
                     if present {
                         v.errors.push(format!(
                             "{at}: `{step}` reads repository {:?}, which is write-only: run it from a host \
@@ -587,6 +593,11 @@ filename = "hi.txt"
             ("into = \"local\"", "into = \"nas\"", "\"nas\", which is not configured"),
             ("copy-to = [\"offsite\"]", "copy-to = [\"local\"]", "the repository the job writes into"),
             ("into = \"local\"", "into = \"offsite\"", "which is write-only"),
+            (
+                "into = \"local\"\ncopy-to = [\"offsite\"]",
+                "into = \"offsite\"\ncopy-to = [\"local\"]",
+                "`copy-to` reads repository \"offsite\"",
+            ),
             ("every = \"7d\"", "every = \"weekly\"", "is not a duration"),
             ("\"5%\"", "\"120%\"", "read-data-subset"),
             ("keep-daily = 7, ", "", "no keep-* rule"),

@@ -78,8 +78,8 @@ pub fn render(states: &BTreeMap<String, JobState>) -> String {
 
 /// Writes `text` to `path` atomically: a temporary file beside it, renamed.
 pub fn write(path: &Path, text: &str) -> Result<(), JobError> {
-    let fail = |e: std::io::Error| JobError::State { path: path.to_owned(), message: format!("cannot write: {e}") };
-    let name = path.file_name().ok_or_else(|| JobError::State {
+    let fail = |e: std::io::Error| JobError::File { path: path.to_owned(), message: format!("cannot write: {e}") };
+    let name = path.file_name().ok_or_else(|| JobError::File {
         path: path.to_owned(),
         message: "the metrics textfile needs a file name".into(),
     })?;

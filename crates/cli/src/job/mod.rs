@@ -76,6 +76,15 @@ pub enum JobError {
         /// What went wrong.
         message: String,
     },
+    /// A file the config names (an env file, the metrics textfile) cannot
+    /// be read or written.
+    #[error("{}: {message}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// From the repository.
     #[error(transparent)]
     Repository(#[from] cairn_repo::Error),

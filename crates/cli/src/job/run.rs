@@ -363,7 +363,8 @@ impl Runner<'_> {
     /// and chunker, so copies into it move packs verbatim).
     async fn open(&self, name: &str, like: Option<&Repository>) -> Result<Repository, JobError> {
         let config = self.config.repository(name)?;
-        let init = config.init.then(|| match like {
+        // A dry run creates nothing, not even a repository.
+        let init = (config.init && !self.options.dry_run).then(|| match like {
             Some(source) => InitOptions::default().like(source),
             None => Ok(InitOptions::default()),
         });
@@ -537,13 +538,7 @@ fn describe(spec: &SourceSpec) -> String {
 }
 
 fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let (mut value, mut unit) = (n as f64, 0);
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{n} B") } else { format!("{value:.2} {}", UNITS[unit]) }
+    indicatif::HumanBytes(n).to_string()
 }
 
 /// Opens repository `name` of `config` with its password and credentials
@@ -586,7 +581,7 @@ async fn open_repository(
 /// Reads storage credentials from a `KEY=VALUE` file (comments and blank
 /// lines allowed, values optionally quoted).
 fn read_env_file(path: &PathBuf, s3: &mut S3Options) -> Result<(), JobError> {
-    let bad = |message: String| JobError::State { path: path.clone(), message };
+    let bad = |message: String| JobError::File { path: path.clone(), message };
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read the env file: {e}")))?;
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
