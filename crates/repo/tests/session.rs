@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 
 use cairn_repo::{
-    Backend, CheckSubset, EntryMeta, Error, FileOptions, OpenOptions, ParentChoice, Repository, SnapshotOptions,
-    Source, SourceContext,
+    Backend, CheckSubset, EntryMeta, Error, FileKind, FileOptions, OpenOptions, ParentChoice, PruneOptions, Repository,
+    SnapshotOptions, Source, SourceContext,
 };
 use common::{bytes, fast_init};
 
@@ -155,5 +155,40 @@ async fn the_parent_is_the_latest_of_the_same_paths_unless_told_otherwise() {
     let prefix = first.id.unwrap().to_hex()[..8].to_owned();
     let named = backup(ParentChoice::Snapshot(prefix)).await;
     assert_eq!(named.snapshot.parent, first.id);
+    check_clean(&repo).await;
+}
+
+/// A parent snapshot can be forgotten and pruned between the moment a
+/// backup lists it and the moment it reads its trees (a prune running
+/// beside the nightly job). The parent only saves reading: the backup
+/// reads every file and publishes a complete snapshot without a parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_whose_trees_were_pruned_is_read_in_full() {
+    let options = OpenOptions { minimum_grace: std::time::Duration::ZERO, ..Default::default() };
+    let repo = Repository::init(Backend::memory(), b"pw", fast_init(), options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    tree_with_files(dir.path());
+    let backup = || {
+        let (repo, path) = (repo.clone(), dir.path().to_owned());
+        async move {
+            let mut session = repo.begin_snapshot(SnapshotOptions::default()).await.unwrap();
+            session.add_paths(&[path], &FileOptions::default()).await.unwrap();
+            session.commit().await.unwrap()
+        }
+    };
+    let first = backup().await;
+    let id = first.id.unwrap();
+    // The snapshot file as it was listed, then forgotten and pruned.
+    let listed = repo.backend().read(FileKind::Snapshot, &id).await.unwrap();
+    repo.forget_snapshot(&id).await.unwrap();
+    let prune_now = PruneOptions { grace: std::time::Duration::ZERO, ..Default::default() };
+    let report = cairn_repo::prune(&repo, &prune_now, &|_| {}).await.unwrap();
+    assert!(report.packs_marked > 0, "{report:?}");
+    // What the backup still sees: a listed snapshot whose trees are gone.
+    repo.backend().write_new(FileKind::Snapshot, &id, vec![listed]).await.unwrap();
+
+    let second = backup().await;
+    assert_eq!((second.snapshot.parent, second.summary.files_new, second.summary.files_unchanged), (None, 2, 0));
+    repo.forget_snapshot(&id).await.unwrap();
     check_clean(&repo).await;
 }

@@ -311,15 +311,24 @@ impl SnapshotSession {
         self.index_loaded().await?;
         let source_paths: Vec<String> = sources.iter().map(|p| p.to_string_lossy().into_owned()).collect();
         let local = if self.repo.can_read() { None } else { self.local_trees_for(&source_paths)? };
-        let parent = self.find_parent(&source_paths, local.as_ref()).await?;
-        if let Some((_, tree)) = &parent
+        let mut parent = self.find_parent(&source_paths, local.as_ref()).await?;
+        if let Some((id, tree)) = parent
             && local.is_none()
-            && !self.writer.has_blob(tree)
+            && !self.writer.has_blob(&tree)
         {
             // The parent was published after the index loaded (another
             // host's backup): its index files are there now, since a
             // snapshot is written after them. Load the index again.
             self.writer.set_index(Arc::new(self.repo.load_index().await?));
+            if !self.writer.has_blob(&tree) {
+                // Or it was forgotten and pruned since it was listed. The
+                // parent only saves reading, so go on without one.
+                self.events.note(&format!(
+                    "parent snapshot {} was removed while this backup started; reading every file",
+                    id.short()
+                ));
+                parent = None;
+            }
         }
         if let Some((id, _)) = &parent {
             self.events.note(&format!("using parent snapshot {}", id.short()));

@@ -145,10 +145,15 @@ pub(crate) fn backup_paths(
     events: &dyn SessionEvents,
 ) -> Result<(Vec<Node>, SnapshotSummary)> {
     let names = root_names(sources);
-    let parent_root = match parent_tree {
-        Some(id) => Some(load_tree(store, local, &id)?),
-        None => None,
-    };
+    // The parent only saves reading: if its root is unreadable (a prune
+    // may have just removed a forgotten parent), read everything.
+    let parent_root = parent_tree.and_then(|id| match load_tree(store, local, &id) {
+        Ok(tree) => Some(tree),
+        Err(e) => {
+            tracing::warn!("parent snapshot's tree unreadable ({e}), reading every file");
+            None
+        }
+    });
     let shared = Shared::new(store, events, local);
     let readers = if options.readers == 0 { 4 } else { options.readers };
     let (order_tx, order_rx) = bounded::<Vec<walker::Item>>(64);
