@@ -65,6 +65,10 @@ pub struct Config {
     /// Metrics written after every run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+    /// When the "still alive" summary goes to the notification targets:
+    /// a systemd calendar (default `monthly`), or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<String>,
 }
 
 /// Metrics for monitoring.
@@ -111,6 +115,45 @@ pub struct RepositoryConfig {
     /// can have its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_file: Option<PathBuf>,
+    /// What the storage costs, for the monthly estimate: a built-in rate
+    /// card (`aws-s3-standard`, `aws-s3-standard:REGION`, `b2`, `local`)
+    /// or a table of prices in USD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates: Option<RatesConfig>,
+    /// The monthly cost not to exceed, in USD (`"8"`, `"8 USD/month"`):
+    /// status warns above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
+}
+
+/// A repository's rates: a built-in card by name, or prices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RatesConfig {
+    /// A built-in rate card.
+    Named(String),
+    /// Prices in USD.
+    Prices(Prices),
+}
+
+/// Storage prices in USD.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Prices {
+    /// Per GB (10^9 bytes) stored for a month.
+    pub storage_per_gb_month: f64,
+    /// Per 1,000 PUT, COPY, POST or LIST requests.
+    #[serde(default)]
+    pub put_per_1000: f64,
+    /// Per 1,000 GET requests.
+    #[serde(default)]
+    pub get_per_1000: f64,
+    /// Per GB downloaded.
+    #[serde(default)]
+    pub egress_per_gb: f64,
+    /// GB stored free of charge.
+    #[serde(default)]
+    pub free_gb: f64,
 }
 
 /// One job: its sources, the repository they go into, and what follows.
@@ -134,6 +177,22 @@ pub struct JobConfig {
     /// A check of `into` when one is due.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckConfig>,
+    /// A restore drill from `into` when one is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillConfig>,
+    /// The recovery point objective: status reports the job stale when
+    /// its newest snapshot is older than this (`26h`, `2d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<String>,
+    /// Commands run (with `sh -c`) before the sources; if one fails, the
+    /// sources are skipped and the run fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub before: Vec<String>,
+    /// Commands run after the sources, whatever happened to them (to
+    /// undo what `before` did); `CAIRN_JOB_STATUS` is `ok`, `warning` or
+    /// `failed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
     /// What to back up: each source is its own snapshot.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub source: Vec<SourceConfig>,
@@ -148,6 +207,28 @@ pub struct CheckConfig {
     /// Also read this part of the packs: `5%`, `2GiB`, `1/7`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_data_subset: Option<String>,
+}
+
+/// A due-based restore drill: the job's newest PostgreSQL snapshots are
+/// restored into a temporary database and queried (`cairn pg drill`), and
+/// a random sample of its newest files snapshots is restored and verified.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DrillConfig {
+    /// How long after the last good drill another is due (`30d`).
+    pub every: String,
+    /// Where the temporary databases are created (a connection string to
+    /// a server the drill may create and drop databases on; default: the
+    /// source's own server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_admin: Option<String>,
+    /// Queries run in each restored database; each must return true.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+    /// How much of the newest files snapshot to restore and verify, as a
+    /// random sample of files (`200MiB`; default 100MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_files: Option<String>,
 }
 
 /// One source, as written: exactly one of `files`, `postgres` or `command`.

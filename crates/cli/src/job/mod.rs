@@ -14,9 +14,14 @@ mod notify;
 mod run;
 mod state;
 
-pub use config::{CheckConfig, Config, JobConfig, RepositoryConfig, SourceConfig, SourceSpec, Validation, parse_every};
+pub use config::{
+    CheckConfig, Config, DrillConfig, JobConfig, Prices, RatesConfig, RepositoryConfig, SourceConfig, SourceSpec,
+    Validation, parse_every,
+};
 pub use notify::{Delivery, Event, NotifyTarget, TargetType, payload, test as notify_test};
-pub use run::{JobEvents, NoJobEvents, RunOptions, RunReport, Step, StepReport, StepStatus, connect, run_job};
+pub use run::{
+    JobEvents, NoJobEvents, RepositorySize, RunOptions, RunReport, Step, StepReport, StepStatus, connect, run_job,
+};
 pub use state::{JobLock, JobState, StateDir};
 
 use std::path::PathBuf;

@@ -257,6 +257,7 @@ pub async fn test(targets: &[NotifyTarget], host: &str) -> Vec<Delivery> {
         seconds: 0.0,
         snapshot: None,
         bytes_added: None,
+        restore_seconds: None,
     });
     finished(targets, &run, Event::Test, host, "00000000-0000-4000-8000-000000000000", "cairn notify test\n").await
 }

@@ -27,11 +27,13 @@ pub enum Step {
     Copy,
     /// A check of `into`, when due (or always, with `only`).
     Check,
+    /// A restore drill from `into`, when due (or always, with `only`).
+    Drill,
 }
 
 impl Step {
     /// Every step, in order.
-    pub const ALL: [Step; 4] = [Step::Sources, Step::Retention, Step::Copy, Step::Check];
+    pub const ALL: [Step; 5] = [Step::Sources, Step::Retention, Step::Copy, Step::Check, Step::Drill];
 
     /// The step's name, as `--only` takes it.
     pub fn name(self) -> &'static str {
@@ -40,6 +42,7 @@ impl Step {
             Step::Retention => "retention",
             Step::Copy => "copy",
             Step::Check => "check",
+            Step::Drill => "drill",
         }
     }
 
@@ -93,9 +96,31 @@ pub struct StepReport {
     /// The snapshot a source wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotId>,
-    /// Bytes a source added to the repository.
+    /// Bytes a source added to the repository (or a copy to its target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_added: Option<u64>,
+    /// How long a drill's restores took (the recovery time it measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_seconds: Option<f64>,
+}
+
+/// A repository's size after a run, for status, growth, cost and plots.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepositorySize {
+    /// The repository's name in the config.
+    pub repository: String,
+    /// Snapshots in it.
+    pub snapshots: u64,
+    /// What a restore of every snapshot would write.
+    pub logical_bytes: u64,
+    /// The distinct data, uncompressed (after deduplication).
+    pub raw_bytes: u64,
+    /// What the storage holds (after deduplication and compression).
+    pub stored_bytes: u64,
+    /// Not read from the repository (a write-only one cannot be read) but
+    /// summed from what this host's copies wrote into it.
+    #[serde(default)]
+    pub from_copy_records: bool,
 }
 
 /// One run of a job.
@@ -115,6 +140,9 @@ pub struct RunReport {
     /// What each notification did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<super::Delivery>,
+    /// The job's repositories' sizes after the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sizes: Vec<RepositorySize>,
 }
 
 impl RunReport {
@@ -128,6 +156,7 @@ impl RunReport {
             dry_run: false,
             steps: Vec::new(),
             notifications: Vec::new(),
+            sizes: Vec::new(),
         }
     }
 
@@ -267,11 +296,18 @@ struct Done {
     message: String,
     snapshot: Option<SnapshotId>,
     bytes_added: Option<u64>,
+    restore_seconds: Option<f64>,
 }
 
 impl Done {
     fn ok(message: impl Into<String>) -> Done {
-        Done { status: StepStatus::Ok, message: message.into(), snapshot: None, bytes_added: None }
+        Done {
+            status: StepStatus::Ok,
+            message: message.into(),
+            snapshot: None,
+            bytes_added: None,
+            restore_seconds: None,
+        }
     }
 
     fn skipped(message: impl Into<String>) -> Done {
@@ -335,12 +371,7 @@ impl Runner<'_> {
     }
 
     fn record(&mut self, step: Step, subject: &str, started: Instant, outcome: Result<Done, JobError>) {
-        let done = outcome.unwrap_or_else(|e| Done {
-            status: StepStatus::Failed,
-            message: e.to_string(),
-            snapshot: None,
-            bytes_added: None,
-        });
+        let done = outcome.unwrap_or_else(|e| Done { status: StepStatus::Failed, ..Done::ok(e.to_string()) });
         let elapsed = started.elapsed();
         let report = StepReport {
             step,
@@ -353,6 +384,7 @@ impl Runner<'_> {
             seconds: elapsed.as_secs_f64(),
             snapshot: done.snapshot,
             bytes_added: done.bytes_added,
+            restore_seconds: done.restore_seconds,
         };
         self.events.step_finished(&report);
         self.report.steps.push(report);
@@ -435,7 +467,7 @@ impl Runner<'_> {
             ),
             (_, None) => (StepStatus::Ok, format!("dry run: {what}")),
         };
-        Ok(Done { status, message, snapshot: committed.id, bytes_added: Some(s.bytes_added) })
+        Ok(Done { status, snapshot: committed.id, bytes_added: Some(s.bytes_added), ..Done::ok(message) })
     }
 
     async fn retention(&self, repo: &Repository, rules: &cairn_repo::RetentionRules) -> Result<Done, JobError> {
@@ -516,9 +548,7 @@ impl Runner<'_> {
             report.problems.iter().take(3).map(|p| format!("{}: {}", p.object, p.message)).collect();
         Ok(Done {
             status: StepStatus::Failed,
-            message: format!("{} problem(s): {}", report.problems.len(), first.join("; ")),
-            snapshot: None,
-            bytes_added: None,
+            ..Done::ok(format!("{} problem(s): {}", report.problems.len(), first.join("; ")))
         })
     }
 }
@@ -628,6 +658,7 @@ mod tests {
             seconds: 0.0,
             snapshot: None,
             bytes_added: None,
+            restore_seconds: None,
         }
     }
 
