@@ -98,14 +98,9 @@ mod tests {
     fn gauges_of_the_last_runs() {
         let mut run = RunReport::new("nightly");
         run.steps.push(StepReport {
-            step: Step::Sources,
-            subject: "files /etc".into(),
-            status: StepStatus::Ok,
-            message: String::new(),
-            started: run.started,
             seconds: 1.0,
-            snapshot: None,
             bytes_added: Some(4096),
+            ..StepReport::new(Step::Sources, "files /etc", StepStatus::Ok, "")
         });
         let mut states = BTreeMap::new();
         states.insert("nightly".to_owned(), JobState { runs: vec![run], ..Default::default() });

@@ -248,17 +248,12 @@ fn delivery(target: &NotifyTarget, event: &str, result: Result<(), String>) -> D
 /// it at `/log`, which changes nothing there).
 pub async fn test(targets: &[NotifyTarget], host: &str) -> Vec<Delivery> {
     let mut run = RunReport::new("test");
-    run.steps.push(super::run::StepReport {
-        step: super::run::Step::Sources,
-        subject: "cairn notify test".into(),
-        status: StepStatus::Ok,
-        message: "if you can read this, notifications reach you".into(),
-        started: run.started,
-        seconds: 0.0,
-        snapshot: None,
-        bytes_added: None,
-        restore_seconds: None,
-    });
+    run.steps.push(super::run::StepReport::new(
+        super::run::Step::Sources,
+        "cairn notify test",
+        StepStatus::Ok,
+        "if you can read this, notifications reach you",
+    ));
     finished(targets, &run, Event::Test, host, "00000000-0000-4000-8000-000000000000", "cairn notify test\n").await
 }
 
@@ -438,14 +433,8 @@ mod tests {
         run.steps = statuses
             .iter()
             .map(|&status| StepReport {
-                step: Step::Sources,
-                subject: "postgres dbname=app".into(),
-                status,
-                message: "x".repeat(3000),
-                started: jiff::Timestamp::now(),
                 seconds: 1.0,
-                snapshot: None,
-                bytes_added: None,
+                ..StepReport::new(Step::Sources, "postgres dbname=app", status, "x".repeat(3000))
             })
             .collect();
         run

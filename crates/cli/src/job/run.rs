@@ -104,6 +104,24 @@ pub struct StepReport {
     pub restore_seconds: Option<f64>,
 }
 
+impl StepReport {
+    /// A step that took no time, starting now (for tests and messages
+    /// that are not a step's, like `cairn notify test`).
+    pub fn new(step: Step, subject: impl Into<String>, status: StepStatus, message: impl Into<String>) -> StepReport {
+        StepReport {
+            step,
+            subject: subject.into(),
+            status,
+            message: message.into(),
+            started: Timestamp::now(),
+            seconds: 0.0,
+            snapshot: None,
+            bytes_added: None,
+            restore_seconds: None,
+        }
+    }
+}
+
 /// A repository's size after a run, for status, growth, cost and plots.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepositorySize {
@@ -649,17 +667,7 @@ mod tests {
     use super::*;
 
     fn step(status: StepStatus) -> StepReport {
-        StepReport {
-            step: Step::Sources,
-            subject: String::new(),
-            status,
-            message: String::new(),
-            started: Timestamp::now(),
-            seconds: 0.0,
-            snapshot: None,
-            bytes_added: None,
-            restore_seconds: None,
-        }
+        StepReport::new(Step::Sources, "", status, "")
     }
 
     /// The exit code is the worst step's.
