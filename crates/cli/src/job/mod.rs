@@ -9,6 +9,7 @@
 //! code is its worst step's: 0 ok, 3 warnings, 1 a failure.
 
 mod config;
+mod drill;
 mod metrics;
 mod notify;
 mod run;

@@ -29,10 +29,14 @@ pub enum Step {
     Check,
     /// A restore drill from `into`, when due (or always, with `only`).
     Drill,
+    /// A `before` command (runs with the sources).
+    Before,
+    /// An `after` command (runs with the sources, whatever they did).
+    After,
 }
 
 impl Step {
-    /// Every step, in order.
+    /// Every step `--only` can name, in order.
     pub const ALL: [Step; 5] = [Step::Sources, Step::Retention, Step::Copy, Step::Check, Step::Drill];
 
     /// The step's name, as `--only` takes it.
@@ -43,6 +47,8 @@ impl Step {
             Step::Copy => "copy",
             Step::Check => "check",
             Step::Drill => "drill",
+            Step::Before => "before",
+            Step::After => "after",
         }
     }
 
@@ -102,6 +108,9 @@ pub struct StepReport {
     /// How long a drill's restores took (the recovery time it measured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_seconds: Option<f64>,
+    /// Bytes a check read from the repository (what it downloads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_read: Option<u64>,
 }
 
 impl StepReport {
@@ -118,6 +127,7 @@ impl StepReport {
             snapshot: None,
             bytes_added: None,
             restore_seconds: None,
+            bytes_read: None,
         }
     }
 }
@@ -129,14 +139,16 @@ pub struct RepositorySize {
     pub repository: String,
     /// Snapshots in it.
     pub snapshots: u64,
-    /// What a restore of every snapshot would write.
+    /// What a restore of every snapshot would write (0 when
+    /// `from_copy_records`).
     pub logical_bytes: u64,
-    /// The distinct data, uncompressed (after deduplication).
+    /// The distinct data, uncompressed, after deduplication (0 when
+    /// `from_copy_records`).
     pub raw_bytes: u64,
     /// What the storage holds (after deduplication and compression).
     pub stored_bytes: u64,
     /// Not read from the repository (a write-only one cannot be read) but
-    /// summed from what this host's copies wrote into it.
+    /// summed from what this host's runs wrote into it (sources and copies).
     #[serde(default)]
     pub from_copy_records: bool,
 }
@@ -228,10 +240,39 @@ pub async fn run_job(
     let notify = if options.dry_run { &[][..] } else { &config.notify[..] };
     let rid = run_id();
     let started = super::notify::started(notify, &rid).await;
-    let mut run = Runner { config, name, job, options, events, report: RunReport::new(name), checked: None };
+    let mut run = Runner { config, name, job, options, events, report: RunReport::new(name),
+        succeeded: Vec::new(),
+        targets: Default::default(),
+        copied: Default::default(),
+    };
     run.report.dry_run = options.dry_run;
     run.run(&previous).await;
     let mut report = run.report;
+    let mut written = previous.written.clone();
+    for (target, bytes) in &run.copied {
+        *written.entry(target.clone()).or_default() += bytes;
+    }
+    let write_only = |name: &str| config.repository(name).is_ok_and(|r| r.write_only);
+    if write_only(&job.into) {
+        let added: u64 = report.steps.iter().filter(|s| s.step == Step::Sources).filter_map(|s| s.bytes_added).sum();
+        *written.entry(job.into.clone()).or_default() += added;
+    }
+    if !options.dry_run {
+        // A write-only repository cannot be listed: its size is what this
+        // host wrote into it.
+        for target in std::iter::once(&job.into).chain(&job.copy_to) {
+            if write_only(target) {
+                report.sizes.push(super::RepositorySize {
+                    repository: target.clone(),
+                    snapshots: 0,
+                    logical_bytes: 0,
+                    raw_bytes: 0,
+                    stored_bytes: written.get(target).copied().unwrap_or(0),
+                    from_copy_records: true,
+                });
+            }
+        }
+    }
     report.finished = Timestamp::now();
     // Notifications never change the run's outcome; they are recorded.
     let previous_good = previous.runs.last().map(|r| r.exit_code() == 0);
@@ -248,8 +289,9 @@ pub async fn run_job(
     }
     if !options.dry_run {
         let mut next = previous;
-        if let Some(when) = run.checked {
-            next.last_success.insert(Step::Check.name().to_owned(), when);
+        next.written = written;
+        for (step, when) in &run.succeeded {
+            next.last_success.insert(step.name().to_owned(), *when);
         }
         state.record(name, next, report.clone())?;
         if let Some(metrics) = &config.metrics {
@@ -304,8 +346,12 @@ struct Runner<'a> {
     options: &'a RunOptions,
     events: &'a dyn JobEvents,
     report: RunReport,
-    /// When a check succeeded in this run.
-    checked: Option<Timestamp>,
+    /// Due-based steps that succeeded in this run, and when.
+    succeeded: Vec<(Step, Timestamp)>,
+    /// Copy targets opened in this run.
+    targets: std::collections::BTreeMap<String, Repository>,
+    /// Bytes each copy wrote, by target.
+    copied: std::collections::BTreeMap<String, u64>,
 }
 
 /// What a step body returns: its status, message, and what a source wrote.
@@ -315,6 +361,7 @@ struct Done {
     snapshot: Option<SnapshotId>,
     bytes_added: Option<u64>,
     restore_seconds: Option<f64>,
+    bytes_read: Option<u64>,
 }
 
 impl Done {
@@ -325,6 +372,7 @@ impl Done {
             snapshot: None,
             bytes_added: None,
             restore_seconds: None,
+            bytes_read: None,
         }
     }
 
@@ -347,15 +395,18 @@ impl Runner<'_> {
             }
         };
         if self.wanted(Step::Sources) {
+            let ready = self.before().await;
             for spec in self.job.source.iter().filter_map(|s| s.spec().ok()) {
                 let subject = describe(&spec);
                 let started = self.start(Step::Sources, &subject);
-                let outcome = match &into {
-                    Some(repo) => self.backup(repo, &spec).await,
-                    None => Ok(Done::skipped("the repository could not be opened")),
+                let outcome = match (&into, ready) {
+                    (Some(repo), true) => self.backup(repo, &spec).await,
+                    (None, _) => Ok(Done::skipped("the repository could not be opened")),
+                    (Some(_), false) => Ok(Done::skipped("a `before` command failed")),
                 };
                 self.record(Step::Sources, &subject, started, outcome);
             }
+            self.after().await;
         }
         let Some(into) = into else { return };
         let subject = format!("repository {}", self.job.into);
@@ -377,8 +428,106 @@ impl Runner<'_> {
         if self.wanted(Step::Check) {
             if let Some(check) = &self.job.check {
                 let started = self.start(Step::Check, &subject);
-                let outcome = self.check(&into, check, previous).await;
+                let outcome = match self.due(Step::Check, &check.every, previous) {
+                    Ok(None) => self.check(&into, check).await,
+                    Ok(Some(not_due)) => Ok(not_due),
+                    Err(e) => Err(e),
+                };
                 self.record(Step::Check, &subject, started, outcome);
+            }
+        }
+        if self.wanted(Step::Drill) {
+            if let Some(drill) = &self.job.drill {
+                let started = self.start(Step::Drill, &subject);
+                let outcome = match self.due(Step::Drill, &drill.every, previous) {
+                    Ok(None) => self.drill(&into, drill, previous).await,
+                    Ok(Some(not_due)) => Ok(not_due),
+                    Err(e) => Err(e),
+                };
+                self.record(Step::Drill, &subject, started, outcome);
+            }
+        }
+        if !self.options.dry_run {
+            self.measure(&into).await;
+        }
+    }
+
+    /// Runs the `before` commands in order; false (and the rest not run)
+    /// when one fails.
+    async fn before(&mut self) -> bool {
+        for command in &self.job.before {
+            let started = self.start(Step::Before, command);
+            if self.options.dry_run {
+                self.record(Step::Before, command, started, Ok(Done::skipped("dry run: not run")));
+                continue;
+            }
+            let outcome = run_hook(command, &[]).await;
+            let failed = outcome.is_err();
+            self.record(Step::Before, command, started, outcome.map(Done::ok));
+            if failed {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Runs every `after` command, each whatever the others did, with the
+    /// sources' outcome in `CAIRN_JOB_STATUS`.
+    async fn after(&mut self) {
+        let status = match self.report.status() {
+            StepStatus::Failed => "failed",
+            StepStatus::Warning => "warning",
+            StepStatus::Ok | StepStatus::Skipped => "ok",
+        };
+        for command in &self.job.after {
+            let started = self.start(Step::After, command);
+            let outcome = if self.options.dry_run {
+                Ok(Done::skipped("dry run: not run"))
+            } else {
+                run_hook(command, &[("CAIRN_JOB_STATUS", status)]).await.map(Done::ok)
+            };
+            self.record(Step::After, command, started, outcome);
+        }
+    }
+
+    /// `None` when `step` (done every `every`) is due, else why it is
+    /// skipped. Due when never done, or `every` after the last good one: a
+    /// run missed while the host was down catches up at the next run.
+    fn due(&self, step: Step, every: &str, previous: &super::JobState) -> Result<Option<Done>, JobError> {
+        let every = parse_every(every).map_err(JobError::Invalid)?;
+        let last = previous.last_success.get(step.name()).copied();
+        let due_at = last.and_then(|t| t.checked_add(jiff::SignedDuration::try_from(every).ok()?).ok());
+        let due = self.options.only == Some(step) || due_at.is_none_or(|at| at <= Timestamp::now());
+        if !due {
+            let at = due_at.map(|t| t.to_string()).unwrap_or_default();
+            return Ok(Some(Done::skipped(format!("not due until {at}"))));
+        }
+        if self.options.dry_run {
+            return Ok(Some(Done::skipped("dry run: due, not run")));
+        }
+        Ok(None)
+    }
+
+    /// Records the sizes of `into` and of each copy target opened in this
+    /// run (a write-only target's comes from the copy records, later).
+    async fn measure(&mut self, into: &Repository) {
+        let mut repos = vec![(self.job.into.clone(), into.clone())];
+        repos.extend(self.targets.iter().map(|(name, repo)| (name.clone(), repo.clone())));
+        for (name, repo) in repos {
+            if repo.write_only() {
+                continue;
+            }
+            match measure(&repo).await {
+                Ok(usage) => self.report.sizes.push(RepositorySize {
+                    repository: name,
+                    snapshots: usage.snapshots,
+                    logical_bytes: usage.logical_bytes,
+                    raw_bytes: usage.raw_bytes,
+                    stored_bytes: usage.stored_bytes,
+                    from_copy_records: false,
+                }),
+                // Sizes are for status and plots: a failure here is not the run's.
+                Err(e) => tracing::warn!("cannot measure repository {name}: {e}"),
             }
         }
     }
@@ -403,6 +552,7 @@ impl Runner<'_> {
             snapshot: done.snapshot,
             bytes_added: done.bytes_added,
             restore_seconds: done.restore_seconds,
+            bytes_read: done.bytes_read,
         };
         self.events.step_finished(&report);
         self.report.steps.push(report);
@@ -511,63 +661,136 @@ impl Runner<'_> {
         )))
     }
 
-    async fn copy(&self, from: &Repository, target: &str) -> Result<Done, JobError> {
+    async fn copy(&mut self, from: &Repository, target: &str) -> Result<Done, JobError> {
         if self.options.dry_run {
             return Ok(Done::skipped("dry run: not copied"));
         }
         let to = self.open(target, Some(from)).await?;
+        self.targets.insert(target.to_owned(), to.clone());
         let snapshots = from.snapshots_matching(&self.own_snapshots()).await?;
         let handle = tokio::runtime::Handle::current();
         let from = from.clone();
         let outcome = tokio::task::spawn_blocking(move || cairn_repo::copy_snapshots(&from, &to, &snapshots, &handle))
             .await
             .map_err(|e| JobError::Invalid(format!("the copy thread failed: {e}")))??;
-        Ok(Done::ok(format!(
-            "{} snapshot(s) copied, {} already there; {} written",
-            outcome.copied.len(),
-            outcome.skipped.len(),
-            bytes(outcome.bytes)
-        )))
+        *self.copied.entry(target.to_owned()).or_default() += outcome.bytes;
+        Ok(Done {
+            bytes_added: Some(outcome.bytes),
+            ..Done::ok(format!(
+                "{} snapshot(s) copied, {} already there; {} written",
+                outcome.copied.len(),
+                outcome.skipped.len(),
+                bytes(outcome.bytes)
+            ))
+        })
     }
 
-    async fn check(
+    /// Drills the newest snapshot of each source: see [`super::drill`].
+    async fn drill(
         &mut self,
         repo: &Repository,
-        check: &super::CheckConfig,
+        drill: &super::DrillConfig,
         previous: &super::JobState,
     ) -> Result<Done, JobError> {
-        let every = parse_every(&check.every).map_err(JobError::Invalid)?;
-        let last = previous.last_success.get(Step::Check.name()).copied();
-        let due_at = last.and_then(|t| t.checked_add(jiff::SignedDuration::try_from(every).ok()?).ok());
+        let budget = match &drill.sample_files {
+            Some(size) => crate::units::parse_size(size).map_err(|e| JobError::Invalid(format!("sample-files: {e}")))?,
+            None => super::drill::DEFAULT_SAMPLE_BYTES,
+        };
+        let listing = repo.snapshots_matching(&self.own_snapshots()).await?;
         let now = Timestamp::now();
-        // Due when never done, or `every` after the last good one: a run
-        // missed while the host was down catches up at the next run.
-        let due = self.options.only == Some(Step::Check) || due_at.is_none_or(|at| at <= now);
-        if !due {
-            let at = due_at.map(|t| t.to_string()).unwrap_or_default();
-            return Ok(Done::skipped(format!("not due until {at}")));
+        let (mut ok, mut seconds, mut lines) = (true, 0.0, Vec::new());
+        for spec in self.job.source.iter().filter_map(|s| s.spec().ok()) {
+            let subject = describe(&spec);
+            // This run's snapshot of the source, else the newest earlier one
+            // that is still in the repository.
+            let tonight = self.report.steps.iter().rev().filter(|s| s.step == Step::Sources && s.subject == subject);
+            let candidates = tonight.filter_map(|s| s.snapshot).chain(previous.snapshots_of(&subject));
+            let found = candidates.into_iter().find_map(|id| listing.iter().find(|(i, _)| *i == id));
+            let Some((id, snapshot)) = found else {
+                ok = false;
+                lines.push(format!("{subject}: no snapshot to restore"));
+                continue;
+            };
+            let outcome = match &spec {
+                SourceSpec::Postgres { conninfo, bindir, .. } => {
+                    let admin = drill.postgres_admin.as_deref().unwrap_or(conninfo);
+                    let admin = cairn_pgsource::ConnSpec::parse(Some(admin))?;
+                    let tools = cairn_pgsource::Tools { bindir: bindir.clone() };
+                    super::drill::drill_postgres(repo, *id, snapshot, admin, &drill.checks, tools).await
+                }
+                _ => super::drill::drill_files(repo, *id, snapshot, budget).await,
+            };
+            match outcome {
+                Ok(outcome) => {
+                    ok &= outcome.ok;
+                    seconds += outcome.restore_seconds;
+                    lines.push(format!("{subject}: {}", outcome.message));
+                }
+                Err(e) => {
+                    ok = false;
+                    lines.push(format!("{subject}: {e}"));
+                }
+            }
         }
-        if self.options.dry_run {
-            return Ok(Done::skipped("dry run: due, not run"));
+        if ok {
+            self.succeeded.push((Step::Drill, now));
         }
+        Ok(Done {
+            status: if ok { StepStatus::Ok } else { StepStatus::Failed },
+            restore_seconds: Some(seconds),
+            ..Done::ok(lines.join("; "))
+        })
+    }
+
+    async fn check(&mut self, repo: &Repository, check: &super::CheckConfig) -> Result<Done, JobError> {
+        let now = Timestamp::now();
         let subset = check.read_data_subset.as_deref().map(parse_subset).transpose()?;
         let report = cairn_repo::check(repo, subset).await?;
         if report.problems.is_empty() {
-            self.checked = Some(now);
-            return Ok(Done::ok(format!(
+            self.succeeded.push((Step::Check, now));
+            return Ok(Done {
+                bytes_read: Some(report.bytes_read),
+                ..Done::ok(format!(
                 "{} snapshot(s), {} pack(s); read {} pack(s), {}: no problems",
                 report.snapshots,
                 report.packs,
                 report.packs_read,
                 bytes(report.bytes_read)
-            )));
+            ))
+            });
         }
         let first: Vec<String> =
             report.problems.iter().take(3).map(|p| format!("{}: {}", p.object, p.message)).collect();
         Ok(Done {
             status: StepStatus::Failed,
+            bytes_read: Some(report.bytes_read),
             ..Done::ok(format!("{} problem(s): {}", report.problems.len(), first.join("; ")))
         })
+    }
+}
+
+/// The sizes of a readable repository, from its index and snapshot list.
+async fn measure(repo: &Repository) -> Result<cairn_repo::Usage, JobError> {
+    let (index, snapshots) = tokio::try_join!(repo.load_index(), repo.list_snapshots())?;
+    Ok(cairn_repo::Usage::measure(&index, &snapshots))
+}
+
+/// Runs a `before`/`after` command with `sh -c`; its output goes to the
+/// run's own (the journal, under systemd). `Err` says how it failed.
+async fn run_hook(command: &str, env: &[(&str, &str)]) -> Result<String, JobError> {
+    let status = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .map_err(|e| JobError::Invalid(format!("cannot run sh: {e}")))?;
+    if status.success() {
+        Ok("done".into())
+    } else {
+        Err(JobError::Invalid(format!("the command failed ({status})")))
     }
 }
 

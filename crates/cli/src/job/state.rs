@@ -27,9 +27,26 @@ pub struct JobState {
     /// The most recent runs, oldest first.
     #[serde(default)]
     pub runs: Vec<RunReport>,
-    /// When each due-based step (`check`) last succeeded.
+    /// When each due-based step (`check`, `drill`) and the heartbeat last
+    /// succeeded.
     #[serde(default)]
     pub last_success: BTreeMap<String, Timestamp>,
+    /// Bytes this host's copies have written into each copy target, ever:
+    /// the size of a write-only repository, which cannot be read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub written: BTreeMap<String, u64>,
+}
+
+impl JobState {
+    /// The snapshots the runs recorded for source `subject`, newest first.
+    pub fn snapshots_of<'a>(&'a self, subject: &'a str) -> impl Iterator<Item = cairn_repo::SnapshotId> + 'a {
+        self.runs
+            .iter()
+            .rev()
+            .flat_map(|r| r.steps.iter().rev())
+            .filter(move |s| s.step == super::Step::Sources && s.subject == subject)
+            .filter_map(|s| s.snapshot)
+    }
 }
 
 /// A job's host lock, held until dropped.

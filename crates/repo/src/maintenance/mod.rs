@@ -9,3 +9,4 @@ pub(crate) mod repair;
 pub(crate) mod retention;
 pub(crate) mod snapshots;
 pub(crate) mod trash;
+pub(crate) mod usage;
