@@ -129,6 +129,23 @@ pub enum Command {
     /// Notifications of the config file
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// Whether each job's data is safe: newest snapshots against the RPO, last check and drill, sizes and cost
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this job [default: every job of the config]
+    #[arg(value_name = "JOB")]
+    pub job: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigFileArgs,
+    /// Exit 1 when anything is stale or failed, 3 when something is worth a look (for monitoring probes)
+    #[arg(long)]
+    pub check: bool,
+    /// Where runs are recorded [default: $STATE_DIRECTORY, else ~/.local/state/cairn]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,8 +175,8 @@ pub struct RunArgs {
     pub job: Option<String>,
     #[command(flatten)]
     pub config: ConfigFileArgs,
-    /// Run only this step (a check then runs even if it is not due)
-    #[arg(long, value_name = "STEP", value_parser = ["sources", "retention", "copy", "check"])]
+    /// Run only this step (a check or drill then runs even if it is not due)
+    #[arg(long, value_name = "STEP", value_parser = ["sources", "retention", "copy", "check", "drill"])]
     pub only: Option<String>,
     /// Change nothing: write no snapshot, only plan retention, copy and check nothing, record nothing
     #[arg(short = 'n', long)]

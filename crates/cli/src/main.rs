@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(&cli.global, args).await,
             Command::Config(command) => commands::config::run(&cli.global, command).await,
             Command::Notify(command) => commands::config::notify(&cli.global, command).await,
+            Command::Status(args) => commands::status::run(&cli.global, args).await,
         }
     });
     match result {

@@ -102,7 +102,6 @@ pub use maintenance::check::{CheckReport, Problem as CheckProblem, Subset as Che
 pub use maintenance::copy::{CopyOutcome, copy_snapshots, shares_secret};
 pub use maintenance::forget::{ForgetGroup, ForgetPlan, RetentionRules, plan_forget, plan_forget_ids};
 pub use maintenance::prune::{DEFAULT_GRACE, MINIMUM_GRACE, PruneOptions, PruneReport, UnusedLimit, prune};
-pub use maintenance::usage::Usage;
 pub use maintenance::repair::{
     IndexRebuild, SnapshotRepair, rebuild_index, remove_damaged_snapshots, repair_snapshots,
 };
@@ -110,6 +109,7 @@ pub use maintenance::retention::{
     Period as RetentionPeriod, Policy as RetentionPolicy, Verdict as RetentionVerdict, apply as apply_retention,
     parse_span,
 };
+pub use maintenance::usage::Usage;
 
 /// Raw writing, for tests that craft damaged or hostile repositories and
 /// for benchmarks of the sealing path; only with the `testing` feature,

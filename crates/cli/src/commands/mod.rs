@@ -19,4 +19,5 @@ pub mod restore;
 pub mod run;
 pub mod snapshots;
 pub mod stats;
+pub mod status;
 pub mod tag;

@@ -154,6 +154,9 @@ pub struct Prices {
     /// GB stored free of charge.
     #[serde(default)]
     pub free_gb: f64,
+    /// GB downloaded free of charge each month.
+    #[serde(default)]
+    pub free_egress_gb: f64,
 }
 
 /// One job: its sources, the repository they go into, and what follows.
@@ -443,6 +446,21 @@ impl Config {
                 }
                 _ => {}
             }
+            if let Some(rates) = &repo.rates {
+                if let Err(e) = super::cost::prices(rates) {
+                    v.errors.push(format!("{at}: rates: {e}"));
+                }
+            }
+            if let Some(budget) = &repo.budget {
+                if let Err(e) = super::cost::parse_budget(budget) {
+                    v.errors.push(format!("{at}: {e}"));
+                }
+                if repo.rates.is_none() {
+                    v.warnings.push(format!(
+                        "{at}: a budget without `rates` is never checked: add rates = \"aws-s3-standard\", \"b2\" or a table"
+                    ));
+                }
+            }
             for secret in repo.password_file.iter().chain(&repo.env_file) {
                 if let Some(warning) = readable_by_others(secret) {
                     v.warnings.push(format!("{at}: {warning}"));
@@ -502,10 +520,39 @@ impl Config {
                     }
                 }
             }
+            if let Some(drill) = &job.drill {
+                if let Err(e) = parse_every(&drill.every) {
+                    v.errors.push(format!("{at}.drill: every: {e}"));
+                }
+                if let Some(size) = &drill.sample_files {
+                    if let Err(e) = crate::units::parse_size(size) {
+                        v.errors.push(format!("{at}.drill: sample-files: {e}"));
+                    }
+                }
+                if let Some(admin) = &drill.postgres_admin {
+                    if let Err(e) = cairn_pgsource::ConnSpec::parse(Some(admin)) {
+                        v.errors.push(format!("{at}.drill: postgres-admin: {e}"));
+                    }
+                }
+                if drill.checks.iter().any(|c| c.trim().is_empty()) {
+                    v.errors.push(format!("{at}.drill: a check is empty: give a query that returns true"));
+                }
+            }
+            if let Some(rpo) = &job.rpo {
+                if let Err(e) = parse_every(rpo) {
+                    v.errors.push(format!("{at}: rpo: {e}"));
+                }
+            }
+            for (key, commands) in [("before", &job.before), ("after", &job.after)] {
+                if commands.iter().any(|c| c.trim().is_empty()) {
+                    v.errors.push(format!("{at}: `{key}` has an empty command"));
+                }
+            }
             if into.is_some_and(|r| r.write_only) {
                 let steps = [
                     ("retention", job.retention.is_some()),
                     ("check", job.check.is_some()),
+                    ("drill", job.drill.is_some()),
                     // A copy reads the snapshots it copies.
                     ("copy-to", !job.copy_to.is_empty()),
                 ];

@@ -142,10 +142,10 @@ fn sample_and_restore(
             message: format!("snapshot {} has no files to sample", id.short()),
         });
     }
-    let target = tempfile::Builder::new()
-        .prefix("cairn-drill-")
-        .tempdir()
-        .map_err(|e| JobError::File { path: std::env::temp_dir(), message: format!("cannot create a directory: {e}") })?;
+    let target = tempfile::Builder::new().prefix("cairn-drill-").tempdir().map_err(|e| JobError::File {
+        path: std::env::temp_dir(),
+        message: format!("cannot create a directory: {e}"),
+    })?;
     let options = RestoreOptions { verify: true, strip_setuid: true, skip_devices: true, ..Default::default() };
     let events = Problems::default();
     let started = Instant::now();
@@ -169,7 +169,11 @@ fn sample_and_restore(
         indicatif::HumanBytes(bytes)
     );
     if !ok {
-        message.push_str(&format!("; {} not verified: {}", files.saturating_sub(verified).max(errors), problems.join("; ")));
+        message.push_str(&format!(
+            "; {} not verified: {}",
+            files.saturating_sub(verified).max(errors),
+            problems.join("; ")
+        ));
     }
     Ok(DrillOutcome { snapshot: id, ok, restore_seconds, message })
 }
@@ -223,12 +227,8 @@ pub async fn drill_postgres(
             let wrong_counts = r.tables.iter().filter(|t| !t.ok).count();
             let failed_checks: Vec<&str> = r.checks.iter().filter(|c| !c.ok).map(|c| c.sql.as_str()).collect();
             let rows: u64 = r.restore.as_ref().map(|x| x.rows).unwrap_or(0);
-            let mut line = format!(
-                "{}: {} table(s), {rows} row(s) in {:.2}s",
-                r.source_database,
-                r.tables.len(),
-                r.restore_secs
-            );
+            let mut line =
+                format!("{}: {} table(s), {rows} row(s) in {:.2}s", r.source_database, r.tables.len(), r.restore_secs);
             if wrong_counts > 0 {
                 line.push_str(&format!(", {wrong_counts} table(s) with wrong row counts"));
             }

@@ -9,21 +9,28 @@
 //! code is its worst step's: 0 ok, 3 warnings, 1 a failure.
 
 mod config;
+mod cost;
 mod drill;
 mod metrics;
 mod notify;
 mod run;
 mod state;
+mod status;
 
 pub use config::{
     CheckConfig, Config, DrillConfig, JobConfig, Prices, RatesConfig, RepositoryConfig, SourceConfig, SourceSpec,
     Validation, parse_every,
 };
+pub use cost::CostEstimate;
+pub use drill::{Candidate, DrillOutcome, choose_sample};
 pub use notify::{Delivery, Event, NotifyTarget, TargetType, payload, test as notify_test};
 pub use run::{
     JobEvents, NoJobEvents, RepositorySize, RunOptions, RunReport, Step, StepReport, StepStatus, connect, run_job,
 };
 pub use state::{JobLock, JobState, StateDir};
+pub use status::{
+    DueStatus, JobStatus, LastRun, Observed, RepositoryStatus, SourceStatus, StatusReport, assess, human_age, status,
+};
 
 use std::path::PathBuf;
 

@@ -45,6 +45,8 @@ pub enum Event {
     Success,
     /// `cairn notify test`.
     Test,
+    /// The "still alive" summary, on its calendar.
+    Heartbeat,
 }
 
 impl Event {
@@ -56,6 +58,7 @@ impl Event {
             Event::Recovered => "recovered",
             Event::Success => "success",
             Event::Test => "test",
+            Event::Heartbeat => "heartbeat",
         }
     }
 
@@ -107,8 +110,9 @@ pub struct NotifyTarget {
     /// For `command`: the program and its arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    /// The events sent (default `failure`, `warning`, `recovered`);
-    /// Healthchecks is pinged on every run whatever this says.
+    /// The events sent (default `failure`, `warning`, `recovered`,
+    /// `heartbeat`); Healthchecks is pinged on every run whatever this
+    /// says, and gets no heartbeat (its pings are one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on: Option<Vec<Event>>,
 }
@@ -143,7 +147,7 @@ impl NotifyTarget {
         event == Event::Test
             || match &self.on {
                 Some(events) => events.contains(&event),
-                None => matches!(event, Event::Failure | Event::Warning | Event::Recovered),
+                None => matches!(event, Event::Failure | Event::Warning | Event::Recovered | Event::Heartbeat),
             }
     }
 
@@ -265,6 +269,7 @@ pub fn headline(run: &RunReport, event: Event, host: &str) -> String {
         Event::Recovered => "recovered",
         Event::Success => "succeeded",
         Event::Test => "sent a test notification",
+        Event::Heartbeat => "is alive",
     };
     format!("cairn: job {} {what} on {host}", run.job)
 }
@@ -293,11 +298,52 @@ fn clip(text: &str, limit: usize) -> String {
     out
 }
 
+/// What a notification says, whatever the service.
+struct Message {
+    event: Event,
+    title: String,
+    lines: Vec<String>,
+    time: jiff::Timestamp,
+    /// The body for JSON receivers (webhook, command).
+    json: serde_json::Value,
+}
+
 /// The body (and headers) each service takes; pure, so it is tested
 /// against the services' documented formats.
 pub fn payload(kind: TargetType, run: &RunReport, event: Event, host: &str) -> (Vec<u8>, Vec<(&'static str, String)>) {
     let title = headline(run, event, host);
-    let lines = step_lines(run);
+    let json = serde_json::json!({
+        "event": event.name(),
+        "job": run.job,
+        "host": host,
+        "exit_code": run.exit_code(),
+        "summary": title,
+        "run": run,
+    });
+    let message = Message { event, title, lines: step_lines(run), time: run.finished, json };
+    render(kind, &message)
+}
+
+/// A heartbeat's body (and headers) for each service (pure).
+pub fn heartbeat_payload(kind: TargetType, heartbeat: &Heartbeat) -> (Vec<u8>, Vec<(&'static str, String)>) {
+    let message = Message {
+        event: Event::Heartbeat,
+        title: heartbeat.headline(),
+        lines: heartbeat.lines(),
+        time: heartbeat.status.generated,
+        json: serde_json::json!({
+            "event": Event::Heartbeat.name(),
+            "job": heartbeat.job,
+            "host": heartbeat.host,
+            "summary": heartbeat.headline(),
+            "heartbeat": heartbeat,
+        }),
+    };
+    render(kind, &message)
+}
+
+fn render(kind: TargetType, message: &Message) -> (Vec<u8>, Vec<(&'static str, String)>) {
+    let (title, lines, event) = (&message.title, &message.lines, message.event);
     let json =
         |value: serde_json::Value| (value.to_string().into_bytes(), vec![("Content-Type", "application/json".into())]);
     match kind {
@@ -305,16 +351,17 @@ pub fn payload(kind: TargetType, run: &RunReport, event: Event, host: &str) -> (
             let colour = match event {
                 Event::Failure => 0xd93025,
                 Event::Warning => 0xf9ab00,
+                Event::Heartbeat => 0x1a73e8,
                 _ => 0x1e8e3e,
             };
             let description = clip(&lines.join("\n"), DISCORD_DESCRIPTION);
             json(serde_json::json!({
-                "content": clip(&title, DISCORD_CONTENT),
+                "content": clip(title, DISCORD_CONTENT),
                 "embeds": [{
-                    "title": clip(&title, 256),
+                    "title": clip(title, 256),
                     "description": description,
                     "color": colour,
-                    "timestamp": run.finished.to_string(),
+                    "timestamp": message.time.to_string(),
                 }],
             }))
         }
@@ -329,23 +376,137 @@ pub fn payload(kind: TargetType, run: &RunReport, event: Event, host: &str) -> (
             let (priority, tags) = match event {
                 Event::Failure => ("5", "rotating_light"),
                 Event::Warning => ("4", "warning"),
+                Event::Heartbeat => ("2", "heartbeat"),
                 _ => ("3", "white_check_mark"),
             };
             (
                 lines.join("\n").into_bytes(),
-                vec![("Title", title), ("Priority", priority.into()), ("Tags", tags.into())],
+                vec![("Title", title.clone()), ("Priority", priority.into()), ("Tags", tags.into())],
             )
         }
         TargetType::Healthchecks => (Vec::new(), Vec::new()),
-        TargetType::Webhook | TargetType::Command => json(serde_json::json!({
-            "event": event.name(),
-            "job": run.job,
-            "host": host,
-            "exit_code": run.exit_code(),
-            "summary": title,
-            "run": run,
-        })),
+        TargetType::Webhook | TargetType::Command => json(message.json.clone()),
     }
+}
+
+/// The "still alive" summary of a job since the last one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The job.
+    pub job: String,
+    /// This host.
+    pub host: String,
+    /// When the last heartbeat went (or the first recorded run).
+    pub since: Option<jiff::Timestamp>,
+    /// Runs since then.
+    pub runs: usize,
+    /// Of which failed.
+    pub failed: usize,
+    /// Of which had warnings.
+    pub warnings: usize,
+    /// The job's status and its repositories' sizes, growth and cost.
+    pub status: super::StatusReport,
+}
+
+impl Heartbeat {
+    /// The one-line headline.
+    pub fn headline(&self) -> String {
+        let trouble = self.status.jobs.iter().map(|j| j.problems.len()).sum::<usize>();
+        let verdict = if trouble == 0 { "is alive" } else { "is alive, with problems" };
+        format!("cairn: job {} {verdict} on {}", self.job, self.host)
+    }
+
+    /// The summary, one fact a line.
+    pub fn lines(&self) -> Vec<String> {
+        let now = self.status.generated;
+        let age = |t: jiff::Timestamp| super::human_age(now.duration_since(t).as_secs());
+        let since = self.since.map(|t| format!(" in the last {}", age(t))).unwrap_or_default();
+        let mut lines = vec![format!(
+            "{} run(s){since}: {} good, {} with warnings, {} failed",
+            self.runs,
+            self.runs - self.failed - self.warnings,
+            self.warnings,
+            self.failed
+        )];
+        for repo in &self.status.repositories {
+            let size = match &repo.size {
+                Some(z) if z.from_copy_records => format!("{} written (write-only)", human_bytes(z.stored_bytes)),
+                Some(z) => format!("{} stored in {} snapshot(s)", human_bytes(z.stored_bytes), z.snapshots),
+                None => "size unknown".into(),
+            };
+            let growth = repo
+                .growth_bytes_per_day
+                .map(|g| format!(", {}{}/day", if g < 0.0 { "-" } else { "+" }, human_bytes(g.abs() as u64)))
+                .unwrap_or_default();
+            let dedup = repo.dedup_ratio.map(|r| format!(", dedup {r:.1}x")).unwrap_or_default();
+            let cost = repo
+                .cost
+                .as_ref()
+                .map(|c| {
+                    let budget = repo.budget.map(|b| format!(" (budget ${b:.2})")).unwrap_or_default();
+                    format!(", ~${:.2}/month{budget}", c.total)
+                })
+                .unwrap_or_default();
+            lines.push(format!("repository {}: {size}{growth}{dedup}{cost}", repo.repository));
+        }
+        for job in &self.status.jobs {
+            for (name, due) in [("check", &job.check), ("drill", &job.drill)] {
+                let Some(due) = due else { continue };
+                let last = match due.last_success {
+                    Some(t) => format!("last good {} ago", age(t)),
+                    None => "never succeeded".into(),
+                };
+                let restore = due.restore_seconds.map(|s| format!(", restore took {s:.1}s")).unwrap_or_default();
+                lines.push(format!("{name}: {last}{restore}"));
+            }
+            lines.extend(job.problems.iter().map(|p| format!("problem: {p}")));
+            lines.extend(job.warnings.iter().map(|w| format!("warning: {w}")));
+        }
+        lines
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// Sends `heartbeat` to every target that wants it (not Healthchecks).
+pub async fn heartbeat(targets: &[NotifyTarget], heartbeat: &Heartbeat) -> Vec<Delivery> {
+    let mut deliveries = Vec::new();
+    for target in targets.iter().filter(|t| t.kind != TargetType::Healthchecks && t.wants(Event::Heartbeat)) {
+        let (body, headers) = heartbeat_payload(target.kind, heartbeat);
+        let result = match target.kind {
+            TargetType::Command => {
+                let argv = target.command.clone().unwrap_or_default();
+                let env = [
+                    ("CAIRN_EVENT", Event::Heartbeat.name().to_owned()),
+                    ("CAIRN_JOB", heartbeat.job.clone()),
+                    ("CAIRN_HOST", heartbeat.host.clone()),
+                    ("CAIRN_EXIT_CODE", "0".to_owned()),
+                    ("CAIRN_MESSAGE", heartbeat.headline()),
+                ];
+                run_command(&argv, &body, &env).await
+            }
+            _ => send_body(target, body, headers).await,
+        };
+        deliveries.push(delivery(target, Event::Heartbeat.name(), result));
+    }
+    deliveries
+}
+
+/// Posts `body` to a URL target (ntfy with its token).
+async fn send_body(
+    target: &NotifyTarget,
+    body: Vec<u8>,
+    mut headers: Vec<(&'static str, String)>,
+) -> Result<(), String> {
+    if target.kind == TargetType::Ntfy
+        && let Some(file) = &target.token_file
+    {
+        let token = crate::secret::from_file(file).map_err(|e| e.to_string())?;
+        headers.push(("Authorization", format!("Bearer {}", String::from_utf8_lossy(&token).trim())));
+    }
+    post(&target.url()?, body, &headers).await
 }
 
 async fn send(
@@ -356,11 +517,18 @@ async fn send(
     rid: &str,
     log: &str,
 ) -> Result<(), String> {
-    let (body, mut headers) = payload(target.kind, run, event, host);
+    let (body, headers) = payload(target.kind, run, event, host);
     match target.kind {
         TargetType::Command => {
             let argv = target.command.clone().unwrap_or_default();
-            run_command(&argv, &body, event, run, host).await
+            let env = [
+                ("CAIRN_EVENT", event.name().to_owned()),
+                ("CAIRN_JOB", run.job.clone()),
+                ("CAIRN_HOST", host.to_owned()),
+                ("CAIRN_EXIT_CODE", run.exit_code().to_string()),
+                ("CAIRN_MESSAGE", headline(run, event, host)),
+            ];
+            run_command(&argv, &body, &env).await
         }
         TargetType::Healthchecks => {
             let url = target.url()?;
@@ -371,14 +539,7 @@ async fn send(
             let end = format!("{}/{outcome}?rid={rid}", url.trim_end_matches('/'));
             post(&end, log.as_bytes()[start..].to_vec(), &[("Content-Type", "text/plain".into())]).await
         }
-        TargetType::Ntfy => {
-            if let Some(file) = &target.token_file {
-                let token = crate::secret::from_file(file).map_err(|e| e.to_string())?;
-                headers.push(("Authorization", format!("Bearer {}", String::from_utf8_lossy(&token).trim())));
-            }
-            post(&target.url()?, body, &headers).await
-        }
-        _ => post(&target.url()?, body, &headers).await,
+        _ => send_body(target, body, headers).await,
     }
 }
 
@@ -397,16 +558,12 @@ async fn post(url: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Result<()
     Err(format!("{} answered {status}: {}", redact_url(url), clip(text.trim(), 300)))
 }
 
-async fn run_command(argv: &[String], body: &[u8], event: Event, run: &RunReport, host: &str) -> Result<(), String> {
+async fn run_command(argv: &[String], body: &[u8], env: &[(&str, String)]) -> Result<(), String> {
     use tokio::io::AsyncWriteExt;
     let Some((program, args)) = argv.split_first() else { return Err("empty command".into()) };
     let mut child = tokio::process::Command::new(program)
         .args(args)
-        .env("CAIRN_EVENT", event.name())
-        .env("CAIRN_JOB", &run.job)
-        .env("CAIRN_HOST", host)
-        .env("CAIRN_EXIT_CODE", run.exit_code().to_string())
-        .env("CAIRN_MESSAGE", headline(run, event, host))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .kill_on_drop(true)

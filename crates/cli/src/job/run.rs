@@ -240,7 +240,13 @@ pub async fn run_job(
     let notify = if options.dry_run { &[][..] } else { &config.notify[..] };
     let rid = run_id();
     let started = super::notify::started(notify, &rid).await;
-    let mut run = Runner { config, name, job, options, events, report: RunReport::new(name),
+    let mut run = Runner {
+        config,
+        name,
+        job,
+        options,
+        events,
+        report: RunReport::new(name),
         succeeded: Vec::new(),
         targets: Default::default(),
         copied: Default::default(),
@@ -693,7 +699,9 @@ impl Runner<'_> {
         previous: &super::JobState,
     ) -> Result<Done, JobError> {
         let budget = match &drill.sample_files {
-            Some(size) => crate::units::parse_size(size).map_err(|e| JobError::Invalid(format!("sample-files: {e}")))?,
+            Some(size) => {
+                crate::units::parse_size(size).map_err(|e| JobError::Invalid(format!("sample-files: {e}")))?
+            }
             None => super::drill::DEFAULT_SAMPLE_BYTES,
         };
         let listing = repo.snapshots_matching(&self.own_snapshots()).await?;
@@ -751,12 +759,12 @@ impl Runner<'_> {
             return Ok(Done {
                 bytes_read: Some(report.bytes_read),
                 ..Done::ok(format!(
-                "{} snapshot(s), {} pack(s); read {} pack(s), {}: no problems",
-                report.snapshots,
-                report.packs,
-                report.packs_read,
-                bytes(report.bytes_read)
-            ))
+                    "{} snapshot(s), {} pack(s); read {} pack(s), {}: no problems",
+                    report.snapshots,
+                    report.packs,
+                    report.packs_read,
+                    bytes(report.bytes_read)
+                ))
             });
         }
         let first: Vec<String> =
@@ -770,7 +778,7 @@ impl Runner<'_> {
 }
 
 /// The sizes of a readable repository, from its index and snapshot list.
-async fn measure(repo: &Repository) -> Result<cairn_repo::Usage, JobError> {
+pub(super) async fn measure(repo: &Repository) -> Result<cairn_repo::Usage, JobError> {
     let (index, snapshots) = tokio::try_join!(repo.load_index(), repo.list_snapshots())?;
     Ok(cairn_repo::Usage::measure(&index, &snapshots))
 }
@@ -787,15 +795,11 @@ async fn run_hook(command: &str, env: &[(&str, &str)]) -> Result<String, JobErro
         .status()
         .await
         .map_err(|e| JobError::Invalid(format!("cannot run sh: {e}")))?;
-    if status.success() {
-        Ok("done".into())
-    } else {
-        Err(JobError::Invalid(format!("the command failed ({status})")))
-    }
+    if status.success() { Ok("done".into()) } else { Err(JobError::Invalid(format!("the command failed ({status})"))) }
 }
 
 /// A source in a few words, for reports.
-fn describe(spec: &SourceSpec) -> String {
+pub(super) fn describe(spec: &SourceSpec) -> String {
     match spec {
         SourceSpec::Files { paths, .. } => {
             format!("files {}", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "))

@@ -1,0 +1,506 @@
+//! `cairn status`: is every job's data safe, and what does it cost?
+//!
+//! The newest snapshot of each source is read from the repository (a run
+//! that reported success is not proof: a snapshot can be forgotten since),
+//! and held against the job's recovery point objective. The last check
+//! and drill come from the state file, with when each is due next. Each
+//! repository's size is read from it (or, for a write-only one, summed
+//! from what this host wrote), with its ratios, growth and estimated
+//! monthly cost against its budget.
+//!
+//! [`assess`] is pure: it judges what [`status`] gathered.
+
+use std::collections::BTreeMap;
+
+use cairn_repo::{OpenOptions, Snapshot, SnapshotId};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::cost::{self, CostEstimate, MonthlyUse};
+use super::run::{RepositorySize, Step, StepStatus};
+use super::{Config, JobError, JobState, StateDir};
+
+/// Seconds in a day.
+const DAY: f64 = 86_400.0;
+
+/// The whole status: each job, and each repository they use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// When it was made.
+    pub generated: Timestamp,
+    /// Each job asked about.
+    pub jobs: Vec<JobStatus>,
+    /// Each repository those jobs use.
+    pub repositories: Vec<RepositoryStatus>,
+}
+
+/// One job's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The job.
+    pub job: String,
+    /// The recovery point objective, in seconds.
+    pub rpo_seconds: Option<u64>,
+    /// Each source's newest snapshot.
+    pub sources: Vec<SourceStatus>,
+    /// The last run.
+    pub last_run: Option<LastRun>,
+    /// When the last run that failed started.
+    pub last_failure: Option<Timestamp>,
+    /// The due-based check.
+    pub check: Option<DueStatus>,
+    /// The due-based drill.
+    pub drill: Option<DueStatus>,
+    /// What is stale or failed (`status --check` fails).
+    pub problems: Vec<String>,
+    /// What is worth a look (over budget, a step overdue).
+    pub warnings: Vec<String>,
+}
+
+/// A source's newest snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// The source, as run reports name it.
+    pub source: String,
+    /// Its newest snapshot.
+    pub snapshot: Option<SnapshotId>,
+    /// When that snapshot was taken.
+    pub time: Option<Timestamp>,
+    /// How old it is, in seconds.
+    pub age_seconds: Option<i64>,
+    /// Older than the RPO, or missing.
+    pub stale: bool,
+    /// Read from the repository (false: from this host's records, as a
+    /// write-only repository cannot be read).
+    pub verified: bool,
+}
+
+/// The last run of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRun {
+    /// When it started.
+    pub started: Timestamp,
+    /// How long it took.
+    pub seconds: f64,
+    /// Its exit code.
+    pub exit_code: u8,
+}
+
+/// A due-based step (check, drill).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DueStatus {
+    /// When it last succeeded.
+    pub last_success: Option<Timestamp>,
+    /// How its last attempt ended.
+    pub last_status: Option<StepStatus>,
+    /// What its last attempt said.
+    pub last_message: Option<String>,
+    /// A drill's restore time, in seconds (the last good drill's).
+    pub restore_seconds: Option<f64>,
+    /// When it is due next (now, if never done).
+    pub next_due: Timestamp,
+}
+
+/// One repository's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepositoryStatus {
+    /// Its name in the config.
+    pub repository: String,
+    /// Where it is.
+    pub location: String,
+    /// Write-only credentials.
+    pub write_only: bool,
+    /// Its size (read now, or summed from what this host wrote).
+    pub size: Option<RepositorySize>,
+    /// Logical ÷ raw.
+    pub dedup_ratio: Option<f64>,
+    /// Raw ÷ stored.
+    pub compression_ratio: Option<f64>,
+    /// Stored bytes added a day, over the recorded history (needs a day of it).
+    pub growth_bytes_per_day: Option<f64>,
+    /// The estimated monthly cost.
+    pub cost: Option<CostEstimate>,
+    /// The budget, in USD a month.
+    pub budget: Option<f64>,
+    /// Why the size is unknown, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What [`status`] gathers about a job before judging it.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The job's snapshots in `into` (`None` when it cannot be read).
+    pub snapshots: Option<Vec<(SnapshotId, Snapshot)>>,
+    /// Why they could not be read.
+    pub error: Option<String>,
+}
+
+/// Gathers and judges the status of `only` (or every job).
+pub async fn status(
+    config: &Config,
+    only: Option<&str>,
+    state: &StateDir,
+    open: &OpenOptions,
+) -> Result<StatusReport, JobError> {
+    let names: Vec<String> = match only {
+        Some(name) => {
+            config.job(name)?;
+            vec![name.to_owned()]
+        }
+        None => config.job.keys().cloned().collect(),
+    };
+    let mut states = BTreeMap::new();
+    for name in config.job.keys() {
+        states.insert(name.clone(), state.load(name)?);
+    }
+    let mut observed = BTreeMap::new();
+    let mut used: Vec<String> = Vec::new();
+    let mut opened: BTreeMap<String, Result<cairn_repo::Repository, String>> = BTreeMap::new();
+    for name in &names {
+        let job = config.job(name)?;
+        for repo in std::iter::once(&job.into).chain(&job.copy_to) {
+            if !used.contains(repo) {
+                used.push(repo.clone());
+            }
+        }
+        if !opened.contains_key(&job.into) && !config.repository(&job.into)?.write_only {
+            let repo = super::connect(config, &job.into, open).await.map_err(|e| e.to_string());
+            opened.insert(job.into.clone(), repo);
+        }
+        let seen = match opened.get(&job.into) {
+            None => Observed::default(),
+            Some(Err(e)) => Observed { snapshots: None, error: Some(e.clone()) },
+            Some(Ok(repo)) => {
+                let filter = cairn_repo::SnapshotFilter { tag_sets: vec![vec![name.clone()]], ..Default::default() };
+                match repo.snapshots_matching(&filter).await {
+                    Ok(list) => Observed { snapshots: Some(list), error: None },
+                    Err(e) => Observed { snapshots: None, error: Some(e.to_string()) },
+                }
+            }
+        };
+        observed.insert(name.clone(), seen);
+    }
+    let mut measured = BTreeMap::new();
+    for name in &used {
+        let write_only = config.repository(name)?.write_only;
+        if write_only {
+            continue;
+        }
+        if !opened.contains_key(name) {
+            let repo = super::connect(config, name, open).await.map_err(|e| e.to_string());
+            opened.insert(name.clone(), repo);
+        }
+        let size = match &opened[name] {
+            Err(e) => Err(e.clone()),
+            Ok(repo) => super::run::measure(repo).await.map_err(|e| e.to_string()),
+        };
+        measured.insert(name.clone(), size);
+    }
+    Ok(assess(config, &names, &states, &observed, &measured, Timestamp::now()))
+}
+
+/// Judges the gathered facts (pure): `measured` holds the usage read from
+/// each readable repository.
+pub fn assess(
+    config: &Config,
+    names: &[String],
+    states: &BTreeMap<String, JobState>,
+    observed: &BTreeMap<String, Observed>,
+    measured: &BTreeMap<String, Result<cairn_repo::Usage, String>>,
+    now: Timestamp,
+) -> StatusReport {
+    let empty = JobState::default();
+    let mut jobs = Vec::new();
+    let mut used: Vec<String> = Vec::new();
+    for name in names {
+        let Ok(job) = config.job(name) else { continue };
+        let state = states.get(name).unwrap_or(&empty);
+        let seen = observed.get(name).cloned().unwrap_or_default();
+        for repo in std::iter::once(&job.into).chain(&job.copy_to) {
+            if !used.contains(repo) {
+                used.push(repo.clone());
+            }
+        }
+        jobs.push(assess_job(config, name, state, &seen, now));
+    }
+    let mut repositories: Vec<RepositoryStatus> =
+        used.iter().map(|name| assess_repository(config, name, states, measured.get(name), now)).collect();
+    // A repository over its budget is every job's warning that uses it.
+    for repo in &mut repositories {
+        if let (Some(cost), Some(budget)) = (&repo.cost, repo.budget)
+            && cost.total > budget
+        {
+            let warning = format!(
+                "repository {} costs an estimated ${:.2}/month, over its budget of ${budget:.2}",
+                repo.repository, cost.total
+            );
+            for job in jobs.iter_mut() {
+                let uses = config
+                    .job(&job.job)
+                    .is_ok_and(|j| j.into == repo.repository || j.copy_to.contains(&repo.repository));
+                if uses {
+                    job.warnings.push(warning.clone());
+                }
+            }
+        }
+        if let Some(e) = &repo.error {
+            for job in jobs.iter_mut().filter(|j| config.job(&j.job).is_ok_and(|c| c.into == repo.repository)) {
+                job.problems.push(format!("repository {} cannot be read: {e}", repo.repository));
+            }
+        }
+    }
+    StatusReport { generated: now, jobs, repositories }
+}
+
+fn assess_job(config: &Config, name: &str, state: &JobState, seen: &Observed, now: Timestamp) -> JobStatus {
+    let job = config.job.get(name).cloned().unwrap_or_default();
+    let rpo = job.rpo.as_deref().and_then(|r| crate::units::parse_duration(r).ok());
+    let mut status = JobStatus {
+        job: name.to_owned(),
+        rpo_seconds: rpo.map(|d| d.as_secs()),
+        sources: Vec::new(),
+        last_run: state.runs.last().map(|r| LastRun {
+            started: r.started,
+            seconds: r.finished.duration_since(r.started).as_secs_f64(),
+            exit_code: r.exit_code(),
+        }),
+        last_failure: state.runs.iter().rev().find(|r| r.exit_code() == 1).map(|r| r.started),
+        check: None,
+        drill: None,
+        problems: Vec::new(),
+        warnings: Vec::new(),
+    };
+    if let Some(e) = &seen.error {
+        status.problems.push(format!("the snapshots in repository {} cannot be read: {e}", job.into));
+    }
+    for spec in job.source.iter().filter_map(|s| s.spec().ok()) {
+        let subject = super::run::describe(&spec);
+        let newest = match &seen.snapshots {
+            // Read from the repository: the newest recorded snapshot still there.
+            Some(list) => {
+                let mut recorded = state.snapshots_of(&subject);
+                recorded.find_map(|id| list.iter().find(|(i, _)| *i == id)).map(|(id, s)| (*id, s.time, true))
+            }
+            // Write-only (or unreadable): this host's record of it.
+            None => state.runs.iter().rev().flat_map(|r| r.steps.iter().rev()).find_map(|s| {
+                (s.step == Step::Sources && s.subject == subject && s.status <= StepStatus::Warning)
+                    .then_some(s.snapshot.map(|id| (id, s.started, false)))
+                    .flatten()
+            }),
+        };
+        let age = newest.map(|(_, time, _)| now.duration_since(time).as_secs());
+        let stale = match (age, rpo) {
+            (None, _) => true,
+            (Some(age), Some(rpo)) => age > rpo.as_secs() as i64,
+            (Some(_), None) => false,
+        };
+        if newest.is_none() {
+            status.problems.push(format!("{subject}: no snapshot in repository {}", job.into));
+        } else if stale {
+            status.problems.push(format!(
+                "{subject}: the newest snapshot is {} old, older than the RPO of {}",
+                human_age(age.unwrap_or(0)),
+                job.rpo.clone().unwrap_or_default()
+            ));
+        }
+        status.sources.push(SourceStatus {
+            source: subject,
+            snapshot: newest.map(|n| n.0),
+            time: newest.map(|n| n.1),
+            age_seconds: age,
+            stale,
+            verified: newest.is_some_and(|n| n.2),
+        });
+    }
+    if let Some(run) = state.runs.last()
+        && run.exit_code() == 1
+    {
+        let failed: Vec<String> = run
+            .steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Failed)
+            .map(|s| format!("{} {}: {}", s.step.name(), s.subject, s.message))
+            .collect();
+        status.problems.push(format!("the last run ({}) failed: {}", run.started, failed.join("; ")));
+    }
+    let due_steps = [
+        (Step::Check, job.check.as_ref().map(|c| c.every.clone())),
+        (Step::Drill, job.drill.as_ref().map(|d| d.every.clone())),
+    ];
+    for (step, every) in due_steps {
+        let Some(every) = every.and_then(|e| super::parse_every(&e).ok()) else { continue };
+        let due = due_status(state, step, every, now);
+        if due.last_status == Some(StepStatus::Failed) {
+            status.problems.push(format!(
+                "the last {} failed: {}",
+                step.name(),
+                due.last_message.clone().unwrap_or_default()
+            ));
+        } else if now.duration_since(due.next_due).as_secs_f64() > DAY {
+            status.warnings.push(format!("the {} is overdue since {}", step.name(), due.next_due));
+        }
+        match step {
+            Step::Check => status.check = Some(due),
+            _ => status.drill = Some(due),
+        }
+    }
+    status
+}
+
+/// A due-based step's record in `state`.
+fn due_status(state: &JobState, step: Step, every: std::time::Duration, now: Timestamp) -> DueStatus {
+    let last_success = state.last_success.get(step.name()).copied();
+    let attempts = || state.runs.iter().rev().flat_map(|r| r.steps.iter().rev()).filter(|s| s.step == step);
+    let last = attempts().find(|s| s.status != StepStatus::Skipped);
+    let good_drill = attempts().find(|s| s.status == StepStatus::Ok);
+    let every = SignedDuration::try_from(every).unwrap_or(SignedDuration::MAX);
+    DueStatus {
+        last_success,
+        last_status: last.map(|s| s.status),
+        last_message: last.map(|s| s.message.clone()),
+        restore_seconds: good_drill.and_then(|s| s.restore_seconds),
+        next_due: last_success.and_then(|t| t.checked_add(every).ok()).unwrap_or(now),
+    }
+}
+
+fn assess_repository(
+    config: &Config,
+    name: &str,
+    states: &BTreeMap<String, JobState>,
+    measured: Option<&Result<cairn_repo::Usage, String>>,
+    now: Timestamp,
+) -> RepositoryStatus {
+    let repo = config.repository.get(name).cloned().unwrap_or_default();
+    // Every size any job recorded for this repository, oldest first.
+    let mut history: Vec<(Timestamp, &RepositorySize)> = states
+        .values()
+        .flat_map(|s| &s.runs)
+        .flat_map(|r| r.sizes.iter().filter(|z| z.repository == name).map(move |z| (r.finished, z)))
+        .collect();
+    history.sort_by_key(|(t, _)| *t);
+    let (size, error) = match measured {
+        Some(Ok(usage)) => (
+            Some(RepositorySize {
+                repository: name.to_owned(),
+                snapshots: usage.snapshots,
+                logical_bytes: usage.logical_bytes,
+                raw_bytes: usage.raw_bytes,
+                stored_bytes: usage.stored_bytes,
+                from_copy_records: false,
+            }),
+            None,
+        ),
+        Some(Err(e)) => (history.last().map(|(_, z)| (*z).clone()), Some(e.clone())),
+        None => (history.last().map(|(_, z)| (*z).clone()), None),
+    };
+    let usage = size.as_ref().map(|z| cairn_repo::Usage {
+        snapshots: z.snapshots,
+        logical_bytes: z.logical_bytes,
+        raw_bytes: z.raw_bytes,
+        stored_bytes: z.stored_bytes,
+        packs: 0,
+    });
+    let growth = growth_per_day(&history.iter().map(|(t, z)| (*t, z.stored_bytes)).collect::<Vec<_>>());
+    let cost = match (&repo.rates, &size) {
+        (Some(rates), Some(size)) => cost::prices(rates).ok().map(|(card, prices)| {
+            let monthly = monthly_use(config, name, states, size.stored_bytes, now);
+            cost::estimate(&card, &prices, &monthly)
+        }),
+        _ => None,
+    };
+    RepositoryStatus {
+        repository: name.to_owned(),
+        location: repo.location.clone(),
+        write_only: repo.write_only,
+        dedup_ratio: usage.and_then(|u| u.dedup_ratio()),
+        compression_ratio: usage.and_then(|u| u.compression_ratio()),
+        size,
+        growth_bytes_per_day: growth,
+        cost,
+        budget: repo.budget.as_deref().and_then(|b| cost::parse_budget(b).ok()),
+        error,
+    }
+}
+
+/// Stored bytes added a day between the first and last sample of the
+/// last 30 days; `None` with less than a day of history (a few runs in a
+/// row say nothing about a day).
+pub fn growth_per_day(samples: &[(Timestamp, u64)]) -> Option<f64> {
+    let last = samples.last()?;
+    let since = last.0.checked_sub(SignedDuration::from_hours(24 * 30)).ok()?;
+    let first = samples.iter().find(|(t, _)| *t >= since)?;
+    let days = last.0.duration_since(first.0).as_secs_f64() / DAY;
+    (days >= 1.0).then(|| (last.1 as f64 - first.1 as f64) / days)
+}
+
+/// What a month of this repository looks like, from the runs of the last
+/// 30 days: the bytes the jobs wrote into it, the runs, and what checks
+/// read from it, scaled to 30 days (history shorter than a day counts as
+/// one day).
+fn monthly_use(
+    config: &Config,
+    name: &str,
+    states: &BTreeMap<String, JobState>,
+    stored_bytes: u64,
+    now: Timestamp,
+) -> MonthlyUse {
+    let since = now.checked_sub(SignedDuration::from_hours(24 * 30)).unwrap_or(now);
+    let (mut written, mut read, mut runs) = (0.0, 0.0, 0.0);
+    let mut oldest = now;
+    for (job_name, state) in states {
+        let Ok(job) = config.job(job_name) else { continue };
+        let is_into = job.into == name;
+        let is_target = job.copy_to.iter().any(|t| t == name);
+        if !is_into && !is_target {
+            continue;
+        }
+        for run in state.runs.iter().filter(|r| r.started >= since && !r.dry_run) {
+            oldest = oldest.min(run.started);
+            runs += 1.0;
+            for step in &run.steps {
+                let subject_is_this = step.subject == format!("repository {name}");
+                match step.step {
+                    Step::Sources if is_into => written += step.bytes_added.unwrap_or(0) as f64,
+                    Step::Copy if subject_is_this => written += step.bytes_added.unwrap_or(0) as f64,
+                    Step::Check if is_into => read += step.bytes_read.unwrap_or(0) as f64,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let days = (now.duration_since(oldest).as_secs_f64() / DAY).clamp(1.0, 30.0);
+    let scale = 30.0 / days;
+    MonthlyUse {
+        stored_bytes,
+        written_bytes: written * scale,
+        runs: runs * scale,
+        read_bytes: read * scale,
+        pack_bytes: u64::from(cairn_repo::Config::DEFAULT_PACK_SIZE),
+    }
+}
+
+/// `3d 4h`, `5h 2m`, `40s`.
+pub fn human_age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+impl StatusReport {
+    /// The exit code of `status --check`: 1 when something is stale or
+    /// failed, 3 when something is worth a look, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.jobs.iter().any(|j| !j.problems.is_empty()) {
+            1
+        } else if self.jobs.iter().any(|j| !j.warnings.is_empty()) {
+            3
+        } else {
+            0
+        }
+    }
+}
