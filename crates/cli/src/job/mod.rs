@@ -8,6 +8,7 @@
 //! step's outcome is recorded in the job's state file, and the run's exit
 //! code is its worst step's: 0 ok, 3 warnings, 1 a failure.
 
+pub mod calendar;
 mod config;
 mod metrics;
 mod notify;
