@@ -15,6 +15,7 @@ mod notify;
 mod run;
 mod state;
 
+pub use calendar::{Calendar, is_due};
 pub use config::{
     CheckConfig, Config, DrillConfig, JobConfig, Prices, RatesConfig, RepositoryConfig, SourceConfig, SourceSpec,
     Validation, parse_every,
