@@ -168,6 +168,15 @@ pub struct JobConfig {
     /// Repositories each new snapshot of the job is copied to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_to: Vec<String>,
+    /// When `cairn schedule install` runs the job: a systemd calendar
+    /// (`daily`, `Mon..Fri 02:30`; default `daily`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// How much later than `schedule` the run may start, at random but the
+    /// same each day (systemd's `RandomizedDelaySec=`; `30m` by default),
+    /// so hosts that share a repository do not all start at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<String>,
     /// The host name recorded in snapshots (default: this host's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
@@ -501,6 +510,16 @@ impl Config {
                     v.errors.push(format!("{at}: `copy-to` names repository {target:?}, which is not configured"));
                 }
             }
+            if let Some(schedule) = &job.schedule {
+                if let Err(e) = super::Calendar::parse(schedule) {
+                    v.errors.push(format!("{at}.schedule: {e}"));
+                }
+            }
+            if let Some(spread) = &job.spread {
+                if let Err(e) = crate::units::parse_duration(spread) {
+                    v.errors.push(format!("{at}.spread: {e}"));
+                }
+            }
             if let Some(rules) = &job.retention {
                 match rules.policy() {
                     Ok(policy) if policy.is_empty() => v.errors.push(format!(
@@ -680,6 +699,8 @@ write-only = true
 [job.daily]
 into = "local"
 copy-to = ["offsite"]
+schedule = "Mon..Fri 02:30"
+spread = "1h"
 retention = { keep-daily = 7, min-keep = 3 }
 check = { every = "7d", read-data-subset = "5%" }
 [[job.daily.source]]
@@ -733,6 +754,8 @@ filename = "hi.txt"
             ("files = [\"/etc\"]", "files = [\"etc\"]", "relative path"),
             ("files = [\"/etc\"]", "files = [\"/etc\"]\npostgres = \"dbname=x\"", "more than one"),
             ("password-command = \"echo pw\"", "", "give `password-file` or `password-command`"),
+            ("\"Mon..Fri 02:30\"", "\"Mon..Fri 25:30\"", "job.daily.schedule: calendar \"Mon..Fri 25:30\": hour 25"),
+            ("spread = \"1h\"", "spread = \"soon\"", "job.daily.spread: \"soon\" is not a duration"),
         ];
         for (from, to, expected) in table {
             assert!(GOOD.contains(from), "{from}");

@@ -8,6 +8,7 @@
 //! step's outcome is recorded in the job's state file, and the run's exit
 //! code is its worst step's: 0 ok, 3 warnings, 1 a failure.
 
+pub mod calendar;
 mod config;
 mod cost;
 mod drill;
@@ -17,6 +18,7 @@ mod run;
 mod state;
 mod status;
 
+pub use calendar::{Calendar, is_due};
 pub use config::{
     CheckConfig, Config, DrillConfig, JobConfig, Prices, RatesConfig, RepositoryConfig, SourceConfig, SourceSpec,
     Validation, parse_every,
