@@ -181,6 +181,9 @@ pub struct RunArgs {
     /// Change nothing: write no snapshot, only plan retention, copy and check nothing, record nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Run only if the job's schedule has come round since its last run that did not fail (for an hourly cron line)
+    #[arg(long)]
+    pub if_due: bool,
     /// Where runs are recorded and jobs locked [default: $STATE_DIRECTORY, else ~/.local/state/cairn]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

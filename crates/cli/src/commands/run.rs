@@ -49,9 +49,19 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<u8> {
         only: args.only.as_deref().and_then(Step::parse),
         dry_run: args.dry_run,
         open: context::open_options(global),
+        if_due: args.if_due,
     };
     let printer = Printer { quiet: global.quiet || global.json };
     match cairn::job::run_job(&config, &name, &state, &options, &printer).await {
+        Ok(report) if report.not_due_until.is_some() || (args.if_due && report.steps.is_empty()) => {
+            if global.json {
+                context::print_json(&report)?;
+            } else if !global.quiet {
+                let next = report.not_due_until.map(|t| format!(" until {t}")).unwrap_or_default();
+                eprintln!("job {name} is not due{next}; nothing was run");
+            }
+            Ok(0)
+        }
         Ok(report) => {
             if global.json {
                 context::print_json(&report)?;

@@ -486,6 +486,11 @@ impl Config {
                 }
             }
         }
+        if let Some(heartbeat) = self.heartbeat.as_deref().filter(|h| *h != "off") {
+            if let Err(e) = super::Calendar::parse(heartbeat) {
+                v.errors.push(format!("heartbeat: {e} (or \"off\")"));
+            }
+        }
         if let Some(metrics) = &self.metrics {
             if metrics.textfile.extension().is_none_or(|e| e != "prom") {
                 v.warnings.push(format!(

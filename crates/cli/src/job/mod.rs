@@ -25,7 +25,9 @@ pub use config::{
 };
 pub use cost::CostEstimate;
 pub use drill::{Candidate, DrillOutcome, choose_sample};
-pub use notify::{Delivery, Event, NotifyTarget, TargetType, payload, test as notify_test};
+pub use notify::{
+    Delivery, Event, Heartbeat, NotifyTarget, TargetType, heartbeat_payload, payload, test as notify_test,
+};
 pub use run::{
     JobEvents, NoJobEvents, RepositorySize, RunOptions, RunReport, Step, StepReport, StepStatus, connect, run_job,
 };

@@ -68,6 +68,10 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// How repositories are opened (cache, grace period).
     pub open: OpenOptions,
+    /// Run only if the job's `schedule` (default `daily`) has come round
+    /// since the last run that did not fail: an hourly cron line then
+    /// behaves like the calendar and catches up after downtime.
+    pub if_due: bool,
 }
 
 /// How a step ended.
@@ -173,6 +177,9 @@ pub struct RunReport {
     /// The job's repositories' sizes after the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sizes: Vec<RepositorySize>,
+    /// With `if_due`, when the job is next due: nothing was run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_due_until: Option<Timestamp>,
 }
 
 impl RunReport {
@@ -187,6 +194,7 @@ impl RunReport {
             steps: Vec::new(),
             notifications: Vec::new(),
             sizes: Vec::new(),
+            not_due_until: None,
         }
     }
 
@@ -236,6 +244,17 @@ pub async fn run_job(
     let job = config.job(name)?;
     let _lock = state.lock(name)?;
     let previous = state.load(name)?;
+    if options.if_due {
+        let spec = job.schedule.as_deref().unwrap_or("daily");
+        let calendar = super::Calendar::parse(spec).map_err(|e| JobError::Invalid(format!("schedule: {e}")))?;
+        let last = previous.runs.iter().rev().find(|r| r.exit_code() != 1 && !r.dry_run).map(|r| r.started);
+        let tz = jiff::tz::TimeZone::system();
+        if !super::is_due(&calendar, last, Timestamp::now(), &tz) {
+            let mut report = RunReport::new(name);
+            report.not_due_until = last.and_then(|t| calendar.next_after(t, &tz));
+            return Ok(report);
+        }
+    }
     let host = job.host.clone().unwrap_or_else(cairn_repo::hostname);
     let notify = if options.dry_run { &[][..] } else { &config.notify[..] };
     let rid = run_id();
@@ -299,6 +318,17 @@ pub async fn run_job(
         for (step, when) in &run.succeeded {
             next.last_success.insert(step.name().to_owned(), *when);
         }
+        if let Some(heartbeat) = heartbeat_due(config, name, state, &next, &report, &host)? {
+            let deliveries = super::notify::heartbeat(notify, &heartbeat).await;
+            // Sent once one target has it; else tried again next run.
+            if deliveries.iter().any(|d| d.ok) {
+                next.last_success.insert(HEARTBEAT.to_owned(), heartbeat.status.generated);
+            }
+            for delivery in deliveries.iter().filter(|d| !d.ok) {
+                tracing::warn!("heartbeat to {} failed: {}", delivery.target, delivery.error);
+            }
+            report.notifications.extend(deliveries);
+        }
         state.record(name, next, report.clone())?;
         if let Some(metrics) = &config.metrics {
             // Like a notification, a metrics file that cannot be written is
@@ -309,6 +339,54 @@ pub async fn run_job(
         }
     }
     Ok(report)
+}
+
+/// The key under which the last heartbeat is recorded.
+const HEARTBEAT: &str = "heartbeat";
+
+/// The heartbeat to send after `run`, if one is due: an occurrence of the
+/// `heartbeat` calendar (default `monthly`) has passed since the last one
+/// (or since the job's first recorded run).
+fn heartbeat_due(
+    config: &Config,
+    name: &str,
+    state: &StateDir,
+    next: &super::JobState,
+    run: &RunReport,
+    host: &str,
+) -> Result<Option<super::notify::Heartbeat>, JobError> {
+    let spec = config.heartbeat.as_deref().unwrap_or("monthly");
+    let wanted =
+        config.notify.iter().any(|t| t.kind != super::TargetType::Healthchecks && t.wants(super::Event::Heartbeat));
+    if spec == "off" || !wanted {
+        return Ok(None);
+    }
+    let calendar = super::Calendar::parse(spec).map_err(|e| JobError::Invalid(format!("heartbeat: {e}")))?;
+    let since = next.last_success.get(HEARTBEAT).copied().or(next.runs.first().map(|r| r.started));
+    let now = Timestamp::now();
+    if !super::is_due(&calendar, Some(since.unwrap_or(run.started)), now, &jiff::tz::TimeZone::system()) {
+        return Ok(None);
+    }
+    // The state as it will be recorded, with this run.
+    let mut states = std::collections::BTreeMap::new();
+    for job in config.job.keys() {
+        states.insert(job.clone(), if job == name { next.clone() } else { state.load(job)? });
+    }
+    if let Some(mine) = states.get_mut(name) {
+        mine.runs.push(run.clone());
+    }
+    let runs: Vec<&RunReport> =
+        states[name].runs.iter().filter(|r| since.is_none_or(|s| r.started >= s) && !r.dry_run).collect();
+    let status = super::assess(config, &[name.to_owned()], &states, &Default::default(), &Default::default(), now);
+    Ok(Some(super::notify::Heartbeat {
+        job: name.to_owned(),
+        host: host.to_owned(),
+        since,
+        runs: runs.len(),
+        failed: runs.iter().filter(|r| r.exit_code() == 1).count(),
+        warnings: runs.iter().filter(|r| r.exit_code() == 3).count(),
+        status,
+    }))
 }
 
 /// Rewrites the textfile with every configured job's state.
