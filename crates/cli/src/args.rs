@@ -123,6 +123,8 @@ pub enum Command {
     Pg(PgCommand),
     /// Run a job of the config file: its sources, retention, copies and due checks
     Run(RunArgs),
+    /// A report of the config's jobs: their runs plotted over time, as an HTML page
+    Report(ReportArgs),
     /// The config file: check it and print it with secrets redacted
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -164,9 +166,27 @@ pub struct RunArgs {
     /// Change nothing: write no snapshot, only plan retention, copy and check nothing, record nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub state: StateDirArgs,
+}
+
+/// Where the jobs' state is.
+#[derive(Debug, Args, Clone)]
+pub struct StateDirArgs {
     /// Where runs are recorded and jobs locked [default: $STATE_DIRECTORY, else ~/.local/state/cairn]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Write a self-contained HTML page (plots of the jobs' runs, the status) to FILE
+    #[arg(long, value_name = "FILE", required = true)]
+    pub html: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigFileArgs,
+    #[command(flatten)]
+    pub state: StateDirArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -11,6 +11,7 @@
 mod config;
 mod metrics;
 mod notify;
+mod report;
 mod run;
 mod state;
 
@@ -19,6 +20,7 @@ pub use config::{
     Validation, parse_every,
 };
 pub use notify::{Delivery, Event, NotifyTarget, TargetType, payload, test as notify_test};
+pub use report::{Level, StatusRow, StatusTable, render_html};
 pub use run::{
     JobEvents, NoJobEvents, RepositorySize, RunOptions, RunReport, Step, StepReport, StepStatus, connect, run_job,
 };
