@@ -323,10 +323,16 @@ impl Plot {
             );
         }
         for (t, label) in time_ticks(first, last) {
+            // A label at an edge would be cut off: it ends (or starts) there.
+            let anchor = match x(t) {
+                at if at > WIDTH - RIGHT - 36.0 => "end",
+                at if at < LEFT + 36.0 => "start",
+                _ => "middle",
+            };
             let _ = writeln!(
                 out,
                 "<line class=\"axis\" x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\"/>\
-                 <text class=\"tick\" x=\"{0:.1}\" y=\"{3:.1}\" text-anchor=\"middle\">{label}</text>",
+                 <text class=\"tick\" x=\"{0:.1}\" y=\"{3:.1}\" text-anchor=\"{anchor}\">{label}</text>",
                 x(t),
                 TOP + plot_height,
                 TOP + plot_height + 4.0,
@@ -399,13 +405,14 @@ impl Plot {
     }
 }
 
-/// Ticks from 0 to a round value at or above `max`, labelled in the unit.
+/// Ticks from 0 to a round value at or above `max`, labelled in the unit
+/// that suits `max`.
 fn value_ticks(max: f64, unit: Unit) -> Vec<(f64, String)> {
-    let scale = match unit {
-        Unit::Bytes => byte_unit(max).0,
-        Unit::Seconds if max >= 7200.0 => 3600.0,
-        Unit::Seconds if max >= 120.0 => 60.0,
-        Unit::Seconds => 1.0,
+    let (scale, name) = match unit {
+        Unit::Bytes => byte_unit(max),
+        Unit::Seconds if max >= 7200.0 => (3600.0, "h"),
+        Unit::Seconds if max >= 120.0 => (60.0, "min"),
+        Unit::Seconds => (1.0, "s"),
     };
     // Nothing but zeros still gets an axis up to one unit.
     let scaled = if max > 0.0 { max / scale } else { 1.0 };
@@ -418,7 +425,8 @@ fn value_ticks(max: f64, unit: Unit) -> Vec<(f64, String)> {
         step = step.max(1.0);
     }
     let count = (scaled / step - 1e-9).ceil().max(1.0) as usize;
-    (0..=count).map(|i| (i as f64 * step * scale, format_value(i as f64 * step * scale, unit))).collect()
+    // Every label in the axis's unit: 0.5 MiB, 1 MiB, not 512 KiB, 1 MiB.
+    (0..=count).map(|i| (i as f64 * step * scale, format!("{} {name}", trim(i as f64 * step)))).collect()
 }
 
 /// The binary unit for `bytes`: (its size, its name).
@@ -657,10 +665,11 @@ mod tests {
         assert!(html.contains(">2023-11-15</text>"), "days apart: dates on the time axis: {html}");
 
         let labels = |max: f64, unit| value_ticks(max, unit).into_iter().map(|t| t.1).collect::<Vec<_>>();
-        assert_eq!(labels(3.5 * (1u64 << 30) as f64, Unit::Bytes), ["0 B", "1 GiB", "2 GiB", "3 GiB", "4 GiB"]);
+        assert_eq!(labels(3.5 * (1u64 << 30) as f64, Unit::Bytes), ["0 GiB", "1 GiB", "2 GiB", "3 GiB", "4 GiB"]);
         assert_eq!(labels(700.0, Unit::Bytes), ["0 B", "200 B", "400 B", "600 B", "800 B"]);
         assert_eq!(labels(0.0, Unit::Bytes)[0], "0 B");
-        assert_eq!(labels(5400.0, Unit::Seconds), ["0 s", "25 min", "50 min", "75 min", "100 min"]);
+        assert_eq!(labels(5400.0, Unit::Seconds), ["0 min", "25 min", "50 min", "75 min", "100 min"]);
+        assert_eq!(labels(1.15 * (1 << 20) as f64, Unit::Bytes), ["0 MiB", "0.5 MiB", "1 MiB", "1.5 MiB"]);
         assert_eq!(format_value(1536.0, Unit::Bytes), "1.5 KiB");
     }
 }
