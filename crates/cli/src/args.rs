@@ -123,6 +123,8 @@ pub enum Command {
     Pg(PgCommand),
     /// Run a job of the config file: its sources, retention, copies and due checks
     Run(RunArgs),
+    /// A report of the config's jobs: their runs plotted over time, as an HTML page
+    Report(ReportArgs),
     /// The config file: check it and print it with secrets redacted
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -143,9 +145,8 @@ pub struct StatusArgs {
     /// Exit 1 when anything is stale or failed, 3 when something is worth a look (for monitoring probes)
     #[arg(long)]
     pub check: bool,
-    /// Where runs are recorded [default: $STATE_DIRECTORY, else ~/.local/state/cairn]
-    #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateDirArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,9 +185,27 @@ pub struct RunArgs {
     /// Run only if the job's schedule has come round since its last run that did not fail (for an hourly cron line)
     #[arg(long)]
     pub if_due: bool,
+    #[command(flatten)]
+    pub state: StateDirArgs,
+}
+
+/// Where the jobs' state is.
+#[derive(Debug, Args, Clone)]
+pub struct StateDirArgs {
     /// Where runs are recorded and jobs locked [default: $STATE_DIRECTORY, else ~/.local/state/cairn]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Write a self-contained HTML page (plots of the jobs' runs, the status) to FILE
+    #[arg(long, value_name = "FILE", required = true)]
+    pub html: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigFileArgs,
+    #[command(flatten)]
+    pub state: StateDirArgs,
 }
 
 #[derive(Debug, Subcommand)]

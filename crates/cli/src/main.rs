@@ -49,6 +49,7 @@ fn main() -> ExitCode {
             Command::Cat(args) => commands::cat::run(&cli.global, args).await.map(|()| 0),
             Command::Pg(command) => commands::pg::run(&cli.global, command).await,
             Command::Run(args) => commands::run::run(&cli.global, args).await,
+            Command::Report(args) => commands::report::run(&cli.global, args).await.map(|()| 0),
             Command::Config(command) => commands::config::run(&cli.global, command).await,
             Command::Notify(command) => commands::config::notify(&cli.global, command).await,
             Command::Status(args) => commands::status::run(&cli.global, args).await,

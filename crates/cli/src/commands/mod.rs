@@ -15,6 +15,7 @@ pub mod ls;
 pub mod pg;
 pub mod prune;
 pub mod repair;
+pub mod report;
 pub mod restore;
 pub mod run;
 pub mod snapshots;

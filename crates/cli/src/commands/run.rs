@@ -3,7 +3,7 @@
 use anyhow::Result;
 use cairn::job::{JobError, JobEvents, RunOptions, StateDir, Step, StepReport, StepStatus};
 
-use crate::args::{GlobalArgs, RunArgs};
+use crate::args::{GlobalArgs, RunArgs, StateDirArgs};
 use crate::context;
 use crate::escape;
 use crate::exit;
@@ -41,10 +41,7 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<u8> {
             config.job.keys().cloned().collect::<Vec<_>>().join(", ")
         ),
     };
-    let state = match &args.state_dir {
-        Some(dir) => StateDir::new(dir),
-        None => StateDir::default_location()?,
-    };
+    let state = state_dir(&args.state)?;
     let options = RunOptions {
         only: args.only.as_deref().and_then(Step::parse),
         dry_run: args.dry_run,
@@ -84,4 +81,12 @@ pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<u8> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The state directory: `--state-dir`, else the default location.
+pub fn state_dir(args: &StateDirArgs) -> Result<StateDir> {
+    Ok(match &args.state_dir {
+        Some(dir) => StateDir::new(dir),
+        None => StateDir::default_location()?,
+    })
 }

@@ -2,7 +2,7 @@
 //! last check and drill, and each repository's size and cost.
 
 use anyhow::Result;
-use cairn::job::{DueStatus, JobError, StateDir, StatusReport};
+use cairn::job::{DueStatus, JobError, StatusReport};
 use indicatif::HumanBytes;
 
 use crate::args::{GlobalArgs, StatusArgs};
@@ -12,10 +12,7 @@ use crate::exit;
 
 pub async fn run(global: &GlobalArgs, args: StatusArgs) -> Result<u8> {
     let (path, config) = crate::commands::config::load(args.config.config.as_deref())?;
-    let state = match &args.state_dir {
-        Some(dir) => StateDir::new(dir),
-        None => StateDir::default_location()?,
-    };
+    let state = crate::commands::run::state_dir(&args.state)?;
     let report = match cairn::job::status(&config, args.job.as_deref(), &state, &context::open_options(global)).await {
         Ok(report) => report,
         Err(e @ JobError::NoSuchJob { .. }) => exit::usage!("{}: {e}", path.display()),

@@ -78,15 +78,8 @@ pub fn render(states: &BTreeMap<String, JobState>) -> String {
 
 /// Writes `text` to `path` atomically: a temporary file beside it, renamed.
 pub fn write(path: &Path, text: &str) -> Result<(), JobError> {
-    let fail = |e: std::io::Error| JobError::File { path: path.to_owned(), message: format!("cannot write: {e}") };
-    let name = path.file_name().ok_or_else(|| JobError::File {
-        path: path.to_owned(),
-        message: "the metrics textfile needs a file name".into(),
-    })?;
-    // node_exporter reads only `*.prom`: the temporary name must not end so.
-    let temporary = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    std::fs::write(&temporary, text).map_err(fail)?;
-    std::fs::rename(&temporary, path).map_err(fail)
+    super::write_atomically(path, text.as_bytes())
+        .map_err(|e| JobError::File { path: path.to_owned(), message: format!("cannot write: {e}") })
 }
 
 #[cfg(test)]

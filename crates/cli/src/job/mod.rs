@@ -8,16 +8,19 @@
 //! step's outcome is recorded in the job's state file, and the run's exit
 //! code is its worst step's: 0 ok, 3 warnings, 1 a failure.
 
+mod atomic;
 pub mod calendar;
 mod config;
 mod cost;
 mod drill;
 mod metrics;
 mod notify;
+mod report;
 mod run;
 mod state;
 mod status;
 
+pub use atomic::write_atomically;
 pub use calendar::{Calendar, is_due};
 pub use config::{
     CheckConfig, Config, DrillConfig, JobConfig, Prices, RatesConfig, RepositoryConfig, SourceConfig, SourceSpec,
@@ -28,6 +31,7 @@ pub use drill::{Candidate, DrillOutcome, choose_sample};
 pub use notify::{
     Delivery, Event, Heartbeat, NotifyTarget, TargetType, heartbeat_payload, payload, test as notify_test,
 };
+pub use report::{Level, StatusRow, StatusTable, render_html};
 pub use run::{
     JobEvents, NoJobEvents, RepositorySize, RunOptions, RunReport, Step, StepReport, StepStatus, connect, run_job,
 };

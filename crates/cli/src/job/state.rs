@@ -129,16 +129,10 @@ impl StateDir {
         state.runs.drain(..excess);
         self.create()?;
         let path = self.file(job, "json");
-        let temporary = self.file(job, "json.tmp");
         let text = serde_json::to_vec_pretty(&state)
             .map_err(|e| JobError::State { path: path.clone(), message: format!("cannot format it: {e}") })?;
-        let write = || -> std::io::Result<()> {
-            let mut file = File::create(&temporary)?;
-            std::io::Write::write_all(&mut file, &text)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &path)
-        };
-        write().map_err(|e| JobError::State { path: path.clone(), message: format!("cannot write it: {e}") })?;
+        super::write_atomically(&path, &text)
+            .map_err(|e| JobError::State { path: path.clone(), message: format!("cannot write it: {e}") })?;
         Ok(state)
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cost::{self, CostEstimate, MonthlyUse};
 use super::run::{RepositorySize, Step, StepStatus};
-use super::{Config, JobError, JobState, StateDir};
+use super::{Config, JobError, JobState, Level, StateDir, StatusRow, StatusTable};
 
 /// Seconds in a day.
 const DAY: f64 = 86_400.0;
@@ -502,5 +502,111 @@ impl StatusReport {
         } else {
             0
         }
+    }
+}
+
+impl StatusReport {
+    /// The report as tables (for the HTML page): the sources against the
+    /// RPO, the due-based steps, and the repositories.
+    pub fn tables(&self) -> Vec<StatusTable> {
+        let now = self.generated;
+        let age = |t: Timestamp| human_age(now.duration_since(t).as_secs());
+        let mut sources = StatusTable {
+            title: "Newest snapshots".into(),
+            headers: ["job", "source", "snapshot", "age", "RPO", "state"].map(String::from).to_vec(),
+            rows: Vec::new(),
+        };
+        let mut steps = StatusTable {
+            title: "Checks and drills".into(),
+            headers: ["job", "step", "last good", "restore time", "next due", "state"].map(String::from).to_vec(),
+            rows: Vec::new(),
+        };
+        for job in &self.jobs {
+            let rpo = job.rpo_seconds.map(|s| human_age(s as i64)).unwrap_or_else(|| "none".into());
+            for source in &job.sources {
+                sources.rows.push(StatusRow {
+                    cells: vec![
+                        job.job.clone(),
+                        source.source.clone(),
+                        source.snapshot.map(|id| id.short()).unwrap_or_else(|| "none".into()),
+                        source.time.map(age).unwrap_or_default(),
+                        rpo.clone(),
+                        if source.stale { "stale" } else { "ok" }.into(),
+                    ],
+                    level: if source.stale { Level::Failed } else { Level::Ok },
+                });
+            }
+            for (name, due) in [("check", &job.check), ("drill", &job.drill)] {
+                let Some(due) = due else { continue };
+                let failed = due.last_status == Some(StepStatus::Failed);
+                let next = if due.next_due <= now {
+                    "now".into()
+                } else {
+                    format!("in {}", human_age(due.next_due.duration_since(now).as_secs()))
+                };
+                steps.rows.push(StatusRow {
+                    cells: vec![
+                        job.job.clone(),
+                        name.into(),
+                        due.last_success.map(|t| format!("{} ago", age(t))).unwrap_or_else(|| "never".into()),
+                        due.restore_seconds.map(|s| format!("{s:.1}s")).unwrap_or_default(),
+                        next,
+                        if failed { "last attempt failed" } else { "ok" }.into(),
+                    ],
+                    level: if failed { Level::Failed } else { Level::Ok },
+                });
+            }
+        }
+        let mut repositories = StatusTable {
+            title: "Repositories".into(),
+            headers: [
+                "repository",
+                "stored",
+                "snapshots",
+                "dedup",
+                "compression",
+                "growth a day",
+                "cost a month",
+                "budget",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: Vec::new(),
+        };
+        for repo in &self.repositories {
+            let bytes = |n: u64| indicatif::HumanBytes(n).to_string();
+            let ratio = |r: Option<f64>| r.map(|r| format!("{r:.2}x")).unwrap_or_default();
+            let over = matches!((&repo.cost, repo.budget), (Some(c), Some(b)) if c.total > b);
+            repositories.rows.push(StatusRow {
+                cells: vec![
+                    repo.repository.clone(),
+                    match &repo.size {
+                        Some(z) if z.from_copy_records => format!("{} (written, write-only)", bytes(z.stored_bytes)),
+                        Some(z) => bytes(z.stored_bytes),
+                        None => "unknown".into(),
+                    },
+                    repo.size
+                        .as_ref()
+                        .filter(|z| !z.from_copy_records)
+                        .map(|z| z.snapshots.to_string())
+                        .unwrap_or_default(),
+                    ratio(repo.dedup_ratio),
+                    ratio(repo.compression_ratio),
+                    repo.growth_bytes_per_day
+                        .map(|g| format!("{}{}", if g < 0.0 { "-" } else { "+" }, bytes(g.abs() as u64)))
+                        .unwrap_or_default(),
+                    repo.cost.as_ref().map(|c| format!("${:.2} ({})", c.total, c.rates)).unwrap_or_default(),
+                    repo.budget.map(|b| format!("${b:.2}")).unwrap_or_default(),
+                ],
+                level: if repo.error.is_some() {
+                    Level::Failed
+                } else if over {
+                    Level::Warning
+                } else {
+                    Level::Ok
+                },
+            });
+        }
+        vec![sources, steps, repositories]
     }
 }
