@@ -13,6 +13,7 @@ mod config;
 mod metrics;
 mod notify;
 mod run;
+pub mod schedule;
 mod state;
 
 pub use calendar::{Calendar, is_due};
@@ -89,6 +90,14 @@ pub enum JobError {
     File {
         /// The file.
         path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A job's schedule cannot be planned, installed or removed.
+    #[error("cannot schedule job {job:?}: {message}")]
+    Schedule {
+        /// The job.
+        job: String,
         /// What went wrong.
         message: String,
     },
