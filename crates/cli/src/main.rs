@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             Command::Pg(command) => commands::pg::run(&cli.global, command).await,
             Command::Run(args) => commands::run::run(&cli.global, args).await,
             Command::Config(command) => commands::config::run(&cli.global, command).await,
+            Command::Schedule(command) => commands::schedule::run(&cli.global, command),
             Command::Notify(command) => commands::config::notify(&cli.global, command).await,
         }
     });
