@@ -128,6 +128,9 @@ pub enum Command {
     /// The config file: check it and print it with secrets redacted
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run a job on its schedule: install, remove or show its systemd timer (or cron line)
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Notifications of the config file
     #[command(subcommand)]
     Notify(NotifyCommand),
@@ -204,6 +207,42 @@ pub struct ReportArgs {
     pub html: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigFileArgs,
+    #[command(flatten)]
+    pub state: StateDirArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Write the job's systemd service and timer (or cron line), verify them and enable the timer
+    Install(ScheduleArgs),
+    /// Disable and delete the job's timer and service (or cron line)
+    Remove(ScheduleArgs),
+    /// Whether the job's schedule is installed, its next run and its last run's result
+    Status(ScheduleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// The job [default: the config's only job]
+    #[arg(value_name = "JOB")]
+    pub job: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigFileArgs,
+    /// The user's systemd (~/.config/systemd/user) or crontab [default when not root]
+    #[arg(long, conflicts_with = "system")]
+    pub user: bool,
+    /// The system's systemd (/etc/systemd/system) or /etc/cron.d [default as root]
+    #[arg(long)]
+    pub system: bool,
+    /// An hourly cron line running `cairn run JOB --if-due` instead of a systemd timer
+    #[arg(long)]
+    pub cron: bool,
+    /// Print what install would write, and change nothing
+    #[arg(long)]
+    pub print: bool,
+    /// Write the files into DIR instead, and enable nothing (for packaging, or a look first)
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
     #[command(flatten)]
     pub state: StateDirArgs,
 }

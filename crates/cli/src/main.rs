@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(&cli.global, args).await,
             Command::Report(args) => commands::report::run(&cli.global, args).await.map(|()| 0),
             Command::Config(command) => commands::config::run(&cli.global, command).await,
+            Command::Schedule(command) => commands::schedule::run(&cli.global, command),
             Command::Notify(command) => commands::config::notify(&cli.global, command).await,
             Command::Status(args) => commands::status::run(&cli.global, args).await,
         }

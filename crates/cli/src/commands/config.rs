@@ -87,3 +87,18 @@ pub fn load(explicit: Option<&std::path::Path>) -> Result<(std::path::PathBuf, C
         Err(e) => Err(e.into()),
     }
 }
+
+/// The job a command names, else the config's only job; naming none when
+/// there are several is a usage error.
+pub fn job_name(path: &std::path::Path, config: &Config, job: Option<&str>) -> Result<String> {
+    match (job, config.job.len()) {
+        (Some(name), _) => Ok(name.to_owned()),
+        (None, 1) => Ok(config.job.keys().next().cloned().unwrap_or_default()),
+        (None, _) => exit::usage!(
+            "{} has {} jobs: name one ({})",
+            path.display(),
+            config.job.len(),
+            config.job.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    }
+}

@@ -31,16 +31,7 @@ impl JobEvents for Printer {
 
 pub async fn run(global: &GlobalArgs, args: RunArgs) -> Result<u8> {
     let (path, config) = crate::commands::config::load(args.config.config.as_deref())?;
-    let name = match (&args.job, config.job.len()) {
-        (Some(name), _) => name.clone(),
-        (None, 1) => config.job.keys().next().cloned().unwrap_or_default(),
-        (None, _) => exit::usage!(
-            "{} has {} jobs: name one ({})",
-            path.display(),
-            config.job.len(),
-            config.job.keys().cloned().collect::<Vec<_>>().join(", ")
-        ),
-    };
+    let name = crate::commands::config::job_name(&path, &config, args.job.as_deref())?;
     let state = state_dir(&args.state)?;
     let options = RunOptions {
         only: args.only.as_deref().and_then(Step::parse),

@@ -17,6 +17,7 @@ mod metrics;
 mod notify;
 mod report;
 mod run;
+pub mod schedule;
 mod state;
 mod status;
 
@@ -103,6 +104,14 @@ pub enum JobError {
     File {
         /// The file.
         path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A job's schedule cannot be planned, installed or removed.
+    #[error("cannot schedule job {job:?}: {message}")]
+    Schedule {
+        /// The job.
+        job: String,
         /// What went wrong.
         message: String,
     },
