@@ -45,6 +45,18 @@ fn s3_env() -> Vec<(String, String)> {
     s3.env.clone()
 }
 
+/// Bytes of the files below `dir`.
+fn du(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() { du(&e.path()) } else { meta.len() }
+        })
+        .sum()
+}
+
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 struct Received {
@@ -149,6 +161,7 @@ fn nightly_job_good_night_database_down_due_check_and_lock() {
         &config,
         format!(
             r#"version = 1
+heartbeat = "off"
 [repository.local]
 location = "{repo}"
 password-file = "{password}"
@@ -161,12 +174,18 @@ s3-path-style = true
 env-file = "{env_file}"
 password-file = "{password}"
 init = true
+rates = "aws-s3-standard"
+budget = "1 USD/month"
 
 [job.nightly]
 into = "local"
 copy-to = ["offsite"]
 retention = {{ keep-last = 2, min-keep = 1 }}
 check = {{ every = "7d", read-data-subset = "100%" }}
+drill = {{ every = "30d", checks = ["SELECT count(*) = 2 FROM orders"], sample-files = "1MiB" }}
+rpo = "1h"
+before = ["echo ready > {home}/before.txt"]
+after = ["echo $CAIRN_JOB_STATUS >> {home}/after.txt"]
 
 [[job.nightly.source]]
 files = ["{data}"]
@@ -211,6 +230,7 @@ url = "http://127.0.0.1:1/nobody-listens"
             env_file = env_file.display(),
             data = data.display(),
             conn = pg.conn("app"),
+            home = home.display(),
         ),
     )
     .unwrap();
@@ -234,6 +254,15 @@ url = "http://127.0.0.1:1/nobody-listens"
     assert_eq!(log.matches("ok      sources").count(), 3, "{log}");
     assert!(log.contains("copy      repository offsite: 3 snapshot(s) copied"), "{log}");
     assert!(log.contains("check     repository local") && log.contains("no problems"), "{log}");
+    // The drill was due (never done): the database restored into a
+    // temporary one where the check query holds, and a sample of each
+    // other source's files restored and verified.
+    assert!(log.contains("ok      drill     repository local"), "{log}");
+    assert!(log.contains("app: 1 table(s), 2 row(s)") && log.contains("1 check(s) passed"), "{log}");
+    assert_eq!(log.matches("sampled,").count(), 2, "files and command output: {log}");
+    assert!(log.contains("ok      before") && log.contains("ok      after"), "{log}");
+    assert_eq!(std::fs::read_to_string(home.join("before.txt")).unwrap(), "ready\n");
+    assert_eq!(pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_drill_%'").trim(), "0");
     assert_eq!(snapshots(home, "local").len(), 3);
     assert_eq!(snapshots(home, &offsite).len(), 3);
     ok(run(&mut cairn(home, &["config", "check", "--config", config_arg, "--connect"])));
@@ -258,6 +287,9 @@ url = "http://127.0.0.1:1/nobody-listens"
     assert_eq!(log.matches("ok      sources").count(), 2, "{log}");
     assert!(log.contains("FAILED  sources   postgres") && log.contains("cannot connect to PostgreSQL"), "{log}");
     assert!(log.contains("skipped check") && log.contains("not due until"), "{log}");
+    assert!(log.contains("skipped drill"), "{log}");
+    // `after` ran whatever happened, and was told.
+    assert_eq!(std::fs::read_to_string(home.join("after.txt")).unwrap(), "ok\nfailed\n");
     assert!(log.contains("copy      repository offsite: 2 snapshot(s) copied"), "{log}");
     assert_eq!(snapshots(home, &offsite).len(), 5);
 
@@ -329,6 +361,84 @@ url = "http://127.0.0.1:1/nobody-listens"
     assert_eq!(locked.status.code(), Some(75), "{}", stderr(&locked));
     assert!(stderr(&locked).contains("already running"), "{}", stderr(&locked));
     drop(lock);
+
+    // Night 4: PostgreSQL is back, and a heartbeat is due (every second,
+    // for the test): it goes to the chat targets with the sizes, cost and
+    // the last check and drill; Healthchecks only gets its pings.
+    pg.restart();
+    let text = std::fs::read_to_string(&config).unwrap().replace("heartbeat = \"off\"", "heartbeat = \"*:*:*\"");
+    std::fs::write(&config, text).unwrap();
+    hooks.take();
+    let fourth = night(&[]);
+    assert_eq!(fourth.status.code(), Some(0), "{}", stderr(&fourth));
+    let got = hooks.take();
+    let heartbeat = only(&got, "/discord").last().expect("a heartbeat").json();
+    let text = heartbeat["embeds"][0]["description"].as_str().unwrap();
+    assert!(heartbeat["content"].as_str().unwrap().contains("job nightly is alive"), "{heartbeat}");
+    assert!(text.contains("repository offsite:") && text.contains("/month (budget $1.00)"), "{text}");
+    assert!(text.contains("drill: last good") && text.contains("restore took"), "{text}");
+    assert!(text.contains("run(s) in the last") && text.contains("failed"), "{text}");
+    assert_eq!(only(&got, "/ntfy/backups").last().unwrap().headers["tags"], "heartbeat");
+    assert!(only(&got, "/hook").iter().all(|r| r.json()["event"] != "heartbeat"), "not asked for");
+    assert_eq!(only(&got, "/hc/5f2c/").len(), 2, "start and end only");
+
+    // `cairn status --json`: every source's newest snapshot read from the
+    // repository within the RPO, the last check and drill, the sizes and
+    // the offsite's cost.
+    let status_of = |extra: &[&str]| {
+        let mut args = vec!["status", "--config", config_arg, "--state-dir", state_arg];
+        args.extend_from_slice(extra);
+        run(&mut cairn(home, &args))
+    };
+    let status: serde_json::Value = serde_json::from_str(&ok(status_of(&["--json"][..]))).unwrap();
+    let job = &status["jobs"][0];
+    assert_eq!(job["sources"].as_array().unwrap().len(), 3, "{status}");
+    for source in job["sources"].as_array().unwrap() {
+        assert_eq!((source["stale"].as_bool(), source["verified"].as_bool()), (Some(false), Some(true)), "{source}");
+        let age = source["age_seconds"].as_i64().unwrap();
+        assert!((0..600).contains(&age), "{source}");
+    }
+    assert_eq!(job["rpo_seconds"], 3600);
+    assert!(job["check"]["last_success"].is_string() && job["drill"]["restore_seconds"].as_f64().unwrap() > 0.0);
+    assert!(job["problems"].as_array().unwrap().is_empty(), "{status}");
+    let repos = status["repositories"].as_array().unwrap();
+    let local = repos.iter().find(|r| r["repository"] == "local").unwrap();
+    let stored = local["size"]["stored_bytes"].as_u64().unwrap();
+    let on_disk = du(&home.join("repo/data"));
+    assert!(stored > 0 && stored <= on_disk, "{stored} indexed, {on_disk} on disk");
+    assert_eq!(local["size"]["snapshots"].as_u64(), Some(snapshots(home, "local").len() as u64));
+    assert!(local["cost"].is_null(), "no rates for the local repository");
+    let offsite_status = repos.iter().find(|r| r["repository"] == "offsite").unwrap();
+    assert_eq!(offsite_status["size"]["snapshots"].as_u64(), Some(snapshots(home, &offsite).len() as u64));
+    let cost = &offsite_status["cost"];
+    let offsite_gb = offsite_status["size"]["stored_bytes"].as_f64().unwrap() / 1e9;
+    assert_eq!(cost["rates"], "aws-s3-standard:us-east-1");
+    assert!((cost["storage"].as_f64().unwrap() - offsite_gb * 0.023).abs() < 1e-9, "{cost}");
+    assert!(cost["total"].as_f64().unwrap() >= cost["storage"].as_f64().unwrap(), "{cost}");
+    assert_eq!(offsite_status["budget"], 1.0);
+    assert_eq!(status_of(&["--check"][..]).status.code(), Some(0));
+    let human = ok(status_of(&[][..]));
+    assert!(human.contains("job nightly: last run") && human.contains("repository offsite"), "{human}");
+
+    // An RPO the newest snapshots miss: `status --check` fails, naming it.
+    let text = std::fs::read_to_string(&config).unwrap().replace("rpo = \"1h\"", "rpo = \"1s\"");
+    std::fs::write(&config, text).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let stale = status_of(&["--check"][..]);
+    assert_eq!(stale.status.code(), Some(1), "{}", support::stdout(&stale));
+    assert!(support::stdout(&stale).contains("older than the RPO of 1s"), "{}", support::stdout(&stale));
+
+    // The HTML report of these nights renders in a real browser, every
+    // plot with data (sizes, bytes added, durations, the drill).
+    let page = home.join("report.html");
+    ok(run(&mut cairn(
+        home,
+        &["report", "--html", page.to_str().unwrap(), "--config", config_arg, "--state-dir", state_arg],
+    )));
+    if let Some(chromium) = support::browser::chromium() {
+        let verdict = support::browser::render_and_check(&chromium, &page).unwrap_or_else(|e| panic!("{e}"));
+        assert!(verdict.starts_with("ok 4 plots") && verdict.contains(" 0 empty"), "{verdict}");
+    }
 
     // A typo in the config is a usage error (exit 2) that names the key.
     let text = std::fs::read_to_string(&config).unwrap().replace("copy-to", "copy_to");

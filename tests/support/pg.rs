@@ -193,6 +193,18 @@ impl Pg {
             .join("\n")
     }
 
+    /// Starts the cluster again after [`Pg::stop`], on the same port.
+    pub fn restart(&self) {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/start-postgres.sh"))
+            .arg(&self.dir)
+            .arg(self.port.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run start-postgres.sh");
+        assert!(out.status.success(), "restart failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Stops the cluster (fast shutdown: sessions are terminated).
     pub fn stop(&self) {
         let _ = Command::new("bash")
