@@ -327,6 +327,8 @@ url = "http://127.0.0.1:1/nobody-listens"
     assert!(prom.contains("cairn_job_last_exit_code{job=\"nightly\"} 1\n"), "{prom}");
     assert!(prom.contains("cairn_check_last_success_timestamp_seconds{job=\"nightly\"}"), "{prom}");
     assert!(prom.contains("cairn_backup_added_bytes{job=\"nightly\",source=\"command output vault.snap\"}"), "{prom}");
+    assert!(prom.contains("cairn_repository_size_bytes{repository=\"offsite\"}"), "{prom}");
+    assert!(prom.contains("cairn_drill_restore_duration_seconds{job=\"nightly\"}"), "{prom}");
 
     // The target nobody listens at failed, was recorded, and changed nothing.
     let dead: Vec<&serde_json::Value> =

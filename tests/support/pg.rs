@@ -194,6 +194,7 @@ impl Pg {
     }
 
     /// Starts the cluster again after [`Pg::stop`], on the same port.
+    #[allow(dead_code)] // not every test binary restarts its cluster
     pub fn restart(&self) {
         let out = Command::new("bash")
             .arg(root().join("scripts/start-postgres.sh"))

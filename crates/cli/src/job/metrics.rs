@@ -57,6 +57,34 @@ pub fn render(states: &BTreeMap<String, JobState>) -> String {
         "When the job's repository last passed a check.",
         per_job(&|_, s| s.last_success.get(Step::Check.name()).map(|t| t.as_second() as f64)),
     );
+    gauge(
+        "cairn_drill_last_success_timestamp_seconds",
+        "When the job's newest snapshots last restored in a drill.",
+        per_job(&|_, s| s.last_success.get(Step::Drill.name()).map(|t| t.as_second() as f64)),
+    );
+    gauge(
+        "cairn_drill_restore_duration_seconds",
+        "How long the restores of the job's last good drill took.",
+        per_job(&|_, s| {
+            let drills = s.runs.iter().rev().flat_map(|r| r.steps.iter().rev()).filter(|x| x.step == Step::Drill);
+            drills.filter(|x| x.status == StepStatus::Ok).find_map(|x| x.restore_seconds)
+        }),
+    );
+    // Each repository's newest recorded size, whichever job recorded it.
+    let mut sizes: BTreeMap<String, (jiff::Timestamp, u64)> = BTreeMap::new();
+    for run in states.values().flat_map(|s| &s.runs) {
+        for size in &run.sizes {
+            let entry = sizes.entry(size.repository.clone()).or_insert((run.finished, size.stored_bytes));
+            if run.finished >= entry.0 {
+                *entry = (run.finished, size.stored_bytes);
+            }
+        }
+    }
+    gauge(
+        "cairn_repository_size_bytes",
+        "Bytes the repository stores (for a write-only one, what this host wrote into it).",
+        sizes.iter().map(|(repo, (_, bytes))| (format!("repository=\"{}\"", escape(repo)), *bytes as f64)).collect(),
+    );
     let mut added = Vec::new();
     for (job, state) in states {
         for step in last(state).iter().flat_map(|r| r.steps.clone()) {

@@ -610,3 +610,128 @@ impl StatusReport {
         vec![sources, steps, repositories]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::run::{RunReport, StepReport};
+
+    const CONFIG: &str = r#"
+version = 1
+[repository.local]
+location = "/srv/cairn"
+password-file = "/etc/cairn/password"
+[repository.offsite]
+location = "s3:bucket/cairn"
+password-file = "/etc/cairn/password"
+write-only = true
+rates = "b2"
+budget = "0.01"
+[job.nightly]
+into = "local"
+copy-to = ["offsite"]
+rpo = "26h"
+check = { every = "7d" }
+[[job.nightly.source]]
+files = ["/etc"]
+[[job.nightly.source]]
+command = ["true"]
+filename = "x"
+"#;
+
+    fn at(hours_ago: i64, now: Timestamp) -> Timestamp {
+        now.checked_sub(SignedDuration::from_hours(hours_ago)).unwrap()
+    }
+
+    fn snapshot(id: u8, time: Timestamp) -> (SnapshotId, Snapshot) {
+        let mut s = Snapshot::new(cairn_repo::TreeId::default(), vec!["/etc".into()]);
+        s.time = time;
+        (SnapshotId(cairn_repo::Id::of_object(&[id])), s)
+    }
+
+    /// One run `hours_ago`, backing up /etc into snapshot `id`, copying
+    /// `copied` bytes offsite, with a check of `check` status.
+    fn run(hours_ago: i64, id: u8, copied: u64, check: StepStatus, now: Timestamp) -> RunReport {
+        let mut run = RunReport::new("nightly");
+        run.started = at(hours_ago, now);
+        run.finished = run.started;
+        let mut source = StepReport::new(Step::Sources, "files /etc", StepStatus::Ok, "");
+        source.snapshot = Some(snapshot(id, run.started).0);
+        source.bytes_added = Some(copied);
+        let mut copy = StepReport::new(Step::Copy, "repository offsite", StepStatus::Ok, "");
+        copy.bytes_added = Some(copied);
+        run.steps = vec![source, copy, StepReport::new(Step::Check, "repository local", check, "pack 1 is damaged")];
+        run.sizes.push(RepositorySize {
+            repository: "offsite".into(),
+            snapshots: 0,
+            logical_bytes: 0,
+            raw_bytes: 0,
+            stored_bytes: 50_000_000_000 + copied,
+            from_copy_records: true,
+        });
+        run
+    }
+
+    #[test]
+    fn judgements() {
+        let config = Config::parse(CONFIG, std::path::Path::new("cairn.toml")).unwrap();
+        assert!(config.validate().errors.is_empty(), "{:?}", config.validate());
+        let now: Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
+        let usage = cairn_repo::Usage { snapshots: 2, logical_bytes: 900, raw_bytes: 300, stored_bytes: 150, packs: 1 };
+        // (name, newest snapshot's age in hours, whether it is still listed,
+        //  last check, problems expected, warnings expected, exit code)
+        let table: &[(&str, i64, bool, StepStatus, &[&str], &[&str], u8)] = &[
+            ("fresh", 2, true, StepStatus::Ok, &["command output x: no snapshot"], &["over its budget"], 1),
+            ("stale", 30, true, StepStatus::Ok, &["files /etc: the newest snapshot is 1d 6h old"], &[], 1),
+            ("forgotten", 2, false, StepStatus::Ok, &["files /etc: no snapshot"], &[], 1),
+            ("check failed", 2, true, StepStatus::Failed, &["the last check failed: pack 1 is damaged"], &[], 1),
+        ];
+        for (name, age, listed, check, problems, warnings, code) in table {
+            let mut state = JobState::default();
+            state.runs.push(run(age + 24, 1, 1_000_000_000, StepStatus::Ok, now));
+            state.runs.push(run(*age, 2, 2_000_000_000, *check, now));
+            let listing = if *listed { vec![snapshot(2, at(*age, now))] } else { vec![snapshot(9, now)] };
+            let states = BTreeMap::from([("nightly".to_owned(), state)]);
+            let observed = BTreeMap::from([("nightly".to_owned(), Observed { snapshots: Some(listing), error: None })]);
+            let measured = BTreeMap::from([("local".to_owned(), Ok(usage))]);
+            let report = assess(&config, &["nightly".to_owned()], &states, &observed, &measured, now);
+            let job = &report.jobs[0];
+            for expected in *problems {
+                assert!(job.problems.iter().any(|p| p.contains(expected)), "{name}: {:?}", job.problems);
+            }
+            for expected in *warnings {
+                assert!(job.warnings.iter().any(|w| w.contains(expected)), "{name}: {:?}", job.warnings);
+            }
+            assert_eq!(report.exit_code(), *code, "{name}");
+            // The local repository as measured; the write-only offsite as
+            // this host wrote it, its cost from the b2 card.
+            let local = &report.repositories[0];
+            assert_eq!((local.dedup_ratio, local.compression_ratio), (Some(3.0), Some(2.0)), "{name}");
+            let offsite = &report.repositories[1];
+            let size = offsite.size.as_ref().unwrap();
+            assert!(size.from_copy_records && size.stored_bytes == 52_000_000_000, "{name}: {size:?}");
+            // 52 GB, 10 free, at $0.00695: $0.29 a month.
+            let cost = offsite.cost.as_ref().unwrap();
+            assert!((cost.total - 42.0 * 0.00695).abs() < 1e-9, "{name}: {cost:?}");
+            assert_eq!(offsite.growth_bytes_per_day, Some(1e9), "{name}");
+        }
+    }
+
+    #[test]
+    fn growth_needs_a_day_of_history() {
+        let now: Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
+        let table: &[(&[(i64, u64)], Option<f64>)] = &[
+            (&[], None),
+            (&[(0, 100)], None),
+            (&[(5, 100), (0, 200)], None),
+            (&[(48, 100), (0, 300)], Some(100.0)),
+            // Samples older than 30 days are left out.
+            (&[(24 * 40, 0), (48, 100), (0, 300)], Some(100.0)),
+            (&[(24, 500), (0, 300)], Some(-200.0)),
+        ];
+        for (samples, growth) in table {
+            let samples: Vec<(Timestamp, u64)> = samples.iter().map(|(h, b)| (at(*h, now), *b)).collect();
+            assert_eq!(growth_per_day(&samples), *growth, "{samples:?}");
+        }
+    }
+}
