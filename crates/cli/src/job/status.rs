@@ -680,7 +680,8 @@ filename = "x"
         let usage = cairn_repo::Usage { snapshots: 2, logical_bytes: 900, raw_bytes: 300, stored_bytes: 150, packs: 1 };
         // (name, newest snapshot's age in hours, whether it is still listed,
         //  last check, problems expected, warnings expected, exit code)
-        let table: &[(&str, i64, bool, StepStatus, &[&str], &[&str], u8)] = &[
+        type Case<'a> = (&'a str, i64, bool, StepStatus, &'a [&'a str], &'a [&'a str], u8);
+        let table: &[Case] = &[
             ("fresh", 2, true, StepStatus::Ok, &["command output x: no snapshot"], &["over its budget"], 1),
             ("stale", 30, true, StepStatus::Ok, &["files /etc: the newest snapshot is 1d 6h old"], &[], 1),
             ("forgotten", 2, false, StepStatus::Ok, &["files /etc: no snapshot"], &[], 1),
