@@ -805,6 +805,21 @@ filename = "hi.txt"
         assert_eq!(config.validate().errors, Vec::<String>::new());
     }
 
+    /// Every recipe's config parses and validates.
+    #[test]
+    fn the_readme_recipes_check() {
+        let readme = include_str!("../../../../README.md");
+        let from = readme.find("### Recipes").expect("the recipes section");
+        let to = from + 4 + readme[from + 4..].find("\n### ").expect("the next section");
+        let blocks: Vec<&str> =
+            readme[from..to].split("```toml\n").skip(1).map(|b| &b[..b.find("```").unwrap()]).collect();
+        assert_eq!(blocks.len(), 4, "four recipes");
+        for block in blocks {
+            let config = parse(block).unwrap();
+            assert_eq!(config.validate().errors, Vec::<String>::new(), "{block}");
+        }
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_every("7d").unwrap().as_secs(), 7 * 86_400);

@@ -721,7 +721,8 @@ filename = "x"
     #[test]
     fn growth_needs_a_day_of_history() {
         let now: Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
-        let table: &[(&[(i64, u64)], Option<f64>)] = &[
+        type Case<'a> = (&'a [(i64, u64)], Option<f64>);
+        let table: &[Case] = &[
             (&[], None),
             (&[(0, 100)], None),
             (&[(5, 100), (0, 200)], None),
