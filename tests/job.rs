@@ -133,6 +133,8 @@ fn nightly_job_good_night_database_down_due_check_and_lock() {
     std::fs::create_dir_all(data.join("sub")).unwrap();
     std::fs::write(data.join("a.txt"), "alpha\n").unwrap();
     std::fs::write(data.join("sub/b.txt"), "beta\n").unwrap();
+    // An empty file: nothing to read back, yet the drill must pass with it.
+    std::fs::write(data.join("empty"), "").unwrap();
     std::fs::write(home.join("password"), "job password\n").unwrap();
     let env_file = home.join("offsite.env");
     std::fs::write(

@@ -504,6 +504,9 @@ impl Config {
         }
         for (name, job) in &self.job {
             let at = format!("job.{name}");
+            if name.is_empty() || name.starts_with('-') || name.contains(['/', ' ']) {
+                v.errors.push(format!("{at}: a job's name must not be empty, start with `-`, or hold `/` or spaces"));
+            }
             let into = self.repository.get(&job.into);
             if into.is_none() {
                 v.errors.push(format!("{at}: `into` names repository {:?}, which is not configured", job.into));

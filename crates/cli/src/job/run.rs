@@ -247,7 +247,16 @@ pub async fn run_job(
     if options.if_due {
         let spec = job.schedule.as_deref().unwrap_or("daily");
         let calendar = super::Calendar::parse(spec).map_err(|e| JobError::Invalid(format!("schedule: {e}")))?;
-        let last = previous.runs.iter().rev().find(|r| r.exit_code() != 1 && !r.dry_run).map(|r| r.started);
+        // The last run that saved a source: a run of `--only check`, or
+        // one where only a later step (a check, a copy) failed, does not
+        // move the schedule, nor does a failing step make every tick rerun.
+        let saved = |r: &&RunReport| {
+            !r.dry_run
+                && r.steps
+                    .iter()
+                    .any(|s| s.step == Step::Sources && matches!(s.status, StepStatus::Ok | StepStatus::Warning))
+        };
+        let last = previous.runs.iter().rev().find(saved).map(|r| r.started);
         let tz = jiff::tz::TimeZone::system();
         if !super::is_due(&calendar, last, Timestamp::now(), &tz) {
             let mut report = RunReport::new(name);
@@ -318,7 +327,12 @@ pub async fn run_job(
         for (step, when) in &run.succeeded {
             next.last_success.insert(step.name().to_owned(), *when);
         }
-        if let Some(heartbeat) = heartbeat_due(config, name, state, &next, &report, &host)? {
+        // Like a notification, a heartbeat never changes the run's outcome.
+        let due = heartbeat_due(config, name, state, &next, &report, &host).unwrap_or_else(|e| {
+            tracing::warn!("no heartbeat: {e}");
+            None
+        });
+        if let Some(heartbeat) = due {
             let deliveries = super::notify::heartbeat(notify, &heartbeat).await;
             // Sent once one target has it; else tried again next run.
             if deliveries.iter().any(|d| d.ok) {
@@ -869,11 +883,22 @@ async fn run_hook(command: &str, env: &[(&str, &str)]) -> Result<String, JobErro
         .arg(command)
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
+        // Its output goes to stderr: stdout is for `--json`.
+        .stdout(hook_output())
         .kill_on_drop(true)
         .status()
         .await
         .map_err(|e| JobError::Invalid(format!("cannot run sh: {e}")))?;
     if status.success() { Ok("done".into()) } else { Err(JobError::Invalid(format!("the command failed ({status})"))) }
+}
+
+/// Where a hook's standard output goes: cairn's standard error.
+fn hook_output() -> std::process::Stdio {
+    use std::os::fd::AsFd;
+    match std::io::stderr().as_fd().try_clone_to_owned() {
+        Ok(fd) => std::process::Stdio::from(fd),
+        Err(_) => std::process::Stdio::null(),
+    }
 }
 
 /// A source in a few words, for reports.
