@@ -359,11 +359,18 @@ url = "http://127.0.0.1:1/nobody-listens"
     let check = night(&["--only", "check"]);
     assert!(stderr(&check).contains("no problems"), "{}", stderr(&check));
 
+    hooks.take();
+
     // A second run while one holds the job's lock: exit 75, nothing run.
     let lock = cairn::job::StateDir::new(&state).lock("nightly").unwrap();
     let locked = night(&[]);
     assert_eq!(locked.status.code(), Some(75), "{}", stderr(&locked));
     assert!(stderr(&locked).contains("already running"), "{}", stderr(&locked));
+    // cron's hourly `--if-due` tick meanwhile: nothing is due, exit 0.
+    let tick = night(&["--if-due"]);
+    assert_eq!(tick.status.code(), Some(0), "{}", stderr(&tick));
+    assert!(stderr(&tick).contains("nothing was run"), "{}", stderr(&tick));
+    assert!(hooks.take().is_empty(), "no notification for a tick");
     drop(lock);
 
     // Night 4: PostgreSQL is back, and a heartbeat is due (every second,
@@ -379,7 +386,7 @@ url = "http://127.0.0.1:1/nobody-listens"
     let heartbeat = only(&got, "/discord").last().expect("a heartbeat").json();
     let text = heartbeat["embeds"][0]["description"].as_str().unwrap();
     assert!(heartbeat["content"].as_str().unwrap().contains("job nightly is alive"), "{heartbeat}");
-    assert!(text.contains("repository offsite:") && text.contains("/month (budget $1.00)"), "{text}");
+    assert!(text.contains("repository offsite:") && text.contains("/month (aws-s3-standard:us-east-1), budget $1.00"), "{text}");
     assert!(text.contains("drill: last good") && text.contains("restore took"), "{text}");
     assert!(text.contains("run(s) in the last") && text.contains("failed"), "{text}");
     assert_eq!(only(&got, "/ntfy/backups").last().unwrap().headers["tags"], "heartbeat");

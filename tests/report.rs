@@ -75,7 +75,12 @@ files = ["{data}"]
     assert!(html.contains("data-plot=\"added\" data-points=\"3\""), "{html}");
     assert!(html.contains("data-plot=\"duration\" data-points=\"3\""), "{html}");
     assert!(!html.contains("http://") && !html.contains("https://"), "nothing to load");
-    assert!(!home.join(".out.html.tmp").exists(), "no temporary file left");
+    let leftovers: Vec<_> = std::fs::read_dir(home)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(".out.html"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary file left: {leftovers:?}");
 
     // --html is required (a --json may join it).
     let missing = run(&mut cairn(home, &["report", "--config", config]));

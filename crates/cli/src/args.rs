@@ -195,7 +195,7 @@ pub struct RunArgs {
 /// Where the jobs' state is.
 #[derive(Debug, Args, Clone)]
 pub struct StateDirArgs {
-    /// Where runs are recorded and jobs locked [default: $STATE_DIRECTORY, else ~/.local/state/cairn]
+    /// Where runs are recorded and jobs locked [default: $STATE_DIRECTORY, else /var/lib/cairn for root, else ~/.local/state/cairn]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }

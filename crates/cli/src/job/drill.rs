@@ -26,6 +26,9 @@ pub struct DrillOutcome {
     pub ok: bool,
     /// Seconds the restores took.
     pub restore_seconds: f64,
+    /// Bytes restored: what the drill read from the repository, before
+    /// compression (an upper bound of the egress it costs).
+    pub bytes_read: u64,
     /// What was done, in one line.
     pub message: String,
 }
@@ -139,6 +142,7 @@ fn sample_and_restore(
             snapshot: id,
             ok: true,
             restore_seconds: 0.0,
+            bytes_read: 0,
             message: format!("snapshot {} has no files to sample", id.short()),
         });
     }
@@ -173,7 +177,7 @@ fn sample_and_restore(
     if !ok {
         message.push_str(&format!("; {errors} error(s): {}", problems.join("; ")));
     }
-    Ok(DrillOutcome { snapshot: id, ok, restore_seconds, message })
+    Ok(DrillOutcome { snapshot: id, ok, restore_seconds, bytes_read: bytes, message })
 }
 
 /// Collects what a restore could not do.
@@ -245,6 +249,7 @@ pub async fn drill_postgres(
         snapshot: id,
         ok,
         restore_seconds,
+        bytes_read: reports.iter().filter_map(|r| r.restore.as_ref()).map(|r| r.bytes).sum(),
         message: format!("snapshot {} restored into a temporary database: {}", id.short(), details.join("; ")),
     })
 }

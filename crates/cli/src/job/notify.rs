@@ -416,11 +416,12 @@ impl Heartbeat {
         format!("cairn: job {} {verdict} on {}", self.job, self.host)
     }
 
-    /// The summary, one fact a line.
+    /// The summary, one fact a line: the runs since the last heartbeat,
+    /// then the status as `cairn status` prints it.
     pub fn lines(&self) -> Vec<String> {
         let now = self.status.generated;
-        let age = |t: jiff::Timestamp| super::human_age(now.duration_since(t).as_secs());
-        let since = self.since.map(|t| format!(" in the last {}", age(t))).unwrap_or_default();
+        let since =
+            self.since.map(|t| format!(" in the last {}", super::human_age(now.duration_since(t).as_secs()))).unwrap_or_default();
         let mut lines = vec![format!(
             "{} run(s){since}: {} good, {} with warnings, {} failed",
             self.runs,
@@ -428,46 +429,9 @@ impl Heartbeat {
             self.warnings,
             self.failed
         )];
-        for repo in &self.status.repositories {
-            let size = match &repo.size {
-                Some(z) if z.from_copy_records => format!("{} written (write-only)", human_bytes(z.stored_bytes)),
-                Some(z) => format!("{} stored in {} snapshot(s)", human_bytes(z.stored_bytes), z.snapshots),
-                None => "size unknown".into(),
-            };
-            let growth = repo
-                .growth_bytes_per_day
-                .map(|g| format!(", {}{}/day", if g < 0.0 { "-" } else { "+" }, human_bytes(g.abs() as u64)))
-                .unwrap_or_default();
-            let dedup = repo.dedup_ratio.map(|r| format!(", dedup {r:.1}x")).unwrap_or_default();
-            let cost = repo
-                .cost
-                .as_ref()
-                .map(|c| {
-                    let budget = repo.budget.map(|b| format!(" (budget ${b:.2})")).unwrap_or_default();
-                    format!(", ~${:.2}/month{budget}", c.total)
-                })
-                .unwrap_or_default();
-            lines.push(format!("repository {}: {size}{growth}{dedup}{cost}", repo.repository));
-        }
-        for job in &self.status.jobs {
-            for (name, due) in [("check", &job.check), ("drill", &job.drill)] {
-                let Some(due) = due else { continue };
-                let last = match due.last_success {
-                    Some(t) => format!("last good {} ago", age(t)),
-                    None => "never succeeded".into(),
-                };
-                let restore = due.restore_seconds.map(|s| format!(", restore took {s:.1}s")).unwrap_or_default();
-                lines.push(format!("{name}: {last}{restore}"));
-            }
-            lines.extend(job.problems.iter().map(|p| format!("problem: {p}")));
-            lines.extend(job.warnings.iter().map(|w| format!("warning: {w}")));
-        }
+        lines.extend(self.status.lines());
         lines
     }
-}
-
-fn human_bytes(n: u64) -> String {
-    indicatif::HumanBytes(n).to_string()
 }
 
 /// Sends `heartbeat` to every target that wants it (not Healthchecks).

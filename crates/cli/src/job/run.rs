@@ -798,7 +798,7 @@ impl Runner<'_> {
         };
         let listing = repo.snapshots_matching(&self.own_snapshots()).await?;
         let now = Timestamp::now();
-        let (mut ok, mut seconds, mut lines) = (true, 0.0, Vec::new());
+        let (mut ok, mut seconds, mut read, mut lines) = (true, 0.0, 0, Vec::new());
         for spec in self.job.source.iter().filter_map(|s| s.spec().ok()) {
             let subject = describe(&spec);
             // This run's snapshot of the source, else the newest earlier one
@@ -824,6 +824,7 @@ impl Runner<'_> {
                 Ok(outcome) => {
                     ok &= outcome.ok;
                     seconds += outcome.restore_seconds;
+                    read += outcome.bytes_read;
                     lines.push(format!("{subject}: {}", outcome.message));
                 }
                 Err(e) => {
@@ -838,6 +839,7 @@ impl Runner<'_> {
         Ok(Done {
             status: if ok { StepStatus::Ok } else { StepStatus::Failed },
             restore_seconds: Some(seconds),
+            bytes_read: Some(read),
             ..Done::ok(lines.join("; "))
         })
     }

@@ -499,11 +499,15 @@ fn is_ours(name: &str, line: &str) -> bool {
 fn crontab_get(name: &str) -> Result<String, JobError> {
     let fail = |message: String| JobError::Schedule { job: name.to_owned(), message };
     let output = run(Command::new("crontab").arg("-l"), None).map_err(|e| fail(format!("cannot run crontab: {e}")))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        // "no crontab for USER" (exit 1) is an empty crontab.
+    } else if stderr.contains("no crontab for") {
         Ok(String::new())
+    } else {
+        // Anything else (no permission, a broken spool) must not pass for
+        // an empty crontab: setting one from it would drop the user's lines.
+        Err(fail(format!("crontab -l failed: {}", stderr.trim())))
     }
 }
 

@@ -49,6 +49,9 @@ impl JobState {
     }
 }
 
+/// Where root's runs are recorded: systemd's `StateDirectory=cairn`.
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/cairn";
+
 /// A job's host lock, held until dropped.
 #[derive(Debug)]
 pub struct JobLock {
@@ -62,11 +65,19 @@ impl StateDir {
     }
 
     /// `$STATE_DIRECTORY` (systemd's `StateDirectory=`; the first of a
-    /// list), else `$XDG_STATE_HOME/cairn` (`~/.local/state/cairn`).
+    /// list), else [`SYSTEM_STATE_DIR`] for root, else
+    /// `$XDG_STATE_HOME/cairn` (`~/.local/state/cairn`).
+    ///
+    /// Root's default is the system unit's `StateDirectory=cairn`, so the
+    /// system timer, root's cron line and an admin's `cairn status` all
+    /// read and write the same records.
     pub fn default_location() -> Result<StateDir, JobError> {
         if let Some(dirs) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
             let first = dirs.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
             return Ok(StateDir::new(first));
+        }
+        if nix::unistd::geteuid().is_root() {
+            return Ok(StateDir::new(SYSTEM_STATE_DIR));
         }
         let base = dirs::state_dir().ok_or_else(|| JobError::State {
             path: PathBuf::from("~/.local/state"),

@@ -372,13 +372,7 @@ fn assess_repository(
     now: Timestamp,
 ) -> RepositoryStatus {
     let repo = config.repository.get(name).cloned().unwrap_or_default();
-    // Every size any job recorded for this repository, oldest first.
-    let mut history: Vec<(Timestamp, &RepositorySize)> = states
-        .values()
-        .flat_map(|s| &s.runs)
-        .flat_map(|r| r.sizes.iter().filter(|z| z.repository == name).map(move |z| (r.finished, z)))
-        .collect();
-    history.sort_by_key(|(t, _)| *t);
+    let history = size_history(name, repo.write_only, states);
     let (size, error) = match measured {
         Some(Ok(usage)) => (
             Some(RepositorySize {
@@ -391,8 +385,8 @@ fn assess_repository(
             }),
             None,
         ),
-        Some(Err(e)) => (history.last().map(|(_, z)| (*z).clone()), Some(e.clone())),
-        None => (history.last().map(|(_, z)| (*z).clone()), None),
+        Some(Err(e)) => (history.last().map(|(_, z)| z.clone()), Some(e.clone())),
+        None => (history.last().map(|(_, z)| z.clone()), None),
     };
     let usage = size.as_ref().map(|z| cairn_repo::Usage {
         snapshots: z.snapshots,
@@ -423,6 +417,34 @@ fn assess_repository(
     }
 }
 
+/// The sizes the runs recorded for repository `name`, oldest first. A
+/// listed repository's record is the whole of it. A write-only one's is
+/// what one job of this host wrote into it, so there each point is the
+/// sum of every job's latest record at that time.
+fn size_history(
+    name: &str,
+    write_only: bool,
+    states: &BTreeMap<String, JobState>,
+) -> Vec<(Timestamp, RepositorySize)> {
+    let mut records: Vec<(Timestamp, &str, &RepositorySize)> = states
+        .iter()
+        .flat_map(|(job, s)| s.runs.iter().map(move |r| (job.as_str(), r)))
+        .flat_map(|(job, r)| r.sizes.iter().filter(|z| z.repository == name).map(move |z| (r.finished, job, z)))
+        .collect();
+    records.sort_by_key(|(t, _, _)| *t);
+    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
+    records
+        .into_iter()
+        .map(|(t, job, z)| {
+            if !write_only {
+                return (t, z.clone());
+            }
+            latest.insert(job, z.stored_bytes);
+            (t, RepositorySize { stored_bytes: latest.values().sum(), ..z.clone() })
+        })
+        .collect()
+}
+
 /// Stored bytes added a day between the first and last sample of the
 /// last 30 days; `None` with less than a day of history (a few runs in a
 /// row say nothing about a day).
@@ -435,8 +457,8 @@ pub fn growth_per_day(samples: &[(Timestamp, u64)]) -> Option<f64> {
 }
 
 /// What a month of this repository looks like, from the runs of the last
-/// 30 days: the bytes the jobs wrote into it, the runs, and what checks
-/// read from it, scaled to 30 days (history shorter than a day counts as
+/// 30 days: the bytes the jobs wrote into it, the runs, and what checks,
+/// drills and copies read from it, scaled to 30 days (history shorter than a day counts as
 /// one day).
 fn monthly_use(
     config: &Config,
@@ -463,7 +485,10 @@ fn monthly_use(
                 match step.step {
                     Step::Sources if is_into => written += step.bytes_added.unwrap_or(0) as f64,
                     Step::Copy if subject_is_this => written += step.bytes_added.unwrap_or(0) as f64,
-                    Step::Check if is_into => read += step.bytes_read.unwrap_or(0) as f64,
+                    // What the check, the drill and the copies to other
+                    // repositories download from this one.
+                    Step::Check | Step::Drill if is_into => read += step.bytes_read.unwrap_or(0) as f64,
+                    Step::Copy if is_into && !subject_is_this => read += step.bytes_added.unwrap_or(0) as f64,
                     _ => {}
                 }
             }
@@ -502,6 +527,109 @@ impl StatusReport {
         } else {
             0
         }
+    }
+}
+
+impl StatusReport {
+    /// The report as people read it, one fact a line (`cairn status`, and
+    /// the body of a heartbeat): each job's last run, its sources against
+    /// the RPO, its check and drill, its problems and warnings; then each
+    /// repository's size, growth and cost.
+    pub fn lines(&self) -> Vec<String> {
+        let now = self.generated;
+        let ago = |t: Timestamp| human_age(now.duration_since(t).as_secs());
+        let mut lines = Vec::new();
+        for job in &self.jobs {
+            lines.push(match &job.last_run {
+                Some(run) => format!(
+                    "job {}: last run {} ago, exit {}, {:.1}s",
+                    job.job,
+                    ago(run.started),
+                    run.exit_code,
+                    run.seconds
+                ),
+                None => format!("job {}: never run", job.job),
+            });
+            let rpo = job.rpo_seconds.map(|s| format!(" (RPO {})", human_age(s as i64))).unwrap_or_default();
+            for source in &job.sources {
+                let verdict = if source.stale { "STALE" } else { "ok" };
+                lines.push(match (source.snapshot, source.time) {
+                    (Some(id), Some(time)) => format!(
+                        "  {verdict:5} {}: snapshot {} taken {} ago{rpo}{}",
+                        source.source,
+                        id.short(),
+                        ago(time),
+                        if source.verified { "" } else { " (from this host's records)" }
+                    ),
+                    _ => format!("  {verdict:5} {}: no snapshot", source.source),
+                });
+            }
+            for (name, due) in [("check", &job.check), ("drill", &job.drill)] {
+                if let Some(due) = due {
+                    lines.push(format!("  {name}: {}", due.summary(now)));
+                }
+            }
+            lines.extend(job.problems.iter().map(|p| format!("  problem: {p}")));
+            lines.extend(job.warnings.iter().map(|w| format!("  warning: {w}")));
+        }
+        lines.extend(self.repositories.iter().map(RepositoryStatus::summary));
+        lines
+    }
+}
+
+impl DueStatus {
+    /// `last good 2d 3h ago, restore took 4.1s; next due in 4d 20h`.
+    pub fn summary(&self, now: Timestamp) -> String {
+        let last = match (self.last_success, self.last_status) {
+            (Some(t), _) => format!("last good {} ago", human_age(now.duration_since(t).as_secs())),
+            (None, Some(_)) => "never succeeded".to_owned(),
+            (None, None) => "never run".to_owned(),
+        };
+        let failed = match self.last_status {
+            Some(StepStatus::Failed) => {
+                format!(", LAST ATTEMPT FAILED: {}", self.last_message.clone().unwrap_or_default())
+            }
+            _ => String::new(),
+        };
+        let restore = self.restore_seconds.map(|s| format!(", restore took {s:.1}s")).unwrap_or_default();
+        let next = if self.next_due <= now {
+            "due now".to_owned()
+        } else {
+            format!("next due in {}", human_age(self.next_due.duration_since(now).as_secs()))
+        };
+        format!("{last}{restore}{failed}; {next}")
+    }
+}
+
+impl RepositoryStatus {
+    /// `repository offsite: 52 GB written by this host (write-only),
+    /// +1 GB/day, ~$0.29/month (b2), budget $1.00; at s3:bucket/cairn`.
+    pub fn summary(&self) -> String {
+        let bytes = |n: u64| indicatif::HumanBytes(n).to_string();
+        let mut parts = Vec::new();
+        match &self.size {
+            Some(size) if size.from_copy_records => {
+                parts.push(format!("{} written by this host (write-only)", bytes(size.stored_bytes)))
+            }
+            Some(size) => {
+                parts.push(format!("{} stored, {} snapshot(s)", bytes(size.stored_bytes), size.snapshots));
+                parts.extend(self.dedup_ratio.map(|r| format!("dedup {r:.2}x")));
+                parts.extend(self.compression_ratio.map(|r| format!("compression {r:.2}x")));
+            }
+            None => parts.push("size unknown".into()),
+        }
+        if let Some(g) = self.growth_bytes_per_day {
+            let sign = if g < 0.0 { "-" } else { "+" };
+            parts.push(format!("{sign}{}/day", bytes(g.abs() as u64)));
+        }
+        if let Some(cost) = &self.cost {
+            parts.push(format!("~${:.2}/month ({})", cost.total, cost.rates));
+        }
+        parts.extend(self.budget.map(|b| format!("budget ${b:.2}")));
+        if let Some(e) = &self.error {
+            parts.push(format!("cannot be read: {e}"));
+        }
+        format!("repository {}: {}; at {}", self.repository, parts.join(", "), self.location)
     }
 }
 
@@ -704,6 +832,18 @@ filename = "x"
                 assert!(job.warnings.iter().any(|w| w.contains(expected)), "{name}: {:?}", job.warnings);
             }
             assert_eq!(report.exit_code(), *code, "{name}");
+            // What people read says the same.
+            let lines = report.lines();
+            let stale = lines.iter().any(|l| l.contains("STALE") && l.contains("files /etc"));
+            assert_eq!(stale, matches!(*name, "stale" | "forgotten"), "{name}: {lines:#?}");
+            for expected in problems.iter().chain(*warnings) {
+                assert!(lines.iter().any(|l| l.contains(expected)), "{name}: {lines:#?}");
+            }
+            assert!(
+                lines.iter().any(|l| l.starts_with("repository offsite: 48.43 GiB written by this host (write-only)")
+                    && l.contains("budget $0.01; at s3:bucket/cairn")),
+                "{name}: {lines:#?}"
+            );
             // The local repository as measured; the write-only offsite as
             // this host wrote it, its cost from the b2 card.
             let local = &report.repositories[0];
@@ -716,6 +856,45 @@ filename = "x"
             assert!((cost.total - 42.0 * 0.00695).abs() < 1e-9, "{name}: {cost:?}");
             assert_eq!(offsite.growth_bytes_per_day, Some(1e9), "{name}");
         }
+    }
+
+    #[test]
+    fn a_write_only_size_sums_what_each_job_wrote() {
+        let config = Config::parse(
+            &format!(
+                "{CONFIG}\n[job.db]\ninto = \"local\"\ncopy-to = [\"offsite\"]\n[[job.db.source]]\nfiles = [\"/srv\"]\n"
+            ),
+            std::path::Path::new("cairn.toml"),
+        )
+        .unwrap();
+        let now: Timestamp = "2026-12-05T12:00:00Z".parse().unwrap();
+        let written = |hours_ago: i64, bytes: u64| {
+            let mut run = RunReport::new("x");
+            run.finished = at(hours_ago, now);
+            run.sizes.push(RepositorySize {
+                repository: "offsite".into(),
+                snapshots: 0,
+                logical_bytes: 0,
+                raw_bytes: 0,
+                stored_bytes: bytes,
+                from_copy_records: true,
+            });
+            run
+        };
+        // nightly wrote 10 GB then 12; db wrote 5 then 8 (cumulative, per job).
+        let nightly = JobState { runs: vec![written(72, 10_000_000_000), written(24, 12_000_000_000)], ..Default::default() };
+        let db = JobState { runs: vec![written(48, 5_000_000_000), written(0, 8_000_000_000)], ..Default::default() };
+        let states = BTreeMap::from([("nightly".to_owned(), nightly), ("db".to_owned(), db)]);
+        let history: Vec<u64> = size_history("offsite", true, &states).iter().map(|(_, z)| z.stored_bytes).collect();
+        assert_eq!(history, [10, 15, 17, 20].map(|gb: u64| gb * 1_000_000_000));
+        let status = assess_repository(&config, "offsite", &states, None, now);
+        assert_eq!(status.size.unwrap().stored_bytes, 20_000_000_000);
+        // 10 GB over three days.
+        let growth = status.growth_bytes_per_day.unwrap();
+        assert!((growth - 10e9 / 3.0).abs() < 1.0, "{growth}");
+        // A listed repository's records are each the whole of it.
+        let listed: Vec<u64> = size_history("offsite", false, &states).iter().map(|(_, z)| z.stored_bytes).collect();
+        assert_eq!(listed, [10, 5, 12, 8].map(|gb: u64| gb * 1_000_000_000));
     }
 
     #[test]
