@@ -39,6 +39,7 @@
 //! | `writing` | a writing session that packs blobs and publishes index files and snapshots |
 //! | `files` | the file-system archiver and restorer, metadata, path filters |
 //! | `maintenance` | [`check`], [`prune`], repair, [`copy_snapshots`], retention |
+//! | `mount` | [`SnapshotFs`]: snapshots as a read-only file system (served by FUSE with the `mount` feature) |
 //!
 //! This file is the public API: everything an embedding program needs is
 //! re-exported here.
@@ -51,6 +52,7 @@ mod format;
 #[doc(hidden)]
 pub mod fuzz;
 mod maintenance;
+mod mount;
 mod repository;
 mod selection;
 mod storage;
@@ -96,6 +98,13 @@ pub use writing::tree_builder::EntryMeta;
 pub use files::filter::PathFilter;
 pub use files::localtrees::{LocalParent, LocalTrees};
 pub use files::restorer::{Overwrite, RestoreEvents, RestoreOptions, RestoreOutcome, RestoreProgress, restore};
+
+// Browsing snapshots as a file system.
+pub use mount::{
+    Attr as MountAttr, DirEntry as MountDirEntry, FsError, FsResult, MountOptions, ROOT_INODE, SnapshotFs,
+};
+#[cfg(feature = "mount")]
+pub use mount::{Mount, mount};
 
 // Maintenance.
 pub use maintenance::check::{CheckReport, Problem as CheckProblem, Subset as CheckSubset, check};
