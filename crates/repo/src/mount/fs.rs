@@ -233,6 +233,11 @@ impl SnapshotFs {
         })
     }
 
+    /// The repository shown.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
     fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }

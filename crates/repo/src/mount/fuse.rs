@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, MountOption,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyXattr, Request,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 
 use super::fs::{Attr, FsError, SnapshotFs};
@@ -53,7 +53,28 @@ impl Drop for Mount {
 /// the returned [`Mount`] is dropped or unmounted. `allow_other` lets
 /// other users in (it needs `user_allow_other` in `/etc/fuse.conf` unless
 /// root mounts).
-pub fn mount(fs: SnapshotFs, mountpoint: &Path, allow_other: bool) -> std::io::Result<Mount> {
+///
+/// A mountpoint inside a local repository is refused: reading the mount
+/// would read the repository through itself, which deadlocks.
+pub fn mount(fs: SnapshotFs, mountpoint: &Path, allow_other: bool) -> crate::Result<Mount> {
+    let refuse = |message: String| crate::Error::InvalidArgument(message);
+    let meta = std::fs::metadata(mountpoint)
+        .map_err(|e| refuse(format!("mountpoint {}: {e}; create an empty directory", mountpoint.display())))?;
+    if !meta.is_dir() {
+        return Err(refuse(format!("mountpoint {} is not a directory", mountpoint.display())));
+    }
+    if let Some(repo_dir) = fs.repository().backend().local_dir() {
+        let (point, repo_dir) = (std::fs::canonicalize(mountpoint), std::fs::canonicalize(repo_dir));
+        if let (Ok(point), Ok(repo_dir)) = (point, repo_dir) {
+            if point.starts_with(&repo_dir) {
+                return Err(refuse(format!(
+                    "mountpoint {} is inside the repository {}: mount it elsewhere",
+                    point.display(),
+                    repo_dir.display()
+                )));
+            }
+        }
+    }
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::RO,
@@ -69,7 +90,14 @@ pub fn mount(fs: SnapshotFs, mountpoint: &Path, allow_other: bool) -> std::io::R
     // Reads block on the repository: a few threads keep the kernel's
     // read-ahead and a second reader going while one waits.
     config.n_threads = Some(4);
-    let session = fuser::spawn_mount(Adapter { fs: Arc::new(fs) }, mountpoint, &config)?;
+    let session = fuser::spawn_mount(Adapter { fs: Arc::new(fs) }, mountpoint, &config).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::PermissionDenied {
+            " (FUSE needs /dev/fuse and, when not root, fusermount3: apt install fuse3)"
+        } else {
+            ""
+        };
+        refuse(format!("cannot mount at {}: {e}{hint}", mountpoint.display()))
+    })?;
     Ok(Mount { session: Some(session) })
 }
 
@@ -163,6 +191,11 @@ impl Filesystem for Adapter {
             Ok(_) => reply.error(Errno::from_i32(nix::libc::EACCES)),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        // Nothing is ever written: nothing to flush.
+        reply.ok();
     }
 
     fn read(

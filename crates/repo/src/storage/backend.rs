@@ -407,6 +407,11 @@ impl Backend {
         self.inner.kind
     }
 
+    /// The directory of a local repository.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        self.inner.local_dir.as_deref()
+    }
+
     fn path(&self, relative: &str) -> Path {
         if self.inner.prefix.is_empty() {
             Path::from(relative)

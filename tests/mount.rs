@@ -1,0 +1,160 @@
+//! `cairn mount` through real FUSE: the mounted snapshot is the restored
+//! one (`diff -r`), with the recorded metadata, read-only, and the mount
+//! ends cleanly on SIGTERM and on an unmount from outside.
+//!
+//! These tests need `/dev/fuse` (and root, or `fusermount3`). Where it is
+//! missing they say so and pass; under `CI=true` a mount that fails where
+//! `/dev/fuse` exists fails the test.
+
+mod support;
+
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Env, noise_file, ok, run, stderr};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn fuse_available() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    eprintln!("skipping: no /dev/fuse on this machine (FUSE mount tests need it)");
+    false
+}
+
+fn is_mounted(point: &Path) -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let point = std::fs::canonicalize(point).unwrap_or(point.to_path_buf());
+    mounts.lines().any(|l| l.split(' ').nth(4) == Some(s(&point)))
+}
+
+/// Starts `cairn mount` and waits until the mount serves `snapshots/`.
+fn start_mount(env: &Env, point: &Path, extra: &[&str]) -> Child {
+    let mut args = vec!["mount", s(point)];
+    args.extend(extra);
+    let mut child = env.cmd(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !point.join("snapshots").exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            let out = child.wait_with_output().unwrap();
+            panic!("cairn mount exited ({status}) before serving: {}", stderr(&out));
+        }
+        assert!(Instant::now() < deadline, "the mount did not come up in 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+/// Waits for `cairn mount` to end and returns its stderr.
+fn finished(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "cairn mount: {:?}: {}", out.status, stderr(&out));
+    stderr(&out)
+}
+
+#[test]
+fn a_mounted_snapshot_is_the_restored_one() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    std::fs::create_dir_all(src.join("docs/empty-dir")).unwrap();
+    noise_file(&src.join("docs/big.bin"), 1, 12_000_000);
+    std::fs::write(src.join("docs/readme.txt"), "hello cairn\n").unwrap();
+    std::fs::write(src.join("docs/empty"), "").unwrap();
+    std::fs::write(src.join(std::ffi::OsStr::from_bytes(b"docs/caf\xe9")), "latin-1 name").unwrap();
+    std::os::unix::fs::symlink("readme.txt", src.join("docs/link")).unwrap();
+    std::os::unix::fs::symlink("../nowhere", src.join("docs/dangling")).unwrap();
+    std::fs::hard_link(src.join("docs/readme.txt"), src.join("hard")).unwrap();
+    let xattrs = xattr::set(src.join("docs/readme.txt"), "user.note", b"kept").is_ok();
+    ok(run(&mut env.cmd(&["backup", "--host", "db1", "--tag", "nightly", s(&src)])));
+    std::fs::write(src.join("docs/readme.txt"), "changed\n").unwrap();
+    ok(run(&mut env.cmd(&["backup", "--host", "web", s(&src)])));
+    let restored = env.root().join("restored");
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&restored)])));
+
+    let point = env.root().join("mnt");
+    std::fs::create_dir(&point).unwrap();
+    let child = start_mount(&env, &point, &[]);
+    let names = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&point), ["hosts", "ids", "snapshots", "tags"]);
+    assert_eq!(names(&point.join("hosts")), ["db1", "web"]);
+    assert_eq!(names(&point.join("tags/nightly")).len(), 2, "one snapshot and latest");
+    let latest = point.join("snapshots/latest");
+    assert!(std::fs::symlink_metadata(&latest).unwrap().file_type().is_symlink());
+
+    // The whole tree, content and links, as restored.
+    // (The trailing slash follows the `latest` link; links below are compared as links.)
+    let latest_dir = format!("{}/", s(&latest));
+    let diff = Command::new("diff").args(["-r", "--no-dereference", s(&restored), &latest_dir]).output().unwrap();
+    assert!(diff.status.success(), "diff -r: {}{}", String::from_utf8_lossy(&diff.stdout), stderr(&diff));
+    let older = point.join("hosts/db1/latest/docs/readme.txt");
+    assert_eq!(std::fs::read_to_string(older).unwrap(), "hello cairn\n");
+
+    // Metadata as recorded.
+    for rel in ["docs/big.bin", "docs/readme.txt", "docs", "hard"] {
+        let (a, b) = (std::fs::metadata(src.join(rel)).unwrap(), std::fs::metadata(latest.join(rel)).unwrap());
+        assert_eq!((a.mode(), a.uid(), a.gid(), a.mtime()), (b.mode(), b.uid(), b.gid(), b.mtime()), "{rel}");
+        if a.is_file() {
+            assert_eq!((a.len(), a.nlink()), (b.len(), b.nlink()), "{rel}");
+        }
+    }
+    assert_eq!(std::fs::read_link(latest.join("docs/dangling")).unwrap(), Path::new("../nowhere"));
+    if xattrs {
+        let got = xattr::get(latest.join("docs/readme.txt"), "user.note").unwrap();
+        assert_eq!(got.as_deref(), Some(&b"kept"[..]));
+    }
+
+    // Read-only.
+    let write = std::fs::write(latest.join("docs/new"), "x").unwrap_err();
+    assert_eq!(write.raw_os_error(), Some(nix::libc::EROFS), "{write}");
+
+    // SIGTERM unmounts and ends the command.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let said = finished(child);
+    assert!(said.contains("unmounted"), "{said}");
+    assert!(!is_mounted(&point), "still mounted");
+
+    // An unmount from outside ends it too.
+    let child = start_mount(&env, &point, &["--host", "db1"]);
+    assert_eq!(names(&point.join("hosts")), ["db1"], "the filter applies");
+    let umount = Command::new("umount").arg(&point).output().unwrap();
+    if umount.status.success() {
+        finished(child);
+    } else {
+        // Not root: fusermount3 unmounts a user's FUSE mount.
+        let fusermount = Command::new("fusermount3").arg("-u").arg(&point).output().unwrap();
+        assert!(fusermount.status.success(), "{}{}", stderr(&umount), stderr(&fusermount));
+        finished(child);
+    }
+    assert!(!is_mounted(&point));
+}
+
+#[test]
+fn a_mountpoint_inside_the_repository_or_missing_is_refused() {
+    if !fuse_available() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let inside = env.path("keys");
+    let out = run(&mut env.cmd(&["mount", s(&inside)]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("inside the repository"), "{}", stderr(&out));
+    let missing = env.root().join("no-such-dir");
+    let out = run(&mut env.cmd(&["mount", s(&missing)]));
+    assert!(stderr(&out).contains("create an empty directory"), "{}", stderr(&out));
+}
