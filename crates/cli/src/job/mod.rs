@@ -36,7 +36,7 @@ pub use report::{Level, StatusRow, StatusTable, render_html};
 pub use run::{
     JobEvents, NoJobEvents, RepositorySize, RunOptions, RunReport, Step, StepReport, StepStatus, connect, run_job,
 };
-pub use state::{JobLock, JobState, StateDir};
+pub use state::{JobLock, JobState, SYSTEM_STATE_DIR, StateDir};
 pub use status::{
     DueStatus, JobStatus, LastRun, Observed, RepositoryStatus, SourceStatus, StatusReport, assess, human_age, status,
 };
