@@ -167,3 +167,47 @@ async fn a_filter_shows_only_matching_snapshots() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_pack_is_an_io_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("repo");
+    let options = cairn_repo::BackendOptions { create: true, ..Default::default() };
+    let backend = Backend::open(location.to_str().unwrap(), &options).unwrap();
+    let repo = Repository::init(backend, b"pw", fast_init(), OpenOptions::default()).await.unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("file"), bytes(3, 200_000)).unwrap();
+    back_up(&repo, &data, "h", &[], "2026-12-05T02:00:00Z").await;
+    let fs = SnapshotFs::open(&repo, MountOptions::default(), tokio::runtime::Handle::current()).await.unwrap();
+    // The file is looked up first (its tree read); then every pack gets a
+    // flipped byte in its middle.
+    let (fs, file) = tokio::task::spawn_blocking(move || {
+        let file = walk(&fs, ROOT_INODE, "snapshots/2026-12-05T02:00:00Z/file").unwrap();
+        (fs, file)
+    })
+    .await
+    .unwrap();
+    for entry in walk_files(&location.join("data")) {
+        let mut bytes = std::fs::read(&entry).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x55;
+        std::fs::write(&entry, bytes).unwrap();
+    }
+    tokio::task::spawn_blocking(move || {
+        let err = fs.read(file, 0, 200_000).unwrap_err();
+        assert!(matches!(err, FsError::Repository(_)), "{err}");
+        assert_eq!(err.errno(), nix::libc::EIO);
+    })
+    .await
+    .unwrap();
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { out.extend(walk_files(&path)) } else { out.push(path) }
+    }
+    out
+}
