@@ -101,7 +101,8 @@ pub use files::restorer::{Overwrite, RestoreEvents, RestoreOptions, RestoreOutco
 
 // Browsing snapshots as a file system.
 pub use mount::{
-    Attr as MountAttr, DirEntry as MountDirEntry, FsError, FsResult, MountOptions, ROOT_INODE, SnapshotFs,
+    Attr as MountAttr, DerivedDir, DerivedFile, DerivedFiles, DirEntry as MountDirEntry, FsError, FsResult,
+    LineConvert, MountOptions, ROOT_INODE, SnapshotFs,
 };
 #[cfg(feature = "mount")]
 pub use mount::{Mount, mount};

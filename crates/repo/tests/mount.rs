@@ -211,3 +211,63 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Shows `upper/<file>` for each file of a directory: its lines in
+/// capitals, after a header.
+struct Upper;
+
+impl cairn_repo::LineConvert for Upper {
+    fn prefix(&self) -> Vec<u8> {
+        b"HEADER\n".to_vec()
+    }
+    fn line(&self, line: &[u8], out: &mut Vec<u8>) {
+        out.extend(line.to_ascii_uppercase());
+        out.push(b'\n');
+    }
+}
+
+impl cairn_repo::DerivedFiles for Upper {
+    fn derive(&self, dir: &cairn_repo::Tree, _: &cairn_repo::TreeLoader) -> Option<cairn_repo::DerivedDir> {
+        let files: Vec<cairn_repo::DerivedFile> = dir
+            .nodes()
+            .iter()
+            .filter(|n| n.kind == cairn_repo::NodeKind::File)
+            .map(|n| cairn_repo::DerivedFile {
+                name: n.name.clone(),
+                source: n.clone(),
+                convert: std::sync::Arc::new(Upper),
+            })
+            .collect();
+        (!files.is_empty()).then(|| cairn_repo::DerivedDir { name: b"upper".to_vec(), files })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derived_files_read_the_same_at_any_offset() {
+    let repo = repository().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Over two checkpoints' worth of lines of varied length, the last
+    // without a newline.
+    let text: String = (0..60_000).map(|i| format!("line {i} {}\n", "ab".repeat(i % 37))).collect::<String>() + "tail";
+    std::fs::write(dir.path().join("log.txt"), &text).unwrap();
+    back_up(&repo, dir.path(), "h", &[], "2026-12-05T02:00:00Z").await;
+    let expected = format!("HEADER\n{}\n", text.to_ascii_uppercase()).into_bytes();
+    let options = MountOptions { derived: Some(std::sync::Arc::new(Upper)), ..Default::default() };
+    let fs = SnapshotFs::open(&repo, options, tokio::runtime::Handle::current()).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let snapshot = walk(&fs, ROOT_INODE, "snapshots/2026-12-05T02:00:00Z").unwrap();
+        assert_eq!(names(&fs, snapshot), ["log.txt", "upper"]);
+        let file = walk(&fs, snapshot, "upper/log.txt").unwrap();
+        let attr = fs.getattr(file).unwrap();
+        assert_eq!((attr.size, attr.mode), (expected.len() as u64, 0o444));
+        assert_eq!(read_all(&fs, file, 131_072), expected);
+        let n = expected.len() as u64;
+        for (offset, len) in [(0, 3), (5, 10), (1 << 20, 4096), (n - 3, 100), (n / 2, 2 << 20), (n, 5)] {
+            let got = fs.read(file, offset, len as u32).unwrap();
+            let (start, end) = (offset.min(n) as usize, (offset + len).min(n) as usize);
+            assert_eq!(got, &expected[start..end], "{offset}+{len}");
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
 use super::content::{self, BlobCache, FileLayout};
+use super::derived::{Converted, DerivedDir, DerivedFiles, SourceReader};
 use super::layout::{self, Layout, Target};
 use crate::error::{Error, Result};
 use crate::format::id::SnapshotId;
@@ -24,7 +25,7 @@ use crate::view::TreeLoader;
 pub const ROOT_INODE: u64 = 1;
 
 /// How a mount behaves.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MountOptions {
     /// Only snapshots that pass this filter are shown.
     pub filter: SnapshotFilter,
@@ -33,11 +34,30 @@ pub struct MountOptions {
     pub refresh: Duration,
     /// Bytes of decrypted blobs kept in memory.
     pub cache_bytes: usize,
+    /// Views of snapshot files to show beside them (PostgreSQL tables as
+    /// CSV), if any.
+    pub derived: Option<Arc<dyn DerivedFiles>>,
 }
 
 impl Default for MountOptions {
     fn default() -> MountOptions {
-        MountOptions { filter: SnapshotFilter::default(), refresh: Duration::from_secs(30), cache_bytes: 64 << 20 }
+        MountOptions {
+            filter: SnapshotFilter::default(),
+            refresh: Duration::from_secs(30),
+            cache_bytes: 64 << 20,
+            derived: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for MountOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountOptions")
+            .field("filter", &self.filter)
+            .field("refresh", &self.refresh)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("derived", &self.derived.is_some())
+            .finish()
     }
 }
 
@@ -130,6 +150,11 @@ enum Inode {
     Link { dir: Vec<String>, name: String },
     /// An entry of a snapshot (a snapshot's root included).
     Entry(Entry),
+    /// A directory of derived files in a snapshot directory.
+    DerivedDir { dir: Arc<DerivedDir>, parent: u64, loader: TreeLoader },
+    /// File `number` of a derived directory, sized on first use (one pass
+    /// over its source).
+    Derived { dir: Arc<DerivedDir>, number: usize, loader: TreeLoader, converted: Mutex<Option<Arc<Converted>>> },
 }
 
 /// An entry of a snapshot, with the loader of the index it was found
@@ -314,30 +339,48 @@ impl SnapshotFs {
             rdev: 0,
         };
         Ok(match &*inode {
-            Inode::Virtual { .. } => virtual_attr(NodeKind::Dir, 0),
-            Inode::Link { dir, name } => virtual_attr(NodeKind::Symlink, self.link_target(dir, name)?.len() as u64),
-            Inode::Entry(entry) => {
-                let node = entry.node();
-                let size = match node.kind {
-                    NodeKind::File => self.layout_of(ino, &node).size(),
-                    NodeKind::Symlink => node.link_target.len() as u64,
-                    _ => 0,
-                };
-                Attr {
-                    ino,
-                    kind: node.kind,
-                    size,
-                    mode: node.mode & 0o7777,
-                    uid: node.uid,
-                    gid: node.gid,
-                    nlink: if node.kind == NodeKind::Dir { 1 } else { node.links.max(1) },
-                    atime: node.atime,
-                    mtime: node.mtime,
-                    ctime: node.ctime,
-                    rdev: node.rdev,
-                }
+            Inode::Virtual { .. } | Inode::DerivedDir { .. } => virtual_attr(NodeKind::Dir, 0),
+            Inode::Derived { dir, number, .. } => {
+                let size = self.converted(&inode)?.size();
+                Attr { size, mode: 0o444, nlink: 1, ..self.node_attr(ino, &dir.files[*number].source) }
             }
+            Inode::Link { dir, name } => virtual_attr(NodeKind::Symlink, self.link_target(dir, name)?.len() as u64),
+            Inode::Entry(entry) => self.node_attr(ino, &entry.node()),
         })
+    }
+
+    fn node_attr(&self, ino: u64, node: &Node) -> Attr {
+        let size = match node.kind {
+            NodeKind::File => self.layout_of(ino, node).size(),
+            NodeKind::Symlink => node.link_target.len() as u64,
+            _ => 0,
+        };
+        Attr {
+            ino,
+            kind: node.kind,
+            size,
+            mode: node.mode & 0o7777,
+            uid: node.uid,
+            gid: node.gid,
+            nlink: if node.kind == NodeKind::Dir { 1 } else { node.links.max(1) },
+            atime: node.atime,
+            mtime: node.mtime,
+            ctime: node.ctime,
+            rdev: node.rdev,
+        }
+    }
+
+    /// A derived file's conversion, sized on first use.
+    fn converted(&self, inode: &Inode) -> FsResult<Arc<Converted>> {
+        let Inode::Derived { dir, number, loader, converted } = inode else { return Err(FsError::NotFound) };
+        let mut slot = converted.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(done) = &*slot {
+            return Ok(done.clone());
+        }
+        let reader = SourceReader { loader, handle: &self.handle, cache: &self.cache };
+        let done = Arc::new(Converted::measure(&dir.files[*number], &reader)?);
+        *slot = Some(done.clone());
+        Ok(done)
     }
 
     /// The entries of directory `ino` (without `.` and `..`).
@@ -348,8 +391,10 @@ impl SnapshotFs {
     /// The parent of directory `ino` (for `..`).
     pub fn parent(&self, ino: u64) -> FsResult<u64> {
         match &*self.inode(ino)? {
-            Inode::Virtual { parent, .. } | Inode::Entry(Entry { parent, .. }) => Ok(*parent),
-            Inode::Link { .. } => Err(FsError::NotADirectory),
+            Inode::Virtual { parent, .. } | Inode::Entry(Entry { parent, .. }) | Inode::DerivedDir { parent, .. } => {
+                Ok(*parent)
+            }
+            Inode::Link { .. } | Inode::Derived { .. } => Err(FsError::NotADirectory),
         }
     }
 
@@ -382,8 +427,9 @@ impl SnapshotFs {
                 }
                 let Some(subtree) = node.subtree else { return Ok(Vec::new()) };
                 let tree = entry.loader.load(&subtree)?;
+                let derived = self.options.derived.as_ref().and_then(|d| d.derive(&tree, &entry.loader));
                 let mut table = self.table();
-                Ok(tree
+                let mut entries: Vec<DirEntry> = tree
                     .nodes()
                     .iter()
                     .filter(|child| is_plain_name(&child.name))
@@ -395,9 +441,39 @@ impl SnapshotFs {
                             kind: child.kind,
                         }
                     })
+                    .collect();
+                // Never in place of an entry of the snapshot.
+                if let Some(dir) = derived.filter(|d| is_plain_name(&d.name) && tree.get(&d.name).is_none()) {
+                    let name = dir.name.clone();
+                    let loader = entry.loader.clone();
+                    let make = || Inode::DerivedDir { dir: Arc::new(dir), parent: ino, loader };
+                    entries.push(DirEntry { ino: table.assign(ino, &name, make), name, kind: NodeKind::Dir });
+                }
+                Ok(entries)
+            }
+            Inode::DerivedDir { dir, loader, .. } => {
+                let mut table = self.table();
+                Ok(dir
+                    .files
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, file)| is_plain_name(&file.name))
+                    .map(|(number, file)| {
+                        let make = || Inode::Derived {
+                            dir: dir.clone(),
+                            number,
+                            loader: loader.clone(),
+                            converted: Mutex::new(None),
+                        };
+                        DirEntry {
+                            ino: table.assign(ino, &file.name, make),
+                            name: file.name.clone(),
+                            kind: NodeKind::File,
+                        }
+                    })
                     .collect())
             }
-            Inode::Link { .. } => Err(FsError::NotADirectory),
+            Inode::Link { .. } | Inode::Derived { .. } => Err(FsError::NotADirectory),
         }
     }
 
@@ -413,6 +489,11 @@ impl SnapshotFs {
     /// Up to `len` bytes of file `ino` at `offset` (fewer at its end).
     pub fn read(&self, ino: u64, offset: u64, len: u32) -> FsResult<Vec<u8>> {
         let inode = self.inode(ino)?;
+        if let Inode::Derived { loader, .. } = &*inode {
+            let converted = self.converted(&inode)?;
+            let reader = SourceReader { loader, handle: &self.handle, cache: &self.cache };
+            return Ok(converted.read(&reader, offset, u64::from(len))?);
+        }
         let Inode::Entry(entry) = &*inode else { return Err(FsError::IsADirectory) };
         let node = entry.node();
         match node.kind {

@@ -6,11 +6,13 @@
 //! the `mount` feature, [`mount`] serves it through the kernel.
 
 mod content;
+mod derived;
 mod fs;
 #[cfg(feature = "mount")]
 mod fuse;
 mod layout;
 
+pub use derived::{DerivedDir, DerivedFile, DerivedFiles, LineConvert};
 pub use fs::{Attr, DirEntry, FsError, FsResult, MountOptions, ROOT_INODE, SnapshotFs};
 #[cfg(feature = "mount")]
 pub use fuse::{Mount, mount};
