@@ -102,5 +102,12 @@ RUSTDOCFLAGS="-D warnings" cargo doc -p cairn --lib --no-deps --locked
 say "cargo test"
 cargo test --workspace --locked
 
+# A measurement, so an optimised build; a ratio to the fastcdc crate on the
+# same buffers rather than a time, so a busy CI machine does not fail it.
+say "chunker benchmark: cairn's chunker against fastcdc (fails below a ratio of 1.0; figures in target/ci/chunker-bench.json)"
+commit=$(git rev-parse HEAD 2>/dev/null || true)
+cargo run --release --locked -q -p cairn-chunker-ci -- --out target/ci/chunker-bench.json ${commit:+--commit "$commit"}
+cat target/ci/chunker-bench.json
+
 say "adversarial campaign, quick slice (scripts/campaign.py --quick; the long run is in the README)"
 python3 scripts/campaign.py --quick
