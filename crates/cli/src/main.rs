@@ -9,6 +9,7 @@ mod password;
 mod progress;
 mod select;
 mod summary;
+mod version;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,8 @@ fn main() -> ExitCode {
             Command::Schedule(command) => commands::schedule::run(&cli.global, command),
             Command::Notify(command) => commands::config::notify(&cli.global, command).await,
             Command::Status(args) => commands::status::run(&cli.global, args).await,
+            Command::Completions(args) => commands::dist::completions(args).map(|()| 0),
+            Command::Dist(args) => commands::dist::run(&cli.global, args).map(|()| 0),
         }
     });
     match result {

@@ -6,6 +6,7 @@ pub mod check;
 pub mod config;
 pub mod copy;
 pub mod diff;
+pub mod dist;
 pub mod dump;
 pub mod find;
 pub mod forget;
