@@ -6,6 +6,10 @@
 //! missing they say so and pass; under `CI=true` a mount that fails where
 //! `/dev/fuse` exists fails the test.
 
+// This test uses a part of the PostgreSQL support only.
+#[allow(dead_code)]
+#[path = "support/pg.rs"]
+mod pgsupport;
 mod support;
 
 use std::os::unix::ffi::OsStrExt;
@@ -157,4 +161,45 @@ fn a_mountpoint_inside_the_repository_or_missing_is_refused() {
     let missing = env.root().join("no-such-dir");
     let out = run(&mut env.cmd(&["mount", s(&missing)]));
     assert!(stderr(&out).contains("create an empty directory"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_postgresql_snapshot_shows_its_tables_as_csv() {
+    if !fuse_available() {
+        return;
+    }
+    let Some(pg) = pgsupport::Pg::shared() else { return };
+    let db = pg.fresh_db("mnt");
+    pg.psql(
+        &db,
+        "CREATE TABLE people (id int PRIMARY KEY, name text, note text);
+         INSERT INTO people VALUES (1, 'alice', NULL), (2, '', 'a,b'), (3, 'say \"hi\"', E'two\nlines\tand \\ slash'),
+                                   (4, E'\\.', 'café');
+         CREATE SCHEMA \"odd/schema\";
+         CREATE TABLE \"odd/schema\".\"t 1\" AS SELECT g AS n, repeat('x', g % 50) AS pad FROM generate_series(1, 20000) g;",
+    );
+    let env = Env::new();
+    env.init();
+    ok(run(&mut env.cmd(&["pg", "backup", "-d", &pg.conn(&db)])));
+    let point = env.root().join("mnt");
+    std::fs::create_dir(&point).unwrap();
+    let child = start_mount(&env, &point, &[]);
+    let latest = point.join("snapshots/latest");
+    assert!(latest.join("manifest.json").is_file());
+    let mut names: Vec<String> = std::fs::read_dir(latest.join("csv"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["odd%2Fschema.t 1.csv", "public.people.csv"]);
+    for (file, table) in [("public.people.csv", "people"), ("odd%2Fschema.t 1.csv", "\"odd/schema\".\"t 1\"")] {
+        let copy = format!("COPY (SELECT * FROM {table} ORDER BY 1) TO STDOUT WITH (FORMAT csv, HEADER)");
+        let want = pg.tool("psql", &db).args(["-X", "-q", "-c", &copy]).output().unwrap();
+        assert!(want.status.success(), "{}", stderr(&want));
+        let got = std::fs::read(latest.join("csv").join(file)).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want.stdout), "{file}");
+        assert_eq!(std::fs::metadata(latest.join("csv").join(file)).unwrap().len(), got.len() as u64);
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    finished(child);
 }

@@ -11,7 +11,12 @@ use crate::context;
 
 pub async fn run(global: &GlobalArgs, args: MountArgs) -> Result<()> {
     let repo = context::open(global).await?;
-    let options = MountOptions { filter: args.filter.filter(), ..Default::default() };
+    let options = MountOptions {
+        filter: args.filter.filter(),
+        // PostgreSQL snapshots show each table as CSV beside their manifest.
+        derived: Some(std::sync::Arc::new(cairn_pgsource::TablesAsCsv)),
+        ..Default::default()
+    };
     let fs = SnapshotFs::open(&repo, options, tokio::runtime::Handle::current()).await?;
     let mountpoint = args.mountpoint.clone();
     let mount = cairn_repo::mount(fs, &mountpoint, args.allow_other)?;
