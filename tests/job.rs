@@ -386,7 +386,10 @@ url = "http://127.0.0.1:1/nobody-listens"
     let heartbeat = only(&got, "/discord").last().expect("a heartbeat").json();
     let text = heartbeat["embeds"][0]["description"].as_str().unwrap();
     assert!(heartbeat["content"].as_str().unwrap().contains("job nightly is alive"), "{heartbeat}");
-    assert!(text.contains("repository offsite:") && text.contains("/month (aws-s3-standard:us-east-1), budget $1.00"), "{text}");
+    assert!(
+        text.contains("repository offsite:") && text.contains("/month (aws-s3-standard:us-east-1), budget $1.00"),
+        "{text}"
+    );
     assert!(text.contains("drill: last good") && text.contains("restore took"), "{text}");
     assert!(text.contains("run(s) in the last") && text.contains("failed"), "{text}");
     assert_eq!(only(&got, "/ntfy/backups").last().unwrap().headers["tags"], "heartbeat");

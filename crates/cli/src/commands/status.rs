@@ -26,4 +26,3 @@ pub async fn run(global: &GlobalArgs, args: StatusArgs) -> Result<u8> {
     }
     Ok(if args.check { report.exit_code() } else { 0 })
 }
-

@@ -420,8 +420,10 @@ impl Heartbeat {
     /// then the status as `cairn status` prints it.
     pub fn lines(&self) -> Vec<String> {
         let now = self.status.generated;
-        let since =
-            self.since.map(|t| format!(" in the last {}", super::human_age(now.duration_since(t).as_secs()))).unwrap_or_default();
+        let since = self
+            .since
+            .map(|t| format!(" in the last {}", super::human_age(now.duration_since(t).as_secs())))
+            .unwrap_or_default();
         let mut lines = vec![format!(
             "{} run(s){since}: {} good, {} with warnings, {} failed",
             self.runs,

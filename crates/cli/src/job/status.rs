@@ -421,11 +421,7 @@ fn assess_repository(
 /// listed repository's record is the whole of it. A write-only one's is
 /// what one job of this host wrote into it, so there each point is the
 /// sum of every job's latest record at that time.
-fn size_history(
-    name: &str,
-    write_only: bool,
-    states: &BTreeMap<String, JobState>,
-) -> Vec<(Timestamp, RepositorySize)> {
+fn size_history(name: &str, write_only: bool, states: &BTreeMap<String, JobState>) -> Vec<(Timestamp, RepositorySize)> {
     let mut records: Vec<(Timestamp, &str, &RepositorySize)> = states
         .iter()
         .flat_map(|(job, s)| s.runs.iter().map(move |r| (job.as_str(), r)))
@@ -882,7 +878,8 @@ filename = "x"
             run
         };
         // nightly wrote 10 GB then 12; db wrote 5 then 8 (cumulative, per job).
-        let nightly = JobState { runs: vec![written(72, 10_000_000_000), written(24, 12_000_000_000)], ..Default::default() };
+        let nightly =
+            JobState { runs: vec![written(72, 10_000_000_000), written(24, 12_000_000_000)], ..Default::default() };
         let db = JobState { runs: vec![written(48, 5_000_000_000), written(0, 8_000_000_000)], ..Default::default() };
         let states = BTreeMap::from([("nightly".to_owned(), nightly), ("db".to_owned(), db)]);
         let history: Vec<u64> = size_history("offsite", true, &states).iter().map(|(_, z)| z.stored_bytes).collect();

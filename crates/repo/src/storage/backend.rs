@@ -9,16 +9,19 @@
 //! | `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]` | an S3-compatible endpoint given inline (path-style requests) |
 //! | `gs:BUCKET[/PREFIX]` | Google Cloud Storage, credentials from the `GOOGLE_*` variables |
 //! | `azure:CONTAINER[/PREFIX]` | Azure Blob Storage, account and key from the `AZURE_*` variables |
+//! | `sftp:[USER@]HOST[:PORT]:/PATH`, `sftp:HOST:RELATIVE`, `sftp://[USER@]HOST[:PORT]//PATH` | a directory on an SFTP server, reached through the user's own `ssh` (or [`SftpOptions::command`]); see the `sftp` module |
 //! | `memory:` | an in-process store, for tests and embedding |
 //!
-//! Every write uses `PutMode::Create` (nothing is overwritten in place).
+//! Every write uses `PutMode::Create` (nothing is overwritten in place);
+//! over SFTP that is a temporary file plus a hard link that refuses an
+//! existing name, checked by a probe before the first write.
 //! Transient failures are retried twice over: object_store's HTTP clients retry
 //! 5xx, 429, timeouts and connection errors with exponential backoff, and this
 //! layer retries what still looks transient (see [`RetryPolicy`]) for every
 //! store, local ones included. Concurrency is bounded per backend.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +39,7 @@ use object_store::{
 
 use crate::error::{Error, Result, StorageError};
 use crate::format::id::Id;
+use crate::storage::sftp::{self, SftpStore, location::SftpLocation};
 
 /// The kinds of objects in a repository and the directories they live in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +139,20 @@ pub struct S3Options {
     pub secret_access_key: Option<String>,
 }
 
+/// SFTP settings (`sftp:` locations).
+#[derive(Debug, Clone, Default)]
+pub struct SftpOptions {
+    /// The command that starts an SFTP session on its stdin and stdout,
+    /// replacing `ssh [-p PORT] [-l USER] HOST -s sftp` (like restic's
+    /// `sftp.command`), e.g. `ssh -F ~/.ssh/nas_config nas -s sftp`. Split
+    /// into words like a shell would (quotes, backslashes), but not run
+    /// through one. Default: the `CAIRN_SFTP_COMMAND` variable, else ssh.
+    pub command: Option<String>,
+    /// How many SFTP sessions (ssh processes) to spread requests over
+    /// (default 5).
+    pub connections: Option<usize>,
+}
+
 /// Options for [`Backend::open`].
 #[derive(Debug, Clone, Default)]
 pub struct BackendOptions {
@@ -144,6 +162,8 @@ pub struct BackendOptions {
     pub connections: Option<usize>,
     /// S3 overrides.
     pub s3: S3Options,
+    /// SFTP settings.
+    pub sftp: SftpOptions,
     /// Retry policy of the outer retry layer.
     pub retry: RetryPolicy,
 }
@@ -159,6 +179,8 @@ pub enum BackendKind {
     Gcs,
     /// Azure Blob Storage.
     Azure,
+    /// A directory on an SFTP server.
+    Sftp,
     /// In-process memory.
     Memory,
     /// A store given by an embedding program.
@@ -172,6 +194,10 @@ impl BackendKind {
             BackendKind::Gcs => "GOOGLE_SERVICE_ACCOUNT / GOOGLE_APPLICATION_CREDENTIALS",
             BackendKind::Azure => "AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY",
             BackendKind::Local => "file permissions of the repository directory",
+            BackendKind::Sftp => {
+                "the ssh login: key, agent, known_hosts and ~/.ssh/config entry for the host; \
+                 try `ssh HOST` by hand, or set --sftp-command"
+            }
             BackendKind::Memory | BackendKind::Custom => "the store's configuration",
         }
     }
@@ -202,6 +228,9 @@ struct Inner {
     /// The directory of a local repository, for blocking reads that skip
     /// the async store (and its hop to another thread per read).
     local_dir: Option<std::path::PathBuf>,
+    /// Set, with the reason, when the store found it cannot create objects
+    /// atomically (an SFTP server that fails the probe).
+    create_fallback: Option<Arc<OnceLock<String>>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -247,6 +276,7 @@ impl Backend {
     /// Opens the location described by `location` (see the module docs).
     pub fn open(location: &str, options: &BackendOptions) -> Result<Backend> {
         let mut local_dir = None;
+        let mut create_fallback = None;
         let (kind, store, prefix, shown): (BackendKind, Arc<dyn ObjectStore>, String, String) = if let Some(rest) =
             location.strip_prefix("s3:")
         {
@@ -277,6 +307,18 @@ impl Backend {
                 Err(_) => location.into(),
             };
             (BackendKind::Azure, Arc::new(store), prefix.into(), shown)
+        } else if let Some(rest) = location.strip_prefix("sftp:") {
+            let parsed = SftpLocation::parse(rest).map_err(|reason| invalid(location, reason))?;
+            let command = match options.sftp.command.clone().or_else(|| std::env::var("CAIRN_SFTP_COMMAND").ok()) {
+                Some(c) if !c.trim().is_empty() => {
+                    sftp::location::split_command(&c).map_err(|reason| invalid(location, reason))?
+                }
+                _ => parsed.ssh_command(),
+            };
+            let connections = options.sftp.connections.unwrap_or(sftp::DEFAULT_CONNECTIONS).max(1);
+            let store = SftpStore::new(&parsed, command, connections);
+            create_fallback = Some(store.fallback_reason());
+            (BackendKind::Sftp, Arc::new(store), String::new(), parsed.to_string())
         } else if location == "memory:" || location.starts_with("memory:") {
             (BackendKind::Memory, Arc::new(InMemory::new()), String::new(), location.into())
         } else {
@@ -308,7 +350,17 @@ impl Backend {
             _ => 16,
         });
         let store: Arc<dyn ObjectStore> = Arc::new(LimitStore::new(store, connections.max(1)));
-        Ok(Backend { inner: Arc::new(Inner { store, prefix, location: shown, kind, retry: options.retry, local_dir }) })
+        Ok(Backend {
+            inner: Arc::new(Inner {
+                store,
+                prefix,
+                location: shown,
+                kind,
+                retry: options.retry,
+                local_dir,
+                create_fallback,
+            }),
+        })
     }
 
     fn s3(location: &str, rest: &str, opts: &S3Options) -> Result<(Arc<dyn ObjectStore>, String, String)> {
@@ -378,6 +430,7 @@ impl Backend {
                 kind,
                 retry: RetryPolicy::default(),
                 local_dir: None,
+                create_fallback: None,
             }),
         }
     }
@@ -393,6 +446,7 @@ impl Backend {
                 kind: inner.kind,
                 retry,
                 local_dir: inner.local_dir.clone(),
+                create_fallback: inner.create_fallback.clone(),
             }),
         }
     }
@@ -405,6 +459,14 @@ impl Backend {
     /// The kind of service.
     pub fn kind(&self) -> BackendKind {
         self.inner.kind
+    }
+
+    /// Why this store cannot create objects atomically, once it found out
+    /// (an SFTP server that failed the probe before the first write, e.g.
+    /// `rclone serve sftp`). Writes then check before they create
+    /// (FORMAT.md §12.2), and a program may want to tell its user.
+    pub fn create_fallback_reason(&self) -> Option<String> {
+        self.inner.create_fallback.as_ref().and_then(|r| r.get().cloned())
     }
 
     fn path(&self, relative: &str) -> Path {
@@ -763,7 +825,7 @@ fn unknown_scheme(location: &str) -> Option<&str> {
     let looks_like_one = scheme.len() >= 2
         && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
         && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    let known = ["local", "s3", "gs", "azure", "memory"];
+    let known = ["local", "s3", "gs", "azure", "sftp", "memory"];
     (looks_like_one && !known.contains(&scheme)).then_some(scheme)
 }
 
@@ -771,7 +833,7 @@ fn unknown_scheme(location: &str) -> Option<&str> {
 /// the common stores that have no scheme of their own.
 fn scheme_hint(scheme: &str) -> String {
     let supported = "supported: a local path (/srv/repo, local:/srv/repo), s3:BUCKET/PREFIX, \
-                     gs:BUCKET/PREFIX, azure:CONTAINER/PREFIX";
+                     gs:BUCKET/PREFIX, azure:CONTAINER/PREFIX, sftp:[USER@]HOST:/PATH";
     match scheme.to_ascii_lowercase().as_str() {
         "b2" => format!(
             "unknown scheme \"b2:\"; Backblaze B2 is reached through its S3 API: \
@@ -781,7 +843,7 @@ fn scheme_hint(scheme: &str) -> String {
         "r2" | "minio" | "wasabi" => {
             format!("unknown scheme \"{scheme}:\"; that store is reached through s3: with its endpoint ({supported})")
         }
-        "sftp" | "rclone" | "rest" | "swift" | "http" | "https" => {
+        "rclone" | "rest" | "swift" | "http" | "https" => {
             format!("the {scheme}: backend is not supported yet ({supported})")
         }
         _ => format!("unknown scheme \"{scheme}:\" ({supported})"),
@@ -881,8 +943,12 @@ mod tests {
             ("local:".into(), false, Err("empty path")),
             ("ftp://host/x".into(), false, Err("unknown scheme \"ftp:\"")),
             ("b2:bucket/x".into(), true, Err("Backblaze B2 is reached through its S3 API")),
-            ("sftp:host:/path".into(), true, Err("the sftp: backend is not supported yet")),
-            ("sftp://user@host//srv".into(), true, Err("not supported yet")),
+            // sftp: connects on first use, so opening only parses.
+            ("sftp:host:/path".into(), false, Ok(BackendKind::Sftp)),
+            ("sftp://user@host:2222//srv".into(), false, Ok(BackendKind::Sftp)),
+            ("sftp:host".into(), false, Err("no ':' and path after the host")),
+            ("sftp:host:".into(), false, Err("no path after the host")),
+            ("rclone:remote:x".into(), false, Err("the rclone: backend is not supported yet")),
             (format!("local:{existing}/b2:x"), true, Ok(BackendKind::Local)),
             (format!("{existing}/file"), true, Err("not a directory")),
         ];
