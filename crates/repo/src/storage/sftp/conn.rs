@@ -42,7 +42,7 @@ impl Conn {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| failure(SftpFailure::Spawn { command: argv.join(" "), source }))?;
+            .map_err(|reason| failure(SftpFailure::Spawn { command: argv.join(" "), reason }))?;
         let (Some(stdin), Some(stdout), Some(mut err_pipe)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -143,9 +143,27 @@ impl Pool {
         }
         // Drop the broken one first (which kills its child).
         *slot = None;
-        let conn = Arc::new(Conn::connect(&self.argv).await?);
-        *slot = Some(conn.clone());
-        Ok(conn)
+        match Conn::connect(&self.argv).await {
+            Ok(conn) => {
+                let conn = Arc::new(conn);
+                *slot = Some(conn.clone());
+                Ok(conn)
+            }
+            // sshd drops some of many simultaneous logins (MaxStartups):
+            // while another session works, use that one and try again
+            // on this slot's next turn.
+            Err(e) => {
+                drop(slot);
+                for (j, other) in self.slots.iter().enumerate() {
+                    let Ok(other) = other.try_lock() else { continue };
+                    if let Some(conn) = other.as_ref().filter(|c| j != i && !c.is_dead()) {
+                        tracing::debug!("an extra SFTP session failed to start ({e}); sharing another");
+                        return Ok(conn.clone());
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 }
 

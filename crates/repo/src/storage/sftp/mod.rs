@@ -66,10 +66,10 @@ pub(crate) enum SftpFailure {
     #[error("the SFTP command is empty")]
     EmptyCommand,
     #[error(
-        "cannot run the SFTP command `{command}`: {source}. Install the OpenSSH client (ssh), or name another \
+        "cannot run the SFTP command `{command}`: {reason}. Install the OpenSSH client (ssh), or name another \
          command with --sftp-command"
     )]
-    Spawn { command: String, source: std::io::Error },
+    Spawn { command: String, reason: std::io::Error },
     #[error("`{command}` gave no SFTP session ({status}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
     Connect { command: String, status: String, stderr: String },
     #[error("{detail} (while {action} {path}: {cause})")]
@@ -96,7 +96,7 @@ impl SftpFailure {
             SftpFailure::Connect { ref stderr, .. } if login_refused(stderr) => {
                 object_store::Error::PermissionDenied { path: String::new(), source: Box::new(self) }
             }
-            SftpFailure::Connect { .. } | SftpFailure::Spawn { .. } => object_store::Error::Generic {
+            SftpFailure::Connect { .. } => object_store::Error::Generic {
                 store: STORE,
                 source: Box::new(IoError::new(ErrorKind::ConnectionRefused, self)),
             },
