@@ -350,6 +350,13 @@ async fn killed_ssh_mid_upload_leaves_no_partial_object() {
                 let err = result.unwrap_err().to_string();
                 assert!(err.contains("SFTP") && err.contains("ended"), "{err}");
                 assert!(!final_path.exists(), "no object under its final name after a failed upload");
+                // The temporary file stays (its session died with it): check
+                // and prune see it as an upload leftover, and prune can remove it.
+                let leftovers = backend.list_upload_leftovers().await.unwrap();
+                assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+                assert!(leftovers[0].path.starts_with(&format!("data/{}/{id}#", &id.to_hex()[..2])), "{leftovers:?}");
+                backend.delete_upload_leftover(&leftovers[0]).await.unwrap();
+                assert!(backend.list_upload_leftovers().await.unwrap().is_empty());
             }
             _ => {
                 assert_eq!(result.unwrap(), WriteOutcome::Created);

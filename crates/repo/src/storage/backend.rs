@@ -748,12 +748,15 @@ impl Backend {
             .collect())
     }
 
-    /// Temporary files of uploads that never finished: a local store writes
-    /// `<name>#<n>` and renames it when complete, so a process killed
-    /// mid-upload leaves it behind. Readers never see them (they are not
-    /// object names); only prune removes them. Other stores write an
-    /// object at once, or not at all: nothing to list there.
-    pub fn list_upload_leftovers(&self) -> Result<Vec<UploadLeftover>> {
+    /// Temporary files of uploads that never finished: a local store and
+    /// an SFTP one write `<name>#<n>` and link or rename it when complete,
+    /// so a process killed mid-upload leaves it behind. Readers never see
+    /// them (they are not object names); only prune removes them. Other
+    /// stores write an object at once, or not at all: nothing to list there.
+    pub async fn list_upload_leftovers(&self) -> Result<Vec<UploadLeftover>> {
+        if self.inner.kind == BackendKind::Sftp {
+            return self.list_remote_leftovers().await;
+        }
         let Some(root) = &self.inner.local_dir else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         let mut dirs = vec![root.to_path_buf()];
@@ -770,9 +773,7 @@ impl Backend {
                     continue;
                 }
                 let name = entry.file_name();
-                let Some((object, suffix)) = name.to_str().and_then(|n| n.split_once('#')) else { continue };
-                if (object.parse::<Id>().is_err() && object != "config") || !suffix.bytes().all(|b| b.is_ascii_digit())
-                {
+                if !is_leftover_name(name.to_str().unwrap_or_default()) {
                     continue;
                 }
                 let modified_unix = meta
@@ -789,8 +790,41 @@ impl Backend {
         Ok(out)
     }
 
+    /// [`list_upload_leftovers`](Backend::list_upload_leftovers) of a
+    /// store that is listed through object_store (SFTP): one walk of the
+    /// whole repository.
+    async fn list_remote_leftovers(&self) -> Result<Vec<UploadLeftover>> {
+        let root = if self.inner.prefix.is_empty() { None } else { Some(self.path("")) };
+        let metas: Vec<object_store::ObjectMeta> =
+            self.retrying("listing", "the repository", || self.inner.store.list(root.as_ref()).try_collect()).await?;
+        let mut out: Vec<UploadLeftover> = metas
+            .into_iter()
+            .filter(|m| m.location.filename().is_some_and(is_leftover_name))
+            .map(|m| {
+                let path = m.location.as_ref();
+                let relative = path.strip_prefix(&self.inner.prefix).unwrap_or(path).trim_start_matches('/');
+                UploadLeftover { path: relative.to_owned(), size: m.size, modified_unix: m.last_modified.timestamp() }
+            })
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
     /// Removes an upload's leftover (see [`list_upload_leftovers`](Backend::list_upload_leftovers)).
-    pub fn delete_upload_leftover(&self, leftover: &UploadLeftover) -> Result<()> {
+    pub async fn delete_upload_leftover(&self, leftover: &UploadLeftover) -> Result<()> {
+        if self.inner.kind == BackendKind::Sftp {
+            // Path::parse keeps the '#' as it is (Path::from would escape it).
+            let full = if self.inner.prefix.is_empty() {
+                leftover.path.clone()
+            } else {
+                format!("{}/{}", self.inner.prefix, leftover.path)
+            };
+            let path = Path::parse(&full).map_err(|e| invalid(&self.inner.location, e.to_string()))?;
+            return match self.retrying("deleting", &leftover.path, || self.inner.store.delete(&path)).await {
+                Ok(()) | Err(Error::ObjectNotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
         let Some(root) = &self.inner.local_dir else { return Ok(()) };
         let path = root.join(&leftover.path);
         match std::fs::remove_file(&path) {
@@ -814,6 +848,15 @@ impl Backend {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Whether a file name is an upload's temporary file: `<id>#<digits>` or
+/// `config#<digits>`.
+fn is_leftover_name(name: &str) -> bool {
+    let Some((object, suffix)) = name.split_once('#') else { return false };
+    (object.parse::<Id>().is_ok() || object == "config")
+        && !suffix.is_empty()
+        && suffix.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The scheme of a location that looks like `scheme:...` but is none that

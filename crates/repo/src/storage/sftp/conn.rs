@@ -99,7 +99,9 @@ impl Conn {
         self.dead.store(true, Ordering::SeqCst);
         let status = match self.child.lock().unwrap_or_else(|e| e.into_inner()).try_wait() {
             Ok(Some(status)) => format!("the SFTP command ended ({status})"),
-            _ => "the SFTP session failed".to_owned(),
+            // Not reaped yet (killed a moment ago), or still running with a
+            // session that broke.
+            _ => "the SFTP session ended unexpectedly (the SFTP command or the server went away)".to_owned(),
         };
         match text(&self.stderr) {
             s if s.is_empty() => status,

@@ -557,7 +557,12 @@ impl Shared {
             let attrs = entry.metadata();
             match attrs.file_type() {
                 Some(t) if t.is_dir() => dirs.push(child),
-                Some(t) if t.is_file() => files.push(object_meta(Path::from(child.as_str()), &attrs)),
+                // Path::parse keeps names as they are (Path::from would
+                // escape a temporary file's '#', and then not find it).
+                Some(t) if t.is_file() => match Path::parse(&child) {
+                    Ok(path) => files.push(object_meta(path, &attrs)),
+                    Err(_) => continue,
+                },
                 // Symlinks, devices: not objects.
                 _ => {}
             }
@@ -685,7 +690,7 @@ impl ObjectStore for SftpStore {
         let rel = prefix.map(|p| p.as_ref().to_owned()).unwrap_or_default();
         let (objects, dirs) = self.inner.read_dir(&rel).await?;
         Ok(ListResult {
-            common_prefixes: dirs.iter().map(|d| Path::from(d.as_str())).collect(),
+            common_prefixes: dirs.iter().filter_map(|d| Path::parse(d).ok()).collect(),
             objects,
             extensions: Default::default(),
         })
