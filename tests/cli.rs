@@ -190,7 +190,7 @@ fn unknown_schemes_are_errors_not_local_directories() {
     let env = Env::new();
     for (location, needle) in [
         ("b2:bucket/x", "Backblaze B2 is reached through its S3 API"),
-        ("sftp:nas:/srv/backup", "the sftp: backend is not supported yet"),
+        ("swift:container/x", "the swift: backend is not supported yet"),
         ("ftp://host/x", "unknown scheme \"ftp:\""),
     ] {
         let mut cmd = cairn(&env.root().join("cache"));

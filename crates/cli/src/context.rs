@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::io::Read;
 
 use anyhow::{Context, Result, bail};
-use cairn_repo::{Backend, BackendOptions, Error, InitOptions, OpenOptions, Repository, S3Options};
+use cairn_repo::{Backend, BackendOptions, Error, InitOptions, OpenOptions, Repository, S3Options, SftpOptions};
 
 use crate::args::GlobalArgs;
 use crate::password;
@@ -61,6 +61,7 @@ pub fn backend(global: &GlobalArgs, create: bool) -> Result<Backend> {
             access_key_id: None,
             secret_access_key: None,
         },
+        sftp: SftpOptions { command: global.sftp_command.clone(), connections: global.sftp_connections },
         ..Default::default()
     };
     Ok(Backend::open(&location(global)?, &options)?)

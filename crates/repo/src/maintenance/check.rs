@@ -191,7 +191,7 @@ pub async fn check(repo: &Repository, read_data: Option<Subset>) -> Result<Check
     report.marked_packs = unindexed.iter().filter(|id| marked.contains(id)).count();
     report.unindexed_packs = unindexed.into_iter().filter(|id| !marked.contains(id)).collect();
     report.unindexed_packs.sort();
-    report.upload_leftovers = backend.list_upload_leftovers()?;
+    report.upload_leftovers = backend.list_upload_leftovers().await?;
 
     // Data: download the selected packs and open every indexed blob in them.
     let mut damaged: HashMap<Id, String> = HashMap::new();

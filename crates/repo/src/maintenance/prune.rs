@@ -325,7 +325,7 @@ impl Run<'_> {
         for record in &sweep.sweeps {
             self.sweep(record).await?;
         }
-        self.remove_upload_leftovers(now, grace)?;
+        self.remove_upload_leftovers(now, grace).await?;
 
         // 4. Mark (packs indexed since the listing are left to the next run).
         let mut marked_elsewhere = sweep.marked_elsewhere;
@@ -438,8 +438,8 @@ impl Run<'_> {
     /// Removes the temporary files of uploads that never finished, by the
     /// same rule as packs no index lists: once older than the grace period
     /// (a younger one may belong to an upload still running).
-    fn remove_upload_leftovers(&mut self, now: i64, grace: i64) -> Result<()> {
-        let leftovers = self.repo.backend().list_upload_leftovers()?;
+    async fn remove_upload_leftovers(&mut self, now: i64, grace: i64) -> Result<()> {
+        let leftovers = self.repo.backend().list_upload_leftovers().await?;
         let (due, pending): (Vec<_>, Vec<_>) = leftovers.into_iter().partition(|l| now - l.modified_unix >= grace);
         self.report.upload_leftovers_pending = pending.len();
         self.report.upload_leftovers_deleted = due.len();
@@ -450,7 +450,7 @@ impl Run<'_> {
         (self.progress)(&format!("removing {} temporary files of interrupted uploads", due.len()));
         self.ensure_lease()?;
         for leftover in &due {
-            self.repo.backend().delete_upload_leftover(leftover)?;
+            self.repo.backend().delete_upload_leftover(leftover).await?;
         }
         Ok(())
     }

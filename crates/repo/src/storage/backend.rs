@@ -9,16 +9,19 @@
 //! | `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]` | an S3-compatible endpoint given inline (path-style requests) |
 //! | `gs:BUCKET[/PREFIX]` | Google Cloud Storage, credentials from the `GOOGLE_*` variables |
 //! | `azure:CONTAINER[/PREFIX]` | Azure Blob Storage, account and key from the `AZURE_*` variables |
+//! | `sftp:[USER@]HOST[:PORT]:/PATH`, `sftp:HOST:RELATIVE`, `sftp://[USER@]HOST[:PORT]//PATH` | a directory on an SFTP server, reached through the user's own `ssh` (or [`SftpOptions::command`]); see the `sftp` module |
 //! | `memory:` | an in-process store, for tests and embedding |
 //!
-//! Every write uses `PutMode::Create` (nothing is overwritten in place).
+//! Every write uses `PutMode::Create` (nothing is overwritten in place);
+//! over SFTP that is a temporary file plus a hard link that refuses an
+//! existing name, checked by a probe before the first write.
 //! Transient failures are retried twice over: object_store's HTTP clients retry
 //! 5xx, 429, timeouts and connection errors with exponential backoff, and this
 //! layer retries what still looks transient (see [`RetryPolicy`]) for every
 //! store, local ones included. Concurrency is bounded per backend.
 
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +39,7 @@ use object_store::{
 
 use crate::error::{Error, Result, StorageError};
 use crate::format::id::Id;
+use crate::storage::sftp::{self, SftpStore, location::SftpLocation};
 
 /// The kinds of objects in a repository and the directories they live in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -135,6 +139,20 @@ pub struct S3Options {
     pub secret_access_key: Option<String>,
 }
 
+/// SFTP settings (`sftp:` locations).
+#[derive(Debug, Clone, Default)]
+pub struct SftpOptions {
+    /// The command that starts an SFTP session on its stdin and stdout,
+    /// replacing `ssh [-p PORT] [-l USER] HOST -s sftp` (like restic's
+    /// `sftp.command`), e.g. `ssh -F ~/.ssh/nas_config nas -s sftp`. Split
+    /// into words like a shell would (quotes, backslashes), but not run
+    /// through one. Default: the `CAIRN_SFTP_COMMAND` variable, else ssh.
+    pub command: Option<String>,
+    /// How many SFTP sessions (ssh processes) to spread requests over
+    /// (default 5).
+    pub connections: Option<usize>,
+}
+
 /// Options for [`Backend::open`].
 #[derive(Debug, Clone, Default)]
 pub struct BackendOptions {
@@ -144,6 +162,8 @@ pub struct BackendOptions {
     pub connections: Option<usize>,
     /// S3 overrides.
     pub s3: S3Options,
+    /// SFTP settings.
+    pub sftp: SftpOptions,
     /// Retry policy of the outer retry layer.
     pub retry: RetryPolicy,
 }
@@ -159,6 +179,8 @@ pub enum BackendKind {
     Gcs,
     /// Azure Blob Storage.
     Azure,
+    /// A directory on an SFTP server.
+    Sftp,
     /// In-process memory.
     Memory,
     /// A store given by an embedding program.
@@ -172,6 +194,10 @@ impl BackendKind {
             BackendKind::Gcs => "GOOGLE_SERVICE_ACCOUNT / GOOGLE_APPLICATION_CREDENTIALS",
             BackendKind::Azure => "AZURE_STORAGE_ACCOUNT_NAME / AZURE_STORAGE_ACCOUNT_KEY",
             BackendKind::Local => "file permissions of the repository directory",
+            BackendKind::Sftp => {
+                "the ssh login: key, agent, known_hosts and ~/.ssh/config entry for the host; \
+                 try `ssh HOST` by hand, or set --sftp-command"
+            }
             BackendKind::Memory | BackendKind::Custom => "the store's configuration",
         }
     }
@@ -202,6 +228,9 @@ struct Inner {
     /// The directory of a local repository, for blocking reads that skip
     /// the async store (and its hop to another thread per read).
     local_dir: Option<std::path::PathBuf>,
+    /// Set, with the reason, when the store found it cannot create objects
+    /// atomically (an SFTP server that fails the probe).
+    create_fallback: Option<Arc<OnceLock<String>>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -247,6 +276,7 @@ impl Backend {
     /// Opens the location described by `location` (see the module docs).
     pub fn open(location: &str, options: &BackendOptions) -> Result<Backend> {
         let mut local_dir = None;
+        let mut create_fallback = None;
         let (kind, store, prefix, shown): (BackendKind, Arc<dyn ObjectStore>, String, String) = if let Some(rest) =
             location.strip_prefix("s3:")
         {
@@ -277,6 +307,18 @@ impl Backend {
                 Err(_) => location.into(),
             };
             (BackendKind::Azure, Arc::new(store), prefix.into(), shown)
+        } else if let Some(rest) = location.strip_prefix("sftp:") {
+            let parsed = SftpLocation::parse(rest).map_err(|reason| invalid(location, reason))?;
+            let command = match options.sftp.command.clone().or_else(|| std::env::var("CAIRN_SFTP_COMMAND").ok()) {
+                Some(c) if !c.trim().is_empty() => {
+                    sftp::location::split_command(&c).map_err(|reason| invalid(location, reason))?
+                }
+                _ => parsed.ssh_command(),
+            };
+            let connections = options.sftp.connections.unwrap_or(sftp::DEFAULT_CONNECTIONS).max(1);
+            let store = SftpStore::new(&parsed, command, connections);
+            create_fallback = Some(store.fallback_reason());
+            (BackendKind::Sftp, Arc::new(store), String::new(), parsed.to_string())
         } else if location == "memory:" || location.starts_with("memory:") {
             (BackendKind::Memory, Arc::new(InMemory::new()), String::new(), location.into())
         } else {
@@ -308,7 +350,17 @@ impl Backend {
             _ => 16,
         });
         let store: Arc<dyn ObjectStore> = Arc::new(LimitStore::new(store, connections.max(1)));
-        Ok(Backend { inner: Arc::new(Inner { store, prefix, location: shown, kind, retry: options.retry, local_dir }) })
+        Ok(Backend {
+            inner: Arc::new(Inner {
+                store,
+                prefix,
+                location: shown,
+                kind,
+                retry: options.retry,
+                local_dir,
+                create_fallback,
+            }),
+        })
     }
 
     fn s3(location: &str, rest: &str, opts: &S3Options) -> Result<(Arc<dyn ObjectStore>, String, String)> {
@@ -378,6 +430,7 @@ impl Backend {
                 kind,
                 retry: RetryPolicy::default(),
                 local_dir: None,
+                create_fallback: None,
             }),
         }
     }
@@ -393,6 +446,7 @@ impl Backend {
                 kind: inner.kind,
                 retry,
                 local_dir: inner.local_dir.clone(),
+                create_fallback: inner.create_fallback.clone(),
             }),
         }
     }
@@ -410,6 +464,14 @@ impl Backend {
     /// The directory of a local repository.
     pub fn local_dir(&self) -> Option<&std::path::Path> {
         self.inner.local_dir.as_deref()
+    }
+
+    /// Why this store cannot create objects atomically, once it found out
+    /// (an SFTP server that failed the probe before the first write, e.g.
+    /// `rclone serve sftp`). Writes then check before they create
+    /// (FORMAT.md §12.2), and a program may want to tell its user.
+    pub fn create_fallback_reason(&self) -> Option<String> {
+        self.inner.create_fallback.as_ref().and_then(|r| r.get().cloned())
     }
 
     fn path(&self, relative: &str) -> Path {
@@ -691,12 +753,15 @@ impl Backend {
             .collect())
     }
 
-    /// Temporary files of uploads that never finished: a local store writes
-    /// `<name>#<n>` and renames it when complete, so a process killed
-    /// mid-upload leaves it behind. Readers never see them (they are not
-    /// object names); only prune removes them. Other stores write an
-    /// object at once, or not at all: nothing to list there.
-    pub fn list_upload_leftovers(&self) -> Result<Vec<UploadLeftover>> {
+    /// Temporary files of uploads that never finished: a local store and
+    /// an SFTP one write `<name>#<n>` and link or rename it when complete,
+    /// so a process killed mid-upload leaves it behind. Readers never see
+    /// them (they are not object names); only prune removes them. Other
+    /// stores write an object at once, or not at all: nothing to list there.
+    pub async fn list_upload_leftovers(&self) -> Result<Vec<UploadLeftover>> {
+        if self.inner.kind == BackendKind::Sftp {
+            return self.list_remote_leftovers().await;
+        }
         let Some(root) = &self.inner.local_dir else { return Ok(Vec::new()) };
         let mut out = Vec::new();
         let mut dirs = vec![root.to_path_buf()];
@@ -713,9 +778,7 @@ impl Backend {
                     continue;
                 }
                 let name = entry.file_name();
-                let Some((object, suffix)) = name.to_str().and_then(|n| n.split_once('#')) else { continue };
-                if (object.parse::<Id>().is_err() && object != "config") || !suffix.bytes().all(|b| b.is_ascii_digit())
-                {
+                if !is_leftover_name(name.to_str().unwrap_or_default()) {
                     continue;
                 }
                 let modified_unix = meta
@@ -732,8 +795,41 @@ impl Backend {
         Ok(out)
     }
 
+    /// [`list_upload_leftovers`](Backend::list_upload_leftovers) of a
+    /// store that is listed through object_store (SFTP): one walk of the
+    /// whole repository.
+    async fn list_remote_leftovers(&self) -> Result<Vec<UploadLeftover>> {
+        let root = if self.inner.prefix.is_empty() { None } else { Some(self.path("")) };
+        let metas: Vec<object_store::ObjectMeta> =
+            self.retrying("listing", "the repository", || self.inner.store.list(root.as_ref()).try_collect()).await?;
+        let mut out: Vec<UploadLeftover> = metas
+            .into_iter()
+            .filter(|m| m.location.filename().is_some_and(is_leftover_name))
+            .map(|m| {
+                let path = m.location.as_ref();
+                let relative = path.strip_prefix(&self.inner.prefix).unwrap_or(path).trim_start_matches('/');
+                UploadLeftover { path: relative.to_owned(), size: m.size, modified_unix: m.last_modified.timestamp() }
+            })
+            .collect();
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+
     /// Removes an upload's leftover (see [`list_upload_leftovers`](Backend::list_upload_leftovers)).
-    pub fn delete_upload_leftover(&self, leftover: &UploadLeftover) -> Result<()> {
+    pub async fn delete_upload_leftover(&self, leftover: &UploadLeftover) -> Result<()> {
+        if self.inner.kind == BackendKind::Sftp {
+            // Path::parse keeps the '#' as it is (Path::from would escape it).
+            let full = if self.inner.prefix.is_empty() {
+                leftover.path.clone()
+            } else {
+                format!("{}/{}", self.inner.prefix, leftover.path)
+            };
+            let path = Path::parse(&full).map_err(|e| invalid(&self.inner.location, e.to_string()))?;
+            return match self.retrying("deleting", &leftover.path, || self.inner.store.delete(&path)).await {
+                Ok(()) | Err(Error::ObjectNotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
         let Some(root) = &self.inner.local_dir else { return Ok(()) };
         let path = root.join(&leftover.path);
         match std::fs::remove_file(&path) {
@@ -759,6 +855,15 @@ impl Backend {
     }
 }
 
+/// Whether a file name is an upload's temporary file: `<id>#<digits>` or
+/// `config#<digits>`.
+fn is_leftover_name(name: &str) -> bool {
+    let Some((object, suffix)) = name.split_once('#') else { return false };
+    (object.parse::<Id>().is_ok() || object == "config")
+        && !suffix.is_empty()
+        && suffix.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The scheme of a location that looks like `scheme:...` but is none that
 /// cairn knows (`local:`, `s3:`, `gs:`, `azure:`, `memory:`): it is an
 /// error, never a local directory named `b2:bucket`. (A directory whose
@@ -768,7 +873,7 @@ fn unknown_scheme(location: &str) -> Option<&str> {
     let looks_like_one = scheme.len() >= 2
         && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
         && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    let known = ["local", "s3", "gs", "azure", "memory"];
+    let known = ["local", "s3", "gs", "azure", "sftp", "memory"];
     (looks_like_one && !known.contains(&scheme)).then_some(scheme)
 }
 
@@ -776,7 +881,7 @@ fn unknown_scheme(location: &str) -> Option<&str> {
 /// the common stores that have no scheme of their own.
 fn scheme_hint(scheme: &str) -> String {
     let supported = "supported: a local path (/srv/repo, local:/srv/repo), s3:BUCKET/PREFIX, \
-                     gs:BUCKET/PREFIX, azure:CONTAINER/PREFIX";
+                     gs:BUCKET/PREFIX, azure:CONTAINER/PREFIX, sftp:[USER@]HOST:/PATH";
     match scheme.to_ascii_lowercase().as_str() {
         "b2" => format!(
             "unknown scheme \"b2:\"; Backblaze B2 is reached through its S3 API: \
@@ -786,7 +891,7 @@ fn scheme_hint(scheme: &str) -> String {
         "r2" | "minio" | "wasabi" => {
             format!("unknown scheme \"{scheme}:\"; that store is reached through s3: with its endpoint ({supported})")
         }
-        "sftp" | "rclone" | "rest" | "swift" | "http" | "https" => {
+        "rclone" | "rest" | "swift" | "http" | "https" => {
             format!("the {scheme}: backend is not supported yet ({supported})")
         }
         _ => format!("unknown scheme \"{scheme}:\" ({supported})"),
@@ -886,8 +991,12 @@ mod tests {
             ("local:".into(), false, Err("empty path")),
             ("ftp://host/x".into(), false, Err("unknown scheme \"ftp:\"")),
             ("b2:bucket/x".into(), true, Err("Backblaze B2 is reached through its S3 API")),
-            ("sftp:host:/path".into(), true, Err("the sftp: backend is not supported yet")),
-            ("sftp://user@host//srv".into(), true, Err("not supported yet")),
+            // sftp: connects on first use, so opening only parses.
+            ("sftp:host:/path".into(), false, Ok(BackendKind::Sftp)),
+            ("sftp://user@host:2222//srv".into(), false, Ok(BackendKind::Sftp)),
+            ("sftp:host".into(), false, Err("no ':' and path after the host")),
+            ("sftp:host:".into(), false, Err("no path after the host")),
+            ("rclone:remote:x".into(), false, Err("the rclone: backend is not supported yet")),
             (format!("local:{existing}/b2:x"), true, Ok(BackendKind::Local)),
             (format!("{existing}/file"), true, Err("not a directory")),
         ];
