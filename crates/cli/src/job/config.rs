@@ -110,6 +110,14 @@ pub struct RepositoryConfig {
     /// with `s3-endpoint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_path_style: Option<bool>,
+    /// For an `sftp:` location: the command that starts the SFTP session,
+    /// replacing `ssh [-p PORT] [-l USER] HOST -s sftp` (like restic's
+    /// `sftp.command`), e.g. `ssh -F /etc/cairn/ssh_config nas -s sftp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp_command: Option<String>,
+    /// For an `sftp:` location: how many SFTP sessions to use (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp_connections: Option<usize>,
     /// `KEY=VALUE` lines with the storage credentials
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), so each repository
     /// can have its own.
@@ -732,6 +740,19 @@ filename = "hi.txt"
         let job = config.job("daily").unwrap();
         assert_eq!(job.source.len(), 3);
         assert!(matches!(job.source[2].spec(), Ok(SourceSpec::Command { .. })));
+    }
+
+    #[test]
+    fn an_sftp_repository_takes_its_ssh_command() {
+        let text = GOOD.replace(
+            "location = \"/srv/backup\"",
+            "location = \"sftp:nas:/volume1/cairn\"\nsftp-command = \"ssh -F /etc/cairn/ssh_config nas -s sftp\"\nsftp-connections = 3",
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.validate(), Validation::default());
+        let local = config.repository("local").unwrap();
+        assert_eq!(local.sftp_command.as_deref(), Some("ssh -F /etc/cairn/ssh_config nas -s sftp"));
+        assert_eq!(local.sftp_connections, Some(3));
     }
 
     #[test]

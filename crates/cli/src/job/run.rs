@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use cairn_repo::{
     Backend, BackendOptions, FileOptions, GroupBy, InitOptions, OpenOptions, PathFilter, PruneOptions, Repository,
-    S3Options, SnapshotFilter, SnapshotId, SnapshotOptions,
+    S3Options, SftpOptions, SnapshotFilter, SnapshotId, SnapshotOptions,
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -950,7 +950,8 @@ async fn open_repository(
         read_env_file(file, &mut s3)?;
     }
     let create = init.is_some();
-    let backend = Backend::open(&config.location, &BackendOptions { create, s3, ..Default::default() })?;
+    let sftp = SftpOptions { command: config.sftp_command.clone(), connections: config.sftp_connections };
+    let backend = Backend::open(&config.location, &BackendOptions { create, s3, sftp, ..Default::default() })?;
     let repo = match init {
         Some(options) => Repository::open_or_init(backend, &password, options, open.clone()).await?,
         None => Repository::open(backend, &password, open.clone()).await?,
