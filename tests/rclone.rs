@@ -276,3 +276,60 @@ fn copy_between_rclone_and_local_both_ways() {
     ok(run(&mut on(dir_of(&remote).to_str().unwrap(), &["check"])));
     assert_no_rclone_left(&remote["rclone:".len()..]);
 }
+
+/// The README's NAS-plus-Drive walkthrough with stand-ins (a local
+/// directory for the NAS, a local rclone remote for Drive): `init
+/// --from-repo` onto rclone:, then `cairn run` backs up and copies to the
+/// rclone repository, which restores; no rclone is left behind.
+#[test]
+fn the_nas_plus_drive_walkthrough_runs() {
+    let Some(s) = rclone() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let nas = dir.path().join("nas").display().to_string();
+    let drive = s.location("gdrive");
+    let password = dir.path().join("password");
+    std::fs::write(&password, "service password\n").unwrap();
+    let src = dir.path().join("src");
+    support::fstree::build(&src);
+    let on = |location: &str, args: &[&str]| cairn_on(s, &cache, location, args);
+    let mut init = vec!["init"];
+    init.extend(support::FAST_KDF);
+    ok(run(&mut on(&nas, &init)));
+    let mut init_drive = vec!["init", "--from-repo", nas.as_str()];
+    init_drive.extend(support::FAST_KDF);
+    ok(run(&mut on(&drive, &init_drive)));
+    let config = dir.path().join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"version = 1
+[repository.nas]
+location = "{nas}"
+password-file = "{pw}"
+[repository.gdrive]
+location = "{drive}"
+password-file = "{pw}"
+rclone-args = "--config {rclone_config}"
+[job.nightly]
+into = "nas"
+copy-to = ["gdrive"]
+retention = {{ keep-daily = 7 }}
+[[job.nightly.source]]
+files = ["{src}"]
+"#,
+            pw = password.display(),
+            rclone_config = s.var("RCLONE_CONFIG"),
+            src = src.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let mut job = support::cairn(&cache);
+    job.env("CAIRN_RCLONE_PROGRAM", s.var("CAIRN_RCLONE_PROGRAM"));
+    ok(run(job.args(["run", "--config", config, "nightly"])));
+    let target = dir.path().join("restored");
+    ok(run(&mut on(&drive, &["restore", "latest", "--target", target.to_str().unwrap()])));
+    support::fstree::assert_same_tree(&src, &target);
+    assert_no_rclone_left(&drive["rclone:".len()..]);
+}

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use cairn_repo::{
-    Backend, BackendOptions, FileOptions, GroupBy, InitOptions, OpenOptions, PathFilter, PruneOptions, Repository,
-    S3Options, SnapshotFilter, SnapshotId, SnapshotOptions,
+    Backend, BackendOptions, FileOptions, GroupBy, InitOptions, OpenOptions, PathFilter, PruneOptions, RcloneOptions,
+    Repository, S3Options, SnapshotFilter, SnapshotId, SnapshotOptions,
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -950,7 +950,8 @@ async fn open_repository(
         read_env_file(file, &mut s3)?;
     }
     let create = init.is_some();
-    let backend = Backend::open(&config.location, &BackendOptions { create, s3, ..Default::default() })?;
+    let rclone = RcloneOptions { program: config.rclone_program.clone(), args: config.rclone_args.clone() };
+    let backend = Backend::open(&config.location, &BackendOptions { create, s3, rclone, ..Default::default() })?;
     let repo = match init {
         Some(options) => Repository::open_or_init(backend, &password, options, open.clone()).await?,
         None => Repository::open(backend, &password, open.clone()).await?,
