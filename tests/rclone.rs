@@ -185,12 +185,13 @@ fn a_killed_rclone_fails_the_backup_cleanly() {
     let cache = dir.path().join("cache");
     let location = s.location("killed");
     let cmd = |args: &[&str]| cairn_on(s, &cache, &location, args);
-    let mut init = vec!["init"];
+    // Small packs: several uploads per backup, so the kill lands mid-way.
+    let mut init = vec!["init", "--pack-size", "4MiB"];
     init.extend(support::FAST_KDF);
     ok(run(&mut cmd(&init)));
     let src = dir.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
-    support::noise_file(&src.join("big.bin"), 42, 96 << 20);
+    support::noise_file(&src.join("big.bin"), 42, 32 << 20);
     let mut backup = cmd(&["backup", src.to_str().unwrap()]);
     backup.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let child = backup.spawn().unwrap();

@@ -110,8 +110,13 @@ impl Server {
                             continue;
                         }
                         tracing::debug!("rclone: {line}");
-                        // rclone says this when it runs without a config file; noise here.
-                        if line.contains("not found - using defaults") {
+                        // rclone says this when it runs without a config file:
+                        // noise here.
+                        // Neither is this: a listing of a directory that no
+                        // object has created yet (cairn takes it as empty).
+                        if line.contains("not found - using defaults")
+                            || line.contains("error listing: directory not found")
+                        {
                             continue;
                         }
                         let mut kept = lines.lock().unwrap_or_else(|p| p.into_inner());
