@@ -334,3 +334,43 @@ files = ["{src}"]
     support::fstree::assert_same_tree(&src, &target);
     assert_no_rclone_left(&drive["rclone:".len()..]);
 }
+
+/// A reader that lists an object still being uploaded (rclone shows it,
+/// growing, under its final name) reads it again before calling it
+/// corrupt: a snapshot that completes half a second later is read; one
+/// that stays torn is left out with a warning naming it (what readers do
+/// with any corrupt snapshot), never read.
+#[test]
+fn a_reader_waits_for_an_object_in_upload_and_rejects_a_torn_one() {
+    let Some(s) = rclone() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let location = s.location("in-upload");
+    let cmd = |args: &[&str]| cairn_on(s, &cache, &location, args);
+    let mut init = vec!["init"];
+    init.extend(support::FAST_KDF);
+    ok(run(&mut cmd(&init)));
+    let src = dir.path().join("src");
+    support::fstree::build(&src);
+    ok(run(&mut cmd(&["backup", "-q", src.to_str().unwrap()])));
+    let snapshots = dir_of(&location).join("snapshots");
+    let file = std::fs::read_dir(&snapshots).unwrap().next().unwrap().unwrap().path();
+    let whole = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &whole[..whole.len() / 2]).unwrap();
+    let finisher = {
+        let (file, whole) = (file.clone(), whole.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(600));
+            std::fs::write(file, whole).unwrap();
+        })
+    };
+    let listed = ok(run(&mut cmd(&["--no-cache", "snapshots"])));
+    finisher.join().unwrap();
+    assert!(listed.contains("1 snapshots"), "{listed}");
+    std::fs::write(&file, &whole[..whole.len() / 2]).unwrap();
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let out = run(&mut cmd(&["--no-cache", "snapshots"]));
+    let err = support::stderr(&out);
+    assert!(ok(out).contains("0 snapshots"), "a torn snapshot is left out, never read");
+    assert!(err.contains(name) && err.contains("is corrupt") && err.contains("hashes to"), "{err}");
+}

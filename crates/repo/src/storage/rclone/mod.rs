@@ -18,7 +18,9 @@
 //! - Partial objects: during an upload the object is visible, growing,
 //!   under its final name, and a killed rclone can leave it torn. Readers
 //!   check every object (BLAKE3 of whole objects, authenticated decryption
-//!   of ranges), so a torn object fails cleanly instead of being trusted.
+//!   of ranges), so a torn object fails cleanly instead of being trusted;
+//!   a whole object that does not match its name is read again a few times
+//!   first (it may still be arriving).
 //! - No modification times: lists and HEAD give sizes only. Objects are
 //!   reported as modified "now", so prune's grace rule never takes an
 //!   unindexed pack for old (FORMAT.md §12.3); such packs are not removed
