@@ -374,3 +374,33 @@ fn a_reader_waits_for_an_object_in_upload_and_rejects_a_torn_one() {
     assert!(ok(out).contains("0 snapshots"), "a torn snapshot is left out, never read");
     assert!(err.contains(name) && err.contains("is corrupt") && err.contains("hashes to"), "{err}");
 }
+
+/// A cairn killed outright (SIGKILL: no destructor runs) takes its rclone
+/// with it: the child is spawned with the parent-death signal set.
+#[test]
+fn rclone_dies_with_a_killed_cairn() {
+    let Some(s) = rclone() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let location = s.location("cairn-killed");
+    let served = &location["rclone:".len()..];
+    let cmd = |args: &[&str]| cairn_on(s, &cache, &location, args);
+    let mut init = vec!["init", "--pack-size", "4MiB"];
+    init.extend(support::FAST_KDF);
+    ok(run(&mut cmd(&init)));
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    support::noise_file(&src.join("big.bin"), 7, 16 << 20);
+    let mut backup = cmd(&["backup", src.to_str().unwrap()]);
+    backup.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = backup.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processes_mentioning(served).is_empty() {
+        assert!(Instant::now() < deadline, "rclone never started");
+        assert!(child.try_wait().unwrap().is_none(), "the backup ended before rclone was seen");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_no_rclone_left(served);
+}

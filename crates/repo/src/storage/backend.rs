@@ -15,7 +15,9 @@
 //!
 //! Every write uses `PutMode::Create` (nothing is overwritten in place);
 //! over SFTP that is a temporary file plus a hard link that refuses an
-//! existing name, checked by a probe before the first write.
+//! existing name, checked by a probe before the first write. rclone has no
+//! conditional create, so `rclone:` writes check first, then write, and
+//! compare an existing content-addressed object with their own bytes.
 //! Transient failures are retried twice over: object_store's HTTP clients retry
 //! 5xx, 429, timeouts and connection errors with exponential backoff, and this
 //! layer retries what still looks transient (see [`RetryPolicy`]) for every
@@ -253,7 +255,7 @@ struct Inner {
     /// the async store (and its hop to another thread per read).
     local_dir: Option<std::path::PathBuf>,
     /// Set, with the reason, when the store found it cannot create objects
-    /// atomically (an SFTP server that fails the probe).
+    /// atomically (an SFTP server that fails the probe, rclone).
     create_fallback: Option<Arc<OnceLock<String>>>,
 }
 
@@ -508,7 +510,8 @@ impl Backend {
 
     /// Why this store cannot create objects atomically, once it found out
     /// (an SFTP server that failed the probe before the first write, e.g.
-    /// `rclone serve sftp`). Writes then check before they create
+    /// `rclone serve sftp`; any `rclone:` location, from the start).
+    /// Writes then check before they create
     /// (FORMAT.md §12.2), and a program may want to tell its user.
     pub fn create_fallback_reason(&self) -> Option<String> {
         self.inner.create_fallback.as_ref().and_then(|r| r.get().cloned())

@@ -53,6 +53,7 @@ impl Server {
     /// Starts `command` (program, then arguments) and waits until it serves.
     pub async fn start(command: Vec<String>) -> Result<Server, RcloneFailure> {
         let shown = command.join(" ");
+        let program = command.first().cloned().unwrap_or_default();
         let (user, pass) = (random_token(), random_token());
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
@@ -77,7 +78,6 @@ impl Server {
                 let _ = child.wait();
             })
             .map_err(|reason| RcloneFailure::Spawn { program: shown.clone(), reason })?;
-        let program = shown.split(' ').next().unwrap_or_default().to_owned();
         let child = match tokio::task::spawn_blocking(move || started_rx.recv()).await {
             Ok(Ok(Ok(child))) => child,
             Ok(Ok(Err(reason))) => return Err(RcloneFailure::Spawn { program, reason }),
