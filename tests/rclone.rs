@@ -404,3 +404,28 @@ fn rclone_dies_with_a_killed_cairn() {
     child.wait().unwrap();
     assert_no_rclone_left(served);
 }
+
+/// `--rclone-args --append-only` (rclone refuses deletes and overwrites):
+/// backups work, forget is refused with a message that names the flag.
+#[test]
+fn append_only_rclone_takes_backups_and_refuses_forget() {
+    let Some(s) = rclone() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let location = s.location("append-only");
+    let cmd = |args: &[&str]| {
+        let mut c = cairn_on(s, &cache, &location, args);
+        c.env("CAIRN_RCLONE_ARGS", "--append-only");
+        c
+    };
+    let mut init = vec!["init"];
+    init.extend(support::FAST_KDF);
+    ok(run(&mut cmd(&init)));
+    let src = dir.path().join("src");
+    support::fstree::build(&src);
+    ok(run(&mut cmd(&["backup", "-q", src.to_str().unwrap()])));
+    std::fs::write(src.join("new-file"), b"more").unwrap();
+    ok(run(&mut cmd(&["backup", "-q", src.to_str().unwrap()])));
+    ok(run(&mut cmd(&["check"])));
+    fails(run(&mut cmd(&["forget", "--keep-last", "1"])), 1, &["access denied", "403", "--append-only"]);
+}

@@ -222,7 +222,8 @@ impl BackendKind {
             }
             BackendKind::Rclone => {
                 "the rclone remote's configuration: try `rclone lsd REMOTE:` by hand, or `rclone config reconnect \
-                 REMOTE:` for an expired login"
+                 REMOTE:` for an expired login; with --append-only in --rclone-args rclone refuses every delete \
+                 and overwrite (forget, prune)"
             }
             BackendKind::Memory | BackendKind::Custom => "the store's configuration",
         }
