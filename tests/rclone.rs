@@ -429,3 +429,45 @@ fn append_only_rclone_takes_backups_and_refuses_forget() {
     ok(run(&mut cmd(&["check"])));
     fails(run(&mut cmd(&["forget", "--keep-last", "1"])), 1, &["access denied", "403", "--append-only"]);
 }
+
+/// Prune without modification times: through rclone every object looks
+/// modified "now", so an unindexed pack (an interrupted backup's, or one
+/// still uploading) is never marked, however old; opened as a local
+/// directory, where the file's mtime is real, the same pack is marked.
+#[test]
+fn prune_through_rclone_never_marks_an_unindexed_pack() {
+    let Some(s) = rclone() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let location = s.location("prune-grace");
+    let local = dir_of(&location).display().to_string();
+    let on = |location: &str, args: &[&str]| {
+        let mut c = cairn_on(s, &cache, location, args);
+        c.env("CAIRN_TEST_MIN_GRACE_SECS", "1");
+        c
+    };
+    let mut init = vec!["init"];
+    init.extend(support::FAST_KDF);
+    ok(run(&mut on(&location, &init)));
+    let src = dir.path().join("src");
+    support::fstree::build(&src);
+    ok(run(&mut on(&location, &["backup", "-q", src.to_str().unwrap()])));
+    // An unindexed pack, two hours old on disk.
+    let body = b"an interrupted upload".to_vec();
+    let id = Id::of_object(&body);
+    let pack = dir_of(&location).join(FileKind::Pack.relative_path(&id));
+    std::fs::create_dir_all(pack.parent().unwrap()).unwrap();
+    std::fs::write(&pack, &body).unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options().write(true).open(&pack).unwrap().set_modified(old).unwrap();
+    for _ in 0..2 {
+        ok(run(&mut on(&location, &["prune", "--grace", "1s"])));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    assert!(pack.exists(), "never collected through rclone");
+    let trash = dir_of(&location).join("trash");
+    let records = || std::fs::read_dir(&trash).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(records(), 0, "nothing was marked through rclone");
+    ok(run(&mut on(&local, &["prune", "--grace", "1s"])));
+    assert_eq!(records(), 1, "the same pack is marked when its mtime is known");
+}
