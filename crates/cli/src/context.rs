@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::io::Read;
 
 use anyhow::{Context, Result, bail};
-use cairn_repo::{Backend, BackendOptions, Error, InitOptions, OpenOptions, Repository, S3Options, SftpOptions};
+use cairn_repo::{
+    Backend, BackendOptions, Error, InitOptions, OpenOptions, RcloneOptions, Repository, S3Options, SftpOptions,
+};
 
 use crate::args::GlobalArgs;
 use crate::password;
@@ -62,6 +64,7 @@ pub fn backend(global: &GlobalArgs, create: bool) -> Result<Backend> {
             secret_access_key: None,
         },
         sftp: SftpOptions { command: global.sftp_command.clone(), connections: global.sftp_connections },
+        rclone: RcloneOptions { program: global.rclone_program.clone(), args: global.rclone_args.clone() },
         ..Default::default()
     };
     Ok(Backend::open(&location(global)?, &options)?)

@@ -11,5 +11,5 @@ pub const LONG: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
     env!("CAIRN_GIT_COMMIT"),
-    ")\nbackends: local, s3 (and S3-compatible services), gcs, azure, sftp\nsources: files, stdin, command output, postgresql\nmount: fuse (read-only)"
+    ")\nbackends: local, s3 (and S3-compatible services), gcs, azure, sftp, rclone\nsources: files, stdin, command output, postgresql\nmount: fuse (read-only)"
 );

@@ -70,8 +70,8 @@ pub use view::{ContentReader, TreeLoader};
 
 // Storage.
 pub use storage::backend::{
-    Backend, BackendKind, BackendOptions, FileKind, ListedObject, RetryPolicy, S3Options, SftpOptions, UploadLeftover,
-    WriteOutcome,
+    Backend, BackendKind, BackendOptions, FileKind, ListedObject, RcloneOptions, RetryPolicy, S3Options, SftpOptions,
+    UploadLeftover, WriteOutcome,
 };
 pub use storage::cache::Cache;
 pub use storage::lease::Lease;

@@ -886,8 +886,21 @@ async fn read_verified(backend: &Backend, cache: Option<&Cache>, kind: FileKind,
     if let Some(bytes) = cache.and_then(|c| c.get(kind, id)) {
         return Ok(bytes);
     }
-    let bytes = backend.read(kind, id).await?;
-    let actual = Id::of_object(&bytes);
+    let mut bytes = backend.read(kind, id).await?;
+    let mut actual = Id::of_object(&bytes);
+    // A store without atomic create (rclone) shows an upload in progress
+    // under its final name: a listed index file or snapshot may still be
+    // arriving. Read it again a few times before calling it corrupt.
+    if actual != *id && backend.create_fallback_reason().is_some() {
+        for wait_ms in [250, 1000, 3000] {
+            tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+            bytes = backend.read(kind, id).await?;
+            actual = Id::of_object(&bytes);
+            if actual == *id {
+                break;
+            }
+        }
+    }
     if actual != *id {
         return Err(Error::corrupt(
             kind.relative_path(id),

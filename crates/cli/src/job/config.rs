@@ -85,7 +85,7 @@ pub struct MetricsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RepositoryConfig {
-    /// A path, `s3:BUCKET/PREFIX`, `gs:...` or `azure:...`.
+    /// A path, `s3:BUCKET/PREFIX`, `gs:...`, `azure:...`, `sftp:...` or `rclone:...`.
     pub location: String,
     /// The password is the first line of this file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +118,12 @@ pub struct RepositoryConfig {
     /// For an `sftp:` location: how many SFTP sessions to use (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sftp_connections: Option<usize>,
+    /// The rclone program for an `rclone:` location (default `rclone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rclone_program: Option<String>,
+    /// Extra arguments for `rclone serve restic` (e.g. `--config FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rclone_args: Option<String>,
     /// `KEY=VALUE` lines with the storage credentials
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`), so each repository
     /// can have its own.
@@ -827,6 +833,23 @@ filename = "hi.txt"
         let end = start + section[start..].find("```").expect("the block's end");
         let config = parse(&section[start..end]).unwrap();
         assert_eq!(config.validate().errors, Vec::<String>::new());
+    }
+
+    /// The NAS-plus-Google-Drive walkthrough's config parses and validates,
+    /// with its repositories on sftp: and rclone:.
+    #[test]
+    fn the_readme_nas_and_drive_walkthrough_checks() {
+        let readme = include_str!("../../../../README.md");
+        let section = &readme[readme.find("### A NAS plus Google Drive").expect("the walkthrough")..];
+        let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let end = start + section[start..].find("```").expect("the block's end");
+        let config = parse(&section[start..end]).unwrap();
+        assert_eq!(config.validate().errors, Vec::<String>::new());
+        assert!(config.repository("nas").unwrap().location.starts_with("sftp:"));
+        assert!(config.repository("gdrive").unwrap().location.starts_with("rclone:"));
+        assert_eq!(config.job("nightly").unwrap().copy_to, vec!["gdrive".to_owned()]);
+        let with_args = section[start..end].replace("# rclone-args", "rclone-args");
+        assert!(parse(&with_args).unwrap().repository("gdrive").unwrap().rclone_args.is_some());
     }
 
     /// Every recipe's config parses and validates.

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use cairn_repo::{
-    Backend, BackendOptions, FileOptions, GroupBy, InitOptions, OpenOptions, PathFilter, PruneOptions, Repository,
-    S3Options, SftpOptions, SnapshotFilter, SnapshotId, SnapshotOptions,
+    Backend, BackendOptions, FileOptions, GroupBy, InitOptions, OpenOptions, PathFilter, PruneOptions, RcloneOptions,
+    Repository, S3Options, SftpOptions, SnapshotFilter, SnapshotId, SnapshotOptions,
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -951,7 +951,9 @@ async fn open_repository(
     }
     let create = init.is_some();
     let sftp = SftpOptions { command: config.sftp_command.clone(), connections: config.sftp_connections };
-    let backend = Backend::open(&config.location, &BackendOptions { create, s3, sftp, ..Default::default() })?;
+    let rclone = RcloneOptions { program: config.rclone_program.clone(), args: config.rclone_args.clone() };
+    let options = BackendOptions { create, s3, sftp, rclone, ..Default::default() };
+    let backend = Backend::open(&config.location, &options)?;
     let repo = match init {
         Some(options) => Repository::open_or_init(backend, &password, options, open.clone()).await?,
         None => Repository::open(backend, &password, open.clone()).await?,

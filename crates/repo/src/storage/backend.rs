@@ -10,11 +10,14 @@
 //! | `gs:BUCKET[/PREFIX]` | Google Cloud Storage, credentials from the `GOOGLE_*` variables |
 //! | `azure:CONTAINER[/PREFIX]` | Azure Blob Storage, account and key from the `AZURE_*` variables |
 //! | `sftp:[USER@]HOST[:PORT]:/PATH`, `sftp:HOST:RELATIVE`, `sftp://[USER@]HOST[:PORT]//PATH` | a directory on an SFTP server, reached through the user's own `ssh` (or [`SftpOptions::command`]); see the `sftp` module |
+//! | `rclone:REMOTE:PATH`, `rclone:/PATH` | anything rclone reaches (Google Drive, OneDrive, Dropbox, …), through a `rclone serve restic` that cairn starts (see [`RcloneOptions`]); no conditional create, see the `rclone` module |
 //! | `memory:` | an in-process store, for tests and embedding |
 //!
 //! Every write uses `PutMode::Create` (nothing is overwritten in place);
 //! over SFTP that is a temporary file plus a hard link that refuses an
-//! existing name, checked by a probe before the first write.
+//! existing name, checked by a probe before the first write. rclone has no
+//! conditional create, so `rclone:` writes check first, then write, and
+//! compare an existing content-addressed object with their own bytes.
 //! Transient failures are retried twice over: object_store's HTTP clients retry
 //! 5xx, 429, timeouts and connection errors with exponential backoff, and this
 //! layer retries what still looks transient (see [`RetryPolicy`]) for every
@@ -39,6 +42,7 @@ use object_store::{
 
 use crate::error::{Error, Result, StorageError};
 use crate::format::id::Id;
+use crate::storage::rclone::{RcloneStore, location::RcloneLocation};
 use crate::storage::sftp::{self, SftpStore, location::SftpLocation};
 
 /// The kinds of objects in a repository and the directories they live in.
@@ -153,6 +157,20 @@ pub struct SftpOptions {
     pub connections: Option<usize>,
 }
 
+/// rclone settings (`rclone:` locations).
+#[derive(Debug, Clone, Default)]
+pub struct RcloneOptions {
+    /// The rclone executable (like restic's `rclone.program`). Default:
+    /// the `CAIRN_RCLONE_PROGRAM` variable, else `rclone` from `PATH`.
+    pub program: Option<String>,
+    /// Extra arguments for `rclone serve restic`, split like a shell would
+    /// (e.g. `--config /etc/cairn/rclone.conf --drive-chunk-size 64M`).
+    /// Unlike restic's `rclone.args` they are added to cairn's own
+    /// (`serve restic --addr 127.0.0.1:0 --cache-objects=false`), which
+    /// cairn needs. Default: the `CAIRN_RCLONE_ARGS` variable.
+    pub args: Option<String>,
+}
+
 /// Options for [`Backend::open`].
 #[derive(Debug, Clone, Default)]
 pub struct BackendOptions {
@@ -164,6 +182,8 @@ pub struct BackendOptions {
     pub s3: S3Options,
     /// SFTP settings.
     pub sftp: SftpOptions,
+    /// rclone settings.
+    pub rclone: RcloneOptions,
     /// Retry policy of the outer retry layer.
     pub retry: RetryPolicy,
 }
@@ -181,6 +201,8 @@ pub enum BackendKind {
     Azure,
     /// A directory on an SFTP server.
     Sftp,
+    /// A remote of rclone, through `rclone serve restic`.
+    Rclone,
     /// In-process memory.
     Memory,
     /// A store given by an embedding program.
@@ -197,6 +219,11 @@ impl BackendKind {
             BackendKind::Sftp => {
                 "the ssh login: key, agent, known_hosts and ~/.ssh/config entry for the host; \
                  try `ssh HOST` by hand, or set --sftp-command"
+            }
+            BackendKind::Rclone => {
+                "the rclone remote's configuration: try `rclone lsd REMOTE:` by hand, or `rclone config reconnect \
+                 REMOTE:` for an expired login; with --append-only in --rclone-args rclone refuses every delete \
+                 and overwrite (forget, prune)"
             }
             BackendKind::Memory | BackendKind::Custom => "the store's configuration",
         }
@@ -229,7 +256,7 @@ struct Inner {
     /// the async store (and its hop to another thread per read).
     local_dir: Option<std::path::PathBuf>,
     /// Set, with the reason, when the store found it cannot create objects
-    /// atomically (an SFTP server that fails the probe).
+    /// atomically (an SFTP server that fails the probe, rclone).
     create_fallback: Option<Arc<OnceLock<String>>>,
 }
 
@@ -319,6 +346,22 @@ impl Backend {
             let store = SftpStore::new(&parsed, command, connections);
             create_fallback = Some(store.fallback_reason());
             (BackendKind::Sftp, Arc::new(store), String::new(), parsed.to_string())
+        } else if let Some(rest) = location.strip_prefix("rclone:") {
+            let parsed = RcloneLocation::parse(rest).map_err(|reason| invalid(location, reason))?;
+            let program = options
+                .rclone
+                .program
+                .clone()
+                .or_else(|| std::env::var("CAIRN_RCLONE_PROGRAM").ok())
+                .filter(|p| !p.trim().is_empty())
+                .unwrap_or_else(|| "rclone".into());
+            let args = match options.rclone.args.clone().or_else(|| std::env::var("CAIRN_RCLONE_ARGS").ok()) {
+                Some(a) => sftp::location::split_command(&a).map_err(|reason| invalid(location, reason))?,
+                None => Vec::new(),
+            };
+            let store = RcloneStore::new(&parsed, program, args).map_err(|reason| invalid(location, reason))?;
+            create_fallback = Some(store.fallback_reason());
+            (BackendKind::Rclone, Arc::new(store), String::new(), parsed.to_string())
         } else if location == "memory:" || location.starts_with("memory:") {
             (BackendKind::Memory, Arc::new(InMemory::new()), String::new(), location.into())
         } else {
@@ -468,7 +511,8 @@ impl Backend {
 
     /// Why this store cannot create objects atomically, once it found out
     /// (an SFTP server that failed the probe before the first write, e.g.
-    /// `rclone serve sftp`). Writes then check before they create
+    /// `rclone serve sftp`; any `rclone:` location, from the start).
+    /// Writes then check before they create
     /// (FORMAT.md §12.2), and a program may want to tell its user.
     pub fn create_fallback_reason(&self) -> Option<String> {
         self.inner.create_fallback.as_ref().and_then(|r| r.get().cloned())
@@ -672,7 +716,7 @@ impl Backend {
                     StorageError(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }),
                 ..
             }) => {
-                if self.exists_path(name).await? {
+                if self.exists_path(name).await? && !self.replaces_torn(name, &parts).await? {
                     return Ok(WriteOutcome::AlreadyExists);
                 }
                 self.retrying("writing", name, || {
@@ -683,6 +727,42 @@ impl Backend {
             }
             other => other,
         }
+    }
+
+    /// On a store without conditional create, whether an existing object
+    /// `name` must be written again: it is content-addressed, our bytes
+    /// hash to its id, and what is stored differs from them. Such a store
+    /// may show an upload in progress, or one torn by a crash, under its
+    /// final name (rclone does), so its presence (or its size) proves
+    /// nothing about its content. Objects that are not content-addressed
+    /// (`config`, `locks/prune`) are never replaced.
+    async fn replaces_torn(&self, name: &str, parts: &[Bytes]) -> Result<bool> {
+        let Some(id) = name.rsplit('/').next().and_then(|n| n.parse::<Id>().ok()) else { return Ok(false) };
+        let ours: Vec<u8> = parts.concat();
+        if Id::of_object(&ours) != id {
+            return Ok(false);
+        }
+        let path = self.path(name);
+        let stored = match self
+            .retrying("checking", name, || async { self.inner.store.get(&path).await?.bytes().await })
+            .await
+        {
+            Ok(stored) => stored,
+            // Gone since the check (a writer's upload that failed): write it.
+            Err(Error::ObjectNotFound { .. }) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        if stored[..] == ours[..] {
+            return Ok(false);
+        }
+        tracing::warn!(
+            "{}: {name} is stored with other content ({} bytes, {} expected), probably an interrupted upload; \
+             writing it again",
+            self.inner.location,
+            stored.len(),
+            ours.len()
+        );
+        Ok(true)
     }
 
     async fn exists_path(&self, name: &str) -> Result<bool> {
@@ -873,7 +953,7 @@ fn unknown_scheme(location: &str) -> Option<&str> {
     let looks_like_one = scheme.len() >= 2
         && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
         && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    let known = ["local", "s3", "gs", "azure", "sftp", "memory"];
+    let known = ["local", "s3", "gs", "azure", "sftp", "rclone", "memory"];
     (looks_like_one && !known.contains(&scheme)).then_some(scheme)
 }
 
@@ -881,7 +961,7 @@ fn unknown_scheme(location: &str) -> Option<&str> {
 /// the common stores that have no scheme of their own.
 fn scheme_hint(scheme: &str) -> String {
     let supported = "supported: a local path (/srv/repo, local:/srv/repo), s3:BUCKET/PREFIX, \
-                     gs:BUCKET/PREFIX, azure:CONTAINER/PREFIX, sftp:[USER@]HOST:/PATH";
+                     gs:BUCKET/PREFIX, azure:CONTAINER/PREFIX, sftp:[USER@]HOST:/PATH, rclone:REMOTE:PATH";
     match scheme.to_ascii_lowercase().as_str() {
         "b2" => format!(
             "unknown scheme \"b2:\"; Backblaze B2 is reached through its S3 API: \
@@ -891,7 +971,7 @@ fn scheme_hint(scheme: &str) -> String {
         "r2" | "minio" | "wasabi" => {
             format!("unknown scheme \"{scheme}:\"; that store is reached through s3: with its endpoint ({supported})")
         }
-        "rclone" | "rest" | "swift" | "http" | "https" => {
+        "rest" | "swift" | "http" | "https" => {
             format!("the {scheme}: backend is not supported yet ({supported})")
         }
         _ => format!("unknown scheme \"{scheme}:\" ({supported})"),
@@ -996,7 +1076,11 @@ mod tests {
             ("sftp://user@host:2222//srv".into(), false, Ok(BackendKind::Sftp)),
             ("sftp:host".into(), false, Err("no ':' and path after the host")),
             ("sftp:host:".into(), false, Err("no path after the host")),
-            ("rclone:remote:x".into(), false, Err("the rclone: backend is not supported yet")),
+            // rclone: starts rclone on first use, so opening only parses.
+            ("rclone:remote:x".into(), false, Ok(BackendKind::Rclone)),
+            ("rclone:/srv/x".into(), false, Ok(BackendKind::Rclone)),
+            ("rclone:".into(), false, Err("no remote after rclone:")),
+            ("rest:http://host/".into(), false, Err("the rest: backend is not supported yet")),
             (format!("local:{existing}/b2:x"), true, Ok(BackendKind::Local)),
             (format!("{existing}/file"), true, Err("not a directory")),
         ];

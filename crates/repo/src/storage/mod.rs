@@ -4,4 +4,5 @@
 pub(crate) mod backend;
 pub(crate) mod cache;
 pub(crate) mod lease;
+pub(crate) mod rclone;
 pub(crate) mod sftp;
