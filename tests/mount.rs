@@ -38,28 +38,57 @@ fn is_mounted(point: &Path) -> bool {
     mounts.lines().any(|l| l.split(' ').nth(4) == Some(s(&point)))
 }
 
+/// A running `cairn mount`: a test that fails midway must not leave it
+/// serving (it would hold the mount for the rest of the machine's life).
+struct Mounted {
+    child: Option<Child>,
+    point: std::path::PathBuf,
+}
+
+impl Mounted {
+    fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.as_ref().map_or(0, |c| c.id() as i32))
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), signal).unwrap();
+    }
+
+    /// Waits for `cairn mount` to end and returns its stderr.
+    fn finished(mut self) -> String {
+        let out = self.child.take().unwrap().wait_with_output().unwrap();
+        assert!(out.status.success(), "cairn mount: {:?}: {}", out.status, stderr(&out));
+        stderr(&out)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGKILL);
+            let _ = child.wait();
+            let _ = Command::new("umount").arg("-l").arg(&self.point).output();
+        }
+    }
+}
+
 /// Starts `cairn mount` and waits until the mount serves `snapshots/`.
-fn start_mount(env: &Env, point: &Path, extra: &[&str]) -> Child {
+fn start_mount(env: &Env, point: &Path, extra: &[&str]) -> Mounted {
     let mut args = vec!["mount", s(point)];
     args.extend(extra);
-    let mut child = env.cmd(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let child = env.cmd(&args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut mounted = Mounted { child: Some(child), point: point.to_path_buf() };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !point.join("snapshots").exists() {
+        let child = mounted.child.as_mut().unwrap();
         if let Ok(Some(status)) = child.try_wait() {
-            let out = child.wait_with_output().unwrap();
+            let out = mounted.child.take().unwrap().wait_with_output().unwrap();
             panic!("cairn mount exited ({status}) before serving: {}", stderr(&out));
         }
         assert!(Instant::now() < deadline, "the mount did not come up in 30 s");
         std::thread::sleep(Duration::from_millis(50));
     }
-    child
-}
-
-/// Waits for `cairn mount` to end and returns its stderr.
-fn finished(child: Child) -> String {
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "cairn mount: {:?}: {}", out.status, stderr(&out));
-    stderr(&out)
+    mounted
 }
 
 #[test]
@@ -127,8 +156,8 @@ fn a_mounted_snapshot_is_the_restored_one() {
     assert_eq!(write.raw_os_error(), Some(nix::libc::EROFS), "{write}");
 
     // SIGTERM unmounts and ends the command.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let said = finished(child);
+    child.signal(nix::sys::signal::Signal::SIGTERM);
+    let said = child.finished();
     assert!(said.contains("unmounted"), "{said}");
     assert!(!is_mounted(&point), "still mounted");
 
@@ -137,12 +166,12 @@ fn a_mounted_snapshot_is_the_restored_one() {
     assert_eq!(names(&point.join("hosts")), ["db1"], "the filter applies");
     let umount = Command::new("umount").arg(&point).output().unwrap();
     if umount.status.success() {
-        finished(child);
+        child.finished();
     } else {
         // Not root: fusermount3 unmounts a user's FUSE mount.
         let fusermount = Command::new("fusermount3").arg("-u").arg(&point).output().unwrap();
         assert!(fusermount.status.success(), "{}{}", stderr(&umount), stderr(&fusermount));
-        finished(child);
+        child.finished();
     }
     assert!(!is_mounted(&point));
 }
@@ -200,6 +229,6 @@ fn a_postgresql_snapshot_shows_its_tables_as_csv() {
         assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want.stdout), "{file}");
         assert_eq!(std::fs::metadata(latest.join("csv").join(file)).unwrap().len(), got.len() as u64);
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    finished(child);
+    child.signal(nix::sys::signal::Signal::SIGINT);
+    child.finished();
 }
