@@ -179,9 +179,12 @@ impl BlobCache {
 /// How many blobs past a read are fetched ahead.
 const READ_AHEAD_BLOBS: usize = 8;
 
-/// Reads `len` bytes at `offset` of a file (fewer at its end), and starts
-/// fetching the blobs that follow.
-pub fn read(
+/// Reads `len` bytes at `offset` of a file (fewer at its end), hands
+/// them to `with`, and starts fetching the blobs that follow. A read
+/// within one blob (most are: the kernel asks for 128–256 KiB, blobs are
+/// about a MiB) is handed over as a slice of the cached blob, not copied.
+#[allow(clippy::too_many_arguments)]
+pub fn read_with<R>(
     repo: &Repository,
     index: &Arc<Index>,
     handle: &Handle,
@@ -189,21 +192,21 @@ pub fn read(
     file: &FileLayout,
     offset: u64,
     len: u64,
-) -> Result<Vec<u8>> {
+    with: impl FnOnce(&[u8]) -> R,
+) -> Result<R> {
     let pieces = file.pieces(offset, len);
-    let mut out = Vec::with_capacity(pieces.iter().map(|p| p.2 as usize).sum());
-    let mut last = None;
+    // Each piece: its blob (None for a hole) and the range of it to take.
+    let mut parts: Vec<(Option<Arc<Vec<u8>>>, std::ops::Range<usize>)> = Vec::with_capacity(pieces.len());
     for &(i, within, take) in &pieces {
-        last = Some(i);
         match &file.extents[i] {
-            Extent::Hole { .. } => out.resize(out.len() + take as usize, 0),
+            Extent::Hole { .. } => parts.push((None, 0..take as usize)),
             Extent::Blob { id, offset, length } => {
                 let blob = cache.get(id, || repo.read_blob_as_blocking(handle, index, id, BlobType::Data))?;
                 let start = u64::from(*offset) + within;
-                let slice = usize::try_from(start)
+                let range = usize::try_from(start)
                     .ok()
-                    .and_then(|s| blob.get(s..s + take as usize))
-                    .filter(|_| u64::from(*offset) + u64::from(*length) <= blob.len() as u64)
+                    .map(|s| s..s + take as usize)
+                    .filter(|r| r.end <= blob.len() && u64::from(*offset) + u64::from(*length) <= blob.len() as u64)
                     .ok_or_else(|| {
                         Error::corrupt(
                             format!("blob {id}"),
@@ -212,11 +215,11 @@ pub fn read(
                             ),
                         )
                     })?;
-                out.extend_from_slice(slice);
+                parts.push((Some(blob), range));
             }
         }
     }
-    if let Some(last) = last {
+    if let Some(&(last, _, _)) = pieces.last() {
         let ahead = file.extents[last + 1..].iter().filter_map(|e| match e {
             Extent::Blob { id, .. } => Some(id.0),
             Extent::Hole { .. } => None,
@@ -229,7 +232,17 @@ pub fn read(
             }
         }
     }
-    Ok(out)
+    if let [(Some(blob), range)] = parts.as_slice() {
+        return Ok(with(&blob[range.clone()]));
+    }
+    let mut out = Vec::with_capacity(parts.iter().map(|(_, r)| r.len()).sum());
+    for (blob, range) in &parts {
+        match blob {
+            Some(blob) => out.extend_from_slice(&blob[range.clone()]),
+            None => out.resize(out.len() + range.len(), 0),
+        }
+    }
+    Ok(with(&out))
 }
 
 #[cfg(test)]

@@ -71,7 +71,8 @@ pub struct SourceReader<'a> {
 
 impl SourceReader<'_> {
     fn read(&self, layout: &FileLayout, offset: u64, len: u64) -> Result<Vec<u8>> {
-        content::read(self.loader.repository(), self.loader.index(), self.handle, self.cache, layout, offset, len)
+        let (repo, index) = (self.loader.repository(), self.loader.index());
+        content::read_with(repo, index, self.handle, self.cache, layout, offset, len, <[u8]>::to_vec)
     }
 }
 

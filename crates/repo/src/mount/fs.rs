@@ -488,11 +488,17 @@ impl SnapshotFs {
 
     /// Up to `len` bytes of file `ino` at `offset` (fewer at its end).
     pub fn read(&self, ino: u64, offset: u64, len: u32) -> FsResult<Vec<u8>> {
+        self.read_with(ino, offset, len, <[u8]>::to_vec)
+    }
+
+    /// [`read`](SnapshotFs::read), handing the bytes to `with` (without
+    /// copying them when they lie in one cached blob).
+    pub fn read_with<R>(&self, ino: u64, offset: u64, len: u32, with: impl FnOnce(&[u8]) -> R) -> FsResult<R> {
         let inode = self.inode(ino)?;
         if let Inode::Derived { loader, .. } = &*inode {
             let converted = self.converted(&inode)?;
             let reader = SourceReader { loader, handle: &self.handle, cache: &self.cache };
-            return Ok(converted.read(&reader, offset, u64::from(len))?);
+            return Ok(with(&converted.read(&reader, offset, u64::from(len))?));
         }
         let Inode::Entry(entry) = &*inode else { return Err(FsError::IsADirectory) };
         let node = entry.node();
@@ -502,8 +508,8 @@ impl SnapshotFs {
             _ => return Err(FsError::NotFound),
         }
         let layout = self.layout_of(ino, &node);
-        let bytes =
-            content::read(&self.repo, entry.loader.index(), &self.handle, &self.cache, &layout, offset, u64::from(len));
+        let (repo, index) = (&self.repo, entry.loader.index());
+        let bytes = content::read_with(repo, index, &self.handle, &self.cache, &layout, offset, u64::from(len), with);
         bytes.map_err(|e| {
             tracing::warn!("reading {}: {e}", String::from_utf8_lossy(&node.name));
             FsError::from(e)

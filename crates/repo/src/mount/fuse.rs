@@ -209,9 +209,16 @@ impl Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, offset, size) {
-            Ok(bytes) => reply.data(&bytes),
-            Err(e) => reply.error(errno(&e)),
+        // The reply is sent from inside: the bytes need not be copied out
+        // of the blob cache first.
+        let mut reply = Some(reply);
+        let sent = self.fs.read_with(ino.0, offset, size, |bytes| {
+            if let Some(reply) = reply.take() {
+                reply.data(bytes);
+            }
+        });
+        if let (Err(e), Some(reply)) = (sent, reply) {
+            reply.error(errno(&e));
         }
     }
 
