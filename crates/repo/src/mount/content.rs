@@ -196,7 +196,8 @@ pub fn read_with<R>(
 ) -> Result<R> {
     let pieces = file.pieces(offset, len);
     // Each piece: its blob (None for a hole) and the range of it to take.
-    let mut parts: Vec<(Option<Arc<Vec<u8>>>, std::ops::Range<usize>)> = Vec::with_capacity(pieces.len());
+    type Part = (Option<Arc<Vec<u8>>>, std::ops::Range<usize>);
+    let mut parts: Vec<Part> = Vec::with_capacity(pieces.len());
     for &(i, within, take) in &pieces {
         match &file.extents[i] {
             Extent::Hole { .. } => parts.push((None, 0..take as usize)),
