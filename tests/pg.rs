@@ -490,7 +490,8 @@ fn bad_connections_fail_clearly_and_write_nothing() {
     fails(
         run(&mut cairn(&env, &["pg", "backup", "-d", &url])),
         1,
-        &["cannot connect to PostgreSQL", "is the server running"],
+        // The library's cause; the flag that sets the connection, added by the CLI.
+        &["cannot connect to PostgreSQL", "is the server running", "-d/--dbname"],
     );
     // A database that does not exist.
     fails(run(&mut cairn(&env, &["pg", "backup", "-d", &pg.conn("no_such_db")])), 1, &["no_such_db", "does not exist"]);

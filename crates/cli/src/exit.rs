@@ -98,6 +98,9 @@ pub fn message(e: &anyhow::Error) -> String {
 /// What to run next, for the errors where the library cannot say it (it
 /// knows no command names).
 fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    if let Some(cairn_pgsource::Error::Connect { .. }) = e.downcast_ref::<cairn_pgsource::Error>() {
+        return Some("the connection string is -d/--dbname (a postgresql:// URL or key=value pairs)");
+    }
     match e.downcast_ref::<Error>()? {
         Error::RepositoryNotFound { .. } => Some("run `cairn init` to create one there"),
         Error::DamagedForPrune(_) => {

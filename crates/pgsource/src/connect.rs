@@ -287,11 +287,11 @@ impl ConnSpec {
         let mut reason = crate::error::describe(e);
         let code = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
         let hint = match code.as_str() {
-            "28P01" => " (check the password: PGPASSWORD, the URL, or password= in --dbname)",
+            "28P01" => " (check the password: PGPASSWORD, the URL, or password= in the connection string)",
             "28000" => " (the server's pg_hba.conf does not let this role in from here, or the role does not exist)",
-            "3D000" => " (create the database, or name another with --dbname)",
+            "3D000" => " (create the database, or name another in the connection string)",
             _ if e.as_db_error().is_none() && !reason.contains("TLS") => {
-                " (is the server running and accepting connections there? check host and port: --dbname, PGHOST, PGPORT)"
+                " (is the server running and accepting connections there? check the host and port: the connection string, PGHOST, PGPORT)"
             }
             _ => "",
         };
