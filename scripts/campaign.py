@@ -236,7 +236,12 @@ def crafted(cairn, trials, seed, tally):
                 bad = crash_or_hang(tally, args[0], code, stderr)
                 if bad:
                     break
-                if b"\x1b" in stdout or b"\x1b" in stderr:
+                lines = stdout.count(b"\n")
+                if kind == "wide" and args[0] == "ls" and lines > 0:
+                    # Refused before the first line, not a million lines later.
+                    tally.wrong_bytes += 1
+                    bad = f"ls printed {lines} line(s) of a tree that expands without end"
+                elif b"\x1b" in stdout or b"\x1b" in stderr:
                     tally.wrong_bytes += 1
                     bad = f"{args[0]} printed a raw escape sequence"
                 elif code != 0 and not stderr.strip():

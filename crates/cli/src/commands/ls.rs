@@ -35,6 +35,11 @@ pub async fn run(global: &GlobalArgs, args: LsArgs) -> Result<()> {
         };
         if start.kind == NodeKind::Dir {
             let recursive = !args.no_recursive;
+            if recursive {
+                // A snapshot crafted to expand without end is refused before
+                // the first line, not after a million of them.
+                loader.measure(&start)?;
+            }
             loader.walk(&start, |rel, node| -> Result<bool> {
                 print(rel, node)?;
                 Ok(recursive)
