@@ -6,3 +6,4 @@ pub(crate) mod cache;
 pub(crate) mod lease;
 pub(crate) mod rclone;
 pub(crate) mod sftp;
+mod store_kit;

@@ -459,7 +459,7 @@ fn get_result(meta: ObjectMeta, range: std::ops::Range<u64>, data: Bytes) -> Get
 }
 
 fn not_implemented(operation: &str) -> object_store::Error {
-    object_store::Error::NotImplemented { operation: operation.into(), implementer: "RcloneStore".into() }
+    super::store_kit::not_implemented("RcloneStore", operation)
 }
 
 #[async_trait::async_trait]
@@ -500,17 +500,10 @@ impl ObjectStore for RcloneStore {
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
         let shared = self.inner.clone();
-        locations
-            .map(move |location| {
-                let shared = shared.clone();
-                async move {
-                    let location = location?;
-                    shared.delete(&location).await?;
-                    Ok(location)
-                }
-            })
-            .buffered(DELETE_PARALLEL)
-            .boxed()
+        super::store_kit::delete_each(locations, DELETE_PARALLEL, move |location| {
+            let shared = shared.clone();
+            async move { shared.delete(&location).await }
+        })
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
