@@ -153,20 +153,22 @@ impl Service {
         }
     }
 
-    /// A location in a bucket or container that does not exist.
-    pub fn missing_bucket_location(&self) -> String {
+    /// A location in a bucket or container that does not exist; `None`
+    /// for servers without buckets (SFTP, rclone: their own error tests
+    /// cover missing paths and remotes).
+    pub fn missing_bucket_location(&self) -> Option<String> {
         match self.kind {
-            Kind::S3 => format!("s3:{}/no-such-bucket/x", self.var("AWS_ENDPOINT_URL")),
-            Kind::Azure => "azure:no-such-container/x".into(),
-            Kind::Sftp => unimplemented!("SFTP has no buckets"),
-            Kind::Rclone => unimplemented!("a local rclone remote has no buckets"),
+            Kind::S3 => Some(format!("s3:{}/no-such-bucket/x", self.var("AWS_ENDPOINT_URL"))),
+            Kind::Azure => Some("azure:no-such-container/x".into()),
+            Kind::Sftp | Kind::Rclone => None,
         }
     }
 
     /// A location (and environment overrides) pointing at a port where
-    /// nothing listens.
-    pub fn unreachable(&self, port: u16) -> (String, Vec<(&'static str, String)>) {
-        match self.kind {
+    /// nothing listens; `None` for rclone, which listens on a port it
+    /// picks (its tests cover a missing program and an unknown remote).
+    pub fn unreachable(&self, port: u16) -> Option<(String, Vec<(&'static str, String)>)> {
+        Some(match self.kind {
             Kind::S3 => (format!("s3:http://127.0.0.1:{port}/{}/x", self.var("AWS_BUCKET")), vec![]),
             Kind::Azure => (
                 self.location("dead"),
@@ -177,8 +179,8 @@ impl Service {
             ),
             // The default command (`ssh -p PORT 127.0.0.1 -s sftp`), not the test's.
             Kind::Sftp => (format!("sftp:127.0.0.1:{port}:/x"), vec![("CAIRN_SFTP_COMMAND", String::new())]),
-            Kind::Rclone => unimplemented!("rclone serves on a port it picks"),
-        }
+            Kind::Rclone => return None,
+        })
     }
 
     /// The variable holding the secret, and the environment of a client.

@@ -42,7 +42,7 @@ pub fn cli_init_and_keys(service: &Service) {
 /// each give one line that names the cause.
 pub fn cli_errors_name_their_cause(service: &Service) {
     let cache = tempfile::tempdir().unwrap();
-    let missing = service.missing_bucket_location();
+    let missing = service.missing_bucket_location().expect("a scenario for stores with buckets (S3, Azure)");
     let mut init = vec!["init"];
     init.extend(FAST_KDF);
     for args in [&["key", "list"][..], &init[..]] {
@@ -56,7 +56,7 @@ pub fn cli_errors_name_their_cause(service: &Service) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let (location, overrides) = service.unreachable(port);
+    let (location, overrides) = service.unreachable(port).expect("a scenario for stores with buckets (S3, Azure)");
     let mut c = cairn_on(service, cache.path(), &location, &["key", "list"]);
     c.envs(overrides);
     fails(run(&mut c), 1, &["cannot reach", &port.to_string()]);
