@@ -307,6 +307,10 @@ fn first_use_creates_the_default_repository_with_a_private_password_file() {
     assert!(told.contains(s(&repo)) && told.contains(s(&pw)) && told.contains("safe"), "{told}");
     assert_eq!(std::fs::metadata(&pw).unwrap().permissions().mode() & 0o777, 0o600);
     assert!(repo.join("config").is_file());
+    // The generated password's key skips Argon2id (FORMAT.md §4.4).
+    let generated = std::fs::read_to_string(&pw).unwrap();
+    assert!(cairn_repo::is_generated_password(generated.trim_end().as_bytes()), "{generated}");
+    assert_eq!(key_algorithms(&repo), ["generated-password"]);
 
     let second = ok(run(&mut plain(&["backup", s(&src)])));
     assert!(second.contains("0 new, 0 changed, 1 unchanged"), "{second}");
@@ -322,6 +326,52 @@ fn first_use_creates_the_default_repository_with_a_private_password_file() {
     let mut cmd = plain(&["-r", s(&elsewhere), "backup", "--init", s(&src)]);
     cmd.env("CAIRN_PASSWORD", "pw");
     ok(run(&mut cmd));
+    // A typed password keeps Argon2id.
+    assert_eq!(key_algorithms(&elsewhere), ["argon2id"]);
+}
+
+/// The `kdf.algorithm` of each key file of a local repository.
+fn key_algorithms(repo: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(repo.join("keys")).unwrap() {
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.unwrap().path()).unwrap()).unwrap();
+        out.push(json["kdf"]["algorithm"].as_str().unwrap().to_owned());
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn init_and_key_add_generate_passwords_that_skip_argon2() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let dir = env.root().join("secrets");
+    let repo = env.root().join("generated-repo");
+    let first = dir.join("repo.password");
+    let bare = |args: &[&str]| {
+        let mut c = cairn(&env.root().join("cache"));
+        c.args(args).env_remove("CAIRN_PASSWORD");
+        c
+    };
+    let mut init = bare(&["-r", s(&repo), "init", "--generate-password", s(&first)]);
+    let told = ok(run(&mut init));
+    assert!(told.contains(s(&first)) && told.contains("safe"), "{told}");
+    assert_eq!(std::fs::metadata(&first).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(key_algorithms(&repo), ["generated-password"]);
+
+    // The file opens the repository; a second generated key and a typed one.
+    let with_file = |args: &[&str]| bare(&[&["-r", s(&repo), "--password-file", s(&first)], args].concat());
+    let second = dir.join("second.password");
+    ok(run(&mut with_file(&["key", "add", "--generate-password", s(&second)])));
+    let mut typed = with_file(&["key", "add", "--kdf-memory", "8MiB", "--kdf-iterations", "1"]);
+    typed.env("CAIRN_NEW_PASSWORD", "a person's password");
+    ok(run(&mut typed));
+    assert_eq!(key_algorithms(&repo), ["argon2id", "generated-password", "generated-password"]);
+    ok(run(&mut bare(&["-r", s(&repo), "--password-file", s(&second), "snapshots"])));
+
+    // An existing file is never overwritten.
+    let again = run(&mut with_file(&["key", "add", "--generate-password", s(&second)]));
+    fails(again, 1, &["cannot create the password file", "exists"]);
 }
 
 #[test]

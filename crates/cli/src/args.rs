@@ -662,6 +662,10 @@ pub struct InitArgs {
     pub pack_size: u32,
     #[command(flatten)]
     pub kdf: KdfArgs,
+    /// Generate a random password into FILE (new, mode 0600) instead of
+    /// asking for one; its key opens without Argon2id
+    #[arg(long, value_name = "FILE")]
+    pub generate_password: Option<PathBuf>,
     /// Share this repository's master secret and chunker, so `copy` from it
     /// moves packs verbatim (see README: copy and offsite)
     #[arg(long, value_name = "LOCATION")]
@@ -712,8 +716,12 @@ pub enum KeyCommand {
 #[derive(Debug, Args)]
 pub struct NewPasswordArgs {
     /// Read the new password from FILE (else CAIRN_NEW_PASSWORD, else a prompt)
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "generate_password")]
     pub new_password_file: Option<PathBuf>,
+    /// Generate a random password into FILE (new, mode 0600) and use it;
+    /// its key opens without Argon2id
+    #[arg(long, value_name = "FILE")]
+    pub generate_password: Option<PathBuf>,
     #[command(flatten)]
     pub kdf: KdfArgs,
 }

@@ -8,8 +8,6 @@
 
 use std::path::PathBuf;
 
-use std::io::Read;
-
 use anyhow::{Context, Result, bail};
 use cairn_repo::{
     Backend, BackendOptions, Error, InitOptions, OpenOptions, RcloneOptions, Repository, S3Options, SftpOptions,
@@ -175,28 +173,11 @@ pub(crate) async fn open_or_init(global: &GlobalArgs, init: bool, reporter: &Rep
 
 /// First use: a generated password in a 0600 file, a new repository.
 async fn init_default(global: &GlobalArgs, paths: &DefaultRepository, reporter: &Reporter) -> Result<Repository> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    // A generated password: its key opens without Argon2id (FORMAT.md §4.4).
     let pw = if paths.password_file.exists() {
         password::from_file(&paths.password_file)?
     } else {
-        let mut secret = [0u8; 24];
-        getrandom_fill(&mut secret)?;
-        let text = zeroize::Zeroizing::new(hex_string(&secret));
-        let dir = paths.password_file.parent().expect("the password file has a directory");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&paths.password_file)
-            .with_context(|| format!("cannot create the password file {}", paths.password_file.display()))?;
-        std::io::Write::write_all(&mut file, format!("{}\n", text.as_str()).as_bytes())?;
-        file.sync_all()?;
-        zeroize::Zeroizing::new(text.as_bytes().to_vec())
+        cairn::secret::generate_into(&paths.password_file)?
     };
     let backend = backend(global, true)?;
     let repo = Repository::init(backend, &pw, InitOptions::default(), open_options(global)).await?;
@@ -220,14 +201,4 @@ async fn init_default(global: &GlobalArgs, paths: &DefaultRepository, reporter: 
     }
     let _ = reporter;
     Ok(repo)
-}
-
-fn getrandom_fill(buf: &mut [u8]) -> Result<()> {
-    let mut f = std::fs::File::open("/dev/urandom").context("cannot open /dev/urandom")?;
-    f.read_exact(buf).context("cannot read /dev/urandom")?;
-    Ok(())
-}
-
-fn hex_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -82,9 +82,13 @@ pub fn new_repository_password(global: &GlobalArgs) -> Result<Password> {
     configured_or_asked(global, || prompt_twice("password for the new repository"))
 }
 
-/// The password of a key being added: `--new-password-file`, then
+/// The password of a key being added: `--generate-password`, then
+/// `--new-password-file`, then
 /// `CAIRN_NEW_PASSWORD`, then a prompt (twice).
 pub fn new_key_password(args: &NewPasswordArgs) -> Result<Password> {
+    if let Some(f) = &args.generate_password {
+        return Ok(cairn::secret::generate_into(f)?);
+    }
     if let Some(f) = &args.new_password_file {
         return from_file(f);
     }

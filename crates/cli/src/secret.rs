@@ -25,6 +25,14 @@ pub enum SecretError {
         /// The file.
         path: PathBuf,
     },
+    /// A generated password's file cannot be created or written.
+    #[error("cannot create the password file {}: {source}", path.display())]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The command cannot be started.
     #[error("cannot run the password command {command:?}: {source}")]
     Spawn {
@@ -82,4 +90,23 @@ pub fn from_command(command: &str) -> Result<Password, SecretError> {
         return Err(SecretError::Command { command: command.to_owned(), problem: "printed nothing".into() });
     }
     Ok(pw)
+}
+
+/// Generates a password with [`cairn_repo::generate_password`] into `path`:
+/// its directory is created (0700) if missing, the file is created new
+/// (never overwritten) with mode 0600 and synced before the password is
+/// returned, so a repository is never protected by a password that exists
+/// nowhere. Keys made with it skip Argon2id (FORMAT.md §4.4).
+pub fn generate_into(path: &Path) -> Result<Password, SecretError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let create = |source| SecretError::Create { path: path.to_owned(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(create)?;
+    }
+    let password = cairn_repo::generate_password();
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(create)?;
+    file.write_all(format!("{}\n", password.as_str()).as_bytes()).map_err(create)?;
+    file.sync_all().map_err(create)?;
+    Ok(Zeroizing::new(password.as_bytes().to_vec()))
 }

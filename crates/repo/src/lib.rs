@@ -64,7 +64,9 @@ pub use error::{Error, Result, StorageError};
 pub use util::{hostname, username};
 
 // Opening a repository and reading it.
-pub use repository::{IndexFiles, InitOptions, KeyInfo, KeyOptions, OpenOptions, Repository, SnapshotListing};
+pub use repository::{
+    IndexFiles, InitOptions, KeyInfo, KeyOptions, OpenOptions, PasswordKind, Repository, SnapshotListing,
+};
 pub use selection::{GroupBy, GroupKey, SnapshotFilter, group_snapshots, latest_per_group, split_snapshot_arg};
 pub use view::{ContentReader, TreeLoader};
 
@@ -82,7 +84,7 @@ pub use format::config::Config;
 pub use format::envelope::FormatError;
 pub use format::id::{DataId, Id, PackId, SnapshotId, TreeId};
 pub use format::index::{Index, IndexFile};
-pub use format::keys::{KdfParams, KeyFile, KeyKind};
+pub use format::keys::{KdfParams, KeyFile, KeyKind, generate_password, is_generated_password};
 pub use format::pack::PackHeader;
 pub use format::snapshot::{Snapshot, SnapshotSummary};
 pub use format::tree::{Extent, Node, NodeKind, Time, Tree};

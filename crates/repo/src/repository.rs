@@ -17,7 +17,9 @@ use crate::format::crypto::SecretKey;
 use crate::format::envelope::{self, FormatError, INDEX_MAGIC, SNAPSHOT_MAGIC};
 use crate::format::id::{Id, SnapshotId};
 use crate::format::index::{BlobLocation, Index, IndexFile, PackInfo};
-use crate::format::keys::{KdfParams, KeyFile, KeyFileError, KeyKind, KeyMaterial, SessionKeyError};
+use crate::format::keys::{
+    KdfParams, KeyFile, KeyFileError, KeyKind, KeyMaterial, SessionKeyError, is_generated_password,
+};
 use crate::format::pack::{self, PackHeader};
 use crate::format::snapshot::Snapshot;
 use crate::storage::backend::{Backend, FileKind, WriteOutcome};
@@ -39,6 +41,10 @@ pub struct InitOptions {
     /// Reuse this master secret instead of a random one (a repository meant
     /// to receive verbatim pack copies from another one).
     pub master: Option<SecretKey>,
+    /// Who made the password: a person (Argon2id) or
+    /// [`generate_password`](crate::generate_password) (no Argon2id); by
+    /// default, decided by the password's form.
+    pub password_kind: PasswordKind,
 }
 
 impl Default for InitOptions {
@@ -50,6 +56,7 @@ impl Default for InitOptions {
             kdf_memory_kib: KdfParams::DEFAULT_MEMORY_KIB,
             kdf_iterations: KdfParams::DEFAULT_ITERATIONS,
             master: None,
+            password_kind: PasswordKind::ByForm,
         }
     }
 }
@@ -91,6 +98,23 @@ impl Default for OpenOptions {
     }
 }
 
+/// Who made a key's password, which decides how it is stretched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PasswordKind {
+    /// Decided by the password's form: a password of the form
+    /// [`generate_password`](crate::generate_password) gives is
+    /// [`Generated`](Self::Generated), anything else
+    /// [`Chosen`](Self::Chosen).
+    #[default]
+    ByForm,
+    /// A person chose it: Argon2id makes each guess cost memory and time.
+    Chosen,
+    /// [`generate_password`](crate::generate_password) made it (256 random
+    /// bits): one BLAKE3 derivation, so opening costs nothing measurable.
+    /// Creating a key refuses a password that is not of that form.
+    Generated,
+}
+
 /// Settings for [`Repository::add_key`].
 #[derive(Debug, Clone)]
 pub struct KeyOptions {
@@ -100,6 +124,8 @@ pub struct KeyOptions {
     pub kdf_memory_kib: u32,
     /// Argon2id passes.
     pub kdf_iterations: u32,
+    /// Who made the password (see [`InitOptions::password_kind`]).
+    pub password_kind: PasswordKind,
     /// Host name recorded in the key file.
     pub hostname: String,
     /// User name recorded in the key file.
@@ -112,6 +138,7 @@ impl Default for KeyOptions {
             kind: KeyKind::Full,
             kdf_memory_kib: KdfParams::DEFAULT_MEMORY_KIB,
             kdf_iterations: KdfParams::DEFAULT_ITERATIONS,
+            password_kind: PasswordKind::ByForm,
             hostname: crate::util::hostname(),
             username: crate::util::username(),
         }
@@ -133,7 +160,8 @@ pub struct KeyInfo {
     pub hostname: String,
     /// User who created it.
     pub username: String,
-    /// Argon2id memory in KiB.
+    /// Argon2id memory in KiB (`None` for a generated password's key, or
+    /// a damaged file).
     pub kdf_memory_kib: Option<u32>,
     /// Why the file cannot be used, if it cannot.
     pub problem: Option<String>,
@@ -183,7 +211,15 @@ impl std::fmt::Debug for Repository {
     }
 }
 
-fn validate_kdf(memory_kib: u32, iterations: u32) -> Result<KdfParams> {
+fn validate_kdf(kind: PasswordKind, password: &[u8], memory_kib: u32, iterations: u32) -> Result<KdfParams> {
+    let generated = match kind {
+        PasswordKind::ByForm => is_generated_password(password),
+        PasswordKind::Chosen => false,
+        PasswordKind::Generated => true,
+    };
+    if generated {
+        return Ok(KdfParams::generated());
+    }
     if !(KdfParams::MIN_MEMORY_KIB..=KdfParams::MAX_MEMORY_KIB).contains(&memory_kib) || !(1..=64).contains(&iterations)
     {
         return Err(Error::InvalidArgument(format!(
@@ -205,7 +241,7 @@ impl Repository {
         open: OpenOptions,
     ) -> Result<Repository> {
         options.chunker.validate().map_err(|e| Error::InvalidArgument(format!("chunker: {e}")))?;
-        let kdf = validate_kdf(options.kdf_memory_kib, options.kdf_iterations)?;
+        let kdf = validate_kdf(options.password_kind, password, options.kdf_memory_kib, options.kdf_iterations)?;
         let material = match options.master {
             Some(master) => KeyMaterial::from_master(master),
             None => KeyMaterial::generate(),
@@ -516,7 +552,7 @@ impl Repository {
                     created: Some(f.created),
                     hostname: f.hostname,
                     username: f.username,
-                    kdf_memory_kib: Some(f.kdf.memory_kib),
+                    kdf_memory_kib: f.kdf.memory_kib(),
                     problem: None,
                 },
                 Err(e) => KeyInfo {
@@ -543,7 +579,7 @@ impl Repository {
             (KeyKind::PutOnly, _) => self.inner.keys.to_put_only(),
             (KeyKind::Full, KeyKind::PutOnly) => return Err(Error::PutOnlyKey { action: "add a full key" }),
         };
-        let kdf = validate_kdf(options.kdf_memory_kib, options.kdf_iterations)?;
+        let kdf = validate_kdf(options.password_kind, password, options.kdf_memory_kib, options.kdf_iterations)?;
         let file = KeyFile::create(&material, password, kdf, options.hostname, options.username)
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
         let bytes = file.encode();

@@ -14,14 +14,17 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<()> {
             "no repository given: use -r/--repo LOCATION or set CAIRN_REPOSITORY (`cairn backup` creates a default repository by itself)"
         );
     }
-    let pw = password::new_repository_password(global)?;
+    let pw = match &args.generate_password {
+        Some(file) => cairn::secret::generate_into(file)?,
+        None => password::new_repository_password(global)?,
+    };
     let mut options = InitOptions {
         chunker: ChunkerParams { min_size: args.chunk_min, avg_size: args.chunk_avg, max_size: args.chunk_max },
         compression_level: args.compression,
         pack_size: args.pack_size,
         kdf_memory_kib: kdf_kib(args.kdf.kdf_memory)?,
         kdf_iterations: args.kdf.kdf_iterations,
-        master: None,
+        ..InitOptions::default()
     };
     if let Some(from) = &args.from_repo {
         // Same secret and chunker as the source: copies move packs verbatim.
@@ -42,7 +45,13 @@ pub async fn run(global: &GlobalArgs, args: InitArgs) -> Result<()> {
     } else if !global.quiet {
         println!("created cairn repository {} at {}", repo.id().short(), repo.location());
         println!();
-        println!("The password is needed to read the repository: losing it means losing the backups.");
+        match &args.generate_password {
+            Some(file) => println!(
+                "The password is in {} (mode 0600): keep a copy somewhere safe, without it the backups cannot be read.",
+                file.display()
+            ),
+            None => println!("The password is needed to read the repository: losing it means losing the backups."),
+        }
     }
     Ok(())
 }

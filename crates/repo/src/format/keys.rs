@@ -191,22 +191,62 @@ enum KeyPayload {
     PutOnly { content_id_key: String, chunker_secret: String, config_key: String, repository_public_key: String },
 }
 
-/// Argon2id parameters, stored in each key file.
+/// How a key file's wrapping key is derived from its password, stored in
+/// each key file (`kdf`, tagged by `algorithm`).
+///
+/// A password a person chose gets Argon2id, which makes each guess cost
+/// memory and time. A password cairn generated ([`generate_password`]: 256
+/// random bits) cannot be guessed whatever the cost per guess, so stretching
+/// it adds nothing but a fifth of a second and 64 MiB to every command; its
+/// key files use one BLAKE3 derivation instead (FORMAT.md §4.4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KdfParams {
-    /// Always `argon2id`.
-    pub algorithm: String,
-    /// Argon2 version, 19 (0x13).
-    pub version: u32,
-    /// Memory in KiB.
-    pub memory_kib: u32,
-    /// Passes over memory.
-    pub iterations: u32,
-    /// Lanes.
-    pub parallelism: u32,
-    /// Random salt, base64.
-    pub salt: String,
+#[serde(tag = "algorithm", deny_unknown_fields)]
+pub enum KdfParams {
+    /// Argon2id (RFC 9106), for passwords people choose.
+    #[serde(rename = "argon2id")]
+    Argon2id {
+        /// Argon2 version, 19 (0x13).
+        version: u32,
+        /// Memory in KiB.
+        memory_kib: u32,
+        /// Passes over memory.
+        iterations: u32,
+        /// Lanes.
+        parallelism: u32,
+        /// Random salt, base64.
+        salt: String,
+    },
+    /// One BLAKE3 derivation, for a password made by [`generate_password`];
+    /// refused for any other password when a key is created.
+    #[serde(rename = "generated-password")]
+    GeneratedPassword {
+        /// Random salt, base64.
+        salt: String,
+    },
+}
+
+/// The prefix of a password made by [`generate_password`].
+const GENERATED_PREFIX: &str = "cairn1-";
+/// Its random bytes (hex after the prefix): 256 bits.
+const GENERATED_BYTES: usize = 32;
+/// BLAKE3 context of the wrapping key for generated passwords.
+const GENERATED_WRAP_CONTEXT: &str = "cairn v1 generated password key file";
+
+/// A new random password for a repository nobody types a password for:
+/// `cairn1-` and 64 hex digits (256 bits from the operating system's
+/// generator). Keys made with it and [`KdfParams::generated`] open without
+/// Argon2id.
+pub fn generate_password() -> Zeroizing<String> {
+    let bytes = Zeroizing::new(crypto::random_array::<GENERATED_BYTES>());
+    Zeroizing::new(format!("{GENERATED_PREFIX}{}", hex::encode(&bytes[..])))
+}
+
+/// Whether `password` has the form [`generate_password`] gives. The form is what is checked: it keeps a typed
+/// password from being stored without Argon2id by mistake.
+pub fn is_generated_password(password: &[u8]) -> bool {
+    password.strip_prefix(GENERATED_PREFIX.as_bytes()).is_some_and(|hex| {
+        hex.len() == 2 * GENERATED_BYTES && hex.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    })
 }
 
 impl KdfParams {
@@ -220,10 +260,9 @@ impl KdfParams {
     /// key file cannot make cairn allocate without bound.
     pub const MAX_MEMORY_KIB: u32 = 4 * 1024 * 1024;
 
-    /// Fresh parameters with a random 16-byte salt.
+    /// Fresh Argon2id parameters with a random 16-byte salt.
     pub fn new(memory_kib: u32, iterations: u32) -> Self {
-        KdfParams {
-            algorithm: "argon2id".into(),
+        KdfParams::Argon2id {
             version: 0x13,
             memory_kib,
             iterations,
@@ -232,24 +271,50 @@ impl KdfParams {
         }
     }
 
+    /// Fresh parameters for a [generated password](generate_password), with
+    /// a random 16-byte salt.
+    pub fn generated() -> Self {
+        KdfParams::GeneratedPassword { salt: B64.encode(crypto::random_array::<16>()) }
+    }
+
+    /// Argon2id's memory in KiB; `None` for generated passwords.
+    pub fn memory_kib(&self) -> Option<u32> {
+        match self {
+            KdfParams::Argon2id { memory_kib, .. } => Some(*memory_kib),
+            KdfParams::GeneratedPassword { .. } => None,
+        }
+    }
+
+    /// Whether opening a key with these parameters costs little: no
+    /// Argon2id, or Argon2id with at most `memory_kib` and `iterations`
+    /// (fuzzing unlocks only such keys).
+    pub fn is_cheaper_than(&self, memory_kib: u32, iterations: u32) -> bool {
+        match self {
+            KdfParams::Argon2id { memory_kib: m, iterations: t, .. } => *m <= memory_kib && *t <= iterations,
+            KdfParams::GeneratedPassword { .. } => true,
+        }
+    }
+
     fn check(&self) -> Result<Vec<u8>, String> {
-        if self.algorithm != "argon2id" {
-            return Err(format!("unsupported KDF {:?}", self.algorithm));
-        }
-        if self.version != 0x13 {
-            return Err(format!("unsupported Argon2 version {}", self.version));
-        }
-        if !(8..=Self::MAX_MEMORY_KIB).contains(&self.memory_kib)
-            || !(1..=64).contains(&self.iterations)
-            || !(1..=64).contains(&self.parallelism)
-            || self.memory_kib < 8 * self.parallelism
-        {
-            return Err(format!(
-                "KDF parameters out of range (memory {} KiB, {} iterations, {} lanes)",
-                self.memory_kib, self.iterations, self.parallelism
-            ));
-        }
-        let salt = B64.decode(&self.salt).map_err(|e| format!("salt: {e}"))?;
+        let salt = match self {
+            KdfParams::Argon2id { version, memory_kib, iterations, parallelism, salt } => {
+                if *version != 0x13 {
+                    return Err(format!("unsupported Argon2 version {version}"));
+                }
+                if !(8..=Self::MAX_MEMORY_KIB).contains(memory_kib)
+                    || !(1..=64).contains(iterations)
+                    || !(1..=64).contains(parallelism)
+                    || *memory_kib < 8 * parallelism
+                {
+                    return Err(format!(
+                        "KDF parameters out of range (memory {memory_kib} KiB, {iterations} iterations, {parallelism} lanes)"
+                    ));
+                }
+                salt
+            }
+            KdfParams::GeneratedPassword { salt } => salt,
+        };
+        let salt = B64.decode(salt).map_err(|e| format!("salt: {e}"))?;
         if !(16..=64).contains(&salt.len()) {
             return Err(format!("salt of {} bytes (16 to 64 allowed)", salt.len()));
         }
@@ -258,12 +323,23 @@ impl KdfParams {
 
     fn derive(&self, password: &[u8]) -> Result<SecretKey, String> {
         let salt = self.check()?;
-        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-            .map_err(|e| format!("KDF parameters: {e}"))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-        let mut out = Zeroizing::new([0u8; 32]);
-        argon.hash_password_into(password, &salt, &mut out[..]).map_err(|e| format!("KDF: {e}"))?;
-        Ok(SecretKey::from_bytes(*out))
+        match self {
+            KdfParams::Argon2id { memory_kib, iterations, parallelism, .. } => {
+                let params = argon2::Params::new(*memory_kib, *iterations, *parallelism, Some(32))
+                    .map_err(|e| format!("KDF parameters: {e}"))?;
+                let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+                let mut out = Zeroizing::new([0u8; 32]);
+                argon.hash_password_into(password, &salt, &mut out[..]).map_err(|e| format!("KDF: {e}"))?;
+                Ok(SecretKey::from_bytes(*out))
+            }
+            KdfParams::GeneratedPassword { .. } => {
+                // The salt's length is bounded (16..=64), so `salt || password`
+                // parses back unambiguously; the key material is the secret.
+                let mut hasher = blake3::Hasher::new_derive_key(GENERATED_WRAP_CONTEXT);
+                hasher.update(&[salt.len() as u8]).update(&salt).update(password);
+                Ok(SecretKey::from_bytes(*hasher.finalize().as_bytes()))
+            }
+        }
     }
 }
 
@@ -307,6 +383,11 @@ impl KeyFile {
         hostname: String,
         username: String,
     ) -> Result<Self, KeyFileError> {
+        if matches!(kdf, KdfParams::GeneratedPassword { .. }) && !is_generated_password(password) {
+            return Err(KeyFileError::Malformed(
+                "a password chosen by a person needs Argon2id; only a generated password (cairn1-…) may skip it".into(),
+            ));
+        }
         let wrapping = kdf.derive(password).map_err(KeyFileError::Malformed)?;
         let payload = Zeroizing::new(
             serde_json::to_vec(&material.to_payload()).map_err(|e| KeyFileError::Malformed(e.to_string()))?,
@@ -389,10 +470,54 @@ mod tests {
     }
 
     #[test]
+    fn generated_passwords_open_without_argon2_and_typed_ones_cannot_skip_it() {
+        let material = KeyMaterial::generate();
+        let password = generate_password();
+        assert!(is_generated_password(password.as_bytes()));
+        let file =
+            KeyFile::create(&material, password.as_bytes(), KdfParams::generated(), "h".into(), "u".into()).unwrap();
+        let json = String::from_utf8(file.encode()).unwrap();
+        assert!(json.contains("\"algorithm\": \"generated-password\""), "{json}");
+        let decoded = KeyFile::decode(json.as_bytes()).unwrap();
+        assert_eq!(decoded.kdf.memory_kib(), None);
+        let opened = decoded.unlock(password.as_bytes()).unwrap();
+        assert_eq!(opened.content_id(b"x"), material.content_id(b"x"));
+        let other = generate_password();
+        assert_ne!(*other, *password);
+        assert_eq!(decoded.unlock(other.as_bytes()).err(), Some(KeyFileError::WrongPassword));
+
+        for typed in [&b"correct horse battery staple"[..], b"cairn1-", b"cairn1-00", &[b'x'; 71][..]] {
+            let err = KeyFile::create(&material, typed, KdfParams::generated(), "h".into(), "u".into()).unwrap_err();
+            assert!(err.to_string().contains("needs Argon2id"), "{err}");
+        }
+        let upper = format!("cairn1-{}", "AB".repeat(32));
+        assert!(!is_generated_password(upper.as_bytes()));
+        assert!(!is_generated_password(format!("{}\n", password.as_str()).as_bytes()));
+    }
+
+    #[test]
+    fn key_files_name_their_algorithm_and_reject_unknown_fields() {
+        let material = KeyMaterial::generate();
+        let file = KeyFile::create(&material, b"pw", fast_kdf(), "h".into(), "u".into()).unwrap();
+        let json = String::from_utf8(file.encode()).unwrap();
+        assert!(json.contains("\"algorithm\": \"argon2id\"") && json.contains("\"memory_kib\": 8192"), "{json}");
+        for (from, to) in [
+            ("\"algorithm\": \"argon2id\"", "\"algorithm\": \"scrypt\""),
+            ("\"parallelism\": 1", "\"parallelism\": 1, \"extra\": 1"),
+            ("\"algorithm\": \"argon2id\"", "\"algorithm\": \"generated-password\""),
+        ] {
+            let forged = json.replace(from, to);
+            assert_ne!(forged, json);
+            assert!(matches!(KeyFile::decode(forged.as_bytes()), Err(KeyFileError::Malformed(_))), "{forged}");
+        }
+    }
+
+    #[test]
     fn forged_kdf_parameters_are_refused_before_use() {
         let material = KeyMaterial::generate();
         let mut file = KeyFile::create(&material, b"pw", fast_kdf(), "h".into(), "u".into()).unwrap();
-        file.kdf.memory_kib = u32::MAX;
+        let KdfParams::Argon2id { memory_kib, .. } = &mut file.kdf else { panic!("argon2id") };
+        *memory_kib = u32::MAX;
         assert!(matches!(KeyFile::decode(&file.encode()), Err(KeyFileError::Malformed(_))));
     }
 }
