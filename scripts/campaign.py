@@ -5,6 +5,7 @@ user would make it.
   scripts/campaign.py                      # the long run (release binary)
   scripts/campaign.py --quick              # the slice scripts/test.sh runs
   scripts/campaign.py --trials 500 --seed 7 --binary target/release/cairn
+  scripts/campaign.py --only crafted --seed 2026   # one campaign (flips, kills, crafted, args)
 
 Three campaigns, each trial seeded (the seed of a failing trial reproduces it):
 
@@ -390,7 +391,13 @@ def main():
     ap.add_argument("--trials", type=int, default=200, help="trials per campaign (flips, kills)")
     ap.add_argument("--seed", type=int, default=None, help="default: 1 with --quick (CI is repeatable), else the clock")
     ap.add_argument("--quick", action="store_true", help="a small, fast slice (debug binary, 12 trials each)")
+    ap.add_argument("--only", default="flips,kills,crafted,args",
+                    help="which campaigns to run, comma-separated (default: all four)")
     args = ap.parse_args()
+    only = set(args.only.split(","))
+    unknown = only - {"flips", "kills", "crafted", "args"}
+    if unknown:
+        ap.error(f"unknown campaign(s) {', '.join(sorted(unknown))}: choose from flips, kills, crafted, args")
     if args.seed is None:
         args.seed = 1 if args.quick else int(time.time()) % 100000
     if args.quick:
@@ -400,12 +407,18 @@ def main():
     if not os.access(args.binary, os.X_OK):
         sys.exit(f"{args.binary} not found: build it first (cargo build --release -p cairn)")
     print(f"campaign: {args.binary}, {args.trials} trials per campaign, seed {args.seed}", flush=True)
-    tallies = [Tally("byte flips"), Tally("kill -9"), Tally("crafted objects"), Tally("bad arguments")]
+    campaigns = [
+        ("flips", Tally("byte flips"), lambda t: flips(args.binary, args.trials, args.seed, t)),
+        ("kills", Tally("kill -9"), lambda t: kills(args.binary, args.trials, args.seed, t)),
+        ("crafted", Tally("crafted objects"), lambda t: crafted(args.binary, args.trials, args.seed, t)),
+        ("args", Tally("bad arguments"), lambda t: bad_arguments(args.binary, args.seed, t)),
+    ]
+    tallies = []
     started = time.time()
-    flips(args.binary, args.trials, args.seed, tallies[0])
-    kills(args.binary, args.trials, args.seed, tallies[1])
-    crafted(args.binary, args.trials, args.seed, tallies[2])
-    bad_arguments(args.binary, args.seed, tallies[3])
+    for name, tally, run_campaign in campaigns:
+        if name in only:
+            run_campaign(tally)
+            tallies.append(tally)
     print()
     print("| campaign | trials | passed | clean errors | panics | wrong bytes | hangs | lost snapshots / wrong exit |")
     print("|---|---|---|---|---|---|---|---|")

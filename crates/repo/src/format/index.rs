@@ -174,9 +174,14 @@ pub struct PackInfo {
 
 /// All blobs of a repository, by id: the union of every index file that no
 /// other index file supersedes.
+///
+/// Memory is what bounds a repository's size, so blobs are kept compactly:
+/// a sorted vector of (id, 16-byte location), 48 bytes per blob, searched by
+/// bisection, plus a hash map for blobs added since it was sorted, merged in
+/// when it grows past an eighth of the vector (ARCHITECTURE.md, "Scale").
 #[derive(Debug, Default, Clone)]
 pub struct Index {
-    blobs: HashMap<Id, BlobLocation>,
+    blobs: BlobTable,
     packs: Vec<PackInfo>,
     pack_positions: HashMap<PackId, u32>,
     files: HashSet<Id>,
@@ -191,22 +196,32 @@ impl Index {
             files.iter().filter(|(_, f)| f.authenticated).flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
         files.sort_by_key(|(id, f)| (!f.authenticated, *id));
         let mut index = Index::default();
+        let mut entries = Vec::with_capacity(
+            files
+                .iter()
+                .filter(|(id, _)| !superseded.contains(id))
+                .flat_map(|(_, f)| &f.packs)
+                .map(|p| p.blobs.len())
+                .sum(),
+        );
         for (id, file) in files {
             if superseded.contains(&id) {
                 continue;
             }
             index.files.insert(id);
             for pack in file.packs {
-                index.add_pack(&pack, file.authenticated);
+                let position = index.pack_position(&pack);
+                let trusted = file.authenticated;
+                entries.extend(pack.blobs.iter().map(|b| (b.id, PackedLocation::new(position, b, trusted))));
             }
         }
+        index.blobs = BlobTable::from_entries(entries);
         index
     }
 
-    /// Adds (or re-adds) a pack and its blobs; `trusted` when an
-    /// authenticated index file lists it.
-    pub fn add_pack(&mut self, pack: &IndexedPack, trusted: bool) {
-        let position = match self.pack_positions.get(&pack.id) {
+    /// The position of `pack` in [`Index::packs`], adding it if new.
+    fn pack_position(&mut self, pack: &IndexedPack) -> u32 {
+        match self.pack_positions.get(&pack.id) {
             Some(&p) => p,
             None => {
                 let p = self.packs.len() as u32;
@@ -214,29 +229,26 @@ impl Index {
                 self.pack_positions.insert(pack.id, p);
                 p
             }
-        };
+        }
+    }
+
+    /// Adds (or re-adds) a pack and its blobs; `trusted` when an
+    /// authenticated index file lists it.
+    pub fn add_pack(&mut self, pack: &IndexedPack, trusted: bool) {
+        let position = self.pack_position(pack);
         for b in &pack.blobs {
-            let location = BlobLocation {
-                pack: position,
-                blob_type: b.blob_type,
-                offset: b.offset,
-                length: b.length,
-                raw_length: b.raw_length,
-                trusted,
-            };
+            let location = PackedLocation::new(position, b, trusted);
             match self.blobs.get_mut(&b.id) {
-                Some(existing) if trusted && !existing.trusted => *existing = location,
+                Some(existing) if trusted && !existing.trusted() => *existing = location,
                 Some(_) => {}
-                None => {
-                    self.blobs.insert(b.id, location);
-                }
+                None => self.blobs.insert(b.id, location),
             }
         }
     }
 
     /// Where `id` is stored, if anywhere.
     pub fn get(&self, id: &Id) -> Option<(&PackInfo, BlobLocation)> {
-        self.blobs.get(id).map(|loc| (&self.packs[loc.pack as usize], *loc))
+        self.blobs.get(id).map(|loc| (&self.packs[loc.pack() as usize], loc.unpack()))
     }
 
     /// Whether some index file lists pack `id`.
@@ -246,18 +258,18 @@ impl Index {
 
     /// Whether the repository has blob `id` (listed by any index file).
     pub fn contains(&self, id: &Id) -> bool {
-        self.blobs.contains_key(id)
+        self.blobs.get(id).is_some()
     }
 
     /// Whether an authenticated index file lists blob `id`: what a writer
     /// may deduplicate against without uploading the blob itself.
     pub fn contains_trusted(&self, id: &Id) -> bool {
-        self.blobs.get(id).is_some_and(|l| l.trusted)
+        self.blobs.get(id).is_some_and(|l| l.trusted())
     }
 
-    /// Every indexed blob with its location.
-    pub fn blobs(&self) -> impl Iterator<Item = (&Id, &BlobLocation)> {
-        self.blobs.iter()
+    /// Every indexed blob with its location (in no particular order).
+    pub fn blobs(&self) -> impl Iterator<Item = (&Id, BlobLocation)> {
+        self.blobs.iter().map(|(id, loc)| (id, loc.unpack()))
     }
 
     /// Number of distinct blobs.
@@ -273,6 +285,124 @@ impl Index {
     /// The index files this index was built from (superseded ones excluded).
     pub fn files(&self) -> &HashSet<Id> {
         &self.files
+    }
+
+    /// Bytes of memory the blob table holds (its allocated capacity), for
+    /// the scale benchmark.
+    pub fn blob_table_bytes(&self) -> usize {
+        self.blobs.allocated_bytes()
+    }
+}
+
+/// A [`BlobLocation`] in 16 bytes: the pack position shares its word with
+/// the blob type and trust bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PackedLocation {
+    /// Pack position (low 30 bits), [`Self::TREE`] and [`Self::TRUSTED`].
+    pack_and_flags: u32,
+    offset: u32,
+    length: u32,
+    raw_length: u32,
+}
+
+impl PackedLocation {
+    const TREE: u32 = 1 << 31;
+    const TRUSTED: u32 = 1 << 30;
+    /// Packs an index can hold: 2^30, about 16 PiB of 16 MiB packs.
+    const MAX_PACKS: u32 = 1 << 30;
+
+    fn new(pack: u32, blob: &PackEntry, trusted: bool) -> Self {
+        assert!(pack < Self::MAX_PACKS, "more than 2^30 packs in one index");
+        let tree = if blob.blob_type == BlobType::Tree { Self::TREE } else { 0 };
+        let trust = if trusted { Self::TRUSTED } else { 0 };
+        PackedLocation {
+            pack_and_flags: pack | tree | trust,
+            offset: blob.offset,
+            length: blob.length,
+            raw_length: blob.raw_length,
+        }
+    }
+
+    fn pack(&self) -> u32 {
+        self.pack_and_flags & (Self::MAX_PACKS - 1)
+    }
+
+    fn trusted(&self) -> bool {
+        self.pack_and_flags & Self::TRUSTED != 0
+    }
+
+    fn unpack(&self) -> BlobLocation {
+        BlobLocation {
+            pack: self.pack(),
+            blob_type: if self.pack_and_flags & Self::TREE != 0 { BlobType::Tree } else { BlobType::Data },
+            offset: self.offset,
+            length: self.length,
+            raw_length: self.raw_length,
+            trusted: self.trusted(),
+        }
+    }
+}
+
+/// Blob id → location: a sorted vector searched by bisection, and a hash
+/// map for recent additions. An id is in at most one of the two.
+#[derive(Debug, Default, Clone)]
+struct BlobTable {
+    sorted: Vec<(Id, PackedLocation)>,
+    recent: HashMap<Id, PackedLocation>,
+}
+
+impl BlobTable {
+    /// A table of `entries`, where for an id listed more than once a trusted
+    /// entry wins over an untrusted one, and otherwise the first listed.
+    fn from_entries(mut entries: Vec<(Id, PackedLocation)>) -> Self {
+        // A stable sort keeps the listing order among equal keys.
+        entries.sort_by_key(|(id, loc)| (*id, !loc.trusted()));
+        entries.dedup_by_key(|(id, _)| *id);
+        entries.shrink_to_fit();
+        BlobTable { sorted: entries, recent: HashMap::new() }
+    }
+
+    fn position(&self, id: &Id) -> Option<usize> {
+        self.sorted.binary_search_by(|(probe, _)| probe.cmp(id)).ok()
+    }
+
+    fn get(&self, id: &Id) -> Option<PackedLocation> {
+        match self.position(id) {
+            Some(i) => Some(self.sorted[i].1),
+            None => self.recent.get(id).copied(),
+        }
+    }
+
+    fn get_mut(&mut self, id: &Id) -> Option<&mut PackedLocation> {
+        match self.position(id) {
+            Some(i) => Some(&mut self.sorted[i].1),
+            None => self.recent.get_mut(id),
+        }
+    }
+
+    /// Inserts an id that is not in the table.
+    fn insert(&mut self, id: Id, location: PackedLocation) {
+        self.recent.insert(id, location);
+        // Merging costs a sort of the whole table, so it happens when the
+        // map has grown by a fraction of the vector: amortised O(log n).
+        if self.recent.len() > (self.sorted.len() / 8).max(1 << 14) {
+            self.sorted.extend(self.recent.drain());
+            self.sorted.sort_unstable_by_key(|(id, _)| *id);
+            self.recent = HashMap::new();
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Id, &PackedLocation)> {
+        self.sorted.iter().map(|(id, loc)| (id, loc)).chain(self.recent.iter())
+    }
+
+    fn len(&self) -> usize {
+        self.sorted.len() + self.recent.len()
+    }
+
+    fn allocated_bytes(&self) -> usize {
+        self.sorted.capacity() * std::mem::size_of::<(Id, PackedLocation)>()
+            + self.recent.capacity() * (std::mem::size_of::<(Id, PackedLocation)>() + 1)
     }
 }
 
@@ -346,5 +476,70 @@ mod tests {
             assert!(index.contains_trusted(&Id([3; 32])));
             assert!(index.contains(&Id([4; 32])) && !index.contains_trusted(&Id([4; 32])));
         }
+    }
+
+    /// The compact table answers exactly as a plain map would, across many
+    /// merges of recent additions into the sorted vector, with trusted
+    /// entries replacing untrusted ones wherever they live.
+    #[test]
+    fn blob_table_matches_a_map_across_merges() {
+        let mut index = Index::default();
+        let mut reference: HashMap<Id, BlobLocation> = HashMap::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..40u32 {
+            let trusted = round % 3 != 1;
+            let blobs: Vec<PackEntry> = (0..2_000)
+                .map(|i| {
+                    // Some ids repeat across rounds (re-listed or repacked blobs).
+                    let n = if i % 10 == 0 { next() % 500 } else { next() };
+                    let mut id = [0u8; 32];
+                    id[..8].copy_from_slice(&n.to_le_bytes());
+                    PackEntry {
+                        blob_type: if n % 4 == 0 { BlobType::Tree } else { BlobType::Data },
+                        id: Id(id),
+                        offset: i * 10,
+                        length: 10,
+                        raw_length: n as u32 % 1000,
+                    }
+                })
+                .collect();
+            let mut pack_id = [0xee; 32];
+            pack_id[..4].copy_from_slice(&round.to_le_bytes());
+            let pack = IndexedPack { id: PackId(Id(pack_id)), size: 1 << 20, session_public: [0; 32], blobs };
+            index.add_pack(&pack, trusted);
+            for b in &pack.blobs {
+                let location = BlobLocation {
+                    pack: round,
+                    blob_type: b.blob_type,
+                    offset: b.offset,
+                    length: b.length,
+                    raw_length: b.raw_length,
+                    trusted,
+                };
+                match reference.get_mut(&b.id) {
+                    Some(existing) if trusted && !existing.trusted => *existing = location,
+                    Some(_) => {}
+                    None => {
+                        reference.insert(b.id, location);
+                    }
+                }
+            }
+        }
+        assert!(!index.blobs.sorted.is_empty(), "the test must cross a merge");
+        assert_eq!(index.blob_count(), reference.len());
+        for (id, location) in &reference {
+            assert_eq!(index.get(id).map(|(_, l)| l), Some(*location));
+            assert_eq!(index.contains_trusted(id), location.trusted);
+        }
+        let listed: HashMap<Id, BlobLocation> = index.blobs().map(|(id, l)| (*id, l)).collect();
+        assert_eq!(listed, reference);
+        assert!(!index.contains(&Id([0xab; 32])));
+        assert_eq!(std::mem::size_of::<(Id, PackedLocation)>(), 48);
     }
 }

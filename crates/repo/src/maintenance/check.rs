@@ -202,7 +202,7 @@ pub async fn check(repo: &Repository, read_data: Option<Subset>) -> Result<Check
         let selected = subset.select(&present);
         let mut by_pack: HashMap<Id, Vec<(Id, BlobLocation)>> = HashMap::new();
         for (id, loc) in index.blobs() {
-            by_pack.entry(*index.packs()[loc.pack as usize].id).or_default().push((*id, *loc));
+            by_pack.entry(*index.packs()[loc.pack as usize].id).or_default().push((*id, loc));
         }
         let results: Vec<(Id, Result<PackVerdict>)> = futures::stream::iter(selected)
             .map(|pack_id| {
