@@ -98,18 +98,20 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod chunker;
 mod gear;
 mod params;
+mod scan;
 mod stream;
 
-pub use crate::chunker::{Chunker, Chunks};
+pub use crate::chunker::{Chunker, Chunks, KernelUnavailable};
 pub use crate::gear::GearTable;
 pub use crate::params::{
     AVG_SIZE_LOWER, AVG_SIZE_UPPER, ChunkerParams, MAX_SIZE_LOWER, MAX_SIZE_UPPER, MIN_SIZE_LOWER, MIN_SIZE_UPPER,
     ParamsError, SizeField,
 };
+pub use crate::scan::Kernel;
 pub use crate::stream::{Chunk, StreamChunker};
