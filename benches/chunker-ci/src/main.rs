@@ -15,12 +15,12 @@
 //!
 //! The verdict is the ratio of the two throughputs, not an absolute time: a
 //! busy or slow CI machine slows both alike, while a regression in cairn's
-//! chunker shows as a lower ratio. Runs are interleaved (cairn, fastcdc,
-//! then fastcdc, cairn in the next round) and each side keeps its best
-//! round, the run least disturbed by the rest of the machine. On a machine
-//! busy with other work the ratio still drifts (cairn's SIMD lanes lose more
-//! to a busy sibling thread than fastcdc's one chain), hence up to 30 rounds:
-//! CI runs this after the tests, alone.
+//! chunker shows as a lower ratio. Times are the thread's CPU time on Linux
+//! (other processes do not count), wall-clock time elsewhere. Runs are
+//! interleaved (cairn, fastcdc, then fastcdc, cairn in the next round) and
+//! each side keeps its best round, the run least disturbed by the rest of
+//! the machine (which still shares caches and memory bandwidth), with up to
+//! 30 rounds: CI runs this after the tests, alone.
 //!
 //! ```text
 //! chunker-ci [--out FILE] [--rounds N] [--min-ratio R] [--commit SHA]
@@ -240,11 +240,25 @@ fn gbps(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e9
 }
 
-/// Runs `f` and returns how long it took and what it returned.
+/// Runs `f` and returns how long it took and what it returned: the CPU time
+/// of this thread where Linux tells it (`/proc/thread-self/schedstat`, in
+/// nanoseconds), which other processes on the machine do not inflate; the
+/// wall-clock time elsewhere.
 fn time<T>(f: impl FnOnce() -> T) -> (Duration, T) {
-    let t = Instant::now();
+    let (cpu, wall) = (thread_cpu_time(), Instant::now());
     let out = black_box(f());
-    (t.elapsed(), out)
+    let elapsed = match (cpu, thread_cpu_time()) {
+        (Some(before), Some(after)) if after > before => after - before,
+        _ => wall.elapsed(),
+    };
+    (elapsed, out)
+}
+
+/// CPU time this thread has run so far, if the kernel reports it.
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 fn measure(
