@@ -372,6 +372,29 @@ mod tests {
         }
     }
 
+    /// The same with sizes where the SIMD kernels run, for each kernel this
+    /// CPU runs: the stream chunker searches piece by piece like this.
+    #[test]
+    fn split_search_equals_whole_search_every_kernel() {
+        let data = random_bytes(17, 4_000_000);
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+            let c = chunker(65536, 262_144, 1_048_576, 4).with_kernel(kernel).expect("available");
+            let mut offset = 0;
+            while offset < data.len() {
+                let rest = &data[offset..];
+                let end = rest.len().min(c.max) & !1;
+                let whole = c.search(rest, c.min, end);
+                assert_eq!(c.cut(rest), c.cut_reference(rest), "{kernel}: offset {offset}");
+                for split in [0, 64, 100, 32 * 1024 - 1, 32 * 1024, 100_000, 196_607, 196_608, 500_000] {
+                    let split = (c.min + split).min(end);
+                    let parts = c.search(rest, c.min, split).or_else(|| c.search(rest, split, end));
+                    assert_eq!(parts, whole, "{kernel}: offset {offset} split {split}");
+                }
+                offset += c.cut(rest);
+            }
+        }
+    }
+
     fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
         let mut x = seed | 1;
         (0..len)
