@@ -9,7 +9,7 @@
 //! low 32 bits of the full 64-bit hash, so a position whose `h & mask`
 //! (low 32 bits of the mask) is not zero is no cut point. The few that pass
 //! (one in `2^12` with the default 1 MiB average) are checked with the full
-//! hash ([`is_cut`]).
+//! hash ([`is_cut`](super::is_cut)).
 //!
 //! Per 16 bytes of each lane (256 bytes in all):
 //!
