@@ -325,6 +325,26 @@ mod tests {
     }
 
     #[test]
+    fn with_kernel_accepts_exactly_the_available_kernels() {
+        let c = chunker(4096, 16384, 65536, 1);
+        assert_eq!(c.kernel(), Kernel::detect());
+        assert!(Kernel::detect().is_available());
+        for kernel in Kernel::ALL {
+            match c.clone().with_kernel(kernel) {
+                Ok(c) => {
+                    assert!(kernel.is_available());
+                    assert_eq!(c.kernel(), kernel);
+                }
+                Err(e) => {
+                    assert!(!kernel.is_available());
+                    assert_eq!(e, KernelUnavailable(kernel));
+                    assert!(e.to_string().contains(kernel.name()), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn masks_match_fastcdc_rounding() {
         for avg in (256u32..=4 * 1024 * 1024).step_by(2) {
             let float = (f64::from(avg)).log2().round() as u32;
