@@ -1,22 +1,68 @@
 //! Chunking throughput: cairn's keyed multi-lane FastCDC against the
 //! `fastcdc` crate's `v2020` implementation, on 256 MiB of random bytes and
 //! 256 MiB of log/CSV-like text, with the default 512 KiB / 1 MiB / 8 MiB
-//! sizes.
+//! sizes, on slices and on streams. cairn runs the scan kernel its CPU
+//! supports best (`Kernel::detect`, printed first); `cairn-<kernel>/slice`
+//! measures each other kernel the CPU runs.
 //!
 //! `cargo bench --bench chunker`. Each variant runs 10 samples (criterion's
 //! minimum) with flat sampling, so the whole run takes a couple of minutes.
+//! Times are the benchmark thread's CPU time on Linux ([`CpuTime`]), so that
+//! other processes on a shared machine do not count (they still share its
+//! caches and memory bandwidth); wall-clock time elsewhere.
 
 use std::hint::black_box;
 use std::io::{Cursor, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cairn_chunker::{Chunker, ChunkerParams, GearTable};
+use cairn_chunker::{Chunker, ChunkerParams, GearTable, Kernel};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use fastcdc::v2020::{FastCDC, Normalization, StreamCDC};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
 const DATA_LEN: usize = 256 * 1024 * 1024;
+
+/// Criterion measurement of the thread's CPU time, read from
+/// `/proc/thread-self/schedstat` (nanoseconds on the CPU); wall-clock time
+/// where that file is missing.
+struct CpuTime;
+
+/// Source of the duration formatter [`CpuTime`] shares with wall time.
+static WALL_TIME: WallTime = WallTime;
+
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(stat.split_whitespace().next()?.parse().ok()?))
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = (Option<Duration>, Instant);
+    type Value = Duration;
+
+    fn start(&self) -> Self::Intermediate {
+        (thread_cpu_time(), Instant::now())
+    }
+    fn end(&self, (cpu, wall): Self::Intermediate) -> Duration {
+        match (cpu, thread_cpu_time()) {
+            (Some(before), Some(after)) if after >= before => after - before,
+            _ => wall.elapsed(),
+        }
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        WALL_TIME.formatter()
+    }
+}
 
 fn random_data() -> Vec<u8> {
     let mut data = vec![0u8; DATA_LEN];
@@ -75,7 +121,7 @@ fn text_data() -> Vec<u8> {
     out
 }
 
-fn bench_dataset(c: &mut Criterion, name: &str, data: &[u8]) {
+fn bench_dataset(c: &mut Criterion<CpuTime>, name: &str, data: &[u8]) {
     let params = ChunkerParams::default();
     let (min, avg, max) = (params.min_size as usize, params.avg_size as usize, params.max_size as usize);
     let chunker = Chunker::new(params, GearTable::from_secret(&[7; 32])).expect("valid params");
@@ -88,8 +134,9 @@ fn bench_dataset(c: &mut Criterion, name: &str, data: &[u8]) {
     assert!(ranges.iter().map(|r| r.len()).eq(streamed.iter().copied()));
     let fastcdc_chunks = FastCDC::with_level(data, min, avg, max, Normalization::Level1).count();
     eprintln!(
-        "{name}: {} bytes, cairn {} chunks (mean {} bytes), fastcdc {fastcdc_chunks} chunks",
+        "{name}: {} bytes, cairn ({} kernel) {} chunks (mean {} bytes), fastcdc {fastcdc_chunks} chunks",
         data.len(),
+        chunker.kernel(),
         ranges.len(),
         data.len() / ranges.len().max(1),
     );
@@ -111,6 +158,13 @@ fn bench_dataset(c: &mut Criterion, name: &str, data: &[u8]) {
                 .sum::<usize>()
         })
     });
+    for kernel in Kernel::ALL.into_iter().filter(|&k| k != chunker.kernel()) {
+        let Ok(other) = chunker.clone().with_kernel(kernel) else { continue };
+        assert!(other.chunks(data).eq(ranges.iter().cloned()), "the {kernel} kernel cuts differently");
+        group.bench_function(format!("cairn-{kernel}/slice"), |b| {
+            b.iter(|| other.chunks(black_box(data)).map(|r| r.len()).sum::<usize>())
+        });
+    }
     group.bench_function("fastcdc/slice", |b| {
         b.iter(|| {
             FastCDC::with_level(black_box(data), min, avg, max, Normalization::Level1)
@@ -128,7 +182,7 @@ fn bench_dataset(c: &mut Criterion, name: &str, data: &[u8]) {
     group.finish();
 }
 
-fn chunker_benches(c: &mut Criterion) {
+fn chunker_benches(c: &mut Criterion<CpuTime>) {
     let random = random_data();
     bench_dataset(c, "random", &random);
     drop(random);
@@ -136,5 +190,9 @@ fn chunker_benches(c: &mut Criterion) {
     bench_dataset(c, "text", &text);
 }
 
-criterion_group!(benches, chunker_benches);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(CpuTime);
+    targets = chunker_benches
+}
 criterion_main!(benches);

@@ -4,10 +4,9 @@ use std::io::Read;
 use std::ops::Range;
 use std::sync::Arc;
 
-use zeroize::Zeroize;
-
 use crate::gear::GearTable;
 use crate::params::{ChunkerParams, ParamsError};
+use crate::scan::{self, Kernel, Tables, WARM, roll};
 use crate::stream::StreamChunker;
 
 /// Cut-point masks by rounded `log2` of the average chunk size, copied from
@@ -69,210 +68,6 @@ pub(crate) fn select_masks(avg_size: u32) -> (u64, u64) {
     (mask_s, mask_l)
 }
 
-/// Bytes hashed before the first tested position of a lane. A 64-bit gear
-/// hash only depends on the last 64 bytes it consumed: every older byte's
-/// table entry has been shifted out of the word. (63 would do, since the
-/// entry of the 64th byte back is shifted by 64 bits; 64 keeps the warm-up in
-/// whole groups of four bytes.)
-const WARM: usize = 64;
-
-/// Number of independent hash chains interleaved by [`scan_lanes`]. Four
-/// hide the latency of one chain; the fifth gave a few percent more on the
-/// development machine (AMD EPYC, Zen 3/4).
-const LANES: usize = 5;
-
-/// Bytes tested by each lane per block in [`scan`]. A block covers
-/// `LANES * LANE_LEN` positions; each lane first re-hashes the [`WARM`] bytes
-/// before its part (overhead `WARM / LANE_LEN`), and on a hit the earlier
-/// lanes still finish their part (on average about a lane of extra work per
-/// chunk). 4 KiB balances the two for chunks around 1 MiB.
-const LANE_LEN: usize = 4096;
-
-/// Tails shorter than this many bytes per lane are scanned sequentially.
-const MIN_TAIL_LANE: usize = 256;
-
-/// The gear table shifted left by 0, 1, 2 and 3 bits, as used by
-/// [`scan_lanes`]. (`[0]` and `[1]` are the table and its left-shifted twin.)
-/// Wiped when the last chunker using it is dropped: it is derived from the
-/// repository's secret, and knowing it predicts every cut point.
-struct ShiftedTables([[u64; 256]; 4]);
-
-impl std::ops::Deref for ShiftedTables {
-    type Target = [[u64; 256]; 4];
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl Drop for ShiftedTables {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
-/// One gear hash step: shift out the oldest bit, add the next byte's entry.
-#[inline(always)]
-fn roll(hash: u64, gear: &[u64; 256], byte: u8) -> u64 {
-    (hash << 1).wrapping_add(gear[usize::from(byte)])
-}
-
-/// Sequential scan of `window = data[from - WARM .. to]`: hashes the first
-/// [`WARM`] bytes without testing them, then returns the offset (relative to
-/// `from`) of the first position whose hash has no bit of `mask` set.
-fn scan_sequential(gear: &[u64; 256], window: &[u8], mask: u64) -> Option<usize> {
-    let (warm, body) = window.split_at_checked(WARM)?;
-    let mut hash = warm.iter().fold(0u64, |h, &b| roll(h, gear, b));
-    for (offset, &byte) in body.iter().enumerate() {
-        hash = roll(hash, gear, byte);
-        if hash & mask == 0 {
-            return Some(offset);
-        }
-    }
-    None
-}
-
-/// Finishes a lane scan after lane `lane` hit at offset `pos`: lanes before
-/// it come first in the data, so the cut is the first hit of lanes
-/// `0..lane` after `pos` (they have none up to `pos`), else `pos` in `lane`.
-///
-/// `shifted[k]` is lane `k`'s hash at offset `pos` shifted left by one (only
-/// its bits below 61 need to be right, see [`scan_lanes`]). Runs about once
-/// per chunk.
-#[cold]
-#[inline(never)]
-fn resolve_hit(
-    gear: &[u64; 256],
-    body: &[&[u8]; LANES],
-    shifted: [u64; LANES],
-    lane: usize,
-    pos: usize,
-    mask: u64,
-) -> usize {
-    for (k, (bytes, &start)) in body.iter().zip(&shifted).enumerate().take(lane) {
-        let mut hash_shifted = start;
-        for (offset, &byte) in bytes.iter().enumerate().skip(pos + 1) {
-            let hash = hash_shifted.wrapping_add(gear[usize::from(byte)]);
-            if hash & mask == 0 {
-                return k * bytes.len() + offset;
-            }
-            hash_shifted = hash << 1;
-        }
-    }
-    lane * body[0].len() + pos
-}
-
-/// Interleaved scan of `window = data[from - WARM .. from + LANES * lane]`
-/// with [`LANES`] independent hash chains, lane `k` testing positions
-/// `from + k * lane .. from + (k + 1) * lane` after warming up on the
-/// [`WARM`] bytes before them. `lane` must be a multiple of 4 and
-/// `mask < 2^60`.
-///
-/// Returns the offset (relative to `from`) of the first position whose hash
-/// has no bit of `mask` set, exactly as a sequential scan would.
-///
-/// One hash chain is latency-bound (shift, then add, for every byte), so the
-/// lanes are interleaved for the CPU to overlap them. Each lane then costs
-/// per byte a byte load, a table add and a test-and-branch, plus one shift per
-/// four bytes: with `w = h << 4` at the start of a group of bytes `a b c d`,
-/// `w + (G[a] << 3)` is `h_a << 3`, adding `G[b] << 2` gives `h_b << 2`, and
-/// so on down to `h_d` itself, so `h_a & mask == 0` is tested as
-/// `w & (mask << 3) == 0`, etc. (The shifted-out top bits never matter: bits
-/// only carry upwards, and the masks are below bit 61.) Every test is its own
-/// rarely taken branch.
-#[inline(always)]
-fn scan_lanes(tables: &ShiftedTables, window: &[u8], lane: usize, mask: u64) -> Option<usize> {
-    let [g0, g1, g2, g3] = &tables.0;
-    let lane = lane & !3;
-    // Lane k's warm-up bytes, then the bytes it tests. Sub-slicing to a known
-    // length lets the optimizer drop the bounds checks below.
-    let mut warm: [&[u8]; LANES] = [&[]; LANES];
-    let mut body: [&[u8]; LANES] = [&[]; LANES];
-    for k in 0..LANES {
-        let part = window.get(k * lane..)?.get(..WARM + lane)?;
-        let (w, b) = part.split_at(WARM);
-        warm[k] = &w[..WARM];
-        body[k] = &b[..lane];
-    }
-
-    let mut hash = [0u64; LANES];
-    for j in (0..WARM).step_by(4) {
-        for k in 0..LANES {
-            hash[k] = (hash[k] << 4)
-                .wrapping_add(g3[usize::from(warm[k][j])])
-                .wrapping_add(g2[usize::from(warm[k][j + 1])])
-                .wrapping_add(g1[usize::from(warm[k][j + 2])])
-                .wrapping_add(g0[usize::from(warm[k][j + 3])]);
-        }
-    }
-
-    let (m0, m1, m2, m3) = (mask, mask << 1, mask << 2, mask << 3);
-    let mut j = 0;
-    while j + 3 < lane {
-        for k in 0..LANES {
-            hash[k] = (hash[k] << 4).wrapping_add(g3[usize::from(body[k][j])]);
-            if hash[k] & m3 == 0 {
-                // hash[0..=k] hold the hashes at j shifted left by 3.
-                let shifted = hash.map(|h| h >> 2);
-                return Some(resolve_hit(g0, &body, shifted, k, j, mask));
-            }
-        }
-        for k in 0..LANES {
-            hash[k] = hash[k].wrapping_add(g2[usize::from(body[k][j + 1])]);
-            if hash[k] & m2 == 0 {
-                let shifted = hash.map(|h| h >> 1);
-                return Some(resolve_hit(g0, &body, shifted, k, j + 1, mask));
-            }
-        }
-        for k in 0..LANES {
-            hash[k] = hash[k].wrapping_add(g1[usize::from(body[k][j + 2])]);
-            if hash[k] & m1 == 0 {
-                return Some(resolve_hit(g0, &body, hash, k, j + 2, mask));
-            }
-        }
-        for k in 0..LANES {
-            hash[k] = hash[k].wrapping_add(g0[usize::from(body[k][j + 3])]);
-            if hash[k] & m0 == 0 {
-                let shifted = hash.map(|h| h << 1);
-                return Some(resolve_hit(g0, &body, shifted, k, j + 3, mask));
-            }
-        }
-        j += 4;
-    }
-    None
-}
-
-/// Returns the first position `i` in `from..to` whose gear hash (over the
-/// bytes up to and including `data[i]`) has no bit of `mask` set.
-///
-/// Requires `from >= WARM`, that the hash origin is at or before
-/// `from - WARM` (every tested hash covers 64 bytes of the chunk's search
-/// region), and `mask < 2^60`. Returns `None` if the range does not fit
-/// `data`.
-fn scan(tables: &ShiftedTables, data: &[u8], mut from: usize, to: usize, mask: u64) -> Option<usize> {
-    const BLOCK: usize = LANES * LANE_LEN;
-    debug_assert!(mask >> 60 == 0);
-    while to.saturating_sub(from) >= BLOCK {
-        let window = data.get(from.checked_sub(WARM)?..from + BLOCK)?;
-        if let Some(offset) = scan_lanes(tables, window, LANE_LEN, mask) {
-            return Some(from + offset);
-        }
-        from += BLOCK;
-    }
-    let lane = (to.saturating_sub(from) / LANES) & !3;
-    if lane >= MIN_TAIL_LANE {
-        let window = data.get(from.checked_sub(WARM)?..from + LANES * lane)?;
-        if let Some(offset) = scan_lanes(tables, window, lane, mask) {
-            return Some(from + offset);
-        }
-        from += LANES * lane;
-    }
-    if from < to {
-        let window = data.get(from.checked_sub(WARM)?..to)?;
-        return scan_sequential(&tables[0], window, mask).map(|offset| from + offset);
-    }
-    None
-}
-
 /// A content-defined chunker: FastCDC 2020 with normalization level 1 over a
 /// keyed gear table.
 ///
@@ -283,7 +78,8 @@ fn scan(tables: &ShiftedTables, data: &[u8], mut from: usize, to: usize, mask: u
 #[derive(Clone)]
 pub struct Chunker {
     params: ChunkerParams,
-    tables: Arc<ShiftedTables>,
+    kernel: Kernel,
+    tables: Arc<Tables>,
     min: usize,
     avg: usize,
     max: usize,
@@ -295,6 +91,7 @@ impl std::fmt::Debug for Chunker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Chunker")
             .field("params", &self.params)
+            .field("kernel", &self.kernel)
             .field("mask_s", &format_args!("{:#018x}", self.mask_s))
             .field("mask_l", &format_args!("{:#018x}", self.mask_l))
             .finish_non_exhaustive()
@@ -308,12 +105,8 @@ impl Chunker {
         let (mask_s, mask_l) = select_masks(params.avg_size);
         Ok(Chunker {
             params,
-            tables: Arc::new(ShiftedTables([
-                table.gear,
-                table.gear_ls,
-                table.gear.map(|g| g << 2),
-                table.gear.map(|g| g << 3),
-            ])),
+            kernel: Kernel::detect(),
+            tables: Arc::new(Tables::new(&table.gear)),
             // Lossless: u32 fits usize on every target std supports here
             // (validated sizes are at most 16 MiB anyway).
             min: params.min_size as usize,
@@ -327,6 +120,23 @@ impl Chunker {
     /// The size parameters this chunker was built with.
     pub fn params(&self) -> ChunkerParams {
         self.params
+    }
+
+    /// The scan kernel this chunker uses: by default the fastest one the CPU
+    /// runs ([`Kernel::detect`]).
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// The same chunker with another scan kernel, for tests and benchmarks:
+    /// the cut points are the same with every kernel. Fails if this CPU
+    /// cannot run `kernel` (see [`Kernel::is_available`]).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Result<Chunker, KernelUnavailable> {
+        if !kernel.is_available() {
+            return Err(KernelUnavailable(kernel));
+        }
+        self.kernel = kernel;
+        Ok(self)
     }
 
     /// Length of the chunk that starts at `data[0]`.
@@ -365,7 +175,7 @@ impl Chunker {
         if from >= to {
             return None;
         }
-        let gear = &self.tables[0];
+        let gear = self.tables.gear();
         // Positions closer than WARM to `min` hash fewer than 64 bytes; there
         // the hash must start from zero at `min`, so scan them one by one.
         let mut next = from;
@@ -385,13 +195,13 @@ impl Chunker {
         // From here on every position sees a full 64-byte window.
         let strict_end = self.avg.max(next).min(to);
         if next < strict_end {
-            if let Some(i) = scan(&self.tables, data, next, strict_end, self.mask_s) {
+            if let Some(i) = scan::scan(self.kernel, &self.tables, data, next, strict_end, self.mask_s) {
                 return Some(i);
             }
             next = strict_end;
         }
         if next < to {
-            return scan(&self.tables, data, next, to, self.mask_l);
+            return scan::scan(self.kernel, &self.tables, data, next, to, self.mask_l);
         }
         None
     }
@@ -437,7 +247,7 @@ impl Chunker {
         }
         let mut hash = 0u64;
         for (i, &byte) in data.iter().enumerate().take(2 * (remaining / 2)).skip(self.min) {
-            hash = (hash << 1).wrapping_add(self.tables[0][usize::from(byte)]);
+            hash = (hash << 1).wrapping_add(self.tables.gear()[usize::from(byte)]);
             let mask = if i < 2 * (center / 2) { self.mask_s } else { self.mask_l };
             if hash & mask == 0 {
                 return i;
@@ -446,6 +256,18 @@ impl Chunker {
         remaining
     }
 }
+
+/// [`Chunker::with_kernel`] was asked for a kernel this CPU cannot run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelUnavailable(pub Kernel);
+
+impl std::fmt::Display for KernelUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "this CPU cannot run the {} chunker kernel; use Kernel::detect() for one it can", self.0)
+    }
+}
+
+impl std::error::Error for KernelUnavailable {}
 
 /// Iterator over the chunk ranges of a slice; see [`Chunker::chunks`].
 #[derive(Debug, Clone)]
@@ -503,6 +325,26 @@ mod tests {
     }
 
     #[test]
+    fn with_kernel_accepts_exactly_the_available_kernels() {
+        let c = chunker(4096, 16384, 65536, 1);
+        assert_eq!(c.kernel(), Kernel::detect());
+        assert!(Kernel::detect().is_available());
+        for kernel in Kernel::ALL {
+            match c.clone().with_kernel(kernel) {
+                Ok(c) => {
+                    assert!(kernel.is_available());
+                    assert_eq!(c.kernel(), kernel);
+                }
+                Err(e) => {
+                    assert!(!kernel.is_available());
+                    assert_eq!(e, KernelUnavailable(kernel));
+                    assert!(e.to_string().contains(kernel.name()), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn masks_match_fastcdc_rounding() {
         for avg in (256u32..=4 * 1024 * 1024).step_by(2) {
             let float = (f64::from(avg)).log2().round() as u32;
@@ -550,6 +392,29 @@ mod tests {
         }
     }
 
+    /// The same with sizes where the SIMD kernels run, for each kernel this
+    /// CPU runs: the stream chunker searches piece by piece like this.
+    #[test]
+    fn split_search_equals_whole_search_every_kernel() {
+        let data = random_bytes(17, 4_000_000);
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+            let c = chunker(65536, 262_144, 1_048_576, 4).with_kernel(kernel).expect("available");
+            let mut offset = 0;
+            while offset < data.len() {
+                let rest = &data[offset..];
+                let end = rest.len().min(c.max) & !1;
+                let whole = c.search(rest, c.min, end);
+                assert_eq!(c.cut(rest), c.cut_reference(rest), "{kernel}: offset {offset}");
+                for split in [0, 64, 100, 32 * 1024 - 1, 32 * 1024, 100_000, 196_607, 196_608, 500_000] {
+                    let split = (c.min + split).min(end);
+                    let parts = c.search(rest, c.min, split).or_else(|| c.search(rest, split, end));
+                    assert_eq!(parts, whole, "{kernel}: offset {offset} split {split}");
+                }
+                offset += c.cut(rest);
+            }
+        }
+    }
+
     fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
         let mut x = seed | 1;
         (0..len)
@@ -571,16 +436,31 @@ mod tests {
         })
     }
 
-    /// Chunks all of `data` and checks every cut against the reference loop.
+    /// Chunks all of `data` with every kernel this CPU runs and checks
+    /// every cut against the reference loop.
     fn cuts_match_reference(c: &Chunker, data: &[u8]) -> Result<(), TestCaseError> {
-        let mut offset = 0;
-        while offset < data.len() {
-            let rest = &data[offset..];
-            let len = c.cut(rest);
-            prop_assert_eq!(len, c.cut_reference(rest), "offset {}", offset);
-            offset += len;
+        for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+            let c = c.clone().with_kernel(kernel).expect("available");
+            let mut offset = 0;
+            while offset < data.len() {
+                let rest = &data[offset..];
+                let len = c.cut(rest);
+                prop_assert_eq!(len, c.cut_reference(rest), "{} at offset {}", kernel, offset);
+                offset += len;
+            }
         }
         Ok(())
+    }
+
+    /// Sizes with an average of 64 KiB to 4 MiB, where the masks have
+    /// enough low bits for the SIMD kernels' filter.
+    fn large_params_strategy() -> impl Strategy<Value = (u32, u32, u32)> {
+        (32u32..=300_000, 32_768u32..=2_097_152, 1u32..=4_000_000).prop_map(|(min, avg, extra_max)| {
+            let avg = avg * 2;
+            let min = (min * 2).min(avg - 2);
+            let max = (avg + extra_max * 2).min(16 * 1024 * 1024);
+            (min, avg, max)
+        })
     }
 
     proptest! {
@@ -608,25 +488,28 @@ mod tests {
             cuts_match_reference(&c, &data)?;
         }
 
-        /// The lane scan finds the same first hit as the sequential scan,
-        /// with masks loose enough that hits land in every lane and several
-        /// lanes often hit in the same step or late lanes before early ones.
+        /// Large averages, where the SIMD kernels run: random and
+        /// low-entropy data of up to a few MiB, all zeros, repeated
+        /// patterns, and lengths around `min_size` and `max_size`.
         #[test]
-        fn lanes_equal_sequential(
+        fn simd_kernels_equal_reference(
+            (min, avg, max) in large_params_strategy(),
+            seed in any::<u8>(),
             data_seed in any::<u64>(),
-            quarter_lane in 1usize..400,
-            mask_bits in proptest::collection::btree_set(0u32..60, 4..16),
+            len in 0usize..3_000_000,
+            kind in 0u8..6,
         ) {
-            let mask = mask_bits.iter().fold(0u64, |m, b| m | 1 << b);
-            let tables = chunker(64, 256, 1024, 7).tables;
-            let lane = quarter_lane * 4;
-            let window = random_bytes(data_seed, WARM + LANES * lane);
-            let lanes = scan_lanes(&tables, &window, lane, mask);
-            prop_assert_eq!(lanes, scan_sequential(&tables[0], &window, mask));
-            let total = random_bytes(data_seed, WARM + 3 * LANES * LANE_LEN + 777);
-            let to = total.len();
-            let expected = scan_sequential(&tables[0], &total, mask).map(|i| i + WARM);
-            prop_assert_eq!(scan(&tables, &total, WARM, to, mask), expected);
+            let c = chunker(min, avg, max, seed);
+            let (min, max) = (min as usize, max as usize);
+            let data = match kind {
+                0 => random_bytes(data_seed, len),
+                1 => low_entropy(data_seed, len),
+                2 => vec![0u8; len],
+                3 => b"0123456789abcdef".repeat(len / 16),
+                4 => random_bytes(data_seed, [min - 1, min, min + 1][len % 3]),
+                _ => random_bytes(data_seed, [max - 1, max, max + 1, 2 * max][len % 4]),
+            };
+            cuts_match_reference(&c, &data)?;
         }
 
         /// Small masks make cut points dense, so hits land in every lane

@@ -3,7 +3,7 @@
 
 mod common;
 
-use cairn_chunker::{Chunker, ChunkerParams, GearTable};
+use cairn_chunker::{Chunker, ChunkerParams, GearTable, Kernel};
 use common::{params, random_bytes, text_bytes};
 use fastcdc::v2020::{FastCDC, Normalization, get_gear_with_seed};
 
@@ -13,9 +13,9 @@ fn fastcdc_table(seed: u64) -> GearTable {
     GearTable::from_entries(entries)
 }
 
+/// Checks the cuts of every scan kernel this CPU runs against fastcdc's.
 fn assert_same_cuts(p: ChunkerParams, seed: u64, data: &[u8], what: &str) {
     let chunker = Chunker::new(p, fastcdc_table(seed)).expect("valid params");
-    let ours: Vec<(usize, usize)> = chunker.chunks(data).map(|r| (r.start, r.end - r.start)).collect();
     let theirs: Vec<(usize, usize)> = FastCDC::with_level_and_seed(
         data,
         p.min_size as usize,
@@ -26,7 +26,11 @@ fn assert_same_cuts(p: ChunkerParams, seed: u64, data: &[u8], what: &str) {
     )
     .map(|c| (c.offset, c.length))
     .collect();
-    assert_eq!(ours, theirs, "{what}: {p:?}, seed {seed}, {} bytes", data.len());
+    for kernel in Kernel::ALL.into_iter().filter(|k| k.is_available()) {
+        let chunker = chunker.clone().with_kernel(kernel).expect("available");
+        let ours: Vec<(usize, usize)> = chunker.chunks(data).map(|r| (r.start, r.end - r.start)).collect();
+        assert_eq!(ours, theirs, "{what}, {kernel} kernel: {p:?}, seed {seed}, {} bytes", data.len());
+    }
 }
 
 #[test]

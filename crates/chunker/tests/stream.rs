@@ -21,7 +21,7 @@ struct ShortReads<'a> {
 impl Read for ShortReads<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let r = self.rng.next();
-        if self.interrupt && r % 7 == 0 {
+        if self.interrupt && r.is_multiple_of(7) {
             return Err(io::Error::from(ErrorKind::Interrupted));
         }
         let n = (1 + (r >> 8) as usize % self.max_read).min(buf.len()).min(self.data.len());
