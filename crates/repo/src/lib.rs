@@ -133,5 +133,7 @@ pub use maintenance::usage::Usage;
 #[doc(hidden)]
 pub mod testing {
     pub use crate::format::blob::{MAX_BLOB_SIZE, SealedBlob};
+    pub use crate::format::index::IndexedPack;
+    pub use crate::format::pack::PackEntry;
     pub use crate::writing::writer::{Writer, WriterStats};
 }
