@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgsupport::{PASSWORD, PASSWORD_ROLE, Pg};
-use support::{Env, fails, ok, run};
+use support::{Env, fails, ok, run, stderr};
 
 /// A cairn command on `env`'s repository with no PG* settings inherited.
 fn cairn(env: &Env, args: &[&str]) -> Command {
@@ -459,6 +459,51 @@ fn table_selection() {
     assert_eq!(names, ["keep1", "keep2"]);
     let o = run(&mut cairn(&env, &["pg", "backup", "-d", &pg.conn(&db), "--table", "nothing_like_this"]));
     fails(o, 1, &["no table matches --table nothing_like_this"]);
+}
+
+/// libpq's other sources of connection settings: a service from
+/// `pg_service.conf` and the password from `~/.pgpass`, for cairn's own
+/// connections and for the pg_dump it runs.
+#[test]
+fn services_and_the_password_file_are_read_as_libpq_reads_them() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(pg) = Pg::shared() else { return };
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("svc");
+    pg.psql(&db, "CREATE TABLE t AS SELECT 42 AS answer");
+    let services = env.root().join("pg_service.conf");
+    std::fs::write(
+        &services,
+        format!("[cairn_app]\nhost=127.0.0.1\nport={}\nuser={PASSWORD_ROLE}\ndbname={db}\nsslmode=disable\n", pg.port),
+    )
+    .unwrap();
+    let pgpass = env.root().join("pgpass");
+    std::fs::write(&pgpass, format!("# cairn test\n127.0.0.1:{}:{db}:{PASSWORD_ROLE}:{PASSWORD}\n", pg.port)).unwrap();
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let with_files = |args: &[&str]| {
+        let mut c = cairn(&env, args);
+        c.env("PGSERVICEFILE", &services).env("PGPASSFILE", &pgpass).env("PGSYSCONFDIR", env.root());
+        c.env_remove("PGPASSWORD").env_remove("PGHOST").env_remove("PGPORT").env_remove("PGUSER");
+        c
+    };
+    // `service=NAME` in the string, and PGSERVICE.
+    ok(run(&mut with_files(&["pg", "backup", "-d", "service=cairn_app"])));
+    ok(run(with_files(&["pg", "backup"]).env("PGSERVICE", "cairn_app")));
+    let listed = ok(run(&mut with_files(&["snapshots"])));
+    assert_eq!(listed.matches(&format!("/pg/{db}")).count(), 2, "{listed}");
+
+    // Without the password file the scram login fails: the password came from it.
+    let mut no_pass = with_files(&["pg", "backup", "-d", "service=cairn_app"]);
+    no_pass.env("PGPASSFILE", env.root().join("missing"));
+    fails(run(&mut no_pass), 1, &["password"]);
+    // A password file others can read is ignored, as libpq ignores it.
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&mut with_files(&["pg", "backup", "-d", "service=cairn_app"]));
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("group or world access"), "{}", stderr(&out));
+    // An unknown service names the files searched.
+    fails(run(&mut with_files(&["pg", "backup", "-d", "service=nope"])), 2, &["[nope]", "pg_service.conf"]);
 }
 
 #[test]

@@ -10,6 +10,11 @@
 //! `sslrootcert` / `PGSSLROOTCERT` / `~/.postgresql/root.crt`, else the
 //! system's roots (both also check the host name: rustls always does).
 //!
+//! A service (`service=NAME` or `PGSERVICE`, from `pg_service.conf`) fills
+//! what the string leaves out before the variables do, and a missing
+//! password is looked up in `PGPASSFILE` / `~/.pgpass`, as libpq does
+//! (`service`, `pgpass` modules).
+//!
 //! The same settings are handed to `pg_dump` and `pg_restore` as `PG*`
 //! environment variables ([`ConnSpec::libpq_env`]), so the password never
 //! appears on a command line.
@@ -21,6 +26,9 @@ use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config};
 
 use crate::error::{Error, Result};
+
+mod pgpass;
+mod service;
 
 /// How strictly the server's certificate is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +92,33 @@ impl ConnSpec {
                 }
             }
         }
+        // `service=NAME` is libpq's, not tokio-postgres's: take it out.
+        let mut service_name = None;
+        if let Some(pos) = cleaned.find("service=") {
+            let rest = &cleaned[pos + "service=".len()..];
+            let end = rest.find([' ', '&']).unwrap_or(rest.len());
+            service_name = Some(rest[..end].trim_matches('\'').to_owned());
+            let removed = format!("service={}", &rest[..end]);
+            cleaned = cleaned.replace(&removed, "").replace("?&", "?").replace("&&", "&");
+            cleaned = cleaned.trim_end_matches(['?', '&']).trim().to_owned();
+        }
+        let service = match service_name.or_else(|| env("PGSERVICE")) {
+            Some(name) => {
+                let home = std::env::var_os("HOME").map(PathBuf::from);
+                service::lookup(&name, &service::files(env("PGSERVICEFILE"), env("PGSYSCONFDIR"), home))?
+            }
+            None => Vec::new(),
+        };
+        let from_service = |key: &str| service.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        for (key, _) in &service {
+            if !["host", "hostaddr", "port", "user", "dbname", "password", "sslmode", "sslrootcert", "application_name"]
+                .contains(&key.as_str())
+            {
+                tracing::warn!("service parameter {key} is not used by cairn's own connections");
+            }
+        }
+        // The TLS mode is set on the config below, whatever the string says.
+        sslmode = sslmode.or_else(|| from_service("sslmode"));
         for key in ["sslrootcert="] {
             if let Some(pos) = cleaned.find(key) {
                 let rest = &cleaned[pos + key.len()..];
@@ -99,7 +134,7 @@ impl ConnSpec {
             reason: crate::error::describe(&e),
         })?;
         if config.get_hosts().is_empty() {
-            match env("PGHOST") {
+            match from_service("host").or_else(|| from_service("hostaddr")).or_else(|| env("PGHOST")) {
                 Some(hosts) => {
                     for h in hosts.split(',') {
                         if h.starts_with('/') {
@@ -122,7 +157,7 @@ impl ConnSpec {
             }
         }
         if config.get_ports().is_empty() {
-            let port = match env("PGPORT") {
+            let port = match from_service("port").or_else(|| env("PGPORT")) {
                 Some(p) => p.parse::<u16>().map_err(|_| Error::BadConnString {
                     input: format!("PGPORT={p}"),
                     reason: "not a port number".into(),
@@ -132,19 +167,23 @@ impl ConnSpec {
             config.port(port);
         }
         if config.get_user().is_none() {
-            config.user(env("PGUSER").unwrap_or_else(cairn_repo::username));
+            config.user(from_service("user").or_else(|| env("PGUSER")).unwrap_or_else(cairn_repo::username));
+        }
+        if config.get_dbname().is_none() {
+            let db = from_service("dbname")
+                .or_else(|| env("PGDATABASE"))
+                .unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_owned());
+            config.dbname(db);
         }
         if config.get_password().is_none() {
-            if let Some(pw) = env("PGPASSWORD") {
+            if let Some(pw) = from_service("password").or_else(|| env("PGPASSWORD")) {
+                config.password(pw);
+            } else if let Some(pw) = Self::password_from_file(&config) {
                 config.password(pw);
             }
         }
-        if config.get_dbname().is_none() {
-            let db = env("PGDATABASE").unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_owned());
-            config.dbname(db);
-        }
         if config.get_application_name().is_none() {
-            config.application_name("cairn");
+            config.application_name(from_service("application_name").unwrap_or_else(|| "cairn".into()));
         }
         let sslmode = match sslmode.or_else(|| env("PGSSLMODE")) {
             Some(m) => m,
@@ -167,8 +206,25 @@ impl ConnSpec {
             TlsMode::Prefer => SslMode::Prefer,
             TlsMode::Require | TlsMode::Verify => SslMode::Require,
         });
-        let root_cert = root_cert.or_else(|| env("PGSSLROOTCERT").map(PathBuf::from));
+        let root_cert = root_cert
+            .or_else(|| from_service("sslrootcert").map(PathBuf::from))
+            .or_else(|| env("PGSSLROOTCERT").map(PathBuf::from));
         Ok(ConnSpec { config, tls, sslmode, root_cert })
+    }
+
+    /// The password for `config`'s first host, port, database and role in
+    /// the password file, as libpq looks it up (a socket is `localhost`).
+    fn password_from_file(config: &Config) -> Option<String> {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let file = pgpass::default_file(env("PGPASSFILE"), home)?;
+        let host = match config.get_hosts().first()? {
+            Host::Tcp(name) => name.clone(),
+            Host::Unix(_) => "localhost".to_owned(),
+        };
+        let port = config.get_ports().first()?.to_string();
+        let target =
+            pgpass::Target { host: &host, port: &port, database: config.get_dbname()?, user: config.get_user()? };
+        pgpass::lookup_file(&file, &target)
     }
 
     /// The database connected to.
