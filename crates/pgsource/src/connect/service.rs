@@ -97,10 +97,10 @@ mod tests {
         let system = dir.path().join("pg_service.conf");
         std::fs::write(&user, "[mine]\nhost=a\n").unwrap();
         std::fs::write(&system, "[mine]\nhost=b\n[shared]\nhost=c\n").unwrap();
-        let files = vec![user.clone(), system.clone()];
-        assert_eq!(lookup("mine", &files).unwrap(), vec![("host".to_owned(), "a".to_owned())]);
-        assert_eq!(lookup("shared", &files).unwrap(), vec![("host".to_owned(), "c".to_owned())]);
-        let err = lookup("nope", &files).unwrap_err().to_string();
+        let searched = vec![user.clone(), system.clone()];
+        assert_eq!(lookup("mine", &searched).unwrap(), vec![("host".to_owned(), "a".to_owned())]);
+        assert_eq!(lookup("shared", &searched).unwrap(), vec![("host".to_owned(), "c".to_owned())]);
+        let err = lookup("nope", &searched).unwrap_err().to_string();
         assert!(err.contains("[nope]") && err.contains("user.conf") && err.contains("PGSERVICEFILE"), "{err}");
         assert_eq!(
             files(None, Some("/etc/pg".into()), Some("/home/u".into())),
