@@ -327,6 +327,49 @@ impl WalFile {
     }
 }
 
+/// One line of a timeline history file: timeline `timeline` ended at
+/// `switch_lsn`, where its child began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// An ancestor timeline.
+    pub timeline: TimelineId,
+    /// Where it ended (the child's first position).
+    pub switch_lsn: Lsn,
+    /// Why (free text, e.g. `no recovery target specified`).
+    pub reason: String,
+}
+
+/// The ancestors of a timeline, from its `TTTTTTTT.history` file, oldest
+/// first. Lines are `parent<TAB>X/Y<TAB>reason`; blank lines and `#`
+/// comments are skipped, as PostgreSQL does.
+pub fn parse_history(text: &str) -> Result<Vec<HistoryEntry>, LayoutError> {
+    let bad = |line: &str, reason: &str| LayoutError::BadName {
+        name: line.chars().take(80).collect(),
+        reason: format!("not a timeline history line: {reason}"),
+    };
+    let mut out: Vec<HistoryEntry> = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let mut fields = trimmed.splitn(3, ['\t', ' ']);
+        let tli = fields.next().unwrap_or_default();
+        let tli = tli.parse::<u32>().map_err(|_| bad(line, "the first field is not a timeline number"))?;
+        let timeline = TimelineId::new(tli).map_err(|_| bad(line, "timeline 0"))?;
+        let lsn = fields.next().unwrap_or_default().trim();
+        let switch_lsn = lsn.parse::<Lsn>().map_err(|_| bad(line, "the second field is not an LSN"))?;
+        if let Some(last) = out.last() {
+            if last.timeline >= timeline || last.switch_lsn > switch_lsn {
+                return Err(bad(line, "timelines and switch points must increase"));
+            }
+        }
+        let reason = fields.next().unwrap_or_default().trim().to_owned();
+        out.push(HistoryEntry { timeline, switch_lsn, reason });
+    }
+    Ok(out)
+}
+
 /// What a `pg-wal` or `pg-base` snapshot records in its [`METADATA_KEY`]
 /// field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -386,6 +429,10 @@ pub struct WalFileEntry {
     pub size: u64,
     /// The BLAKE3 hash of its content, hexadecimal.
     pub blake3: String,
+    /// For a `.history` file, its text (a few lines), so that the timeline
+    /// chain is known from the snapshot list alone. Absent for other files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
 }
 
 /// A tablespace of a base backup.
@@ -585,6 +632,26 @@ mod tests {
     }
 
     #[test]
+    fn history_files() {
+        let text = "1\t0/4000000\tno recovery target specified\n\n# comment\n2\t0/6000098\tbefore 2026-12-06\n";
+        let parsed = parse_history(text).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(
+            parsed[0],
+            HistoryEntry {
+                timeline: tli(1),
+                switch_lsn: Lsn(0x400_0000),
+                reason: "no recovery target specified".into()
+            }
+        );
+        assert_eq!(parsed[1].timeline, tli(2));
+        assert_eq!(parse_history("").unwrap(), vec![]);
+        for bad in ["x\t0/1\tr", "1\tzz\tr", "0\t0/1\tr", "2\t0/5\ta\n1\t0/6\tb", "1\t0/5\ta\n2\t0/4\tb", "1"] {
+            assert!(parse_history(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn paths_and_tags() {
         assert_eq!(wal_snapshot_path(7_350_000_000_000_000_001), "/pg-wal/7350000000000000001");
         assert_eq!(base_snapshot_path(42), "/pg-base/42");
@@ -594,7 +661,8 @@ mod tests {
     #[test]
     fn wal_batch_metadata_round_trips() {
         let json = serde_json::json!({"kind":"wal","system_identifier":"7350000000000000001","wal_segment_size":16777216,
-            "files":[{"name":"000000010000000000000003","size":16777216,"blake3":"ab"}]});
+            "files":[{"name":"000000010000000000000003","size":16777216,"blake3":"ab"},
+                {"name":"00000002.history","size":42,"blake3":"cd","history":"1\t0/4000000\tno recovery target specified\n"}]});
         let info: PitrInfo = serde_json::from_value(json.clone()).unwrap();
         let PitrInfo::Wal(batch) = &info else { panic!("not a batch") };
         assert_eq!(batch.system_identifier, 7_350_000_000_000_000_001);

@@ -9,7 +9,7 @@
 mod layout;
 
 pub use layout::{
-    BASE_DATA_DIR, BASE_TABLESPACES_DIR, BASE_TAG, BaseBackupInfo, LayoutError, Lsn, METADATA_KEY, PitrInfo,
-    SegmentSize, TablespaceEntry, TimelineId, WAL_DIR, WAL_TAG, WalBatchInfo, WalFile, WalFileEntry, WalSegment,
-    base_snapshot_path, wal_snapshot_path, wal_tree_path,
+    BASE_DATA_DIR, BASE_TABLESPACES_DIR, BASE_TAG, BaseBackupInfo, HistoryEntry, LayoutError, Lsn, METADATA_KEY,
+    PitrInfo, SegmentSize, TablespaceEntry, TimelineId, WAL_DIR, WAL_TAG, WalBatchInfo, WalFile, WalFileEntry,
+    WalSegment, base_snapshot_path, parse_history, wal_snapshot_path, wal_tree_path,
 };
