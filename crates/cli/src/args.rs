@@ -764,6 +764,8 @@ pub enum PgCommand {
     Restore(PgRestoreArgs),
     /// Restore into a temporary database, compare row counts, run checks, drop it
     Drill(PgDrillArgs),
+    /// A physical base backup of a cluster, for point-in-time recovery with the WAL that wal-push archives
+    BaseBackup(crate::commands::pg_base::PgBaseBackupArgs),
 }
 
 /// Where the server is and where its client programs are.
@@ -816,8 +818,8 @@ pub struct PgRestoreArgs {
     #[arg(default_value = "latest", value_name = "SNAPSHOT")]
     pub snapshot: String,
     /// The target database (URL, key=value pairs or a name); with --create, the one to create. For an --all-databases snapshot: the target server's maintenance database (each database is restored under its own name)
-    #[arg(short = 'd', long, value_name = "CONNINFO|URL")]
-    pub dbname: String,
+    #[arg(short = 'd', long, value_name = "CONNINFO|URL", required_unless_present = "pitr_target")]
+    pub dbname: Option<String>,
     /// --all-databases snapshots: restore only this database (created if missing)
     #[arg(long, value_name = "NAME")]
     pub only_database: Option<String>,
@@ -840,6 +842,10 @@ pub struct PgRestoreArgs {
     pub conn: PgConnArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
+    #[command(flatten)]
+    pub pitr_target: crate::commands::pg_base::PgPitrTargetArgs,
+    #[command(flatten)]
+    pub pitr: crate::commands::pg_base::PgPitrRestoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -848,8 +854,8 @@ pub struct PgDrillArgs {
     #[arg(default_value = "latest", value_name = "SNAPSHOT")]
     pub snapshot: String,
     /// A database of the server to drill on, with a role that may create databases
-    #[arg(short = 'd', long, value_name = "CONNINFO|URL")]
-    pub dbname: String,
+    #[arg(short = 'd', long, value_name = "CONNINFO|URL", required_unless_present = "pitr")]
+    pub dbname: Option<String>,
     /// A query that must return true, or at least one row (repeatable; run in every drilled database)
     #[arg(long = "check", value_name = "SQL")]
     pub checks: Vec<String>,
@@ -860,6 +866,10 @@ pub struct PgDrillArgs {
     pub conn: PgConnArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
+    #[command(flatten)]
+    pub pitr: crate::commands::pg_base::PgPitrDrillArgs,
+    #[command(flatten)]
+    pub pitr_target: crate::commands::pg_base::PgPitrTargetArgs,
 }
 
 /// `--read-data-subset`: a malformed value is a usage error (exit 2).
