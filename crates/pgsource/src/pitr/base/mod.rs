@@ -237,22 +237,34 @@ async fn copy_all(
     pgdata: &std::path::Path,
     facts: &server::ServerFacts,
 ) -> Result<(Copied, u64, u64)> {
+    let listings = list_all(pgdata, &facts.tablespaces).await?;
+    copy_listed(into, listings, options.jobs, options.block_size).await
+}
+
+/// Lists the data directory (`data/`) and each tablespace (`tablespaces/OID/`).
+async fn list_all(pgdata: &std::path::Path, tablespaces: &[(u32, String)]) -> Result<Vec<walk::Listing>> {
     let mut roots = vec![(pgdata.to_path_buf(), "data".to_owned(), true)];
-    for (oid, location) in &facts.tablespaces {
+    for (oid, location) in tablespaces {
         roots.push((location.into(), format!("tablespaces/{oid}"), false));
     }
-    let listings = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         roots.iter().map(|(dir, prefix, pgdata)| walk::list(dir, prefix, *pgdata)).collect::<Result<Vec<_>>>()
     })
     .await
-    .map_err(|e| Error::Invalid(format!("listing the data directory failed: {e}")))??;
+    .map_err(|e| Error::Invalid(format!("listing the data directory failed: {e}")))?
+}
 
-    let mut copied = Copied {
-        vanished: Vec::new(),
-        unlogged: 0,
-        skipped_links: Vec::new(),
-        data_meta: listings[0].dirs[0].meta.clone(),
+/// Copies what the listings hold, `jobs` files at once, `global/pg_control` last.
+async fn copy_listed(
+    into: &SourceContext,
+    listings: Vec<walk::Listing>,
+    jobs: usize,
+    block_size: usize,
+) -> Result<(Copied, u64, u64)> {
+    let Some(data_meta) = listings.first().and_then(|l| l.dirs.first()).map(|d| d.meta.clone()) else {
+        return Err(Error::Invalid("the data directory listing is empty".into()));
     };
+    let mut copied = Copied { vanished: Vec::new(), unlogged: 0, skipped_links: Vec::new(), data_meta };
     let mut files = Vec::new();
     let mut control = None;
     for listing in listings {
@@ -270,15 +282,18 @@ async fn copy_all(
             }
         }
     }
+    let Some(control) = control else {
+        return Err(Error::Invalid("the data directory has no global/pg_control: it is not a data directory".into()));
+    };
     // Largest first, so the last file read is a small one.
-    files.sort_by(|a, b| b.size.cmp(&a.size));
-    into.progress().expect(files.len() as u64 + 1, files.iter().map(|f| f.size).sum::<u64>());
+    files.sort_by_key(|f| std::cmp::Reverse(f.size));
+    into.progress().expect(files.len() as u64 + 1, files.iter().map(|f| f.size).sum::<u64>() + control.size);
     let vanished = Mutex::new(Vec::new());
     let (count, bytes) = (AtomicU64::new(0), AtomicU64::new(0));
     let copy_one = |file: walk::Entry| {
         let (vanished, count, bytes) = (&vanished, &count, &bytes);
         async move {
-            let block = exclude::is_relation_file(&file.path).then_some(options.block_size);
+            let block = exclude::is_relation_file(&file.path).then_some(block_size);
             match copy_file(into, &file, block).await? {
                 Some(content) => {
                     count.fetch_add(1, Ordering::Relaxed);
@@ -291,17 +306,13 @@ async fn copy_all(
             Ok::<(), Error>(())
         }
     };
-    let mut running = futures::stream::iter(files).map(copy_one).buffer_unordered(options.jobs.max(1));
+    let mut running = futures::stream::iter(files).map(copy_one).buffer_unordered(jobs.max(1));
     while let Some(result) = running.next().await {
         result?;
     }
     drop(running);
     // pg_control last, as pg_basebackup sends it.
-    if let Some(control) = control {
-        copy_one(control).await?;
-    } else {
-        return Err(Error::Invalid(format!("{} has no global/pg_control: not a data directory", pgdata.display())));
-    }
+    copy_one(control).await?;
     copied.vanished.extend(vanished.into_inner().expect("vanished list"));
     Ok((copied, count.into_inner(), bytes.into_inner()))
 }
@@ -314,4 +325,66 @@ async fn copy_file(into: &SourceContext, file: &walk::Entry, block: Option<usize
         Err(e) => return Err(Error::io(format!("cannot read {}", file.source.display()), e)),
     };
     Ok(Some(into.store_in_background(handle, block).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_repo::{Backend, InitOptions, OpenOptions, Repository, SnapshotOptions};
+
+    /// Lists a directory laid out like a data directory, removes two files
+    /// (one dropped table, one whole database directory) before the copy,
+    /// and copies: the vanished files are reported, everything else is
+    /// stored, relation files in fixed blocks, pg_control too.
+    struct VanishingSource {
+        dir: std::path::PathBuf,
+        copied: Option<(Copied, u64, u64)>,
+    }
+
+    #[async_trait::async_trait]
+    impl Source for VanishingSource {
+        type Error = Error;
+        async fn back_up(&mut self, into: &SourceContext) -> Result<()> {
+            let listings = list_all(&self.dir, &[]).await?;
+            std::fs::remove_file(self.dir.join("base/5/16384")).unwrap();
+            std::fs::remove_dir_all(self.dir.join("base/6")).unwrap();
+            self.copied = Some(copy_listed(into, listings, 2, DEFAULT_BLOCK_SIZE).await?);
+            into.add_snapshot_path("/pg-base/test");
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_that_vanish_during_the_copy_are_reported_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["global", "base/5", "base/6", "pg_wal/archive_status", "pg_stat_tmp"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::write(d.join("PG_VERSION"), "15\n").unwrap();
+        std::fs::write(d.join("postmaster.pid"), "123\n").unwrap();
+        std::fs::write(d.join("global/pg_control"), vec![7u8; 8192]).unwrap();
+        std::fs::write(d.join("base/5/16384"), vec![1u8; 5 * 8192]).unwrap();
+        std::fs::write(d.join("base/5/16390"), vec![2u8; 3 * 8192]).unwrap();
+        std::fs::write(d.join("base/5/16400"), vec![3u8; 8192]).unwrap();
+        std::fs::write(d.join("base/5/16400_init"), vec![0u8; 8192]).unwrap();
+        std::fs::write(d.join("base/6/16500"), vec![4u8; 8192]).unwrap();
+        std::fs::write(d.join("pg_wal/000000010000000000000001"), vec![5u8; 8192]).unwrap();
+        std::fs::write(d.join("pg_stat_tmp/global.stat"), b"x").unwrap();
+
+        let init = InitOptions { kdf_memory_kib: 8 * 1024, kdf_iterations: 1, ..Default::default() };
+        let repo = Repository::init(Backend::memory(), b"pw", init, OpenOptions::default()).await.unwrap();
+        let mut session = repo.begin_snapshot(SnapshotOptions::default()).await.unwrap();
+        let mut source = VanishingSource { dir: d.to_path_buf(), copied: None };
+        session.add_source(&mut source).await.unwrap();
+        session.commit().await.unwrap();
+        let (copied, files, bytes) = source.copied.unwrap();
+        let mut vanished = copied.vanished.clone();
+        vanished.sort();
+        assert_eq!(vanished, ["data/base/5/16384", "data/base/6/16500"]);
+        // PG_VERSION, pg_control, 16390 and the init fork; not the unlogged
+        // main fork, WAL, statistics or postmaster.pid.
+        assert_eq!((files, bytes), (4, 3 + 8192 + 3 * 8192 + 8192));
+        assert_eq!(copied.unlogged, 1);
+    }
 }

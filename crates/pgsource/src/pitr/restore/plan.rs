@@ -42,6 +42,9 @@ pub struct ArchivedSegment {
     pub pushed: jiff::Timestamp,
 }
 
+/// A segment: (timeline, segment number).
+pub type SegmentRef = (u32, u64);
+
 /// A timeline's ancestry from its `.history` file: each ancestor and the
 /// LSN where the next timeline branched off it, oldest first.
 pub type History = Vec<(u32, u64)>;
@@ -82,9 +85,9 @@ pub struct Plan {
     /// The timeline to recover along (`recovery_target_timeline`).
     pub timeline: u32,
     /// The first and last segments recovery can read: (timeline, segno).
-    pub first_segment: (u32, u64),
+    pub first_segment: SegmentRef,
     /// The last contiguous archived segment from the base on.
-    pub last_segment: (u32, u64),
+    pub last_segment: SegmentRef,
     /// The recoverable window from this base: from its stop time to the
     /// newest contiguous segment's archiving time.
     pub window: (jiff::Timestamp, jiff::Timestamp),
@@ -164,7 +167,7 @@ fn reach(
     path: &[(u32, u64, u64)],
     have: &HashSet<(u32, u64)>,
     size: u64,
-) -> Result<((u32, u64), (u32, u64)), String> {
+) -> Result<(SegmentRef, SegmentRef), String> {
     let Some(&(_, _, end)) = path.iter().find(|(t, _, _)| *t == base.timeline) else {
         return Err(format!("it was taken on timeline {}, which is not on the recovery path", base.timeline));
     };
@@ -339,7 +342,7 @@ mod tests {
         target: RecoveryTarget,
         timeline: TimelineChoice,
         base: Option<SnapshotId>,
-        want: Result<(u8, u32, (u32, u64), (u32, u64)), &'static str>,
+        want: Result<(u8, u32, SegmentRef, SegmentRef), &'static str>,
     }
 
     fn case(
