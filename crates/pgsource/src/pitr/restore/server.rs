@@ -154,22 +154,29 @@ impl Cluster {
     /// stops otherwise is an error quoting its log: recovery failed (a
     /// `restore_command` error aborts it, as it must).
     pub async fn wait_for_recovery(&self, action: TargetAction, started: Instant) -> Result<RecoveryEnd> {
+        // The restored pg_control still says what the source's said ("in
+        // production"): recovery has ended only once the server removed
+        // recovery.signal. The server may take a moment to appear.
+        let mut seen_running = false;
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let state = self.state()?;
             let running = self.running();
+            seen_running |= running;
+            let state = self.state()?;
+            let signal_gone = !self.pgdata.join("recovery.signal").exists();
             let done = match action {
-                TargetAction::Promote => state == "in production",
+                TargetAction::Promote => running && signal_gone && state == "in production",
                 TargetAction::Pause => {
                     let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                    log.contains("pausing at the end of recovery") || log.contains("recovery has paused")
+                    running && (log.contains("pausing at the end of recovery") || log.contains("recovery has paused"))
                 }
-                TargetAction::Shutdown => !running && state == "shut down in recovery",
+                TargetAction::Shutdown => seen_running && !running && state == "shut down in recovery",
             };
-            if done && (running || action == TargetAction::Shutdown) {
+            if done {
                 return Ok(RecoveryEnd { state, seconds: started.elapsed().as_secs_f64() });
             }
-            if !running {
+            let gave_up = !running && (seen_running || started.elapsed() > Duration::from_secs(30));
+            if gave_up {
                 return Err(Error::Mismatch(format!(
                     "recovery failed: the restored server stopped (cluster state: {state}); its log {} ends with:\n{}",
                     self.log.display(),
