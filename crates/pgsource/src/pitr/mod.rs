@@ -1,15 +1,30 @@
 //! Point-in-time recovery: continuous WAL archiving and physical base
 //! backups in a cairn repository.
 //!
-//! The layout (module `layout`) is the storage contract every part shares: WAL positions and
-//! file names, the tags and snapshot paths of `pg-wal` batches and
-//! `pg-base` backups, and the metadata they carry (FORMAT.md, "PostgreSQL
-//! point-in-time recovery").
+//! The layout (module `layout`) is the storage contract every part shares:
+//! WAL positions and file names, the tags and snapshot paths of `pg-wal`
+//! batches and `pg-base` backups, and the metadata they carry (FORMAT.md,
+//! "PostgreSQL point-in-time recovery").
+//!
+//! The WAL side: [`push_foreground`] and [`run_pusher`] (`wal-push`), the
+//! [`WalCatalog`] of what the snapshot list says is archived, [`status`]
+//! (`pitr-status`).
 
+mod catalog;
 mod layout;
+mod status;
+mod wal;
 
+pub use catalog::{ArchivedCopy, BaseEntry, BatchEntry, ClusterWal, WalCatalog};
 pub use layout::{
     BASE_DATA_DIR, BASE_TABLESPACES_DIR, BASE_TAG, BaseBackupInfo, HistoryEntry, LayoutError, Lsn, METADATA_KEY,
     PitrInfo, SegmentSize, TablespaceEntry, TimelineId, WAL_DIR, WAL_TAG, WalBatchInfo, WalFile, WalFileEntry,
     WalSegment, base_snapshot_path, parse_history, wal_snapshot_path, wal_tree_path,
 };
+pub use status::{ClusterStatus, Gap, TimelineStatus, Window, chain, segment_on_chain, status};
+pub use wal::header::{HeaderError, LongHeader, check_segment, magic_of, major_of, read_long_header};
+pub use wal::push::{
+    ForegroundOptions, PushOutcome, PusherOptions, PusherReport, Verdict, is_plausible_name, push_foreground,
+    run_pusher, select_batch, verdict,
+};
+pub use wal::spool::{DEFAULT_SPOOL_NAME, PusherLock, Spool};
