@@ -6,22 +6,31 @@
 //! batches and `pg-base` backups, and the metadata they carry (FORMAT.md,
 //! "PostgreSQL point-in-time recovery").
 //!
-//! The WAL side: [`push_foreground`] and [`run_pusher`] (`wal-push`), the
+//! The WAL side: [`push_foreground`] and [`run_pusher`] (`wal-push`),
+//! [`get_from_spool`] and [`get_from_repository`] (`wal-get`), the
 //! [`WalCatalog`] of what the snapshot list says is archived, [`status`]
-//! (`pitr-status`).
+//! (`pitr-status`), [`check()`] and [`verify_wal_data`] (`pg check`), and
+//! [`plan_wal_retention`] (`pg forget`).
 
 mod catalog;
+mod check;
 mod layout;
+mod retention;
 mod status;
 mod wal;
 
 pub use catalog::{ArchivedCopy, BaseEntry, BatchEntry, ClusterWal, WalCatalog};
+pub use check::{Finding, check, verify_wal_data};
 pub use layout::{
     BASE_DATA_DIR, BASE_TABLESPACES_DIR, BASE_TAG, BaseBackupInfo, HistoryEntry, LayoutError, Lsn, METADATA_KEY,
     PitrInfo, SegmentSize, TablespaceEntry, TimelineId, WAL_DIR, WAL_TAG, WalBatchInfo, WalFile, WalFileEntry,
     WalSegment, base_snapshot_path, parse_history, wal_snapshot_path, wal_tree_path,
 };
+pub use retention::{WalVerdict, plan_wal_retention};
 pub use status::{ClusterStatus, Gap, TimelineStatus, Window, chain, segment_on_chain, status};
+pub use wal::get::{
+    FetchPlan, GetOptions, GetOutcome, choose_cluster, get_from_repository, get_from_spool, plan_fetch,
+};
 pub use wal::header::{HeaderError, LongHeader, check_segment, magic_of, major_of, read_long_header};
 pub use wal::push::{
     ForegroundOptions, PushOutcome, PusherOptions, PusherReport, Verdict, is_plausible_name, push_foreground,
