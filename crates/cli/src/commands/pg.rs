@@ -27,6 +27,11 @@ pub async fn run(global: &GlobalArgs, command: PgCommand) -> Result<u8> {
         PgCommand::Restore(args) => restore(global, args).await,
         PgCommand::Drill(args) => drill(global, args).await,
         PgCommand::BaseBackup(args) => super::pg_base::base_backup(global, args).await,
+        PgCommand::WalPush(args) => crate::commands::pg_wal::wal_push(global, args).await,
+        PgCommand::WalGet(args) => crate::commands::pg_wal::wal_get(global, args).await,
+        PgCommand::PitrStatus(args) => crate::commands::pg_wal::pitr_status(global, args).await,
+        PgCommand::Check(args) => crate::commands::pg_wal::check(global, args).await,
+        PgCommand::Forget(args) => crate::commands::pg_wal::forget(global, args).await,
     }
 }
 
