@@ -357,11 +357,7 @@ pub async fn restore(
         tools,
     };
     let repo = context::open(global).await?;
-    let reporter = Reporter::new(global, "restored");
-    reporter.info(&format!("restoring a base backup into {} for point-in-time recovery", options.target_dir.display()));
-    let report = pitr::restore_to_target(&repo, &options).await;
-    reporter.finish();
-    let report = report?;
+    let report = pitr::restore_to_target(&repo, &options).await?;
     if global.json {
         let mut value = serde_json::to_value(&report)?;
         value["message_type"] = "summary".into();
