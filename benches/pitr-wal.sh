@@ -88,8 +88,9 @@ say "pgbench -c 2 for $LOAD_SECS s with archiving on"
 A0=$(archived)
 LSN0=$(q "select pg_current_wal_lsn()")
 t0=$(now)
-"$PGBIN/pgbench" -n -c 2 -T "$LOAD_SECS" >/dev/null 2>&1
+"$PGBIN/pgbench" -n -c 2 -T "$LOAD_SECS" >"$WORK/pgbench.log" 2>&1 || { cat "$WORK/pgbench.log" >&2; exit 1; }
 t1=$(now)
+TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench.log" | head -1)
 LSN1=$(q "select pg_current_wal_lsn()")
 A1=$(archived)
 WRITTEN=$(q "select round(pg_wal_lsn_diff('$LSN1', '$LSN0') / 16777216.0, 1)")
@@ -130,7 +131,8 @@ echo "| --- | ---: |"
 echo "| backlog drain: segments (16 MiB) | $N |"
 echo "| backlog drain: seconds | $DRAIN |"
 echo "| backlog drain: segments/s | $DRAIN_RATE |"
-echo "| sustained pgbench -c 2, $LOAD_SECS s: segments written/s | $SUST_W |"
+echo "| sustained pgbench -c 2, $LOAD_SECS s: transactions/s | $TPS |"
+echo "| sustained: segments written/s | $SUST_W |"
 echo "| sustained: segments archived/s | $SUST_A |"
 echo "| sustained: .ready left at the end | $LEFT |"
 echo "| RPO with archive_timeout = $TIMEOUT s: median / max (s, $RPO_N samples) | $RPO_MED / $RPO_MAX |"
