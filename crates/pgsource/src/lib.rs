@@ -29,6 +29,8 @@ pub mod copy;
 pub mod csv;
 pub mod drill;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod manifest;
 pub mod pattern;
 pub mod pitr;

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use cairn_repo::{Snapshot, SnapshotId};
 
 use super::layout::{
-    BASE_TAG, BaseBackupInfo, HistoryEntry, PitrInfo, SegmentSize, TimelineId, WAL_TAG, WalFile, parse_history,
+    BASE_TAG, BaseBackupInfo, HistoryEntry, PitrInfo, SegmentSize, TimelineId, WAL_TAG, WalFile, base_snapshot_path,
+    parse_history, wal_snapshot_path,
 };
 
 /// One stored copy of a WAL file.
@@ -90,6 +91,19 @@ impl WalCatalog {
                 }
                 Some(Ok(info)) => info,
             };
+            let expected = match &info {
+                PitrInfo::Wal(w) => wal_snapshot_path(w.system_identifier),
+                PitrInfo::Base(b) => base_snapshot_path(b.system_identifier),
+            };
+            if snapshot.paths != [expected.clone()] {
+                catalog.unreadable.push((
+                    *id,
+                    format!(
+                        "its paths {:?} do not name the cluster of its metadata ({expected}): written by something else, or edited",
+                        snapshot.paths
+                    ),
+                ));
+            }
             match info {
                 PitrInfo::Wal(batch) => {
                     let mut bad_history = Vec::new();
@@ -212,14 +226,20 @@ pub(crate) mod tests {
             base(4, 30, 7, 1, "0/1000028", "0/1000100"),
             batch(5, 40, 9, &[("000000010000000000000001", "z")]),
             (id(6), broken),
+            {
+                let (i, mut s) = batch(7, 50, 7, &[("000000010000000000000009", "x")]);
+                s.paths = vec!["/pg-wal/8".into()];
+                (i, s)
+            },
         ];
         let c = WalCatalog::from_snapshots(&list);
         assert_eq!(c.clusters.len(), 2);
-        assert_eq!(c.unreadable.len(), 1);
+        assert_eq!(c.unreadable.len(), 2, "{:?}", c.unreadable);
+        assert!(c.unreadable[1].1.contains("do not name the cluster"));
         let seven = c.cluster(7).unwrap();
-        assert_eq!(seven.files.len(), 3);
+        assert_eq!(seven.files.len(), 4);
         assert_eq!(seven.hashes("000000010000000000000002"), vec!["b", "c"]);
-        assert_eq!(seven.batches.len(), 2);
+        assert_eq!(seven.batches.len(), 3);
         assert_eq!(seven.bases.len(), 1);
         assert_eq!(seven.histories[&TimelineId::new(2).unwrap()][0].switch_lsn.to_string(), "0/2800000");
     }

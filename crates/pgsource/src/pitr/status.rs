@@ -158,24 +158,16 @@ fn timeline_status(
         readable.into_iter().filter(|&n| on_chain(n)).collect::<BTreeSet<_>>().into_iter().collect();
     let own = present.iter().filter(|s| s.timeline == timeline).count() as u64;
     let (first, last) = (readable.first().copied(), readable.last().copied());
-    let mut gaps = Vec::new();
-    if let (Some(first), Some(last)) = (first, last) {
-        let mut n = first;
-        while n < last {
-            if !on_chain(n) {
-                let start = n;
-                while n < last && !on_chain(n) {
-                    n += 1;
-                }
-                gaps.push(Gap {
-                    first: segment_on_chain(&chain, start).name(size),
-                    last: segment_on_chain(&chain, n - 1).name(size),
-                    segments: n - start,
-                });
-            }
-            n += 1;
-        }
-    }
+    // The holes between consecutive readable segments (linear in what is archived).
+    let gaps: Vec<Gap> = readable
+        .windows(2)
+        .filter(|pair| pair[1] > pair[0] + 1)
+        .map(|pair| Gap {
+            first: segment_on_chain(&chain, pair[0] + 1).name(size),
+            last: segment_on_chain(&chain, pair[1] - 1).name(size),
+            segments: pair[1] - pair[0] - 1,
+        })
+        .collect();
     let mut windows: Vec<Window> = Vec::new();
     let mut bases: Vec<_> = cluster.bases.iter().filter(|b| tlis.contains(&b.info.timeline)).collect();
     bases.sort_by_key(|b| (b.info.start_lsn, b.time));

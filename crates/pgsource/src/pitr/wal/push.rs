@@ -281,9 +281,16 @@ impl Source for Batch<'_> {
     type Error = Error;
 
     async fn back_up(&mut self, into: &SourceContext) -> Result<()> {
+        // A few files at once: each stream chunks on a thread of its own.
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
         let mut entries = Vec::new();
-        for f in self.files {
-            let content = into.store_bytes(f.bytes.clone()).await?;
+        let mut stored = Vec::new();
+        for group in self.files.chunks(parallel) {
+            let contents =
+                futures::future::try_join_all(group.iter().map(|f| into.store_bytes(f.bytes.clone()))).await?;
+            stored.extend(group.iter().zip(contents));
+        }
+        for (f, content) in stored {
             let mut meta = EntryMeta::file();
             meta.mtime = f.mtime;
             into.add_file(&wal_tree_path(&f.name), content, &meta)?;
