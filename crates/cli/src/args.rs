@@ -567,6 +567,9 @@ pub struct ForgetArgs {
     pub prune_tuning: PruneTuning,
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Also apply the policy to point-in-time recovery snapshots (tags pg-wal, pg-base), which can break the WAL chain; `cairn pg forget` keeps it whole
+    #[arg(long)]
+    pub include_pitr: bool,
 }
 
 /// How prune decides and how long it waits.
@@ -772,6 +775,112 @@ pub enum PgCommand {
     Restore(PgRestoreArgs),
     /// Restore into a temporary database, compare row counts, run checks, drop it
     Drill(PgDrillArgs),
+    /// A physical base backup of a cluster, for point-in-time recovery with the WAL that wal-push archives
+    BaseBackup(crate::commands::pg_base::PgBaseBackupArgs),
+    /// archive_command: archive a WAL file (%p) in a batch; exit 0 once it is in the repository
+    WalPush(PgWalPushArgs),
+    /// restore_command: fetch a WAL file (%f) into %p; exit 0 found, 1 absent, 126 on any other error
+    WalGet(PgWalGetArgs),
+    /// Point-in-time recovery status: per cluster and timeline, the recoverable windows, gaps, last push and RPO
+    PitrStatus(PgPitrStatusArgs),
+    /// Check the archived WAL: continuity, timeline histories, system ids, duplicates (--read-data: read it back)
+    Check(PgCheckArgs),
+    /// Retention for point-in-time recovery: base backups by policy, and the WAL they need (plus a window)
+    Forget(PgForgetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PgWalPushArgs {
+    /// The WAL file to archive (archive_command's %p, relative to the data directory)
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// The spool directory shared with the background pusher [default: cairn_spool next to the WAL file]
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// The cluster's data directory [default: the parent of the WAL file's directory]
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: Option<PathBuf>,
+    /// Fail (PostgreSQL retries) if the file is not archived within SECS
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub timeout: u64,
+    /// Most WAL files per snapshot
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub batch_files: usize,
+    /// Most bytes per snapshot (held in memory)
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub batch_size: u64,
+    /// The pusher exits after SECS with nothing to push
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub idle_exit: u64,
+    /// Run as the background pusher (started by wal-push itself)
+    #[arg(long, hide = true)]
+    pub pusher: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PgWalGetArgs {
+    /// The WAL file's name (restore_command's %f)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where to write it (restore_command's %p)
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Fetch this many following segments into the spool along with it
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub prefetch: usize,
+    /// Where prefetched files wait [default: cairn_spool next to PATH]
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// The cluster whose WAL to read [default: the one in the data directory's pg_control, else the repository's only one]
+    #[arg(long, value_name = "ID")]
+    pub system_identifier: Option<u64>,
+    /// Tries before giving up on a repository error (then exit 126, so that recovery stops instead of ending early)
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub retries: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PgPitrStatusArgs {
+    /// Only this cluster (system identifier)
+    #[arg(long, value_name = "ID")]
+    pub system_identifier: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct PgCheckArgs {
+    /// Also read every archived WAL file back and check its hash and header
+    #[arg(long)]
+    pub read_data: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PgForgetArgs {
+    /// Keep the N newest base backups (per cluster)
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_last: u32,
+    /// Keep the newest base backup of each of the N most recent days
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_daily: u32,
+    /// Keep the newest base backup of each of the N most recent ISO weeks
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_weekly: u32,
+    /// Keep the newest base backup of each of the N most recent months
+    #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
+    pub keep_monthly: u32,
+    /// Keep every base backup within DURATION of the newest (e.g. 30d)
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+    /// Also keep all WAL archived within DURATION of now (e.g. 7d), whatever the base backups
+    #[arg(long, value_name = "DURATION", value_parser = cairn::units::parse_duration)]
+    pub wal_window: Option<std::time::Duration>,
+    /// Show what would be kept and removed, and why; remove nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Prune afterwards
+    #[arg(long)]
+    pub prune: bool,
+    #[command(flatten)]
+    pub prune_tuning: PruneTuning,
 }
 
 /// Where the server is and where its client programs are.
@@ -824,8 +933,8 @@ pub struct PgRestoreArgs {
     #[arg(default_value = "latest", value_name = "SNAPSHOT")]
     pub snapshot: String,
     /// The target database (URL, key=value pairs or a name); with --create, the one to create. For an --all-databases snapshot: the target server's maintenance database (each database is restored under its own name)
-    #[arg(short = 'd', long, value_name = "CONNINFO|URL")]
-    pub dbname: String,
+    #[arg(short = 'd', long, value_name = "CONNINFO|URL", required_unless_present = "pitr_target")]
+    pub dbname: Option<String>,
     /// --all-databases snapshots: restore only this database (created if missing)
     #[arg(long, value_name = "NAME")]
     pub only_database: Option<String>,
@@ -848,6 +957,10 @@ pub struct PgRestoreArgs {
     pub conn: PgConnArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
+    #[command(flatten)]
+    pub pitr_target: crate::commands::pg_base::PgPitrTargetArgs,
+    #[command(flatten)]
+    pub pitr: crate::commands::pg_base::PgPitrRestoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -856,8 +969,8 @@ pub struct PgDrillArgs {
     #[arg(default_value = "latest", value_name = "SNAPSHOT")]
     pub snapshot: String,
     /// A database of the server to drill on, with a role that may create databases
-    #[arg(short = 'd', long, value_name = "CONNINFO|URL")]
-    pub dbname: String,
+    #[arg(short = 'd', long, value_name = "CONNINFO|URL", required_unless_present = "pitr")]
+    pub dbname: Option<String>,
     /// A query that must return true, or at least one row (repeatable; run in every drilled database)
     #[arg(long = "check", value_name = "SQL")]
     pub checks: Vec<String>,
@@ -868,6 +981,10 @@ pub struct PgDrillArgs {
     pub conn: PgConnArgs,
     #[command(flatten)]
     pub filter: FilterArgs,
+    #[command(flatten)]
+    pub pitr: crate::commands::pg_base::PgPitrDrillArgs,
+    #[command(flatten)]
+    pub pitr_target: crate::commands::pg_base::PgPitrTargetArgs,
 }
 
 /// `--read-data-subset`: a malformed value is a usage error (exit 2).

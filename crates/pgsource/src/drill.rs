@@ -43,7 +43,7 @@ pub struct TableCount {
 }
 
 /// One check query's outcome.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct CheckOutcome {
     /// The query.
     pub sql: String,
@@ -178,7 +178,7 @@ async fn examine(
     Ok(())
 }
 
-async fn run_check(client: &Client, sql: &str) -> CheckOutcome {
+pub(crate) async fn run_check(client: &Client, sql: &str) -> CheckOutcome {
     match client.simple_query(sql).await {
         Err(e) => CheckOutcome { sql: sql.to_owned(), ok: false, detail: crate::error::describe(&e) },
         Ok(messages) => {

@@ -17,6 +17,7 @@
 //! repository through a snapshot session), [`manifest`] (what the snapshot records),
 //! [`backup`](mod@backup); then [`restore`](mod@restore) and [`drill`](mod@drill). [`cluster`] does all of
 //! them for every database of a server (`--all-databases`), with the globals.
+//! [`pitr`] is point-in-time recovery: WAL archiving and physical base backups.
 
 #![warn(missing_docs)]
 
@@ -28,8 +29,11 @@ pub mod copy;
 pub mod csv;
 pub mod drill;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod manifest;
 pub mod pattern;
+pub mod pitr;
 pub mod restore;
 pub mod schema;
 

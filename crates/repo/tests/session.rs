@@ -192,3 +192,58 @@ async fn a_parent_whose_trees_were_pruned_is_read_in_full() {
     repo.forget_snapshot(&id).await.unwrap();
     check_clean(&repo).await;
 }
+
+/// Stores `data` as `blocks/f` cut into fixed 16 KiB blocks.
+struct Blocks {
+    data: Vec<u8>,
+}
+
+#[async_trait::async_trait]
+impl Source for Blocks {
+    type Error = Error;
+    async fn back_up(&mut self, into: &SourceContext) -> Result<(), Error> {
+        let content = into.store_in_background(std::io::Cursor::new(self.data.clone()), Some(16384)).await?;
+        into.add_file("blocks/f", content, &EntryMeta::file())?;
+        into.add_snapshot_path("/blocks");
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_blocks_store_a_changed_page_alone_and_zero_blocks_as_holes() {
+    use std::io::Read;
+    let repo = repository().await;
+    // 10 blocks of noise, 3 zero blocks, then a short tail.
+    let mut data = bytes(7, 10 * 16384);
+    data.extend(vec![0u8; 3 * 16384]);
+    data.extend(bytes(8, 1000));
+    let mut session = repo.begin_snapshot(SnapshotOptions::default()).await.unwrap();
+    session.add_source(&mut Blocks { data: data.clone() }).await.unwrap();
+    let first = session.commit().await.unwrap();
+
+    let loader = cairn_repo::TreeLoader::new(
+        &repo,
+        std::sync::Arc::new(repo.load_index().await.unwrap()),
+        tokio::runtime::Handle::current(),
+    );
+    let node = tokio::task::block_in_place(|| loader.resolve(&first.snapshot, "/blocks/f")).unwrap();
+    let lengths: Vec<(bool, u64)> =
+        node.content.iter().map(|e| (matches!(e, cairn_repo::Extent::Hole { .. }), e.len())).collect();
+    let mut expected = vec![(false, 16384); 10];
+    expected.push((true, 3 * 16384));
+    expected.push((false, 1000));
+    assert_eq!(lengths, expected);
+    let mut back = Vec::new();
+    tokio::task::block_in_place(|| loader.content(&node).read_to_end(&mut back)).unwrap();
+    assert_eq!(back, data);
+
+    // One 8 KiB page rewritten in place: one new block is stored.
+    let mut changed = data.clone();
+    changed[5 * 16384 + 8192..5 * 16384 + 16384].copy_from_slice(&bytes(9, 8192));
+    let mut session = repo.begin_snapshot(SnapshotOptions::default()).await.unwrap();
+    session.add_source(&mut Blocks { data: changed }).await.unwrap();
+    let second = session.commit().await.unwrap();
+    let added = second.summary.bytes_added;
+    assert!(added < 16384 + 4096, "one changed page stored {added} bytes");
+    check_clean(&repo).await;
+}

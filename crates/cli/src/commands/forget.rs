@@ -65,7 +65,24 @@ pub async fn run(global: &GlobalArgs, args: ForgetArgs) -> Result<()> {
         found.dedup_by_key(|(id, _)| *id);
         found
     } else {
-        repo.snapshots_matching(&args.filter.filter()).await?
+        // Point-in-time recovery snapshots are `cairn pg forget`'s: a
+        // policy here would cut the WAL chain, unless asked for.
+        let named = args.filter.tags.iter().flat_map(|t| t.split(',')).any(|t| {
+            let t = t.trim();
+            t == cairn_pgsource::pitr::WAL_TAG || t == cairn_pgsource::pitr::BASE_TAG
+        });
+        let mut all = repo.snapshots_matching(&args.filter.filter()).await?;
+        if !args.include_pitr && !named {
+            let before = all.len();
+            all.retain(|(_, s)| !crate::commands::pg_wal::is_pitr(s));
+            if all.len() < before && !global.json && !global.quiet {
+                println!(
+                    "left out {} point-in-time recovery snapshot(s) (tags pg-wal, pg-base): `cairn pg forget` keeps their chain whole (or give --include-pitr)",
+                    before - all.len()
+                );
+            }
+        }
+        all
     };
 
     // Group, judge each group, and check --min-keep before removing anything.

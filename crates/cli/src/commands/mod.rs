@@ -15,6 +15,8 @@ pub mod key;
 pub mod ls;
 pub mod mount;
 pub mod pg;
+pub mod pg_base;
+pub mod pg_wal;
 pub mod prune;
 pub mod repair;
 pub mod report;

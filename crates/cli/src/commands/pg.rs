@@ -26,6 +26,12 @@ pub async fn run(global: &GlobalArgs, command: PgCommand) -> Result<u8> {
         PgCommand::Backup(args) => backup(global, args).await,
         PgCommand::Restore(args) => restore(global, args).await,
         PgCommand::Drill(args) => drill(global, args).await,
+        PgCommand::BaseBackup(args) => super::pg_base::base_backup(global, args).await,
+        PgCommand::WalPush(args) => crate::commands::pg_wal::wal_push(global, args).await,
+        PgCommand::WalGet(args) => crate::commands::pg_wal::wal_get(global, args).await,
+        PgCommand::PitrStatus(args) => crate::commands::pg_wal::pitr_status(global, args).await,
+        PgCommand::Check(args) => crate::commands::pg_wal::check(global, args).await,
+        PgCommand::Forget(args) => crate::commands::pg_wal::forget(global, args).await,
     }
 }
 
@@ -179,7 +185,15 @@ async fn open(
 }
 
 async fn restore(global: &GlobalArgs, args: PgRestoreArgs) -> Result<u8> {
-    let conn = conn_spec(Some(&args.dbname))?;
+    if args.pitr_target.given() {
+        return super::pg_base::restore(global, &args.snapshot, &args.pitr_target, &args.pitr, tools(&args.conn)).await;
+    }
+    let Some(dbname) = args.dbname.as_deref() else {
+        crate::exit::usage!(
+            "give the target database with -d/--dbname (or a --to-* target for a point-in-time restore)"
+        );
+    };
+    let conn = conn_spec(Some(dbname))?;
     let (loader, id, _, opened) = open(global, &args.snapshot, &args.filter).await?;
     let opened = match opened.as_ref() {
         Opened::Cluster(cluster) => return restore_all(global, args, conn, &loader, id, cluster).await,
@@ -312,7 +326,19 @@ async fn restore_all(
 }
 
 async fn drill(global: &GlobalArgs, args: PgDrillArgs) -> Result<u8> {
-    let admin = conn_spec(Some(&args.dbname))?;
+    if args.pitr.pitr {
+        let tools = tools(&args.conn);
+        return super::pg_base::drill(global, &args.snapshot, &args.pitr_target, &args.pitr, &args.checks, tools).await;
+    }
+    if args.pitr_target.given() {
+        crate::exit::usage!(
+            "--to-time, --to-lsn, --to-xid, --to-name and --to-latest drill a point-in-time restore: add --pitr"
+        );
+    }
+    let Some(dbname) = args.dbname.as_deref() else {
+        crate::exit::usage!("give a database of the server to drill on with -d/--dbname (or --pitr)");
+    };
+    let admin = conn_spec(Some(dbname))?;
     let (loader, id, _, opened) = open(global, &args.snapshot, &args.filter).await?;
     let options =
         DrillOptions { admin, checks: args.checks.clone(), jobs: args.conn.jobs.max(1), tools: tools(&args.conn) };

@@ -113,6 +113,38 @@ impl SourceContext {
         self.store.store_reader(reader)
     }
 
+    /// Stores everything `reader` yields cut into fixed blocks of
+    /// `block_size` bytes (the last may be shorter) instead of
+    /// content-defined chunks; all-zero blocks become holes. For files
+    /// updated in place at aligned offsets, such as database relation
+    /// files (8 KiB pages): a changed page then re-stores only its block.
+    /// Blocking, like [`store_reader`](Self::store_reader).
+    pub fn store_blocks(&self, reader: &mut dyn Read, block_size: usize) -> Result<Content> {
+        self.store.store_blocks(reader, block_size)
+    }
+
+    /// Stores `reader` on a blocking thread of the runtime, cut into fixed
+    /// blocks of `block_size` bytes ([`store_blocks`](Self::store_blocks))
+    /// or, with `None`, content-defined chunks
+    /// ([`store_reader`](Self::store_reader)). Several such calls run in
+    /// parallel: a source reads many files at once with it.
+    pub async fn store_in_background<R: Read + Send + 'static>(
+        &self,
+        reader: R,
+        block_size: Option<usize>,
+    ) -> Result<Content> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            match block_size {
+                Some(size) => store.store_blocks(&mut reader, size),
+                None => store.store_reader(&mut reader),
+            }
+        })
+        .await
+        .map_err(|e| Error::WriteSessionFailed(format!("a storing thread failed: {e}")))?
+    }
+
     /// Starts storing a stream fed from async code, batch by batch.
     pub fn stream(&self) -> Result<StreamSink> {
         StreamSink::start(self.store.clone())

@@ -202,6 +202,55 @@ impl Store {
         Ok(content)
     }
 
+    /// Stores everything `reader` yields cut at fixed `block_size` offsets
+    /// instead of content-defined points (blocking). Each full block is one
+    /// chunk, the last may be shorter; an all-zero block becomes a hole
+    /// (adjacent holes merge), so it needs no storage. For files rewritten
+    /// in place at aligned offsets (database pages): a changed page changes
+    /// only its block, where a content-defined chunk around it would be
+    /// larger. Cut points are not recorded anywhere: tree extents allow any.
+    pub(crate) fn store_blocks(&self, reader: &mut dyn Read, block_size: usize) -> Result<Content> {
+        if block_size == 0 || block_size > crate::format::blob::MAX_BLOB_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "a block size of {block_size} bytes cannot be stored: give 1 byte to {} MiB",
+                crate::format::blob::MAX_BLOB_SIZE >> 20
+            )));
+        }
+        let mut content = Content::default();
+        loop {
+            if self.aborted() {
+                break;
+            }
+            let mut block = vec![0u8; block_size];
+            let n = read_full(reader, &mut block)
+                .map_err(|e| Error::Io { context: "reading a stream to store".into(), source: e })?;
+            if n == 0 {
+                break;
+            }
+            block.truncate(n);
+            content.size += n as u64;
+            self.inner.progress.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+            if block.iter().all(|&b| b == 0) {
+                match content.extents.last_mut() {
+                    Some(Extent::Hole { length }) => *length += n as u64,
+                    _ => content.extents.push(Extent::Hole { length: n as u64 }),
+                }
+            } else {
+                content.extents.push(self.submit(Bytes::from(block)));
+            }
+            if n < block_size {
+                break;
+            }
+        }
+        if let Some(e) = self.take_failure() {
+            return Err(e);
+        }
+        if self.aborted() {
+            return Err(Error::WriteSessionFailed("the backup was aborted".into()));
+        }
+        Ok(content)
+    }
+
     /// Stores a tree blob (blocking; not from inside the runtime).
     pub(crate) fn store_tree(&self, tree: &Tree) -> Result<TreeId> {
         self.handle().block_on(self.store_tree_async(tree))
@@ -233,6 +282,20 @@ impl Store {
             None => Ok(()),
         }
     }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 impl Shared {

@@ -1,0 +1,50 @@
+//! Entry points for the cargo-fuzz targets in `fuzz/` (not a stable API).
+//!
+//! Each function feeds arbitrary bytes to a decoder of outside data the way
+//! the PITR code reads it, and must never panic: WAL page headers (what
+//! `wal-push` reads from PostgreSQL's files), WAL file names, timeline
+//! history files and the `pitr` metadata of snapshots.
+
+use crate::pitr::{self, SegmentSize, WalFile};
+
+/// A WAL segment's headers: the long header, then every page against the
+/// name the bytes would have.
+pub fn wal_segment(data: &[u8]) {
+    if let Ok(long) = pitr::read_long_header(data) {
+        for tli in [1, 2] {
+            let timeline = pitr::TimelineId::new(tli).expect("not 0");
+            let segno = long.page_address.0 / long.segment_size.bytes();
+            let segment = pitr::WalSegment { timeline, segno };
+            let _ = pitr::check_segment(data, segment, &long, false);
+            let _ = pitr::check_segment(data, segment, &long, true);
+        }
+    }
+}
+
+/// WAL file names, LSNs and timeline history files.
+pub fn wal_text(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    for size in
+        [SegmentSize::DEFAULT, SegmentSize::new(1 << 20).expect("valid"), SegmentSize::new(1 << 30).expect("valid")]
+    {
+        if let Ok(file) = WalFile::parse(text, size) {
+            assert_eq!(WalFile::parse(&file.name(size), size).ok(), Some(file), "names round-trip");
+        }
+    }
+    if let Ok(lsn) = text.parse::<pitr::Lsn>() {
+        assert_eq!(lsn.to_string().parse::<pitr::Lsn>().ok(), Some(lsn), "LSNs round-trip");
+    }
+    let _ = pitr::parse_history(text);
+}
+
+/// The `pitr` metadata of a snapshot, and a catalog of it.
+pub fn pitr_metadata(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    let mut snapshot = cairn_repo::Snapshot::new(Default::default(), vec![]);
+    snapshot.tags = vec![pitr::WAL_TAG.into()];
+    snapshot.extra.insert(pitr::METADATA_KEY.into(), value);
+    let listing = vec![(cairn_repo::SnapshotId::default(), snapshot)];
+    let catalog = pitr::WalCatalog::from_snapshots(&listing);
+    let statuses = pitr::status(&catalog, jiff::Timestamp::UNIX_EPOCH);
+    let _ = pitr::check(&catalog, &statuses);
+}

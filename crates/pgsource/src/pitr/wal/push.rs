@@ -1,0 +1,509 @@
+//! `wal-push`: archiving WAL files, batched and asynchronous.
+//!
+//! The **foreground** ([`push_foreground`]), run by PostgreSQL's
+//! `archive_command` for each file, never opens the repository: it hashes
+//! the file, asks the pusher for it through the [`Spool`], starts the pusher
+//! if none runs, and waits for its `.ok` (whose hash must be the file's) or
+//! `.error`.
+//!
+//! The **pusher** ([`run_pusher`]) holds the repository open. It takes the
+//! requests and every `archive_status/*.ready` file (so the files
+//! PostgreSQL will ask for next are pushed before it asks), checks each
+//! file's name and page headers, and commits each batch as ONE `pg-wal`
+//! snapshot; only then does it write the `.ok` files. A file whose name was
+//! already pushed with the same content is acknowledged at once; with other
+//! content it is refused, never overwritten.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cairn_repo::{EntryMeta, Repository, SnapshotOptions, Source, SourceContext};
+
+use super::super::catalog::WalCatalog;
+use super::super::layout::{
+    METADATA_KEY, PitrInfo, SegmentSize, WAL_TAG, WalBatchInfo, WalFile, WalFileEntry, wal_snapshot_path, wal_tree_path,
+};
+use super::header::{self, HeaderError};
+use super::spool::Spool;
+use crate::error::{Error, Result};
+
+/// Whether `name` can be a WAL file name (`%f`): the pusher checks it fully
+/// once the segment size is known; this only keeps odd names out of the spool.
+pub fn is_plausible_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_hexdigit() || b.is_ascii_lowercase() || b == b'.')
+        && !name.starts_with('.')
+        && (name.len() == 24 || name.ends_with(".history") || name.ends_with(".backup") || name.ends_with(".partial"))
+}
+
+/// How the foreground waits.
+#[derive(Debug, Clone)]
+pub struct ForegroundOptions {
+    /// The file PostgreSQL asks to archive (`%p`).
+    pub path: PathBuf,
+    /// The spool directory.
+    pub spool: PathBuf,
+    /// How long to wait for the pusher before failing (PostgreSQL retries).
+    pub timeout: Duration,
+}
+
+/// What the foreground found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The file is in the repository.
+    Archived {
+        /// Its BLAKE3 hash.
+        blake3: String,
+    },
+}
+
+/// The foreground of `wal-push`: returns once the pusher says the file is
+/// in the repository; `start_pusher` starts a pusher (a process of its own)
+/// when none holds the spool's lock.
+pub fn push_foreground(
+    options: &ForegroundOptions,
+    start_pusher: &mut dyn FnMut(&Spool) -> std::io::Result<()>,
+) -> Result<PushOutcome> {
+    let name = options
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::Invalid(format!("{} is not a file", options.path.display())))?;
+    if !is_plausible_name(&name) {
+        return Err(Error::Invalid(format!(
+            "{name:?} is not a WAL file name (wal-push takes %p of archive_command: a segment, .history, .backup or .partial file)"
+        )));
+    }
+    let bytes = std::fs::read(&options.path)
+        .map_err(|e| Error::io(format!("cannot read the WAL file {}", options.path.display()), e))?;
+    let blake3 = blake3::hash(&bytes).to_hex().to_string();
+    drop(bytes);
+    let path = std::path::absolute(&options.path)
+        .map_err(|e| Error::io(format!("cannot resolve {}", options.path.display()), e))?;
+    let spool = Spool::open(&options.spool)?;
+    // A result left by an earlier try is stale unless it is an .ok for this content.
+    match spool.read_ok(&name) {
+        Some(h) if h == blake3 => {
+            spool.clear(&name);
+            return Ok(PushOutcome::Archived { blake3 });
+        }
+        _ => spool.clear(&name),
+    }
+    spool.request(&name, &path)?;
+    let started = Instant::now();
+    let mut last_start: Option<Instant> = None;
+    loop {
+        if let Some(h) = spool.read_ok(&name) {
+            spool.clear(&name);
+            if h == blake3 {
+                return Ok(PushOutcome::Archived { blake3 });
+            }
+            return Err(Error::Mismatch(format!(
+                "{name} changed while it was being archived (hash {blake3}, pushed {h}); PostgreSQL will try again"
+            )));
+        }
+        if let Some(reason) = spool.read_error(&name) {
+            spool.clear(&name);
+            return Err(Error::Invalid(reason.trim().to_owned()));
+        }
+        if last_start.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) && !spool.pusher_running()? {
+            start_pusher(&spool).map_err(|e| Error::io("cannot start the WAL pusher", e))?;
+            last_start = Some(Instant::now());
+        }
+        if started.elapsed() > options.timeout {
+            return Err(Error::Invalid(format!(
+                "{name} was not archived within {} s: see the pusher's log {} (PostgreSQL will try again)",
+                options.timeout.as_secs(),
+                spool.log_path().display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the pusher decides for one file, given what is archived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not archived yet: store it.
+    Store,
+    /// Archived with the same content: acknowledge it.
+    AlreadyArchived,
+    /// Archived with other content: refuse it.
+    Conflict {
+        /// The archived content's hash.
+        archived: String,
+    },
+}
+
+/// The verdict for `name` with hash `blake3` (pure).
+pub fn verdict(name: &str, blake3: &str, archived: &HashMap<String, String>) -> Verdict {
+    match archived.get(name) {
+        None => Verdict::Store,
+        Some(h) if h == blake3 => Verdict::AlreadyArchived,
+        Some(h) => Verdict::Conflict { archived: h.clone() },
+    }
+}
+
+/// Which of the waiting files go into the next batch (pure): oldest name
+/// first, at most `max_files` and `max_bytes` (but always at least one).
+pub fn select_batch(mut waiting: Vec<(String, u64)>, max_files: usize, max_bytes: u64) -> Vec<String> {
+    waiting.sort();
+    waiting.dedup_by(|a, b| a.0 == b.0);
+    let mut out = Vec::new();
+    let mut bytes = 0u64;
+    for (name, size) in waiting {
+        if out.len() >= max_files.max(1) || (!out.is_empty() && bytes + size > max_bytes) {
+            break;
+        }
+        bytes += size;
+        out.push(name);
+    }
+    out
+}
+
+/// What the pusher is told about the cluster it serves.
+#[derive(Debug, Clone)]
+pub struct PusherOptions {
+    /// The spool directory.
+    pub spool: PathBuf,
+    /// The cluster's WAL directory (`PGDATA/pg_wal`), scanned for `archive_status/*.ready`.
+    pub wal_dir: PathBuf,
+    /// The cluster's data directory: `global/pg_control` gives the system
+    /// identifier every segment must carry, `PG_VERSION` the page magic.
+    pub pgdata: PathBuf,
+    /// Most files per snapshot.
+    pub max_files: usize,
+    /// Most bytes per snapshot (held in memory while the batch is written).
+    pub max_bytes: u64,
+    /// Exit after this long with nothing to do.
+    pub idle_exit: Duration,
+    /// Host name to record in snapshots (`None`: this machine's).
+    pub hostname: Option<String>,
+}
+
+/// What a pusher did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PusherReport {
+    /// Snapshots committed.
+    pub batches: u64,
+    /// Files stored.
+    pub stored: u64,
+    /// Files acknowledged as already archived.
+    pub already: u64,
+    /// Files refused.
+    pub refused: u64,
+}
+
+/// The cluster facts the pusher checks segments against.
+#[derive(Debug, Clone, Copy)]
+struct Cluster {
+    system_identifier: u64,
+    magic: Option<u16>,
+}
+
+/// Reads `global/pg_control`'s system identifier (its first 8 bytes) and
+/// `PG_VERSION`.
+fn read_cluster(pgdata: &Path) -> Result<Cluster> {
+    let control = pgdata.join("global/pg_control");
+    let bytes = std::fs::read(&control).map_err(|e| {
+        Error::io(format!("cannot read {} (is the data directory {}?)", control.display(), pgdata.display()), e)
+    })?;
+    let first: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Invalid(format!("{} is too short to be pg_control", control.display())))?;
+    let version = std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap_or_default();
+    let magic = version.trim().parse::<u32>().ok().and_then(header::magic_of);
+    Ok(Cluster { system_identifier: u64::from_le_bytes(first), magic })
+}
+
+/// One file read and checked, ready to store.
+#[derive(Debug)]
+struct Prepared {
+    name: String,
+    bytes: Vec<u8>,
+    blake3: String,
+    segment_size: SegmentSize,
+    mtime: Option<jiff::Timestamp>,
+}
+
+/// Checks a file's name and content against the cluster.
+fn prepare(name: &str, path: &Path, cluster: &Cluster, size_hint: Option<SegmentSize>) -> Result<Prepared, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mtime =
+        std::fs::metadata(path).ok().and_then(|m| m.modified().ok()).and_then(|t| jiff::Timestamp::try_from(t).ok());
+    let blake3 = blake3::hash(&bytes).to_hex().to_string();
+    let looks_like_segment = !name.contains('.') || name.ends_with(".partial");
+    let segment_size = if looks_like_segment {
+        let long = header::read_long_header(&bytes).map_err(|HeaderError(e)| format!("{name}: {e}"))?;
+        if long.system_identifier != cluster.system_identifier {
+            return Err(format!(
+                "{name} belongs to the cluster with system identifier {}, the data directory's is {}: refusing to archive another cluster's WAL",
+                long.system_identifier, cluster.system_identifier
+            ));
+        }
+        if let Some(magic) = cluster.magic {
+            if long.magic != magic {
+                return Err(format!(
+                    "{name} has WAL page magic {:#06X}, the server's version writes {magic:#06X}",
+                    long.magic
+                ));
+            }
+        }
+        let file = WalFile::parse(name, long.segment_size).map_err(|e| e.to_string())?;
+        let segment = file.segment().ok_or_else(|| format!("{name} is not a segment"))?;
+        header::check_segment(&bytes, segment, &long, matches!(file, WalFile::Partial(_)))
+            .map_err(|HeaderError(e)| format!("{name}: {e}"))?;
+        long.segment_size
+    } else {
+        let size = size_hint.unwrap_or(SegmentSize::DEFAULT);
+        let file = WalFile::parse(name, size).map_err(|e| e.to_string())?;
+        if let WalFile::History(_) = file {
+            let text = std::str::from_utf8(&bytes).map_err(|_| format!("{name} is not text"))?;
+            super::super::layout::parse_history(text).map_err(|e| format!("{name}: {e}"))?;
+        }
+        size
+    };
+    Ok(Prepared { name: name.to_owned(), bytes, blake3, segment_size, mtime })
+}
+
+/// The files of one batch, as a snapshot source.
+struct Batch<'a> {
+    files: &'a [Prepared],
+    system_identifier: u64,
+    segment_size: SegmentSize,
+}
+
+#[async_trait::async_trait]
+impl Source for Batch<'_> {
+    type Error = Error;
+
+    async fn back_up(&mut self, into: &SourceContext) -> Result<()> {
+        // A few files at once: each stream chunks on a thread of its own.
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
+        let mut entries = Vec::new();
+        let mut stored = Vec::new();
+        for group in self.files.chunks(parallel) {
+            let contents =
+                futures::future::try_join_all(group.iter().map(|f| into.store_bytes(f.bytes.clone()))).await?;
+            stored.extend(group.iter().zip(contents));
+        }
+        for (f, content) in stored {
+            let mut meta = EntryMeta::file();
+            meta.mtime = f.mtime;
+            into.add_file(&wal_tree_path(&f.name), content, &meta)?;
+            let history = f.name.ends_with(".history").then(|| String::from_utf8_lossy(&f.bytes).into_owned());
+            entries.push(WalFileEntry {
+                name: f.name.clone(),
+                size: f.bytes.len() as u64,
+                blake3: f.blake3.clone(),
+                history,
+            });
+        }
+        into.add_snapshot_path(wal_snapshot_path(self.system_identifier));
+        into.add_tag(WAL_TAG);
+        let info = PitrInfo::Wal(WalBatchInfo {
+            system_identifier: self.system_identifier,
+            wal_segment_size: self.segment_size,
+            files: entries,
+            extra: Default::default(),
+        });
+        into.set_metadata(METADATA_KEY, info.to_value());
+        Ok(())
+    }
+}
+
+/// The files waiting: requests first-come, then `.ready` files; name → path.
+fn waiting(spool: &Spool, wal_dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
+    let mut out: Vec<(String, PathBuf, bool)> =
+        spool.requests()?.into_iter().map(|(name, path)| (name, path, true)).collect();
+    let status = wal_dir.join("archive_status");
+    if let Ok(entries) = std::fs::read_dir(&status) {
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let Some(name) = file.strip_suffix(".ready") {
+                if !out.iter().any(|(n, _, _)| n == name) && !spool.has_result(name) && is_plausible_name(name) {
+                    out.push((name.to_owned(), wal_dir.join(name), false));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the pusher until it has been idle for `idle_exit`. The caller holds
+/// the spool's lock (see [`Spool::try_lock`]).
+pub async fn run_pusher(repo: &Repository, options: &PusherOptions) -> Result<PusherReport> {
+    let spool = Spool::open(&options.spool)?;
+    let cluster = read_cluster(&options.pgdata)?;
+    spool.claim_system_identifier(cluster.system_identifier)?;
+    // What is archived: this host's record, and with a key that can read,
+    // the repository's listing (another host may have pushed too).
+    let mut archived = spool.pushed()?;
+    let mut segment_size: Option<SegmentSize> = None;
+    if repo.can_read() {
+        let catalog = WalCatalog::from_snapshots(&repo.list_snapshots().await?);
+        if let Some(cluster_files) = catalog.cluster(cluster.system_identifier) {
+            segment_size = Some(cluster_files.segment_size);
+            for (name, copies) in &cluster_files.files {
+                if let Some(first) = copies.first() {
+                    archived.entry(name.clone()).or_insert_with(|| first.blake3.clone());
+                }
+            }
+        }
+    }
+    let mut report = PusherReport::default();
+    let mut idle_since = Instant::now();
+    loop {
+        let all = waiting(&spool, &options.wal_dir)?;
+        if all.is_empty() {
+            if idle_since.elapsed() > options.idle_exit {
+                return Ok(report);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let sizes: Vec<(String, u64)> =
+            all.iter().map(|(n, p, _)| (n.clone(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))).collect();
+        let chosen = select_batch(sizes, options.max_files, options.max_bytes);
+        let mut store: Vec<Prepared> = Vec::new();
+        let mut acks: Vec<(String, String)> = Vec::new();
+        let mut refusals: Vec<(String, String)> = Vec::new();
+        for name in &chosen {
+            let Some((_, path, requested)) = all.iter().find(|(n, _, _)| n == name) else { continue };
+            let prepared = {
+                let (name, path, cluster) = (name.clone(), path.clone(), cluster);
+                tokio::task::spawn_blocking(move || prepare(&name, &path, &cluster, segment_size))
+                    .await
+                    .map_err(|e| Error::Invalid(format!("a WAL check failed: {e}")))?
+            };
+            let prepared = match prepared {
+                Ok(p) => p,
+                Err(reason) if !*requested && !path.exists() => {
+                    // PostgreSQL archived and removed it meanwhile.
+                    tracing::debug!("{name}: {reason}");
+                    continue;
+                }
+                Err(reason) => {
+                    refusals.push((name.clone(), reason));
+                    continue;
+                }
+            };
+            if prepared.name.len() == 24 || prepared.name.ends_with(".partial") {
+                segment_size.get_or_insert(prepared.segment_size);
+            }
+            match verdict(&prepared.name, &prepared.blake3, &archived) {
+                Verdict::Store => store.push(prepared),
+                Verdict::AlreadyArchived => acks.push((prepared.name.clone(), prepared.blake3.clone())),
+                Verdict::Conflict { archived } => refusals.push((
+                    prepared.name.clone(),
+                    format!(
+                        "{} is already archived with other content (BLAKE3 {archived}, this file's is {}): refusing to overwrite it; find out why the cluster wrote it twice (`cairn pg check`)",
+                        prepared.name, prepared.blake3
+                    ),
+                )),
+            }
+        }
+        report.already += acks.len() as u64;
+        if !store.is_empty() {
+            let size = segment_size.unwrap_or(SegmentSize::DEFAULT);
+            let mut batch = Batch { files: &store, system_identifier: cluster.system_identifier, segment_size: size };
+            let snapshot_options = SnapshotOptions { hostname: options.hostname.clone(), ..Default::default() };
+            let mut session = repo.begin_snapshot(snapshot_options).await?;
+            session.add_source(&mut batch).await?;
+            session.commit().await?;
+            report.batches += 1;
+            report.stored += store.len() as u64;
+            let pushed: Vec<(String, String)> = store.iter().map(|p| (p.name.clone(), p.blake3.clone())).collect();
+            spool.record_pushed(&pushed)?;
+            for (name, hash) in pushed {
+                archived.insert(name.clone(), hash.clone());
+                acks.push((name, hash));
+            }
+        }
+        for (name, hash) in &acks {
+            spool.write_ok(name, hash)?;
+            spool.done(name);
+        }
+        report.refused += refusals.len() as u64;
+        for (name, reason) in &refusals {
+            tracing::warn!("{reason}");
+            spool.write_error(name, reason)?;
+            spool.done(name);
+        }
+        idle_since = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plausible_names() {
+        for (name, ok) in [
+            ("000000010000000000000003", true),
+            ("00000002.history", true),
+            ("000000010000000000000002.00000028.backup", true),
+            ("000000010000000000000003.partial", true),
+            ("RECOVERYXLOG", false),
+            ("../etc/passwd", false),
+            ("0000000100000000000003", false),
+            (".history", false),
+            ("", false),
+        ] {
+            assert_eq!(is_plausible_name(name), ok, "{name}");
+        }
+    }
+
+    #[test]
+    fn verdicts() {
+        let archived: HashMap<String, String> = [("a".to_owned(), "h1".to_owned())].into();
+        assert_eq!(verdict("b", "h1", &archived), Verdict::Store);
+        assert_eq!(verdict("a", "h1", &archived), Verdict::AlreadyArchived);
+        assert_eq!(verdict("a", "h2", &archived), Verdict::Conflict { archived: "h1".into() });
+    }
+
+    #[test]
+    fn batches() {
+        let w = |v: &[(&str, u64)]| v.iter().map(|(n, s)| (n.to_string(), *s)).collect::<Vec<_>>();
+        for (waiting, files, bytes, expect) in [
+            (w(&[("c", 1), ("a", 1), ("b", 1)]), 2, 100, vec!["a", "b"]),
+            (w(&[("a", 60), ("b", 60)]), 10, 100, vec!["a"]),
+            (w(&[("a", 200)]), 10, 100, vec!["a"]),
+            (w(&[("a", 1), ("a", 1)]), 10, 100, vec!["a"]),
+            (w(&[]), 10, 100, vec![]),
+            (w(&[("a", 1), ("b", 1)]), 0, 100, vec!["a"]),
+        ] {
+            assert_eq!(select_batch(waiting.clone(), files, bytes), expect, "{waiting:?} {files} {bytes}");
+        }
+    }
+
+    #[test]
+    fn prepare_checks_segments_and_history() {
+        use super::super::super::layout::{TimelineId, WalSegment};
+        let dir = tempfile::tempdir().unwrap();
+        let size = SegmentSize::new(1 << 20).unwrap();
+        let cluster = Cluster { system_identifier: 7, magic: Some(0xD110) };
+        let seg = WalSegment { timeline: TimelineId::new(1).unwrap(), segno: 3 };
+        let name = seg.name(size);
+        let path = dir.path().join(&name);
+        std::fs::write(&path, header::tests::segment_bytes(7, seg, size, 10)).unwrap();
+        let p = prepare(&name, &path, &cluster, None).unwrap();
+        assert_eq!(p.segment_size, size);
+        let other = Cluster { system_identifier: 8, magic: Some(0xD110) };
+        assert!(prepare(&name, &path, &other, None).unwrap_err().contains("system identifier 7"));
+        let v16 = Cluster { system_identifier: 7, magic: Some(0xD113) };
+        assert!(prepare(&name, &path, &v16, None).unwrap_err().contains("magic"));
+        let renamed = dir.path().join(seg.next().name(size));
+        std::fs::copy(&path, &renamed).unwrap();
+        assert!(prepare(&seg.next().name(size), &renamed, &cluster, None).unwrap_err().contains("file name says"));
+        let history = dir.path().join("00000002.history");
+        std::fs::write(&history, "1\t0/300000\tno recovery target specified\n").unwrap();
+        prepare("00000002.history", &history, &cluster, Some(size)).unwrap();
+        std::fs::write(&history, "garbage").unwrap();
+        assert!(prepare("00000002.history", &history, &cluster, Some(size)).is_err());
+    }
+}
