@@ -526,8 +526,14 @@ impl Backend {
         }
     }
 
+    /// The store under this location and the prefix of its objects (for
+    /// the bucket source, which reads objects that are not a repository's).
+    pub(crate) fn store_and_prefix(&self) -> (Arc<dyn ObjectStore>, &str) {
+        (self.inner.store.clone(), &self.inner.prefix)
+    }
+
     /// Maps an object_store error to a message that names the cause.
-    fn map_error(&self, action: &str, object: &str, e: object_store::Error) -> Error {
+    pub(crate) fn map_error(&self, action: &str, object: &str, e: object_store::Error) -> Error {
         let location = self.inner.location.clone();
         match e {
             object_store::Error::NotFound { .. } => Error::ObjectNotFound { object: object.into(), location },
