@@ -235,16 +235,22 @@ impl Source for BucketSource {
                     let key = planned.object.key.clone();
                     match outcome? {
                         None => report.lock().expect("report poisoned").drift.push(Drift::Vanished { key }),
-                        Some((read, headers, content)) => {
+                        Some((read, mut headers, content)) => {
+                            let same = plan::same_version(&planned.object, &read);
                             {
                                 let mut report = report.lock().expect("report poisoned");
                                 report.downloaded += 1;
                                 report.downloaded_bytes += read.size;
-                                if !plan::same_version(&planned.object, &read) {
+                                if !same {
                                     report.drift.push(Drift::Changed { key });
                                 }
                             }
-                            add(&planned, &read, &headers, content)?;
+                            // The listing's time and ETag are what the next
+                            // backup compares with: keep those when the read
+                            // found the version listed.
+                            let recorded = if same { &planned.object } else { &read };
+                            headers.etag = recorded.etag.clone();
+                            add(&planned, recorded, &headers, content)?;
                         }
                     }
                     Ok(())
