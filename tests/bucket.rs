@@ -312,3 +312,83 @@ fn assert_same_files(a: &Path, b: &Path) {
     assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
     assert!(x == y, "contents differ");
 }
+
+/// A job with a bucket source beside files: `cairn run` backs the bucket up
+/// (its credentials from an env file, as a repository's), then restores it.
+#[test]
+fn a_job_backs_up_a_bucket_beside_files() {
+    let Some(s) = Service::shared(Kind::S3) else { return };
+    let bucket = format!("job-{}", std::process::id());
+    create_bucket(s, &bucket);
+    put(s, &bucket, "uploads/avatar.png", &fstree::noise(1, 5_000), &[("Content-Type", "image/png")]);
+    put(s, &bucket, "uploads/doc.pdf", &fstree::noise(2, 70_000), &[("x-amz-meta-user", "42")]);
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    let data = home.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("app.conf"), b"x=1").unwrap();
+    std::fs::write(home.join("password"), "job password\n").unwrap();
+    let env_file = home.join("bucket.env");
+    std::fs::write(
+        &env_file,
+        format!(
+            "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+            s.var("AWS_ACCESS_KEY_ID"),
+            s.var("AWS_SECRET_ACCESS_KEY")
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&env_file).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&env_file, perms.clone()).unwrap();
+    std::fs::set_permissions(home.join("password"), perms).unwrap();
+    let config = home.join("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"version = 1
+heartbeat = "off"
+[repository.local]
+location = "{repo}"
+password-file = "{password}"
+init = true
+
+[job.nightly]
+into = "local"
+
+[[job.nightly.source]]
+files = ["{data}"]
+
+[[job.nightly.source]]
+bucket = "s3:{bucket}/uploads"
+s3-endpoint = "{endpoint}"
+env-file = "{env_file}"
+"#,
+            repo = home.join("repo").display(),
+            password = home.join("password").display(),
+            data = data.display(),
+            endpoint = s.var("AWS_ENDPOINT_URL"),
+            env_file = env_file.display(),
+        ),
+    )
+    .unwrap();
+    // No AWS_* variables: the env file and the config say everything.
+    let cmd = |args: &[&str]| {
+        let mut c = support::cairn(&home.join("cache"));
+        c.env("HOME", home).env("CAIRN_CONFIG", &config).args(args);
+        c
+    };
+    let out = run(&mut cmd(&["run", "nightly"]));
+    assert!(out.status.success(), "{}\n{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    let mut restore = cmd(&["--json", "snapshots"]);
+    restore.env("CAIRN_REPOSITORY", home.join("repo")).env("CAIRN_PASSWORD_FILE", home.join("password"));
+    let snapshots: serde_json::Value = serde_json::from_str(&ok(run(&mut restore))).unwrap();
+    let location = format!("s3:{bucket}/uploads");
+    let snapshot = snapshots.as_array().unwrap().iter().find(|s| s["paths"][0] == location.as_str());
+    let id = snapshot.unwrap_or_else(|| panic!("no snapshot of {location}: {snapshots}"))["id"].as_str().unwrap();
+    let target = home.join("out");
+    let mut restore = cmd(&["restore", id, "--target"]);
+    restore.arg(&target).env("CAIRN_REPOSITORY", home.join("repo")).env("CAIRN_PASSWORD_FILE", home.join("password"));
+    ok(run(&mut restore));
+    assert_eq!(std::fs::read(target.join("doc.pdf")).unwrap(), fstree::noise(2, 70_000));
+}
