@@ -24,6 +24,10 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
         Err(e) => crate::exit::usage!("{e}"),
     };
     let buckets = bucket_sources(global, &args)?;
+    let versions_at = match args.versions_at.as_deref().map(parse_time).transpose() {
+        Ok(time) => time,
+        Err(e) => crate::exit::usage!("{e}"),
+    };
     let repo = context::open_or_init(global, args.init, &reporter).await?;
     let parent = match (&args.parent, args.force) {
         (_, true) => ParentChoice::None,
@@ -57,6 +61,7 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
                 parent: parent.clone(),
                 hostname: args.host.clone(),
                 downloads: args.downloads,
+                versions_at,
             };
             let mut source = BucketSource::new(bucket, &repo, options);
             session.add_source(&mut source).await?;
@@ -116,11 +121,6 @@ fn bucket_sources(global: &GlobalArgs, args: &BackupArgs) -> Result<Vec<Bucket>>
     }
     if count != args.paths.len() {
         crate::exit::usage!("back up buckets and files in separate snapshots (or in one job with several sources)");
-    }
-    if args.versions_at.is_some() {
-        crate::exit::usage!(
-            "--versions-at is not available yet: object_store lists no object versions (see the README's bucket section)"
-        );
     }
     let SourceBucketArgs {
         source_endpoint,

@@ -10,6 +10,7 @@ use object_store::{GetOptions, ObjectStore, PutMultipartOptions, PutOptions, Put
 
 use crate::buckets::BucketError;
 use crate::buckets::meta::{BucketObject, ObjectHeaders};
+use crate::buckets::s3::S3Client;
 use crate::storage::backend::{Backend, BackendKind, BackendOptions};
 
 /// A bucket location: `s3:BUCKET[/PREFIX]`, `s3:http(s)://HOST[:PORT]/BUCKET[/PREFIX]`,
@@ -22,6 +23,8 @@ pub struct Bucket {
     prefix: String,
     bucket: String,
     path: String,
+    /// S3's own requests (listings with every key as stored, versions).
+    s3: Option<Arc<S3Client>>,
 }
 
 impl std::fmt::Debug for Bucket {
@@ -73,7 +76,14 @@ impl Bucket {
         }
         let (store, prefix) = backend.store_and_prefix();
         let prefix = prefix.to_owned();
-        Ok(Bucket { backend, store, prefix, bucket, path })
+        let s3 = match (backend.kind(), location.strip_prefix("s3:")) {
+            (BackendKind::S3, Some(rest)) => {
+                let (builder, _, _) = Backend::s3_builder(location, rest, &options.s3)?;
+                Some(Arc::new(S3Client::new(builder, &bucket)?))
+            }
+            _ => None,
+        };
+        Ok(Bucket { backend, store, prefix, bucket, path, s3 })
     }
 
     /// The bucket's (or container's) name.
@@ -101,8 +111,31 @@ impl Bucket {
         BucketError::Repository(self.backend.map_error(action, key, e))
     }
 
+    fn full_prefix(&self) -> String {
+        if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) }
+    }
+
+    /// Keys relative to the prefix, sorted.
+    fn relative(&self, objects: Vec<BucketObject>) -> Vec<BucketObject> {
+        let strip = self.full_prefix();
+        let mut objects: Vec<BucketObject> = objects
+            .into_iter()
+            .filter_map(|mut o| {
+                o.key = o.key.strip_prefix(strip.as_str())?.to_owned();
+                Some(o)
+            })
+            .collect();
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        objects
+    }
+
     /// Every object below the prefix, keys relative to it, sorted by key.
+    /// On S3 every key is listed as stored; through object_store (GCS,
+    /// Azure) a key it cannot represent fails the listing.
     pub async fn list(&self) -> Result<Vec<BucketObject>, BucketError> {
+        if let Some(s3) = &self.s3 {
+            return Ok(self.relative(s3.list(&self.full_prefix()).await?));
+        }
         let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
         let metas: Vec<object_store::ObjectMeta> = self
             .store
@@ -110,27 +143,84 @@ impl Bucket {
             .try_collect()
             .await
             .map_err(|e| self.storage_error("listing", "the bucket", e))?;
-        let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
-        let mut objects: Vec<BucketObject> = metas
+        let objects = metas
             .into_iter()
-            .filter_map(|m| {
-                let key = m.location.as_ref().strip_prefix(strip.as_str())?.to_owned();
-                Some(BucketObject {
-                    key,
-                    size: m.size,
-                    last_modified: timestamp(m.last_modified),
-                    etag: m.e_tag,
-                    version: m.version,
-                })
+            .map(|m| BucketObject {
+                key: m.location.as_ref().to_owned(),
+                size: m.size,
+                last_modified: timestamp(m.last_modified),
+                etag: m.e_tag,
+                version: m.version,
             })
             .collect();
-        objects.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(objects)
+        Ok(self.relative(objects))
     }
 
-    /// Starts reading an object: what the read found (size, time, ETag),
-    /// its headers, and its bytes as a stream. `None`: it is gone.
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<Download>, BucketError> {
+    /// The bucket as it was at `at`, from its object versions (S3 buckets
+    /// with versioning; see [`versions_at`](crate::buckets::plan::versions_at)).
+    pub async fn list_at(&self, at: jiff::Timestamp) -> Result<Vec<BucketObject>, BucketError> {
+        let Some(s3) = &self.s3 else {
+            return Err(BucketError::Failed(format!(
+                "{}: a point-in-time listing needs S3 object versions (ListObjectVersions); \
+                 this service is read through object_store, which lists none",
+                self.location()
+            )));
+        };
+        let entries = s3.list_versions(&self.full_prefix()).await?;
+        if entries.iter().all(|e| e.version.as_deref().is_none_or(|v| v == "null")) && !entries.is_empty() {
+            return Err(BucketError::Failed(format!(
+                "{}: the bucket keeps no versions (versioning is not enabled), so it cannot be read as it was \
+                 at a time; back it up without --versions-at",
+                self.location()
+            )));
+        }
+        Ok(self.relative(crate::buckets::plan::versions_at(entries, at)))
+    }
+
+    /// Starts reading an object (`version`: that version of it): what the
+    /// read found (size, time, ETag), its headers, and its bytes as a
+    /// stream. `None`: it is gone.
+    pub(crate) async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<Download>, BucketError> {
+        let full = format!("{}{key}", self.full_prefix());
+        if let Some(s3) = &self.s3 {
+            let Some(response) = s3.get(&full, version).await? else { return Ok(None) };
+            let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let size = match response.content_length() {
+                Some(size) => size,
+                None => return Err(BucketError::Failed(format!("reading {key:?}: the answer has no Content-Length"))),
+            };
+            let last_modified = header("last-modified")
+                .and_then(|t| jiff::fmt::rfc2822::parse(&t).ok())
+                .map(|z| z.timestamp())
+                .ok_or_else(|| BucketError::Failed(format!("reading {key:?}: no valid Last-Modified")))?;
+            let read = BucketObject {
+                key: key.to_owned(),
+                size,
+                last_modified,
+                etag: header("etag"),
+                version: header("x-amz-version-id").filter(|v| v != "null"),
+            };
+            let headers = ObjectHeaders::from_s3_headers(
+                response.headers().iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+                read.etag.clone(),
+                read.version.clone(),
+            );
+            let key = key.to_owned();
+            let body = futures::stream::try_unfold(response, move |mut response| {
+                let key = key.clone();
+                async move {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => Ok(Some((chunk, response))),
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(BucketError::Failed(format!("reading {key:?}: {e}"))),
+                    }
+                }
+            });
+            return Ok(Some(Download { read, headers, body: Box::pin(body) }));
+        }
+        if version.is_some() {
+            return Err(BucketError::Failed("object versions are read on S3 only".into()));
+        }
         let path = self.object_path(key)?;
         let result = match self.store.get_opts(&path, GetOptions::default()).await {
             Ok(r) => r,
@@ -145,11 +235,23 @@ impl Bucket {
             version: result.meta.version.clone(),
         };
         let headers = ObjectHeaders::from_attributes(&result.attributes, read.etag.clone(), read.version.clone());
-        Ok(Some(Download { read, headers, body: result.into_stream() }))
+        let this = self.clone();
+        let key = key.to_owned();
+        let body = result.into_stream().map_err(move |e| this.storage_error("reading", &key, e));
+        Ok(Some(Download { read, headers, body: Box::pin(body) }))
+    }
+
+    /// Whether `key` must be written in one request of cairn's own (an S3
+    /// key object_store cannot name): its bytes are then held in memory.
+    pub(crate) fn needs_raw_put(&self, key: &str) -> bool {
+        self.s3.is_some() && self.object_path(key).is_err()
     }
 
     /// Writes an object in one request.
     pub(crate) async fn put(&self, key: &str, data: bytes::Bytes, headers: &ObjectHeaders) -> Result<(), BucketError> {
+        if let Some(s3) = self.s3.as_ref().filter(|_| self.needs_raw_put(key)) {
+            return s3.put(&format!("{}{key}", self.full_prefix()), data, &headers.to_s3_headers()).await;
+        }
         let path = self.object_path(key)?;
         let options = PutOptions { attributes: headers.to_attributes(), ..Default::default() };
         self.store
@@ -173,10 +275,6 @@ impl Bucket {
     pub(crate) fn upload_error(&self, key: &str, e: object_store::Error) -> BucketError {
         self.storage_error("writing", key, e)
     }
-
-    pub(crate) fn read_error(&self, key: &str, e: object_store::Error) -> BucketError {
-        self.storage_error("reading", key, e)
-    }
 }
 
 /// An object being read.
@@ -186,7 +284,7 @@ pub(crate) struct Download {
     /// Its headers.
     pub headers: ObjectHeaders,
     /// Its bytes.
-    pub body: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    pub body: futures::stream::BoxStream<'static, Result<bytes::Bytes, BucketError>>,
 }
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> jiff::Timestamp {

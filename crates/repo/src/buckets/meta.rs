@@ -22,6 +22,16 @@ const HEADERS: [(&str, Attribute); 6] = [
     ("user.cairn.storage-class", Attribute::StorageClass),
 ];
 
+/// The S3 header of each of [`HEADERS`], in the same order.
+const S3_HEADERS: [&str; 6] = [
+    "content-type",
+    "content-encoding",
+    "content-language",
+    "content-disposition",
+    "cache-control",
+    "x-amz-storage-class",
+];
+
 /// What a listing says of an object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketObject {
@@ -77,6 +87,38 @@ impl ObjectHeaders {
             attributes.insert(Attribute::Metadata(name.clone().into()), AttributeValue::from(value.clone()));
         }
         attributes
+    }
+
+    /// The headers of an S3 answer (`Content-Type`, ..., `x-amz-meta-*`).
+    pub(crate) fn from_s3_headers<'a>(
+        headers: impl Iterator<Item = (&'a str, &'a str)>,
+        etag: Option<String>,
+        version: Option<String>,
+    ) -> Self {
+        let mut out = ObjectHeaders { etag, version, ..Default::default() };
+        for (name, value) in headers {
+            let name = name.to_ascii_lowercase();
+            if let Some(user) = name.strip_prefix("x-amz-meta-") {
+                out.user.insert(user.to_owned(), value.to_owned());
+            } else if let Some(i) = S3_HEADERS.iter().position(|h| *h == name) {
+                out.standard.insert(HEADERS[i].0.to_owned(), value.to_owned());
+            }
+        }
+        out
+    }
+
+    /// The headers to write an object with over S3.
+    pub(crate) fn to_s3_headers(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, value) in &self.standard {
+            if let Some(i) = HEADERS.iter().position(|(n, _)| n == name) {
+                out.push((S3_HEADERS[i].to_owned(), value.clone()));
+            }
+        }
+        for (name, value) in &self.user {
+            out.push((format!("x-amz-meta-{name}"), value.clone()));
+        }
+        out
     }
 
     /// The content type, if the object had one.

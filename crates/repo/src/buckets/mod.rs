@@ -5,6 +5,8 @@
 //! | `escape` | keys ↔ snapshot paths, a reversible escaping (pure) |
 //! | `meta` | an object's listing entry and headers; headers ↔ extended attributes (pure) |
 //! | `plan` | the listing against the parent snapshot: what to download; drift between listing and read (pure) |
+//! | `xml` | the S3 listing answers, decoded (fuzzed) |
+//! | `s3` | S3 requests object_store does not make: listings with every key as stored, object versions; signed with object_store's signer |
 //! | `bucket` | [`Bucket`]: a location opened like a repository's, listed, read and written through `object_store` |
 //! | `source` | [`BucketSource`]: the [`Source`](crate::Source) that backs a bucket up, downloads in parallel |
 //! | `restore` | [`restore_to_bucket`]: a snapshot's files written back as objects |
@@ -17,7 +19,9 @@ mod escape;
 mod meta;
 mod plan;
 mod restore;
+mod s3;
 mod source;
+mod xml;
 
 pub use bucket::{Bucket, is_bucket_location};
 pub use escape::{UnescapeError, key_to_path, layout, path_to_key};

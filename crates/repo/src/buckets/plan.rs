@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use crate::buckets::escape;
 use crate::buckets::meta::{BucketObject, ObjectHeaders};
+use crate::buckets::xml::{Entry, EntryKind};
 use crate::format::tree::{Node, NodeKind, Time};
 
 /// Where one listed object goes and whether it is read.
@@ -66,6 +67,28 @@ pub fn plan(listing: Vec<BucketObject>, parent: &HashMap<String, Node>) -> Backu
         })
         .collect();
     BackupPlan { objects }
+}
+
+/// The bucket as it was at `at`, from a listing of every version and
+/// delete marker: per key, the newest entry written at or before `at`;
+/// a key whose newest entry is a delete marker, or that has none yet, was
+/// not there. Sorted by key; each object names its version.
+pub fn versions_at(entries: Vec<Entry>, at: jiff::Timestamp) -> Vec<BucketObject> {
+    let mut newest: HashMap<String, Entry> = HashMap::new();
+    for entry in entries.into_iter().filter(|e| e.last_modified <= at) {
+        match newest.get(&entry.key) {
+            // Servers list a key's versions newest first: on a tie the
+            // first listed stays.
+            Some(seen) if seen.last_modified >= entry.last_modified => {}
+            _ => {
+                newest.insert(entry.key.clone(), entry);
+            }
+        }
+    }
+    let mut objects: Vec<BucketObject> =
+        newest.into_values().filter(|e| e.kind != EntryKind::DeleteMarker).filter_map(Entry::into_object).collect();
+    objects.sort_by(|a, b| a.key.cmp(&b.key));
+    objects
 }
 
 /// How an object read during the backup differed from its listing.
@@ -172,6 +195,43 @@ mod tests {
         assert_eq!(got, [("a", true), ("b", false), ("d/%=", true), ("d/x", false), ("new", false)]);
         assert_eq!(plan.to_fetch(), (3, 16));
         assert_eq!(super::plan(Vec::new(), &parent), BackupPlan::default());
+    }
+
+    #[test]
+    fn the_bucket_at_a_time_from_its_versions() {
+        let e = |kind, key: &str, version: &str, secs| Entry {
+            kind,
+            key: key.into(),
+            version: Some(version.into()),
+            last_modified: jiff::Timestamp::from_second(secs).unwrap(),
+            etag: Some(format!("\"{version}\"")),
+            size: 1,
+        };
+        use EntryKind::{DeleteMarker as D, Version as V};
+        let entries = vec![
+            e(V, "a", "a3", 30),
+            e(V, "a", "a2", 20),
+            e(V, "a", "a1", 10),
+            e(D, "b", "b2", 25),
+            e(V, "b", "b1", 5),
+            e(V, "c", "c1", 40),
+            e(V, "d", "d2", 20),
+            e(V, "d", "d1", 20),
+        ];
+        let at = |secs| -> Vec<(String, String)> {
+            versions_at(entries.clone(), jiff::Timestamp::from_second(secs).unwrap())
+                .into_iter()
+                .map(|o| (o.key, o.version.unwrap()))
+                .collect()
+        };
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        assert_eq!(at(4), pairs(&[]));
+        assert_eq!(at(10), pairs(&[("a", "a1"), ("b", "b1")]));
+        assert_eq!(at(24), pairs(&[("a", "a2"), ("b", "b1"), ("d", "d2")]));
+        assert_eq!(at(25), pairs(&[("a", "a2"), ("d", "d2")]), "deleted at 25");
+        assert_eq!(at(100), pairs(&[("a", "a3"), ("c", "c1"), ("d", "d2")]));
     }
 
     #[test]

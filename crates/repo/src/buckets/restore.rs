@@ -176,15 +176,15 @@ enum Part {
 async fn restore_one(loader: &TreeLoader, bucket: &Bucket, p: &Planned, verify: bool) -> Result<bool, BucketError> {
     let mut parts = read_parts(loader.clone(), p.node.clone());
     let unexpected_end = || BucketError::Failed("the repository reader stopped early".into());
-    let hash = if p.node.size as usize <= PART {
-        let mut data = Bytes::new();
+    let hash = if p.node.size as usize <= PART || bucket.needs_raw_put(&p.key) {
+        let mut data = Vec::new();
         let hash = loop {
             match parts.recv().await.ok_or_else(unexpected_end)?? {
-                Part::Data(d) => data = d,
+                Part::Data(d) => data.extend_from_slice(&d),
                 Part::End(hash) => break hash,
             }
         };
-        bucket.put(&p.key, data, &p.headers).await?;
+        bucket.put(&p.key, data.into(), &p.headers).await?;
         hash
     } else {
         let mut upload = bucket.put_multipart(&p.key, &p.headers).await?;
@@ -211,12 +211,12 @@ async fn restore_one(loader: &TreeLoader, bucket: &Bucket, p: &Planned, verify: 
     if !verify {
         return Ok(false);
     }
-    let Some(mut download) = bucket.get(&p.key).await? else {
+    let Some(mut download) = bucket.get(&p.key, None).await? else {
         return Err(BucketError::Failed("verify: the object written is not there".into()));
     };
     let mut hasher = blake3::Hasher::new();
     while let Some(batch) = download.body.next().await {
-        hasher.update(&batch.map_err(|e| bucket.read_error(&p.key, e))?);
+        hasher.update(&batch?);
     }
     if hasher.finalize() != hash {
         return Err(BucketError::Failed("verify: the object's bytes differ from the snapshot's".into()));

@@ -34,11 +34,20 @@ pub struct BucketBackupOptions {
     /// Objects downloaded at once (each streams into the repository, so
     /// memory stays bounded by this times a few batches).
     pub downloads: usize,
+    /// Back the bucket up as it was at this time, from its object versions
+    /// (S3 buckets with versioning); `None`: as it is.
+    pub versions_at: Option<jiff::Timestamp>,
 }
 
 impl Default for BucketBackupOptions {
     fn default() -> Self {
-        BucketBackupOptions { name: None, parent: ParentChoice::Latest, hostname: None, downloads: 16 }
+        BucketBackupOptions {
+            name: None,
+            parent: ParentChoice::Latest,
+            hostname: None,
+            downloads: 16,
+            versions_at: None,
+        }
     }
 }
 
@@ -48,6 +57,8 @@ impl Default for BucketBackupOptions {
 pub struct BucketReport {
     /// The location, as the snapshot's paths record it.
     pub location: String,
+    /// The point in time backed up from object versions, if one was.
+    pub versions_at: Option<jiff::Timestamp>,
     /// When the listing started.
     pub listing_started: Option<jiff::Timestamp>,
     /// When the listing ended: the snapshot holds the bucket as listed
@@ -156,12 +167,13 @@ async fn download(
     bucket: &Bucket,
     into: &SourceContext,
     planned: &Planned,
+    pinned: bool,
 ) -> Result<Option<(BucketObject, ObjectHeaders, Content)>, BucketError> {
-    let Some(mut download) = bucket.get(&planned.object.key).await? else { return Ok(None) };
+    let version = planned.object.version.as_deref().filter(|_| pinned);
+    let Some(mut download) = bucket.get(&planned.object.key, version).await? else { return Ok(None) };
     let mut sink = into.stream()?;
     while let Some(batch) = download.body.next().await {
-        let batch = batch.map_err(|e| bucket.read_error(&planned.object.key, e))?;
-        sink.send(batch).await?;
+        sink.send(batch?).await?;
     }
     let content = sink.finish().await?;
     if content.size != download.read.size {
@@ -181,7 +193,11 @@ impl Source for BucketSource {
         let name = self.name();
         let (parent, parent_files) = self.parent_files(&name).await?;
         let listing_started = jiff::Timestamp::now();
-        let listing = self.bucket.list().await?;
+        let listing = match self.options.versions_at {
+            Some(at) => self.bucket.list_at(at).await?,
+            None => self.bucket.list().await?,
+        };
+        let pinned = self.options.versions_at.is_some();
         let listing_ended = jiff::Timestamp::now();
         let plan = plan::plan(listing, &parent_files);
         drop(parent_files);
@@ -199,6 +215,7 @@ impl Source for BucketSource {
             location: self.bucket.path().to_owned(),
             listing_started: Some(listing_started),
             listing_ended: Some(listing_ended),
+            versions_at: self.options.versions_at,
             parent,
             ..Default::default()
         });
@@ -225,7 +242,7 @@ impl Source for BucketSource {
         let bucket = &self.bucket;
         futures::stream::iter(fetch)
             .map(|planned: Planned| async move {
-                let outcome = download(bucket, into, &planned).await;
+                let outcome = download(bucket, into, &planned, pinned).await;
                 (planned, outcome)
             })
             .buffer_unordered(self.options.downloads.max(1))
