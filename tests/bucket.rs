@@ -392,3 +392,112 @@ env-file = "{env_file}"
     ok(run(&mut restore));
     assert_eq!(std::fs::read(target.join("doc.pdf")).unwrap(), fstree::noise(2, 70_000));
 }
+
+/// Keys that are not path names: stored under their escaped names,
+/// restored into a new bucket under the same keys. (SeaweedFS itself folds
+/// `a//b` into `a/b`, keeps no bytes for a `dir/` marker and refuses names
+/// over 255 bytes; the escaping's own tests cover those.)
+#[test]
+fn odd_keys_round_trip_through_their_escaped_names() {
+    let Some(s) = Service::shared(Kind::S3) else { return };
+    let pid = std::process::id();
+    let (src, dst) = (format!("odd-{pid}"), format!("odd-copy-{pid}"));
+    create_bucket(s, &src);
+    create_bucket(s, &dst);
+    let long = "L".repeat(240);
+    // (key, URL-encoded key)
+    let keys: Vec<(String, String)> = vec![
+        ("dir/".into(), "dir/".into()),
+        ("dir/x".into(), "dir/x".into()),
+        ("plain".into(), "plain".into()),
+        ("plain/child".into(), "plain/child".into()),
+        ("tab\there".into(), "tab%09here".into()),
+        ("ctrl\u{1}".into(), "ctrl%01".into()),
+        ("space and+plus".into(), "space%20and%2Bplus".into()),
+        ("100%".into(), "100%25".into()),
+        (format!("long/{long}"), format!("long/{long}")),
+    ];
+    for (i, (_, url)) in keys.iter().enumerate() {
+        let body = if url.ends_with('/') { Vec::new() } else { fstree::noise(i as u64, 100 + i) };
+        put(s, &src, url, &body, &[("Content-Type", "text/x-odd"), ("x-amz-meta-i", &i.to_string())]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, repo) = (dir.path().join("cache"), dir.path().join("repo"));
+    let repo = repo.to_str().unwrap();
+    let cmd = |args: &[&str]| cairn_on(s, &cache, repo, args);
+    let mut init = vec!["init"];
+    init.extend(FAST_KDF);
+    ok(run(&mut cmd(&init)));
+    let first = json(&ok(run(&mut cmd(&["--json", "backup", &format!("s3:{src}")]))));
+    assert_eq!(bucket_counts(&first), (keys.len() as u64, keys.len() as u64, 0), "{first}");
+    let names = ok(run(&mut cmd(&["ls", "latest"])));
+    for name in [
+        "/dir/%",
+        "/plain/%=",
+        "/plain/child",
+        "/tab%09here",
+        "/ctrl%01",
+        "/100%25",
+        &format!("/long/{}%+", "L".repeat(200)),
+    ] {
+        assert!(names.lines().any(|l| l == name), "{name} missing in:\n{names}");
+    }
+    let again = json(&ok(run(&mut cmd(&["--json", "backup", &format!("s3:{src}")]))));
+    assert_eq!(bucket_counts(&again).1, 0, "nothing downloaded again: {again}");
+    let restored =
+        json(&ok(run(&mut cmd(&["--json", "restore", "latest", "--target", &format!("s3:{dst}"), "--verify"]))));
+    assert_eq!(restored["verified"], keys.len() as u64, "{restored}");
+    for (key, url) in &keys {
+        assert_eq!(object(s, &src, url), object(s, &dst, url), "{key:?}");
+    }
+}
+
+/// `--versions-at`: a versioned bucket backed up as it was at two times.
+#[test]
+fn versions_at_backs_up_the_bucket_as_it_was() {
+    let Some(s) = Service::shared(Kind::S3) else { return };
+    let bucket = format!("versioned-{}", std::process::id());
+    create_bucket(s, &bucket);
+    let config = "<VersioningConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                  <Status>Enabled</Status></VersioningConfiguration>";
+    let r = s3(s, "PUT", &format!("/{bucket}?versioning="), &[], Some(config.as_bytes()));
+    assert_eq!(r.status, 200, "enable versioning: {}", String::from_utf8_lossy(&r.body));
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(1_100));
+    put(s, &bucket, "k", b"one", &[]);
+    pause();
+    let t1 = jiff::Timestamp::now();
+    pause();
+    put(s, &bucket, "k", b"two!", &[]);
+    put(s, &bucket, "g", b"short-lived", &[]);
+    pause();
+    let t2 = jiff::Timestamp::now();
+    pause();
+    assert_eq!(s3(s, "DELETE", &format!("/{bucket}/g"), &[], None).status, 204);
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, repo) = (dir.path().join("cache"), dir.path().join("repo"));
+    let repo = repo.to_str().unwrap();
+    let cmd = |args: &[&str]| cairn_on(s, &cache, repo, args);
+    let mut init = vec!["init"];
+    init.extend(FAST_KDF);
+    ok(run(&mut cmd(&init)));
+    let location = format!("s3:{bucket}");
+    let files_at = |at: Option<jiff::Timestamp>| -> BTreeMap<String, Vec<u8>> {
+        let mut args = vec!["backup".to_owned(), location.clone()];
+        if let Some(at) = at {
+            args.extend(["--versions-at".to_owned(), at.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(run(&mut cmd(&args)));
+        let out = dir.path().join(format!("out-{}", at.map(|t| t.as_second()).unwrap_or(0)));
+        ok(run(&mut cmd(&["restore", "latest", "--target", out.to_str().unwrap()])));
+        std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
+            .collect()
+    };
+    let map = |v: &[(&str, &[u8])]| v.iter().map(|(k, b)| (k.to_string(), b.to_vec())).collect::<BTreeMap<_, _>>();
+    assert_eq!(files_at(Some(t1)), map(&[("k", b"one")]));
+    assert_eq!(files_at(Some(t2)), map(&[("g", b"short-lived"), ("k", b"two!")]));
+    assert_eq!(files_at(None), map(&[("k", b"two!")]));
+}

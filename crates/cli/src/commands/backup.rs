@@ -26,7 +26,7 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
     let buckets = bucket_sources(global, &args)?;
     let versions_at = match args.versions_at.as_deref().map(parse_time).transpose() {
         Ok(time) => time,
-        Err(e) => crate::exit::usage!("{e}"),
+        Err(e) => crate::exit::usage!("{}", e.to_string().replace("--time", "--versions-at")),
     };
     let repo = context::open_or_init(global, args.init, &reporter).await?;
     let parent = match (&args.parent, args.force) {

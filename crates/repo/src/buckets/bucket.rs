@@ -103,8 +103,17 @@ impl Bucket {
     }
 
     fn object_path(&self, key: &str) -> Result<Path, BucketError> {
-        let full = if self.prefix.is_empty() { key.to_owned() } else { format!("{}/{key}", self.prefix) };
-        Path::parse(&full).map_err(|e| BucketError::UnsupportedKey { key: key.into(), reason: e.to_string() })
+        let full = format!("{}{key}", self.full_prefix());
+        let path =
+            Path::parse(&full).map_err(|e| BucketError::UnsupportedKey { key: key.into(), reason: e.to_string() })?;
+        if path.as_ref() != full {
+            // object_store drops a leading or trailing `/`: another object.
+            return Err(BucketError::UnsupportedKey {
+                key: key.into(),
+                reason: "object_store paths cannot begin or end with `/`".into(),
+            });
+        }
+        Ok(path)
     }
 
     fn storage_error(&self, action: &str, key: &str, e: object_store::Error) -> BucketError {
