@@ -17,11 +17,11 @@
 mod bucket;
 mod escape;
 mod meta;
-mod plan;
+pub(crate) mod plan;
 mod restore;
 mod s3;
 mod source;
-mod xml;
+pub(crate) mod xml;
 
 pub use bucket::{Bucket, is_bucket_location};
 pub use escape::{UnescapeError, key_to_path, layout, path_to_key};

@@ -291,4 +291,18 @@ mod tests {
         }
         assert_eq!(error_code("<Error><Code>NoSuchBucket</Code></Error>").as_deref(), Some("NoSuchBucket"));
     }
+
+    #[test]
+    fn the_fuzz_target_holds_on_odd_inputs() {
+        for input in [
+            &b"<L><Contents><Key>k</Key><LastModified>2024-01-01T00:00:00Z</LastModified><Size>1</Size></Contents></L>"
+                [..],
+            b"dir/%/x%09y/%2E%2E/%=",
+            b"user.cairn.meta.a\0v\0user.cairn.etag\0\"e\"\0user.cairn.content-type",
+            b"\xff\xfe%%+/%=",
+            b"",
+        ] {
+            crate::fuzz::bucket(input);
+        }
+    }
 }
