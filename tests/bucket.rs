@@ -384,10 +384,10 @@ env-file = "{env_file}"
     restore.env("CAIRN_REPOSITORY", home.join("repo")).env("CAIRN_PASSWORD_FILE", home.join("password"));
     let snapshots: serde_json::Value = serde_json::from_str(&ok(run(&mut restore))).unwrap();
     let location = format!("s3:{bucket}/uploads");
-    let snapshot = snapshots.as_array().unwrap().iter().find(|s| s["paths"][0] == location.as_str());
-    let id = snapshot.unwrap_or_else(|| panic!("no snapshot of {location}: {snapshots}"))["id"].as_str().unwrap();
+    assert!(snapshots.as_array().unwrap().iter().any(|s| s["paths"][0] == location.as_str()), "{snapshots}");
+    // `--path` selects a bucket's snapshots by its location.
     let target = home.join("out");
-    let mut restore = cmd(&["restore", id, "--target"]);
+    let mut restore = cmd(&["restore", "latest", "--path", &location, "--target"]);
     restore.arg(&target).env("CAIRN_REPOSITORY", home.join("repo")).env("CAIRN_PASSWORD_FILE", home.join("password"));
     ok(run(&mut restore));
     assert_eq!(std::fs::read(target.join("doc.pdf")).unwrap(), fstree::noise(2, 70_000));
