@@ -166,7 +166,8 @@ impl Bucket {
     }
 
     /// The bucket as it was at `at`, from its object versions (S3 buckets
-    /// with versioning; see [`versions_at`](crate::buckets::plan::versions_at)).
+    /// with versioning): per key, the newest version or delete marker
+    /// written at or before `at`.
     pub async fn list_at(&self, at: jiff::Timestamp) -> Result<Vec<BucketObject>, BucketError> {
         let Some(s3) = &self.s3 else {
             return Err(BucketError::Failed(format!(
@@ -179,7 +180,7 @@ impl Bucket {
         if entries.iter().all(|e| e.version.as_deref().is_none_or(|v| v == "null")) && !entries.is_empty() {
             return Err(BucketError::Failed(format!(
                 "{}: the bucket keeps no versions (versioning is not enabled), so it cannot be read as it was \
-                 at a time; back it up without --versions-at",
+                 at a time; back it up as it is instead",
                 self.location()
             )));
         }

@@ -1,7 +1,7 @@
 //! S3 requests that object_store does not make: listings that return every
 //! key as it is (`encoding-type=url`: empty segments, a trailing `/` and
 //! control characters survive; object_store's paths refuse or drop them),
-//! object versions (`ListObjectVersions`, for `--versions-at`), and reads
+//! object versions (`ListObjectVersions`, for a point-in-time backup), and reads
 //! and writes of such keys. Signed with object_store's own SigV4 signer and
 //! credential providers, from the settings a repository location uses.
 
@@ -122,7 +122,7 @@ impl S3Client {
             403 => {
                 ": check the access key and secret (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and the bucket policy"
             }
-            404 if code == "NoSuchBucket" => ": the bucket does not exist (check its name and --source-endpoint)",
+            404 if code == "NoSuchBucket" => ": the bucket does not exist (check its name and the endpoint)",
             _ => "",
         };
         Err(BucketError::Failed(format!("{what} at {}: {status} {code}{hint}", self.base)))
