@@ -66,7 +66,8 @@ impl S3Client {
         let credentials = store.credentials().clone();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(600))
+            // No total timeout: a large object may take hours; a stalled one does not.
+            .read_timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| failed("HTTP client", e))?;
         Ok(S3Client { http, base, region, credentials })
