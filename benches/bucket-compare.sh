@@ -63,6 +63,9 @@ export RCLONE_CONFIG="$WORKDIR/rclone.conf" RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_C
     RCLONE_CONFIG_BENCH_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
     RCLONE_CONFIG_BENCH_ENDPOINT="$AWS_ENDPOINT_URL" RCLONE_CONFIG_BENCH_REGION="$AWS_REGION"
 touch "$RCLONE_CONFIG"
+# rclone's S3 client refuses a custom CA bundle with its own transport; the
+# server is plain HTTP on loopback anyway.
+rclone() { env -u AWS_CA_BUNDLE rclone "$@"; }
 rclone copy --transfers 16 "$OBJDIR" bench:bench >&2
 
 export CAIRN_PASSWORD=bench
@@ -83,10 +86,11 @@ copy_first=$(seconds cairn copy backup "$WORKDIR/copy")
 sync_again=$(seconds rclone sync --transfers 16 --checkers 16 bench:bench "$WORKDIR/copy")
 copy_again=$(seconds cairn copy backup "$WORKDIR/copy")
 
-two_first=$(echo "$sync_first + $copy_first" | bc)
-two_again=$(echo "$sync_again + $copy_again" | bc)
-ratio_first=$(echo "scale=2; $direct_first / $two_first" | bc)
-ratio_again=$(echo "scale=2; $direct_again / $two_again" | bc)
+calc() { printf "%.2f" "$(echo "scale=4; $1" | bc)"; }
+two_first=$(calc "$sync_first + $copy_first")
+two_again=$(calc "$sync_again + $copy_again")
+ratio_first=$(calc "$direct_first / $two_first")
+ratio_again=$(calc "$direct_again / $two_again")
 echo
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB;" \
     "SeaweedFS $(weed_bin=${S3_BIN:-weed}; "$weed_bin" version 2>/dev/null | awk '{print $3}') on loopback; $(rclone version | head -1);" \
