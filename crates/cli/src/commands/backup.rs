@@ -179,6 +179,9 @@ pub fn report_drift(reports: &[BucketReport]) -> bool {
             match d {
                 BucketDrift::Changed { key } => eprintln!("  changed  {}", crate::escape::human(key)),
                 BucketDrift::Vanished { key } => eprintln!("  vanished {}", crate::escape::human(key)),
+                BucketDrift::Unreadable { key, reason } => {
+                    eprintln!("  unreadable {}: {reason}", crate::escape::human(key))
+                }
             }
         }
     }

@@ -744,6 +744,7 @@ impl Runner<'_> {
                 .map(|d| match d {
                     cairn_repo::BucketDrift::Changed { key } => format!("changed {key}"),
                     cairn_repo::BucketDrift::Vanished { key } => format!("vanished {key}"),
+                    cairn_repo::BucketDrift::Unreadable { key, .. } => format!("unreadable {key}"),
                 })
                 .collect();
             let id = committed.id.map(|id| id.short()).unwrap_or_else(|| "(dry run)".into());

@@ -105,6 +105,14 @@ pub enum Drift {
         /// The key.
         key: String,
     },
+    /// It cannot be read by name (a `.` or `..` segment, which HTTP
+    /// resolves): the snapshot does not hold it.
+    Unreadable {
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// An ETag without its quotes and weak marker (services differ in

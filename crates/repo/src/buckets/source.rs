@@ -76,7 +76,8 @@ pub struct BucketReport {
     pub downloaded_bytes: u64,
     /// Objects taken from the parent snapshot without a download.
     pub unchanged: u64,
-    /// Objects that changed or vanished between the listing and their read.
+    /// Objects that changed or vanished between the listing and their
+    /// read, or that could not be read by name.
     pub drift: Vec<Drift>,
 }
 
@@ -250,7 +251,14 @@ impl Source for BucketSource {
             .try_for_each(|(planned, outcome)| {
                 let result = (|| {
                     let key = planned.object.key.clone();
-                    match outcome? {
+                    let outcome = match outcome {
+                        Err(BucketError::UnsupportedKey { reason, .. }) => {
+                            report.lock().expect("report poisoned").drift.push(Drift::Unreadable { key, reason });
+                            return Ok(());
+                        }
+                        other => other?,
+                    };
+                    match outcome {
                         None => report.lock().expect("report poisoned").drift.push(Drift::Vanished { key }),
                         Some((read, mut headers, content)) => {
                             let same = plan::same_version(&planned.object, &read);
@@ -286,6 +294,6 @@ impl Source for BucketSource {
 
 fn drift_key(d: &Drift) -> &str {
     match d {
-        Drift::Changed { key } | Drift::Vanished { key } => key,
+        Drift::Changed { key } | Drift::Vanished { key } | Drift::Unreadable { key, .. } => key,
     }
 }
