@@ -54,3 +54,8 @@ echo "seeds written under $(pwd)/corpus"
 seed tree empty '\x01\x00\x00\x00\x00'
 zeros=$(printf '\\x00%.0s' {1..109})
 seed tree fifo "\x01\x01\x00\x00\x00\x01\x00\x00\x00a\x03$zeros"
+
+# bucket: an S3 listing page, and an escaped path.
+seed bucket listing '<ListBucketResult><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated><Contents><Key>a%2Fb+c</Key><LastModified>2024-05-01T02:00:00.000Z</LastModified><ETag>&quot;e&quot;</ETag><Size>3</Size></Contents></ListBucketResult>'
+seed bucket versions '<ListVersionsResult><Version><Key>k</Key><VersionId>v1</VersionId><LastModified>2024-01-01T00:00:00Z</LastModified><Size>1</Size></Version><DeleteMarker><Key>k</Key><VersionId>d</VersionId><LastModified>2024-01-02T00:00:00Z</LastModified></DeleteMarker></ListVersionsResult>'
+seed bucket path 'dir/%/x%09y/%2E%2E/%='

@@ -324,7 +324,8 @@ pub struct FilterArgs {
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
-    /// Files and directories to back up (with --stdin-from-command: the command and its arguments)
+    /// Files and directories to back up, or buckets (s3:BUCKET[/PREFIX], s3:https://HOST/BUCKET[/PREFIX],
+    /// gs:BUCKET[/PREFIX], azure:CONTAINER[/PREFIX]); with --stdin-from-command: the command and its arguments
     #[arg(value_name = "PATH", required_unless_present = "stdin")]
     pub paths: Vec<PathBuf>,
     /// Exclude paths matching PATTERN (repeatable; see README for the pattern rules)
@@ -376,6 +377,59 @@ pub struct BackupArgs {
     /// Reader threads
     #[arg(long, value_name = "N", default_value_t = 0, hide_default_value = true)]
     pub read_concurrency: usize,
+    /// Objects downloaded at once (bucket sources: s3:, gs:, azure:)
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub downloads: usize,
+    /// Back up each bucket as it was at TIME, from its object versions
+    /// (S3 buckets with versioning; RFC 3339 or "YYYY-MM-DD HH:MM:SS" local)
+    #[arg(long, value_name = "TIME")]
+    pub versions_at: Option<String>,
+    #[command(flatten)]
+    pub source: SourceBucketArgs,
+}
+
+/// Where a bucket source is: the same settings as a repository's, for the
+/// bucket read (the `AWS_*`, `GOOGLE_*` and `AZURE_*` variables apply to both).
+#[derive(Debug, Args, Clone, Default)]
+pub struct SourceBucketArgs {
+    /// S3 endpoint of the bucket backed up (default: AWS_ENDPOINT_URL, else AWS)
+    #[arg(long, value_name = "URL")]
+    pub source_endpoint: Option<String>,
+    /// S3 region of the bucket backed up (default: AWS_REGION, else us-east-1)
+    #[arg(long, value_name = "REGION")]
+    pub source_region: Option<String>,
+    /// Path-style S3 requests to the bucket backed up (default for custom endpoints)
+    #[arg(long, value_name = "BOOL")]
+    pub source_path_style: Option<bool>,
+    /// Access key id for the bucket backed up (default: AWS_ACCESS_KEY_ID)
+    #[arg(long, env = "CAIRN_SOURCE_ACCESS_KEY_ID", value_name = "ID", hide_env_values = true)]
+    pub source_access_key_id: Option<String>,
+    /// Secret access key for the bucket backed up (only from the environment)
+    #[arg(skip = std::env::var("CAIRN_SOURCE_SECRET_ACCESS_KEY").ok())]
+    pub source_secret_access_key: Option<String>,
+}
+
+/// Where a bucket restored into is (see [`SourceBucketArgs`]).
+#[derive(Debug, Args, Clone, Default)]
+pub struct TargetBucketArgs {
+    /// S3 endpoint of a bucket --target (default: AWS_ENDPOINT_URL, else AWS)
+    #[arg(long, value_name = "URL")]
+    pub target_endpoint: Option<String>,
+    /// S3 region of a bucket --target (default: AWS_REGION, else us-east-1)
+    #[arg(long, value_name = "REGION")]
+    pub target_region: Option<String>,
+    /// Path-style S3 requests to a bucket --target (default for custom endpoints)
+    #[arg(long, value_name = "BOOL")]
+    pub target_path_style: Option<bool>,
+    /// Access key id for a bucket --target (default: AWS_ACCESS_KEY_ID)
+    #[arg(long, env = "CAIRN_TARGET_ACCESS_KEY_ID", value_name = "ID", hide_env_values = true)]
+    pub target_access_key_id: Option<String>,
+    /// Secret access key for a bucket --target (only from the environment)
+    #[arg(skip = std::env::var("CAIRN_TARGET_SECRET_ACCESS_KEY").ok())]
+    pub target_secret_access_key: Option<String>,
+    /// Objects written at once into a bucket --target
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub uploads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -390,8 +444,9 @@ pub struct RestoreArgs {
     /// SNAPSHOT[:PATH]: an id prefix or `latest`, optionally with a path inside it
     #[arg(value_name = "SNAPSHOT[:PATH]")]
     pub snapshot: String,
-    /// Directory to restore into (created if missing)
-    #[arg(short, long, value_name = "DIR")]
+    /// Directory to restore into (created if missing), or a bucket:
+    /// s3:BUCKET[/PREFIX], s3:https://HOST/BUCKET[/PREFIX], gs:BUCKET[/PREFIX], azure:CONTAINER[/PREFIX]
+    #[arg(short, long, value_name = "DIR|BUCKET")]
     pub target: PathBuf,
     /// Restore only paths matching PATTERN (repeatable)
     #[arg(short = 'i', long = "include", value_name = "PATTERN")]
@@ -425,6 +480,8 @@ pub struct RestoreArgs {
     pub batch_files: usize,
     #[command(flatten)]
     pub filter: FilterArgs,
+    #[command(flatten)]
+    pub bucket: TargetBucketArgs,
 }
 
 #[derive(Debug, Args)]

@@ -21,7 +21,11 @@ impl FilterArgs {
             paths: self
                 .paths
                 .iter()
-                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).to_string_lossy().into_owned())
+                .map(|p| match p.to_str() {
+                    // A bucket's snapshots record its location (`s3:uploads`), not a file path.
+                    Some(location) if cairn_repo::is_bucket_location(location) && !p.exists() => location.to_owned(),
+                    _ => std::path::absolute(p).unwrap_or_else(|_| p.clone()).to_string_lossy().into_owned(),
+                })
                 .collect(),
         }
     }

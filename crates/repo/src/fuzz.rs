@@ -171,3 +171,29 @@ pub fn tree(data: &[u8]) {
         assert_eq!(tree.encode(), data, "a decoded tree encodes differently");
     }
 }
+
+/// The bucket source's decoders: S3 listing answers, escaped paths back to
+/// keys (and every key through the escaping and back), object headers from
+/// extended attributes.
+pub fn bucket(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(listing) = crate::buckets::xml::parse_listing(&text) {
+        let _ = crate::buckets::plan::versions_at(listing.objects, jiff::Timestamp::UNIX_EPOCH);
+    }
+    let _ = crate::buckets::xml::error_code(&text);
+    let _ = crate::buckets::xml::url_decode(&text);
+    if let Ok(key) = crate::buckets::path_to_key(&text) {
+        assert_eq!(crate::buckets::path_to_key(&crate::buckets::key_to_path(&key)).as_deref(), Ok(key.as_str()));
+    }
+    let path = crate::buckets::key_to_path(&text);
+    assert_eq!(crate::buckets::path_to_key(&path).as_deref(), Ok(text.as_ref()));
+    let xattrs: Vec<(Vec<u8>, Vec<u8>)> = data
+        .split(|b| *b == 0)
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .map(|pair| (pair[0].to_vec(), pair.get(1).map(|v| v.to_vec()).unwrap_or_default()))
+        .collect();
+    if let Ok(headers) = crate::buckets::ObjectHeaders::from_xattrs(&xattrs) {
+        assert_eq!(crate::buckets::ObjectHeaders::from_xattrs(&headers.to_xattrs()), Ok(headers));
+    }
+}

@@ -39,6 +39,7 @@
 //! | `writing` | a writing session that packs blobs and publishes index files and snapshots |
 //! | `files` | the file-system archiver and restorer, metadata, path filters |
 //! | `maintenance` | [`check`], [`prune`], repair, [`copy_snapshots`], retention |
+//! | `buckets` | [`BucketSource`] and [`restore_to_bucket`]: S3, GCS and Azure buckets backed up and restored |
 //! | `mount` | [`SnapshotFs`]: snapshots as a read-only file system (served by FUSE with the `mount` feature) |
 //!
 //! This file is the public API: everything an embedding program needs is
@@ -46,6 +47,7 @@
 
 #![warn(missing_docs)]
 
+mod buckets;
 mod error;
 mod files;
 mod format;
@@ -96,6 +98,13 @@ pub use writing::progress::{NoEvents, Progress, ProgressStatus, SessionEvents};
 pub use writing::session::{CommittedSnapshot, ParentChoice, SnapshotOptions, SnapshotSession, Source, SourceContext};
 pub use writing::store::{Content, StreamSink};
 pub use writing::tree_builder::EntryMeta;
+
+// Buckets: object stores as a backup source and a restore target.
+pub use buckets::{
+    Bucket, BucketBackupOptions, BucketError, BucketObject, BucketReport, BucketRestoreOptions, BucketRestoreOutcome,
+    BucketSource, Drift as BucketDrift, ObjectHeaders, UnescapeError, is_bucket_location, key_to_path,
+    layout as bucket_layout, path_to_key, restore_to_bucket,
+};
 
 // Files.
 pub use files::filter::PathFilter;

@@ -37,6 +37,10 @@ impl RestoreEvents for Events {
 
 pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
     let started = std::time::Instant::now();
+    if let Some(location) = args.target.to_str().filter(|t| cairn_repo::is_bucket_location(t) && !args.target.exists())
+    {
+        return restore_to_bucket(global, location.to_owned(), &args, started).await;
+    }
     let options = RestoreOptions {
         includes: PathFilter::new(&args.includes)?,
         excludes: PathFilter::new(&args.excludes)?,
@@ -86,6 +90,91 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
     let (outcome, kind) = outcome?;
     print_summary(global, &outcome, &id.short(), &args, kind, started.elapsed().as_secs_f64())?;
     Ok(if outcome.errors > 0 { exit::INCOMPLETE } else { 0 })
+}
+
+/// `--target s3:BUCKET/PREFIX`: the snapshot's files written as objects.
+async fn restore_to_bucket(
+    global: &GlobalArgs,
+    location: String,
+    args: &RestoreArgs,
+    started: std::time::Instant,
+) -> Result<u8> {
+    if !args.includes.is_empty() || !args.excludes.is_empty() || args.delete || args.overwrite != OverwriteArg::Always {
+        crate::exit::usage!(
+            "--include, --exclude, --delete and --overwrite apply to directories; restore a path inside the \
+             snapshot (SNAPSHOT:PATH) into a bucket instead"
+        );
+    }
+    let b = &args.bucket;
+    let backend = crate::commands::backup::bucket_backend_options(
+        global,
+        &b.target_endpoint,
+        &b.target_region,
+        b.target_path_style,
+        &b.target_access_key_id,
+        &b.target_secret_access_key,
+    );
+    let bucket = cairn_repo::Bucket::open(&location, &backend)?;
+    let (snapshot_arg, subpath) = split_snapshot_arg(&args.snapshot);
+    let (loader, id, snapshot) = select::open_snapshot(global, snapshot_arg, &args.filter.filter()).await?;
+    let subpath = subpath.unwrap_or("").to_owned();
+    let start = {
+        let (loader, snapshot) = (loader.clone(), snapshot.clone());
+        tokio::task::spawn_blocking(move || loader.resolve(&snapshot, &subpath))
+            .await
+            .context("the restore thread panicked")??
+    };
+    let reporter = Reporter::new(global, "restored");
+    let progress = Arc::new(RestoreProgress::default());
+    let ticker = {
+        let progress = progress.clone();
+        progress::tick(reporter.clone(), move || Status {
+            files: progress.files_done.load(Ordering::Relaxed),
+            total_files: progress.files_total.load(Ordering::Relaxed),
+            bytes: progress.bytes_done.load(Ordering::Relaxed),
+            total_bytes: progress.bytes_total.load(Ordering::Relaxed),
+            errors: 0,
+        })
+    };
+    let options = cairn_repo::BucketRestoreOptions { dry_run: args.dry_run, verify: args.verify, uploads: b.uploads };
+    let outcome = cairn_repo::restore_to_bucket(&loader, &start, &bucket, &options, &progress).await;
+    drop(ticker);
+    reporter.finish();
+    let outcome = outcome?;
+    for (path, why) in &outcome.failed {
+        eprintln!("warning: {}: {why}", escape::human(path));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if global.json {
+        context::print_json_line(&serde_json::json!({
+            "message_type": "summary",
+            "dry_run": args.dry_run,
+            "snapshot": id.short(),
+            "target": bucket.location(),
+            "objects": outcome.objects,
+            "bytes": outcome.bytes,
+            "verified": outcome.verified,
+            "errors": outcome.failed.len(),
+            "duration_secs": secs,
+        }))?;
+    } else if !global.quiet {
+        let verb = if args.dry_run { "would restore" } else { "restored" };
+        println!(
+            "{verb} snapshot {} into {}: {} objects ({})",
+            id.short(),
+            bucket.location(),
+            outcome.objects,
+            HumanBytes(outcome.bytes)
+        );
+        if outcome.verified > 0 {
+            println!("{} objects verified", outcome.verified);
+        }
+        if !outcome.failed.is_empty() {
+            println!("{} files could not be restored (see the warnings)", outcome.failed.len());
+        }
+        println!("took {secs:.2}s");
+    }
+    Ok(if outcome.failed.is_empty() { 0 } else { exit::INCOMPLETE })
 }
 
 fn print_summary(

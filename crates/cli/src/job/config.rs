@@ -257,7 +257,7 @@ pub struct DrillConfig {
     pub sample_files: Option<String>,
 }
 
-/// One source, as written: exactly one of `files`, `postgres` or `command`.
+/// One source, as written: exactly one of `files`, `postgres`, `command` or `bucket`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SourceConfig {
@@ -292,6 +292,23 @@ pub struct SourceConfig {
     /// The file name for the command's output (command only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filename: Option<String>,
+    /// A bucket: `s3:BUCKET[/PREFIX]`, `s3:https://HOST/BUCKET[/PREFIX]`,
+    /// `gs:BUCKET[/PREFIX]` or `azure:CONTAINER[/PREFIX]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// The bucket's S3-compatible endpoint (MinIO, ...; bucket only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket's S3 region (bucket only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_region: Option<String>,
+    /// Path-style S3 addressing for the bucket (bucket only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_path_style: Option<bool>,
+    /// `KEY=VALUE` lines with the bucket's credentials, as a repository's
+    /// `env-file` (bucket only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<PathBuf>,
 }
 
 /// A source, checked: what it backs up.
@@ -326,22 +343,60 @@ pub enum SourceSpec {
         /// The stored file's name.
         filename: String,
     },
+    /// A bucket's objects.
+    Bucket {
+        /// Its location.
+        location: String,
+        /// S3 endpoint.
+        s3_endpoint: Option<String>,
+        /// S3 region.
+        s3_region: Option<String>,
+        /// Path-style S3 addressing.
+        s3_path_style: Option<bool>,
+        /// Credentials file.
+        env_file: Option<PathBuf>,
+    },
 }
 
 impl SourceConfig {
     /// The source this entry describes, or what is wrong with it.
     pub fn spec(&self) -> Result<SourceSpec, String> {
-        let kinds = [self.files.is_some(), self.postgres.is_some(), self.command.is_some()];
+        let kinds = [self.files.is_some(), self.postgres.is_some(), self.command.is_some(), self.bucket.is_some()];
         match kinds.iter().filter(|k| **k).count() {
-            0 => return Err("has none of `files`, `postgres` or `command`: give one".into()),
+            0 => return Err("has none of `files`, `postgres`, `command` or `bucket`: give one".into()),
             1 => {}
-            _ => return Err("has more than one of `files`, `postgres` and `command`: one per source".into()),
+            _ => return Err("has more than one of `files`, `postgres`, `command` and `bucket`: one per source".into()),
+        }
+        let bucket_keys = self.s3_endpoint.is_some()
+            || self.s3_region.is_some()
+            || self.s3_path_style.is_some()
+            || self.env_file.is_some();
+        if let Some(location) = &self.bucket {
+            if !cairn_repo::is_bucket_location(location) {
+                return Err(format!(
+                    "bucket {location:?} is not a bucket: use s3:BUCKET[/PREFIX], gs:BUCKET[/PREFIX] or \
+                     azure:CONTAINER[/PREFIX]"
+                ));
+            }
         }
         let only = |set: bool, key: &str, kind: &str| -> Result<(), String> {
             if set { Err(format!("`{key}` belongs to a `{kind}` source")) } else { Ok(()) }
         };
         let files_keys = !self.exclude.is_empty() || self.exclude_caches || self.one_file_system;
         let pg_keys = self.all_databases || !self.exclude_table_data.is_empty() || self.pg_bindir.is_some();
+        if let Some(location) = &self.bucket {
+            only(files_keys, "exclude/exclude-caches/one-file-system", "files")?;
+            only(pg_keys, "all-databases/exclude-table-data/pg-bindir", "postgres")?;
+            only(self.filename.is_some(), "filename", "command")?;
+            return Ok(SourceSpec::Bucket {
+                location: location.clone(),
+                s3_endpoint: self.s3_endpoint.clone(),
+                s3_region: self.s3_region.clone(),
+                s3_path_style: self.s3_path_style,
+                env_file: self.env_file.clone(),
+            });
+        }
+        only(bucket_keys, "s3-endpoint/s3-region/s3-path-style/env-file", "bucket")?;
         if let Some(paths) = &self.files {
             only(pg_keys, "all-databases/exclude-table-data/pg-bindir", "postgres")?;
             only(self.filename.is_some(), "filename", "command")?;

@@ -121,6 +121,9 @@ pub enum JobError {
     /// From PostgreSQL.
     #[error(transparent)]
     Postgres(#[from] cairn_pgsource::Error),
+    /// From a bucket source.
+    #[error(transparent)]
+    Bucket(#[from] cairn_repo::BucketError),
     /// A password could not be had.
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),

@@ -695,6 +695,8 @@ impl Runner<'_> {
                 session.add_paths(paths, &files).await?;
             }
             SourceSpec::Command { argv, filename } => session.add_command_output(filename, argv).await?,
+            // Added below, where its report is kept.
+            SourceSpec::Bucket { .. } => {}
             SourceSpec::Postgres { conninfo, all_databases, exclude_table_data, bindir } => {
                 let conn = cairn_pgsource::ConnSpec::parse(Some(conninfo))?;
                 let tools = cairn_pgsource::Tools { bindir: bindir.clone() };
@@ -716,8 +718,47 @@ impl Runner<'_> {
                 }
             }
         }
+        let mut drift = Vec::new();
+        if let SourceSpec::Bucket { location, s3_endpoint, s3_region, s3_path_style, env_file } = spec {
+            let mut s3 = S3Options {
+                endpoint: s3_endpoint.clone(),
+                region: s3_region.clone(),
+                path_style: *s3_path_style,
+                access_key_id: None,
+                secret_access_key: None,
+            };
+            if let Some(file) = env_file {
+                read_env_file(file, &mut s3)?;
+            }
+            let bucket = cairn_repo::Bucket::open(location, &BackendOptions { s3, ..Default::default() })?;
+            let options = cairn_repo::BucketBackupOptions { hostname: self.job.host.clone(), ..Default::default() };
+            let mut source = cairn_repo::BucketSource::new(bucket, repo, options);
+            session.add_source(&mut source).await?;
+            drift = source.report().drift.clone();
+        }
         let committed = session.commit().await?;
         let s = &committed.summary;
+        if !drift.is_empty() {
+            let keys: Vec<String> = drift
+                .iter()
+                .map(|d| match d {
+                    cairn_repo::BucketDrift::Changed { key } => format!("changed {key}"),
+                    cairn_repo::BucketDrift::Vanished { key } => format!("vanished {key}"),
+                    cairn_repo::BucketDrift::Unreadable { key, .. } => format!("unreadable {key}"),
+                })
+                .collect();
+            let id = committed.id.map(|id| id.short()).unwrap_or_else(|| "(dry run)".into());
+            return Ok(Done {
+                status: StepStatus::Warning,
+                snapshot: committed.id,
+                bytes_added: Some(s.bytes_added),
+                ..Done::ok(format!(
+                    "snapshot {id}: {} objects changed or vanished while the bucket was read: {}",
+                    keys.len(),
+                    keys.join(", ")
+                ))
+            });
+        }
         let what = format!(
             "{} new, {} changed, {} unchanged files; {} added",
             s.files_new,
@@ -914,6 +955,7 @@ pub(super) fn describe(spec: &SourceSpec) -> String {
         }
         SourceSpec::Postgres { conninfo, .. } => format!("postgres {}", super::config::redact_conninfo(conninfo)),
         SourceSpec::Command { filename, .. } => format!("command output {filename}"),
+        SourceSpec::Bucket { location, .. } => format!("bucket {location}"),
     }
 }
 

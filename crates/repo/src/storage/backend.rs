@@ -407,6 +407,19 @@ impl Backend {
     }
 
     fn s3(location: &str, rest: &str, opts: &S3Options) -> Result<(Arc<dyn ObjectStore>, String, String)> {
+        let (builder, prefix, shown) = Self::s3_builder(location, rest, opts)?;
+        let store = builder.build().map_err(|e| invalid(location, e.to_string()))?;
+        Ok((Arc::new(store), prefix, shown))
+    }
+
+    /// The S3 client settings of `s3:REST` (environment, then `opts`),
+    /// the prefix, and the location as shown. The bucket source builds its
+    /// own signed requests from the same settings.
+    pub(crate) fn s3_builder(
+        location: &str,
+        rest: &str,
+        opts: &S3Options,
+    ) -> Result<(AmazonS3Builder, String, String)> {
         let mut builder = AmazonS3Builder::from_env();
         let mut endpoint = opts.endpoint.clone();
         let rest = if let Some(after) = rest.strip_prefix("http://").or_else(|| rest.strip_prefix("https://")) {
@@ -450,12 +463,11 @@ impl Backend {
         if let Some(k) = &opts.secret_access_key {
             builder = builder.with_secret_access_key(k);
         }
-        let store = builder.build().map_err(|e| invalid(location, e.to_string()))?;
         let shown = match &effective_endpoint {
             Some(e) => format!("s3:{e}/{bucket}{}{prefix}", if prefix.is_empty() { "" } else { "/" }),
             None => location.to_string(),
         };
-        Ok((Arc::new(store), prefix.to_string(), shown))
+        Ok((builder, prefix.to_string(), shown))
     }
 
     /// A fresh in-process store.
@@ -526,8 +538,14 @@ impl Backend {
         }
     }
 
+    /// The store under this location and the prefix of its objects (for
+    /// the bucket source, which reads objects that are not a repository's).
+    pub(crate) fn store_and_prefix(&self) -> (Arc<dyn ObjectStore>, &str) {
+        (self.inner.store.clone(), &self.inner.prefix)
+    }
+
     /// Maps an object_store error to a message that names the cause.
-    fn map_error(&self, action: &str, object: &str, e: object_store::Error) -> Error {
+    pub(crate) fn map_error(&self, action: &str, object: &str, e: object_store::Error) -> Error {
         let location = self.inner.location.clone();
         match e {
             object_store::Error::NotFound { .. } => Error::ObjectNotFound { object: object.into(), location },

@@ -25,6 +25,9 @@ pub struct EntryMeta {
     pub group: String,
     /// Modification time; `None`: when the session started.
     pub mtime: Option<jiff::Timestamp>,
+    /// Extended attributes (name, value), e.g. an object's headers
+    /// (sorted by name when stored).
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl EntryMeta {
@@ -41,7 +44,7 @@ impl EntryMeta {
     fn owned_by_process(mode: u32) -> EntryMeta {
         let owners = crate::files::fsmeta::Owners::default();
         let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
-        EntryMeta { mode, uid, gid, user: owners.user(uid), group: owners.group(gid), mtime: None }
+        EntryMeta { mode, uid, gid, user: owners.user(uid), group: owners.group(gid), mtime: None, xattrs: Vec::new() }
     }
 
     /// The same, with modification time `time`.
@@ -162,6 +165,8 @@ impl TreeBuilder {
         node.mtime = time_of(meta.mtime.unwrap_or(self.default_time));
         node.atime = node.mtime;
         node.ctime = node.mtime;
+        node.xattrs = meta.xattrs.clone();
+        node.xattrs.sort();
     }
 
     pub(crate) fn counts(&self) -> TreeCounts {
@@ -214,7 +219,7 @@ mod tests {
     }
 
     fn meta(mode: u32) -> EntryMeta {
-        EntryMeta { mode, uid: 7, gid: 8, user: "u".into(), group: "g".into(), mtime: None }
+        EntryMeta { mode, uid: 7, gid: 8, user: "u".into(), group: "g".into(), mtime: None, xattrs: Vec::new() }
     }
 
     #[test]
