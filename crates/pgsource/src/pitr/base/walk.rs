@@ -43,7 +43,15 @@ pub struct Listing {
 
 fn meta_of(m: &std::fs::Metadata) -> EntryMeta {
     let mtime = jiff::Timestamp::new(m.mtime(), m.mtime_nsec() as i32).ok();
-    EntryMeta { mode: m.mode() & 0o7777, uid: m.uid(), gid: m.gid(), user: String::new(), group: String::new(), mtime }
+    EntryMeta {
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        user: String::new(),
+        group: String::new(),
+        mtime,
+        xattrs: Vec::new(),
+    }
 }
 
 fn vanished(e: &std::io::Error) -> bool {
