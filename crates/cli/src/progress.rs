@@ -174,6 +174,18 @@ pub fn tick_session(reporter: Arc<Reporter>, progress: Arc<cairn_repo::Progress>
     tick(reporter, move || progress.status())
 }
 
+/// Progress lines for a restore (into a directory or a bucket).
+pub fn tick_restore(reporter: Arc<Reporter>, progress: Arc<cairn_repo::RestoreProgress>) -> TickGuard {
+    use std::sync::atomic::Ordering::Relaxed;
+    tick(reporter, move || Status {
+        files: progress.files_done.load(Relaxed),
+        total_files: progress.files_total.load(Relaxed),
+        bytes: progress.bytes_done.load(Relaxed),
+        total_bytes: progress.bytes_total.load(Relaxed),
+        errors: 0,
+    })
+}
+
 /// Calls `reporter.update(status())` periodically until the returned guard
 /// is dropped.
 pub fn tick(reporter: Arc<Reporter>, status: impl Fn() -> Status + Send + 'static) -> TickGuard {

@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use cairn_repo::split_snapshot_arg;
@@ -14,7 +13,7 @@ use crate::args::{GlobalArgs, OverwriteArg, RestoreArgs};
 use crate::context;
 use crate::escape;
 use crate::exit;
-use crate::progress::{self, Reporter, Status};
+use crate::progress::{self, Reporter};
 use crate::select;
 
 struct Events {
@@ -62,16 +61,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
     let (loader, id, snapshot) = select::open_snapshot(global, snapshot_arg, &args.filter.filter()).await?;
     let reporter = Reporter::new(global, "restored");
     let progress = Arc::new(RestoreProgress::default());
-    let ticker = {
-        let progress = progress.clone();
-        progress::tick(reporter.clone(), move || Status {
-            files: progress.files_done.load(Ordering::Relaxed),
-            total_files: progress.files_total.load(Ordering::Relaxed),
-            bytes: progress.bytes_done.load(Ordering::Relaxed),
-            total_bytes: progress.bytes_total.load(Ordering::Relaxed),
-            errors: 0,
-        })
-    };
+    let ticker = progress::tick_restore(reporter.clone(), progress.clone());
     let target = args.target.clone();
     let subpath = subpath.unwrap_or("").to_owned();
     let list = args.dry_run && (global.verbose > 0 || !global.quiet) && !global.json;
@@ -126,16 +116,7 @@ async fn restore_to_bucket(
     };
     let reporter = Reporter::new(global, "restored");
     let progress = Arc::new(RestoreProgress::default());
-    let ticker = {
-        let progress = progress.clone();
-        progress::tick(reporter.clone(), move || Status {
-            files: progress.files_done.load(Ordering::Relaxed),
-            total_files: progress.files_total.load(Ordering::Relaxed),
-            bytes: progress.bytes_done.load(Ordering::Relaxed),
-            total_bytes: progress.bytes_total.load(Ordering::Relaxed),
-            errors: 0,
-        })
-    };
+    let ticker = progress::tick_restore(reporter.clone(), progress.clone());
     let options = cairn_repo::BucketRestoreOptions { dry_run: args.dry_run, verify: args.verify, uploads: b.uploads };
     let outcome = cairn_repo::restore_to_bucket(&loader, &start, &bucket, &options, &progress).await;
     drop(ticker);
