@@ -52,6 +52,9 @@ pub struct ConnSpec {
     /// `sslmode` as libpq spells it, for child processes.
     sslmode: String,
     root_cert: Option<PathBuf>,
+    /// The password came from the password file, whose lines may differ
+    /// per database: look it up again for another database.
+    password_from_file: bool,
 }
 
 impl std::fmt::Debug for ConnSpec {
@@ -175,11 +178,13 @@ impl ConnSpec {
                 .unwrap_or_else(|| config.get_user().unwrap_or("postgres").to_owned());
             config.dbname(db);
         }
+        let mut password_from_file = false;
         if config.get_password().is_none() {
             if let Some(pw) = from_service("password").or_else(|| env("PGPASSWORD")) {
                 config.password(pw);
             } else if let Some(pw) = Self::password_from_file(&config) {
                 config.password(pw);
+                password_from_file = true;
             }
         }
         if config.get_application_name().is_none() {
@@ -209,7 +214,7 @@ impl ConnSpec {
         let root_cert = root_cert
             .or_else(|| from_service("sslrootcert").map(PathBuf::from))
             .or_else(|| env("PGSSLROOTCERT").map(PathBuf::from));
-        Ok(ConnSpec { config, tls, sslmode, root_cert })
+        Ok(ConnSpec { config, tls, sslmode, root_cert, password_from_file })
     }
 
     /// The password for `config`'s first host, port, database and role in
@@ -241,6 +246,11 @@ impl ConnSpec {
     pub fn with_dbname(&self, dbname: &str) -> ConnSpec {
         let mut other = self.clone();
         other.config.dbname(dbname);
+        // A line for this database wins; without one, the first database's
+        // password is tried (tokio-postgres cannot unset a password).
+        if let Some(pw) = self.password_from_file.then(|| Self::password_from_file(&other.config)).flatten() {
+            other.config.password(pw);
+        }
         other
     }
 
