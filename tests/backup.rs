@@ -702,3 +702,53 @@ fn the_target_gets_the_directory_s_metadata_and_linked_symlinks_stay_linked() {
     assert_eq!(l1.ino(), l2.ino(), "one symlink, two names");
     assert_eq!(std::fs::read_link(target.join("l2")).unwrap(), std::path::Path::new("f"));
 }
+
+/// `--profile` (and the JSON summary's `stages`) account for every byte at
+/// each stage: what was read was chunked, hashed and looked up; only new
+/// chunks were compressed; every pack written was counted.
+#[test]
+fn the_stage_profile_accounts_for_every_byte() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("data");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..4u64 {
+        std::fs::write(src.join(format!("big-{i}")), noise(i, 3_000_000)).unwrap();
+    }
+    // A copy: read and hashed again, but neither compressed nor written.
+    std::fs::write(src.join("copy-of-big-0"), noise(0, 3_000_000)).unwrap();
+    std::fs::write(src.join("small"), b"a small file").unwrap();
+    let first = backup(&env, &[s(&src)]);
+    let stage = |name: &str| -> (f64, u64) {
+        let entry = first["stages"].as_array().unwrap().iter().find(|s| s["stage"] == name).unwrap();
+        (entry["busy"].as_f64().unwrap(), entry["bytes"].as_u64().unwrap())
+    };
+    let read = first["bytes_read"].as_u64().unwrap();
+    assert_eq!(read, 15_000_012, "{first}");
+    assert_eq!(stage("read").1, read);
+    assert_eq!(stage("hash").1, read);
+    assert_eq!(stage("dedup").1, read);
+    // The small file is one chunk, read whole: it skips the stream chunker.
+    assert_eq!(stage("chunk").1, read - 12);
+    // The copy's chunks were found in the session: not compressed again.
+    let compressed = stage("compress").1;
+    assert!((12_000_000..=12_000_012 + 200_000).contains(&compressed), "{first}");
+    // Packs are their blobs plus a sealed header each.
+    let (packed, written) = (stage("pack").1, stage("write").1);
+    assert_eq!(packed, first["bytes_added"].as_u64().unwrap(), "{first}");
+    assert!(written > packed && written < packed + 64 * 1024, "{first}");
+    for name in ["read", "chunk", "hash", "compress", "encrypt", "write"] {
+        assert!(stage(name).0 > 0.0, "{name} took no time: {first}");
+    }
+    assert!(first["cpu_secs"].as_f64().unwrap() > 0.0, "{first}");
+
+    std::fs::write(src.join("new"), noise(9, 1_000_000)).unwrap();
+    let out = ok(run(&mut env.cmd(&["backup", "--profile", s(&src)])));
+    assert!(out.contains("snapshot"), "{out}");
+    let profiled = stderr(&run(&mut env.cmd(&["backup", "--profile", "--force", s(&src)])));
+    for name in
+        ["stage", "read", "chunk", "hash", "dedup", "wait", "compress", "encrypt", "pack", "write", "process CPU"]
+    {
+        assert!(profiled.contains(name), "no {name} in: {profiled}");
+    }
+}

@@ -361,6 +361,11 @@ pub struct BackupArgs {
     /// Read and count everything, write nothing
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// After the summary, print where the time went: busy seconds, bytes and
+    /// rate of each stage (read, chunk, hash, dedup, wait, compress, encrypt,
+    /// pack, write) and the process's CPU time
+    #[arg(long)]
+    pub profile: bool,
     /// Back up standard input as one file
     #[arg(long, conflicts_with = "paths")]
     pub stdin: bool,

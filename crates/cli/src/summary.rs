@@ -38,6 +38,8 @@ pub fn print(global: &GlobalArgs, committed: &CommittedSnapshot, details: Detail
             "duration_secs": s.duration_secs,
             "bytes_read_per_sec": rate,
             "snapshot_id": committed.id,
+            "stages": committed.profile.stages,
+            "cpu_secs": cpu_secs(),
         });
         if let Some(map) = doc.as_object_mut() {
             map.extend(details.json);
@@ -73,4 +75,35 @@ pub fn print(global: &GlobalArgs, committed: &CommittedSnapshot, details: Detail
         None => println!("dry run: nothing was written"),
     }
     Ok(())
+}
+
+/// With `--profile`, prints the session's stage profile to standard error
+/// (under `--json` the summary already carries it as `stages`).
+pub fn print_profile(global: &GlobalArgs, wanted: bool, committed: &CommittedSnapshot) {
+    if !wanted || global.json {
+        return;
+    }
+    let wall = committed.summary.duration_secs;
+    eprintln!("{:<9} {:>9} {:>10} {:>11}", "stage", "busy s", "bytes", "rate");
+    for stage in &committed.profile.stages {
+        eprintln!(
+            "{:<9} {:>9.3} {:>10} {:>9}/s",
+            stage.stage.name(),
+            stage.busy.as_secs_f64(),
+            HumanBytes(stage.bytes).to_string(),
+            HumanBytes(stage.rate() as u64).to_string()
+        );
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    match cpu_secs() {
+        Some(cpu) => eprintln!("wall {wall:.3} s on {cores} cores; process CPU {cpu:.3} s (user + system)"),
+        None => eprintln!("wall {wall:.3} s on {cores} cores"),
+    }
+}
+
+/// User plus system CPU seconds of this process so far.
+fn cpu_secs() -> Option<f64> {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).ok()?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Some(secs(usage.user_time()) + secs(usage.system_time()))
 }

@@ -94,6 +94,7 @@ pub use format::wire::WireError;
 
 // Writing a snapshot.
 pub use files::archiver::FileOptions;
+pub use writing::profile::{Stage, StageProfile, StageTime};
 pub use writing::progress::{NoEvents, Progress, ProgressStatus, SessionEvents};
 pub use writing::session::{CommittedSnapshot, ParentChoice, SnapshotOptions, SnapshotSession, Source, SourceContext};
 pub use writing::store::{Content, StreamSink};

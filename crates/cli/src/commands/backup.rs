@@ -71,6 +71,7 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
         drop(ticker);
         reporter.finish();
         summary::print(global, &committed, bucket_details(&reports))?;
+        summary::print_profile(global, args.profile, &committed);
         return Ok(if report_drift(&reports) { exit::INCOMPLETE } else { 0 });
     } else {
         session.add_paths(&args.paths, &files).await?;
@@ -79,6 +80,7 @@ pub async fn run(global: &GlobalArgs, args: BackupArgs) -> Result<u8> {
     drop(ticker);
     reporter.finish();
     summary::print(global, &committed, summary::Details::default())?;
+    summary::print_profile(global, args.profile, &committed);
     Ok(if committed.summary.errors > 0 { exit::INCOMPLETE } else { 0 })
 }
 

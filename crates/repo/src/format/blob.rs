@@ -84,7 +84,8 @@ pub(crate) fn seal(key: &SecretKey, blob_type: BlobType, id: Id, plaintext: &[u8
     sealed
 }
 
-/// [`seal`] into an existing [`SealedBlob`], reusing its buffer.
+/// [`seal`] into an existing [`SealedBlob`], reusing its buffer. Returns
+/// the time spent compressing (for the session's stage profile).
 pub(crate) fn seal_into(
     key: &SecretKey,
     blob_type: BlobType,
@@ -92,11 +93,17 @@ pub(crate) fn seal_into(
     plaintext: &[u8],
     level: i32,
     out: &mut SealedBlob,
-) {
-    crypto::seal_into(key, &aad(blob_type, &id), &mut out.bytes, |buf| compress::encode(plaintext, level, buf));
+) -> std::time::Duration {
+    let mut compressing = std::time::Duration::ZERO;
+    crypto::seal_into(key, &aad(blob_type, &id), &mut out.bytes, |buf| {
+        let start = std::time::Instant::now();
+        compress::encode(plaintext, level, buf);
+        compressing = start.elapsed();
+    });
     out.blob_type = blob_type;
     out.id = id;
     out.raw_length = plaintext.len() as u32;
+    compressing
 }
 
 /// Reusable buffers for opening many blobs ([`Repository::open_blob_into`](crate::Repository::open_blob_into)).

@@ -4,6 +4,7 @@
 //! sealed blobs and publishes index files and the snapshot, in that order.
 
 pub(crate) mod journal;
+pub(crate) mod profile;
 pub(crate) mod progress;
 pub(crate) mod session;
 pub(crate) mod store;

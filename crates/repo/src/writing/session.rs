@@ -15,6 +15,7 @@
 //! entries of the snapshot's root; they never write trees or snapshots
 //! themselves, so a session cannot publish a snapshot the format rejects.
 
+use crate::writing::profile::StageProfile;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -208,6 +209,8 @@ pub struct CommittedSnapshot {
     /// What the session counted; `bytes_added` includes the snapshot's own
     /// index files and trees.
     pub summary: SnapshotSummary,
+    /// Where the session's time went, stage by stage (not stored).
+    pub profile: StageProfile,
 }
 
 /// One snapshot being written. Add sources, then [`commit`](Self::commit).
@@ -542,7 +545,7 @@ impl SnapshotSession {
             Some(id)
         };
         summary.bytes_added = self.writer.stats().stored_bytes_added;
-        Ok(CommittedSnapshot { id, snapshot, summary })
+        Ok(CommittedSnapshot { id, snapshot, summary, profile: self.writer.profile() })
     }
 
     /// A put-only client's local state for this host and set of paths

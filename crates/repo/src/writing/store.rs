@@ -32,6 +32,7 @@ use crate::files::localtrees::LocalTrees;
 use crate::format::blob::{BlobType, SealedBlob};
 use crate::format::id::{DataId, Id, TreeId};
 use crate::format::tree::{Extent, Tree};
+use crate::writing::profile::{Stage, TimedRead};
 use crate::writing::progress::Progress;
 use crate::writing::writer::Writer;
 
@@ -159,13 +160,19 @@ impl Store {
     /// this session already has it, and returns its extent.
     pub(crate) fn submit(&self, data: Bytes) -> Extent {
         let inner = &self.inner;
-        let id = inner.shared.writer.repository().content_id(&data);
+        let clock = inner.shared.writer.clock();
         let length = data.len() as u32;
-        if !inner.shared.writer.contains(&id) && inner.claimed.lock().expect("claimed set poisoned").insert(id) {
+        let start = std::time::Instant::now();
+        let id = inner.shared.writer.repository().content_id(&data);
+        let hashed = clock.since(Stage::Hash, start, length as u64);
+        let new = !inner.shared.writer.contains(&id) && inner.claimed.lock().expect("claimed set poisoned").insert(id);
+        let looked_up = clock.since(Stage::Dedup, hashed, length as u64);
+        if new {
             let tx = inner.chunks_tx.lock().expect("chunk sender poisoned").clone();
             if let Some(tx) = tx {
                 let _ = tx.send((id, data));
             }
+            clock.since(Stage::Wait, looked_up, length as u64);
         }
         Extent::Blob { id: DataId(id), offset: 0, length }
     }
@@ -178,17 +185,33 @@ impl Store {
         content: &mut Vec<Extent>,
         size: &mut u64,
     ) -> io::Result<()> {
-        let mut chunks = self.writer().repository().chunker().stream(reader);
-        while let Some(chunk) = chunks.next_chunk()? {
+        let clock = self.writer().clock();
+        let mut timed = TimedRead::new(reader, clock);
+        let mut chunks = self.writer().repository().chunker().stream(&mut timed);
+        // Time in `next_chunk` is reading plus cutting; the reads are
+        // counted by `TimedRead`, so cutting is the rest.
+        let (mut chunking, mut chunked) = (std::time::Duration::ZERO, 0);
+        let result = loop {
+            let start = std::time::Instant::now();
+            let next = chunks.next_chunk();
+            chunking += start.elapsed();
+            let chunk = match next {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            };
             if self.aborted() {
-                return Err(io::Error::other("the backup was aborted"));
+                break Err(io::Error::other("the backup was aborted"));
             }
             let len = chunk.data.len() as u64;
+            chunked += len;
             *size += len;
             self.inner.progress.bytes_read.fetch_add(len, Ordering::Relaxed);
             content.push(self.submit(chunk.data));
-        }
-        Ok(())
+        };
+        drop(chunks);
+        clock.add(Stage::Chunk, chunking.saturating_sub(timed.spent), chunked);
+        result
     }
 
     /// Stores everything `reader` yields as one content (blocking).
@@ -222,7 +245,7 @@ impl Store {
                 break;
             }
             let mut block = vec![0u8; block_size];
-            let n = read_full(reader, &mut block)
+            let n = read_full(&mut TimedRead::new(reader, self.writer().clock()), &mut block)
                 .map_err(|e| Error::Io { context: "reading a stream to store".into(), source: e })?;
             if n == 0 {
                 break;

@@ -21,6 +21,7 @@ use crate::format::snapshot::Snapshot;
 use crate::repository::Repository;
 use crate::storage::backend::FileKind;
 use crate::writing::journal::Journal;
+use crate::writing::profile::{Stage, StageClock, StageProfile};
 
 /// Open packs per blob type. Each new blob goes to a random one of them.
 /// One: every open pack costs a pack's worth of memory, and the order of
@@ -78,6 +79,8 @@ pub struct Writer {
     /// Where stored packs are noted until they are indexed (a snapshot
     /// session's; see `journal`).
     journal: Option<Arc<Journal>>,
+    /// Where the session's time goes, stage by stage.
+    clock: Arc<StageClock>,
 }
 
 /// Asks the kernel to back a large buffer with transparent huge pages:
@@ -131,6 +134,7 @@ impl Writer {
             started: std::time::Instant::now(),
             needed_packs: Mutex::new(HashSet::new()),
             journal: None,
+            clock: Arc::new(StageClock::default()),
         })
     }
 
@@ -242,7 +246,11 @@ impl Writer {
             )));
         }
         let level = self.repo.config().compression.level;
-        blob::seal_into(self.session.key(), blob_type, id, plaintext, level, out);
+        let start = std::time::Instant::now();
+        let compressing = blob::seal_into(self.session.key(), blob_type, id, plaintext, level, out);
+        let sealing = start.elapsed();
+        self.clock.add(Stage::Compress, compressing, plaintext.len() as u64);
+        self.clock.add(Stage::Encrypt, sealing.saturating_sub(compressing), out.bytes.len() as u64);
         Ok(())
     }
 
@@ -254,6 +262,13 @@ impl Writer {
     /// Adds a copy of a sealed blob (the pack copies it into its buffer).
     /// Returns false when it is a duplicate.
     pub async fn add_sealed_ref(&self, sealed: &SealedBlob) -> Result<bool> {
+        let start = std::time::Instant::now();
+        let added = self.add_sealed_untimed(sealed).await;
+        self.clock.since(Stage::Pack, start, sealed.bytes.len() as u64);
+        added
+    }
+
+    async fn add_sealed_untimed(&self, sealed: &SealedBlob) -> Result<bool> {
         enum Step {
             Duplicate,
             Added(Option<PackBuilder>),
@@ -360,6 +375,7 @@ impl Writer {
             blobs: finished.header.entries,
         };
         let parts: Vec<Bytes> = finished.parts;
+        let clock = self.clock.clone();
         // Noted before the upload starts: a process killed the moment the
         // pack lands must not leave it unnoted (recovery skips a pack that
         // never arrived).
@@ -367,7 +383,9 @@ impl Writer {
             journal.record(&indexed.id);
         }
         self.uploads.lock().expect("upload set poisoned").spawn(async move {
+            let start = std::time::Instant::now();
             let written = backend.write_new(FileKind::Pack, &indexed.id, parts).await;
+            clock.since(Stage::Write, start, indexed.size);
             drop(permit);
             drop(buffer_guard);
             written?;
@@ -578,6 +596,16 @@ impl Writer {
     /// What the session has written.
     pub fn stats(&self) -> WriterStats {
         self.state().stats
+    }
+
+    /// Where the session's time went so far, stage by stage.
+    pub fn profile(&self) -> StageProfile {
+        self.clock.profile()
+    }
+
+    /// The session's stage clock, for the stages before sealing.
+    pub(crate) fn clock(&self) -> &StageClock {
+        &self.clock
     }
 }
 

@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::Shared;
 use crate::files::fsmeta;
 use crate::format::tree::Extent;
+use crate::writing::profile::Stage;
 
 /// A file for a reader, and where to send what it read.
 pub(super) struct FileJob {
@@ -60,7 +61,9 @@ impl Shared<'_> {
         if meta.size() <= self.min_chunk as u64 {
             // One chunk: skip the stream chunker's buffering.
             let mut buf = Vec::with_capacity(meta.size() as usize + 1);
+            let start = std::time::Instant::now();
             file.take(self.min_chunk as u64 + 1).read_to_end(&mut buf)?;
+            self.store.writer().clock().since(Stage::Read, start, buf.len() as u64);
             if buf.len() <= self.min_chunk {
                 *size += buf.len() as u64;
                 self.progress.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
