@@ -393,7 +393,8 @@ cairn_env() {
 cairn_cmd() {
     case $1 in
         init) CMD=("$CAIRN_BIN" -r "$REPO" init) ;;
-        backup) CMD=("$CAIRN_BIN" -r "$REPO" backup "$SRC") ;;
+        # --profile: the stage table goes to the step's .err, printed after the report
+        backup) CMD=("$CAIRN_BIN" -r "$REPO" backup --profile "$SRC") ;;
         restore) CMD=("$CAIRN_BIN" -r "$REPO" restore latest --target "$TARGET") ;;
     esac
 }
@@ -571,5 +572,19 @@ for ((REP = 1; REP <= RUNS; REP++)); do
 done
 [ $KEEP = 0 ] && rm -f "$RUN_DIR/cairn"
 echo
-report "$RUN_ID" | tee "$RUN_DIR/report.md"
+{
+    report "$RUN_ID"
+    # Where cairn's first backups spent their time (busy seconds summed over
+    # threads, per stage; see `cairn backup --profile`).
+    for corpus in "${CORPORA[@]}"; do
+        err="$LOG_DIR/r1-$corpus-cairn-backup_initial.err"
+        [ -f "$err" ] || continue
+        echo
+        echo "cairn's first backup of $corpus, stage by stage ($(nproc) cores):"
+        echo
+        echo '```'
+        sed -n '/^stage /,/^wall /p' "$err"
+        echo '```'
+    done
+} | tee "$RUN_DIR/report.md"
 echo "(tables also in $RUN_DIR/report.md; raw results in $RESULTS)"
