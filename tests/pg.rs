@@ -737,3 +737,163 @@ fn drill_fails_when_a_row_count_is_tampered() {
     assert!(out.contains("received 100 rows, the backup recorded 101") && out.contains("drill FAILED"), "{out}");
     assert_eq!(pg.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_drill_%'"), "0");
 }
+
+/// Runs openssl with `args` in `dir`; panics with its messages on failure.
+#[track_caller]
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).stdin(Stdio::null()).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A CA, a server certificate for `localhost` and a client certificate for
+/// `client_cn`, all P-256, made with the openssl CLI in `dir`.
+fn make_certificates(dir: &std::path::Path, client_cn: &str) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=cairn test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(dir, &ca);
+    for (name, cn, ext) in [
+        ("server", "localhost", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+        ("client", client_cn, "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let (key, csr, crt, subj) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("/CN={cn}"));
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        let ext = format!("{name}.ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+/// TLS with client certificates: a server with `ssl = on` that lets one
+/// role in only with a certificate its CA signed (`hostssl ... cert`).
+#[test]
+fn tls_with_client_certificates() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(pg) = Pg::separate("cpgtls") else { return };
+    let env = Env::new();
+    env.init();
+    let certs = tempfile::Builder::new().prefix("cairn-tls-").tempdir().unwrap();
+    let dir = certs.path();
+    make_certificates(dir, "cairn_cert_user");
+    std::fs::set_permissions(dir.join("client.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The server's files in its data directory, owned by the server's user.
+    let data = pg.dir.join("data");
+    let owner = std::fs::metadata(&data).unwrap();
+    for f in ["server.crt", "server.key", "ca.crt"] {
+        let to = data.join(f);
+        std::fs::copy(dir.join(f), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&to, Some(owner.uid()), Some(owner.gid())).unwrap();
+    }
+    let hba = data.join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("hostssl all cairn_cert_user all cert\nhostnossl all cairn_cert_user all reject\n{old}"),
+    )
+    .unwrap();
+    for sql in [
+        "ALTER SYSTEM SET ssl = on",
+        "ALTER SYSTEM SET ssl_cert_file = 'server.crt'",
+        "ALTER SYSTEM SET ssl_key_file = 'server.key'",
+        "ALTER SYSTEM SET ssl_ca_file = 'ca.crt'",
+        "CREATE ROLE cairn_cert_user LOGIN SUPERUSER",
+        "SELECT pg_reload_conf()",
+    ] {
+        pg.psql("postgres", sql);
+    }
+    let db = pg.fresh_db("tls");
+    pg.psql(&db, "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    let file = |f: &str| dir.join(f).display().to_string();
+    let base = |host: &str, mode: &str| {
+        format!(
+            "host={host} port={} user=cairn_cert_user dbname={db} sslmode={mode} sslrootcert={}",
+            pg.port,
+            file("ca.crt")
+        )
+    };
+    let with_cert = |host: &str, mode: &str| {
+        format!("{} sslcert={} sslkey={}", base(host, mode), file("client.crt"), file("client.key"))
+    };
+
+    // The certificate in the string: cairn's connections and pg_dump's.
+    let out = ok(run(&mut cairn(&env, &["--json", "pg", "backup", "-d", &with_cert("localhost", "verify-full")])));
+    assert_eq!(json_line(&out, "summary")["rows"], 1000, "{out}");
+    // The same from PGSSLCERT / PGSSLKEY / PGSSLROOTCERT, and a restore over TLS.
+    let mut by_env =
+        cairn(&env, &["pg", "restore", "-d", &format!("{} dbname={db}_back", base("localhost", "verify-ca"))]);
+    by_env.arg("--create").env("PGSSLCERT", file("client.crt")).env("PGSSLKEY", file("client.key"));
+    ok(run(&mut by_env));
+    assert_eq!(pg.psql(&format!("{db}_back"), "SELECT sum(g) FROM t"), "500500");
+    // The sessions were encrypted and authenticated by the certificate.
+    let mut by_env = cairn(&env, &["pg", "backup", "-d", &base("localhost", "require")]);
+    by_env.env("PGSSLCERT", file("client.crt")).env("PGSSLKEY", file("client.key"));
+    ok(run(&mut by_env));
+
+    // Without a certificate: refused, with the way to give one.
+    fails(
+        run(&mut cairn(&env, &["pg", "backup", "-d", &base("localhost", "verify-full")])),
+        1,
+        &["cannot connect to PostgreSQL", "certificate", "sslcert="],
+    );
+    // verify-full checks the host name (the certificate names localhost),
+    // verify-ca only the chain.
+    fails(
+        run(&mut cairn(&env, &["pg", "backup", "-d", &with_cert("127.0.0.1", "verify-full")])),
+        1,
+        &["cannot connect to PostgreSQL", "host name"],
+    );
+    ok(run(&mut cairn(&env, &["pg", "backup", "-d", &with_cert("127.0.0.1", "verify-ca")])));
+    // A server certificate from another CA fails verify-ca.
+    let other = tempfile::Builder::new().prefix("cairn-tls-other-").tempdir().unwrap();
+    make_certificates(other.path(), "someone");
+    let wrong_root = with_cert("localhost", "verify-ca")
+        .replace(&file("ca.crt"), &other.path().join("ca.crt").display().to_string());
+    fails(
+        run(&mut cairn(&env, &["pg", "backup", "-d", &wrong_root])),
+        1,
+        &["cannot connect to PostgreSQL", "certificate"],
+    );
+    // A key others can read is refused before connecting, as libpq refuses it.
+    std::fs::set_permissions(dir.join("client.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    fails(run(&mut cairn(&env, &["pg", "backup", "-d", &with_cert("localhost", "verify-full")])), 1, &["chmod 600"]);
+    assert_eq!(env.snapshot_count(), 3);
+    pg.stop();
+}
