@@ -897,3 +897,103 @@ fn tls_with_client_certificates() {
     assert_eq!(env.snapshot_count(), 3);
     pg.stop();
 }
+
+/// What a database has besides its contents, as one comparable text:
+/// owner, connection limit, privileges, comment, settings (its own and its
+/// roles').
+fn database_properties(pg: &Pg, db: &str) -> String {
+    pg.psql(
+        "postgres",
+        &format!(
+            "SELECT pg_get_userbyid(d.datdba) || ' ' || d.datconnlimit || ' ' || coalesce(d.datacl::text, 'default') \
+                    || ' ' || coalesce(shobj_description(d.oid, 'pg_database'), '-') || ' ' \
+                    || coalesce((SELECT string_agg(coalesce(pg_get_userbyid(nullif(s.setrole, 0))::text, '*') \
+                                                   || ':' || s.setconfig::text, ' ' ORDER BY 1) \
+                                 FROM pg_db_role_setting s WHERE s.setdatabase = d.oid), '') \
+             FROM pg_database d WHERE d.datname = '{db}'"
+        ),
+    )
+}
+
+/// `--all-databases` keeps each database's settings, privileges, comment,
+/// connection limit and owner, and `--exclude-database` leaves databases out.
+#[test]
+fn all_databases_keep_database_properties_and_exclude_patterns() {
+    let Some(src) = Pg::separate("cpgprops1") else { return };
+    let Some(dst) = Pg::separate("cpgpropsdst") else { return };
+    let env = Env::new();
+    env.init();
+    for sql in [
+        "CREATE ROLE cairn_dbowner",
+        "CREATE ROLE cairn_reader",
+        "CREATE DATABASE keep1 OWNER cairn_dbowner CONNECTION LIMIT 7",
+        "CREATE DATABASE keep2",
+        "CREATE DATABASE skip_a",
+        "CREATE DATABASE \"Skip.B\"",
+        "ALTER DATABASE keep1 SET work_mem = '3MB'",
+        "ALTER DATABASE keep1 SET search_path = \"$user\", public, \"Odd Schema\"",
+        "ALTER ROLE cairn_reader IN DATABASE keep1 SET statement_timeout = '5s'",
+        "COMMENT ON DATABASE keep1 IS 'the shop''s data'",
+        "REVOKE CONNECT, TEMPORARY ON DATABASE keep1 FROM PUBLIC",
+        "GRANT CONNECT ON DATABASE keep1 TO cairn_reader WITH GRANT OPTION",
+        "COMMENT ON DATABASE postgres IS 'maintenance'",
+    ] {
+        src.psql("postgres", sql);
+    }
+    src.psql("keep1", "CREATE TABLE t AS SELECT g FROM generate_series(1, 10) g");
+    src.psql("keep2", "CREATE TABLE t AS SELECT g FROM generate_series(1, 20) g");
+    // Set last: it would make the restore's own sessions read-only if it
+    // were replayed before the data.
+    src.psql("postgres", "ALTER DATABASE keep2 SET default_transaction_read_only = on");
+
+    let out = ok(run(&mut cairn(
+        &env,
+        &[
+            "--json",
+            "pg",
+            "backup",
+            "--all-databases",
+            "-d",
+            &src.conn("postgres"),
+            "--exclude-database",
+            "skip_*",
+            "--exclude-database",
+            "\"Skip.B\"",
+        ],
+    )));
+    let names: Vec<String> = json_line(&out, "summary")["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["database"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["keep1", "keep2", "postgres"], "{out}");
+    let cluster: serde_json::Value =
+        serde_json::from_str(&ok(run(&mut cairn(&env, &["dump", "latest", "/cluster.json"])))).unwrap();
+    let keep1 = cluster["databases"].as_array().unwrap().iter().find(|d| d["name"] == "keep1").unwrap().clone();
+    assert_eq!(keep1["connection_limit"], 7, "{keep1}");
+    assert_eq!(keep1["comment"], "the shop's data", "{keep1}");
+
+    ok(run(&mut cairn(&env, &["pg", "restore", "-d", &dst.conn("postgres")])));
+    for db in ["keep1", "keep2", "postgres"] {
+        let (a, b) = (database_properties(&src, db), database_properties(&dst, db));
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "properties of {db}");
+    }
+    assert!(database_properties(&dst, "keep1").contains("cairn_reader=c*/cairn_dbowner"));
+    assert_eq!(dst.psql("keep2", "SELECT count(*) FROM t"), "20");
+    assert_eq!(dst.psql("keep2", "SHOW default_transaction_read_only"), "on");
+    assert_eq!(dst.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname ILIKE 'skip%'"), "0");
+
+    // A database pattern with a schema part is a usage error.
+    fails(
+        run(&mut cairn(
+            &env,
+            &["pg", "backup", "--all-databases", "-d", &src.conn("postgres"), "--exclude-database", "a.b"],
+        )),
+        2,
+        &["invalid database pattern", "no schema part"],
+    );
+    src.stop();
+    dst.stop();
+}

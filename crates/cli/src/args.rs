@@ -982,6 +982,9 @@ pub struct PgBackupArgs {
     /// With --all-databases: leave role passwords out of the globals (pg_dumpall --no-role-passwords; needed when not a superuser)
     #[arg(long, requires = "all_databases")]
     pub no_role_passwords: bool,
+    /// With --all-databases: leave out databases matching PATTERN (`*`, `?`; as --table without a schema; repeatable)
+    #[arg(long = "exclude-database", value_name = "PATTERN", requires = "all_databases")]
+    pub exclude_databases: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -90,6 +90,10 @@ pub struct DatabaseEntry {
     pub collate: String,
     /// `datctype`.
     pub ctype: String,
+    /// Settings, privileges, comment and connection limit (absent in
+    /// manifests of cairn before 0.2: nothing was recorded, defaults apply).
+    #[serde(flatten)]
+    pub properties: crate::dbprops::DatabaseProperties,
 }
 
 impl ClusterManifest {
@@ -279,6 +283,16 @@ mod tests {
                 encoding: "UTF8".into(),
                 collate: "C".into(),
                 ctype: "C".into(),
+                properties: crate::dbprops::DatabaseProperties {
+                    settings: vec![crate::dbprops::DatabaseSetting {
+                        role: None,
+                        name: "work_mem".into(),
+                        value: "8MB".into(),
+                    }],
+                    grants: Some(vec![]),
+                    comment: Some("c".into()),
+                    connection_limit: 3,
+                },
             }],
         };
         let bytes = serde_json::to_vec(&m).unwrap();
@@ -286,6 +300,11 @@ mod tests {
         let single = String::from_utf8(bytes).unwrap().replace("postgresql-cluster", "postgresql");
         let err = ClusterManifest::decode(single.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("upgrade cairn"), "{err}");
+        // A database entry from before the properties were recorded: the defaults.
+        let old = r#"{"name":"d","dir":"databases/d","owner":"o","encoding":"UTF8","collate":"C","ctype":"C"}"#;
+        let entry: DatabaseEntry = serde_json::from_str(old).unwrap();
+        assert_eq!(entry.properties, crate::dbprops::DatabaseProperties::default());
+        assert_eq!(entry.properties.connection_limit, -1);
         // A manifest from before `post_data` existed still reads.
         let old = r#"{"schema":"s","name":"t","columns":[],"file":null,"rows":0,"bytes":0,"unlogged":false}"#;
         assert!(serde_json::from_str::<TableEntry>(old).unwrap().post_data.is_empty());

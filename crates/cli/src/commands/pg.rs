@@ -118,7 +118,11 @@ async fn backup_all(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
         jobs: args.conn.jobs.max(1),
         tools: tools(&args.conn),
         no_role_passwords: args.no_role_passwords,
+        exclude_databases: args.exclude_databases.clone(),
     };
+    if let Err(e) = cairn_pgsource::pattern::PatternSet::parse_names(&args.exclude_databases) {
+        crate::exit::usage!("{e}");
+    }
     let mut source = ClusterSource::new(options);
     let committed = backup_source(global, &args, &mut source).await?;
     let Some(outcome) = source.outcome() else { anyhow::bail!("the backup stored no cluster manifest") };
