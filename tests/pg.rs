@@ -997,3 +997,62 @@ fn all_databases_keep_database_properties_and_exclude_patterns() {
     src.stop();
     dst.stop();
 }
+
+/// A drill on a server that lacks the roles the snapshot's objects belong
+/// to or are granted to: they are created NOLOGIN for the drill and dropped
+/// after it, or, with --no-create-roles, listed.
+#[test]
+fn drill_creates_the_roles_it_needs_or_lists_them() {
+    let Some(pg) = Pg::shared() else { return };
+    let Some(drill_server) = Pg::separate("cpgdrillroles") else { return };
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("drillroles");
+    let (owner, reader) = (format!("{db}_owner"), format!("{db}_reader"));
+    pg.psql("postgres", &format!("CREATE ROLE {owner} LOGIN PASSWORD 'secret'; CREATE ROLE {reader}"));
+    pg.psql(
+        &db,
+        &format!(
+            "CREATE SCHEMA app AUTHORIZATION {owner}; \
+             CREATE TABLE app.t AS SELECT g FROM generate_series(1, 50) g; ALTER TABLE app.t OWNER TO {owner}; \
+             GRANT SELECT ON app.t TO {reader}; CREATE TABLE public.mine (x int)"
+        ),
+    );
+    ok(run(&mut cairn(&env, &["pg", "backup", "-d", &pg.conn(&db)])));
+    let m = manifest(&env, "latest");
+    let roles: Vec<&str> = m["roles"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert_eq!(roles, [owner.as_str(), reader.as_str(), "postgres"], "{m}");
+
+    // Listed, and nothing changed on the drill server.
+    let line = fails(
+        run(&mut cairn(&env, &["pg", "drill", "-d", &drill_server.conn("postgres"), "--no-create-roles"])),
+        1,
+        &["roles the drill server lacks", &format!("{owner}, {reader}"), "CREATE ROLE", "--no-create-roles"],
+    );
+    assert!(!line.contains("postgres,"), "the existing role is not listed: {line}");
+    let count_roles = |srv: &Pg| {
+        srv.psql("postgres", &format!("SELECT count(*) FROM pg_roles WHERE rolname IN ('{owner}', '{reader}')"))
+    };
+    assert_eq!(count_roles(&drill_server), "0");
+    assert_eq!(
+        drill_server.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn_drill_%'"),
+        "0"
+    );
+
+    // Created for the drill, which passes with the owners and grants in place, then dropped.
+    let check = format!("SELECT pg_get_userbyid(relowner) = '{owner}' FROM pg_class WHERE relname = 't'");
+    let grant = format!("SELECT has_table_privilege('{reader}', 'app.t', 'SELECT')");
+    let out = ok(run(&mut cairn(
+        &env,
+        &["pg", "drill", "-d", &drill_server.conn("postgres"), "--check", &check, "--check", &grant],
+    )));
+    assert!(out.contains(&format!("roles created for the drill (NOLOGIN): {owner}, {reader}")), "{out}");
+    assert!(out.contains("drill passed"), "{out}");
+    assert_eq!(count_roles(&drill_server), "0", "the drill's roles were dropped");
+    // On the source server, which has them, nothing is created.
+    let out = ok(run(&mut cairn(&env, &["--json", "pg", "drill", "-d", &pg.conn("postgres")])));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["roles_created"], serde_json::json!([]), "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    drill_server.stop();
+}

@@ -1037,6 +1037,9 @@ pub struct PgDrillArgs {
     /// --all-databases snapshots: drill only this database [default: every one]
     #[arg(long, value_name = "NAME")]
     pub only_database: Option<String>,
+    /// Stop with the list of roles the snapshot needs that the server lacks, instead of creating them NOLOGIN for the drill (and dropping them after)
+    #[arg(long)]
+    pub no_create_roles: bool,
     #[command(flatten)]
     pub conn: PgConnArgs,
     #[command(flatten)]

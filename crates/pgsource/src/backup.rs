@@ -172,6 +172,7 @@ pub async fn backup(into: &SourceContext, options: &BackupOptions, dir: Option<&
     }
     let large_objects =
         if selection.include.is_empty() { catalog::large_objects(&coordinator).await? } else { Vec::new() };
+    let roles = catalog::referenced_roles(&coordinator).await?;
 
     // Largest tables first, so the last one to finish is a small one.
     let mut order: Vec<usize> = (0..tables.len()).collect();
@@ -267,6 +268,7 @@ pub async fn backup(into: &SourceContext, options: &BackupOptions, dir: Option<&
         sequences,
         large_objects: lo_entries,
         selection: options.selection.clone(),
+        roles: Some(roles),
     };
     let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
     let manifest_content = into.store_bytes(manifest_json).await?;

@@ -190,3 +190,21 @@ pub async fn large_objects(client: &Client) -> Result<Vec<u32>> {
         .map_err(|e| Error::query("listing large objects", e))?;
     Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u32).collect())
 }
+
+/// The roles the current database's objects depend on (owners, grantees,
+/// policy roles, default privileges: `pg_shdepend`), plus the bootstrap
+/// superuser, whose objects `pg_shdepend` does not record; sorted.
+pub async fn referenced_roles(client: &Client) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT r.rolname::text FROM pg_catalog.pg_roles r \
+             WHERE r.oid = 10 OR r.oid IN (SELECT s.refobjid FROM pg_catalog.pg_shdepend s \
+                  WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass \
+                    AND s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())) \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::query("listing the roles the database's objects need", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

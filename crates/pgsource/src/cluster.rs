@@ -415,8 +415,9 @@ async fn create_database(admin: &tokio_postgres::Client, entry: &DatabaseEntry, 
 }
 
 /// Drills each chosen database of the snapshot in turn (see [`drill::drill`]);
-/// the globals are not replayed (a drill must not change the server's
-/// roles), so the roles that own objects must exist on the drill server.
+/// the globals are not replayed (no passwords or memberships reach the
+/// drill server): the roles each database needs are created NOLOGIN for
+/// its drill and dropped after it, as [`DrillOptions::create_roles`] says.
 pub async fn drill_cluster(
     loader: &TreeLoader,
     opened: &OpenedCluster,

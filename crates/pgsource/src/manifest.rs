@@ -149,6 +149,12 @@ pub struct Manifest {
     pub large_objects: Vec<LargeObjectEntry>,
     /// The options that chose what was backed up.
     pub selection: SelectionEntry,
+    /// The roles the database's objects belong to or are granted to (and
+    /// the bootstrap superuser, owner of what initdb made), which must
+    /// exist where it is restored; `None` in manifests written before they
+    /// were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
 }
 
 /// One table.

@@ -344,8 +344,13 @@ async fn drill(global: &GlobalArgs, args: PgDrillArgs) -> Result<u8> {
     };
     let admin = conn_spec(Some(dbname))?;
     let (loader, id, _, opened) = open(global, &args.snapshot, &args.filter).await?;
-    let options =
-        DrillOptions { admin, checks: args.checks.clone(), jobs: args.conn.jobs.max(1), tools: tools(&args.conn) };
+    let options = DrillOptions {
+        admin,
+        checks: args.checks.clone(),
+        jobs: args.conn.jobs.max(1),
+        tools: tools(&args.conn),
+        create_roles: !args.no_create_roles,
+    };
     let reports = match opened.as_ref() {
         Opened::Database(db) => {
             if args.only_database.is_some() {
@@ -403,6 +408,9 @@ fn print_drill_report(id: &SnapshotId, report: &DrillReport) {
         ),
         (None, None) => {}
     }
+    if !report.roles_created.is_empty() {
+        println!("roles created for the drill (NOLOGIN): {}", report.roles_created.join(", "));
+    }
     let bad: Vec<_> = report.tables.iter().filter(|t| !t.ok).collect();
     println!("row counts: {} of {} tables match the backup", report.tables.len() - bad.len(), report.tables.len());
     for t in bad {
@@ -413,6 +421,9 @@ fn print_drill_report(id: &SnapshotId, report: &DrillReport) {
         println!("check {}: {} ({})", if c.ok { "ok" } else { "FAILED" }, c.sql, c.detail);
     }
     println!("temporary database {}", if report.dropped { "dropped" } else { "NOT dropped: drop it by hand" });
+    if !report.roles_not_dropped.is_empty() {
+        println!("roles NOT dropped (drop them by hand): {}", report.roles_not_dropped.join(", "));
+    }
     println!("drill {}", if report.ok { "passed" } else { "FAILED" });
 }
 
