@@ -1056,3 +1056,85 @@ fn drill_creates_the_roles_it_needs_or_lists_them() {
     assert_eq!(report["ok"], true, "{report}");
     drill_server.stop();
 }
+
+/// Installs `cairn_test_config`, a tiny extension with configuration
+/// tables (no contrib extension registers any), into the server's
+/// extension directory: a table whose script adds a built-in row and whose
+/// filter keeps only the user's rows, a table and sequence kept whole.
+fn install_config_extension() {
+    let out = Command::new("pg_config").arg("--sharedir").output().expect("run pg_config");
+    let sharedir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let dir = std::path::Path::new(&sharedir).join("extension");
+    let files = [
+        (
+            "cairn_test_config.control",
+            "comment = 'cairn tests: an extension with configuration tables'\n\
+             default_version = '1.0'\nrelocatable = false\nsuperuser = true\n",
+        ),
+        (
+            "cairn_test_config--1.0.sql",
+            "CREATE TABLE @extschema@.settings (key text PRIMARY KEY, value text, \
+                 user_added boolean NOT NULL DEFAULT true);\n\
+             INSERT INTO @extschema@.settings VALUES ('built-in', 'from the script', false);\n\
+             SELECT pg_catalog.pg_extension_config_dump('@extschema@.settings', 'WHERE user_added');\n\
+             CREATE TABLE @extschema@.journal (id serial PRIMARY KEY, note text);\n\
+             SELECT pg_catalog.pg_extension_config_dump('@extschema@.journal', '');\n\
+             SELECT pg_catalog.pg_extension_config_dump('@extschema@.journal_id_seq', '');\n",
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap_or_else(|e| {
+            panic!(
+                "cannot install the test extension into {} ({e}): this test needs write access to \
+                 PostgreSQL's extension directory (run it as root or as the owner of {sharedir})",
+                dir.display()
+            )
+        });
+    }
+}
+
+/// An extension's configuration tables keep the user's rows (those its
+/// filter selects) and sequence values, loaded after CREATE EXTENSION
+/// without losing or doubling the rows its script adds.
+#[test]
+fn extension_configuration_tables_keep_their_data() {
+    let Some(pg) = Pg::shared() else { return };
+    install_config_extension();
+    let env = Env::new();
+    env.init();
+    let db = pg.fresh_db("extcfg");
+    pg.psql(
+        &db,
+        "CREATE SCHEMA cfg; CREATE EXTENSION cairn_test_config SCHEMA cfg; \
+         INSERT INTO cfg.settings (key, value) VALUES ('colour', 'green'), ('size', 'large'); \
+         INSERT INTO cfg.journal (note) SELECT 'entry ' || g FROM generate_series(1, 30) g; \
+         DELETE FROM cfg.journal WHERE id > 25",
+    );
+    ok(run(&mut cairn(&env, &["pg", "backup", "-d", &pg.conn(&db)])));
+    let m = manifest(&env, "latest");
+    assert_eq!(table_rows(&m, "cfg", "settings"), 2, "only the rows the filter selects: {m}");
+    assert_eq!(table_rows(&m, "cfg", "journal"), 25);
+    let settings = m["tables"].as_array().unwrap().iter().find(|t| t["name"] == "settings").unwrap();
+    assert_eq!(settings["extension"]["name"], "cairn_test_config");
+    assert_eq!(settings["extension"]["condition"], "WHERE user_added");
+
+    let target = format!("{db}_restored");
+    ok(run(&mut cairn(&env, &["pg", "restore", "-d", &pg.conn(&target), "--create"])));
+    assert_eq!(
+        pg.psql(&target, "SELECT string_agg(key || '=' || value, ',' ORDER BY key) FROM cfg.settings"),
+        "built-in=from the script,colour=green,size=large"
+    );
+    assert_eq!(pg.psql(&target, "SELECT count(*), max(id) FROM cfg.journal"), "25|25");
+    assert_eq!(
+        pg.psql(&target, "SELECT last_value, is_called FROM cfg.journal_id_seq"),
+        "30|t",
+        "the sequence is kept"
+    );
+    // pg_dump dumps configuration tables' rows too: both dumps agree.
+    assert_same_dump(&pg.dump(&db), &pg.dump(&target), "extension configuration");
+    // Over itself with --clean (the extension is dropped and created again), and in a drill.
+    ok(run(&mut cairn(&env, &["pg", "restore", "-d", &pg.conn(&target), "--clean"])));
+    assert_eq!(pg.psql(&target, "SELECT count(*) FROM cfg.settings"), "3");
+    let out = ok(run(&mut cairn(&env, &["pg", "drill", "-d", &pg.conn("postgres")])));
+    assert!(out.contains("drill passed"), "{out}");
+}

@@ -982,9 +982,21 @@ pub struct PgBackupArgs {
     /// With --all-databases: leave role passwords out of the globals (pg_dumpall --no-role-passwords; needed when not a superuser)
     #[arg(long, requires = "all_databases")]
     pub no_role_passwords: bool,
+    /// The order rows are copied in: `key` sorts tables that have a primary key (or a unique index over NOT NULL columns) by it, which keeps the next day's files aligned after updates and VACUUM; `physical` is heap order, as pg_dump
+    #[arg(long, value_enum, value_name = "ORDER", default_value = "physical")]
+    pub row_order: PgRowOrder,
     /// With --all-databases: leave out databases matching PATTERN (`*`, `?`; as --table without a schema; repeatable)
     #[arg(long = "exclude-database", value_name = "PATTERN", requires = "all_databases")]
     pub exclude_databases: Vec<String>,
+}
+
+/// `--row-order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PgRowOrder {
+    /// By the table's key when it has one
+    Key,
+    /// Heap order
+    Physical,
 }
 
 #[derive(Debug, Args)]

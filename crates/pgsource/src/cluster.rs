@@ -52,6 +52,8 @@ pub struct ClusterBackupOptions {
     pub no_role_passwords: bool,
     /// `--exclude-database` patterns (as `--table`'s, without a schema part).
     pub exclude_databases: Vec<String>,
+    /// The order rows are copied in, in every database.
+    pub row_order: crate::backup::RowOrder,
 }
 
 /// What an `--all-databases` backup produced.
@@ -168,6 +170,7 @@ pub async fn backup_cluster(into: &SourceContext, options: &ClusterBackupOptions
             jobs: options.jobs,
             selection: SelectionEntry::default(),
             tools: options.tools.clone(),
+            row_order: options.row_order,
         };
         let dir = format!("{ROOT_DIR}/{DATABASES_DIR}/{}", escape_name(&db.name));
         let manifest =

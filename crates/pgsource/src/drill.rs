@@ -225,8 +225,11 @@ async fn examine(
     let mut actual = HashMap::new();
     for t in opened.manifest.tables.iter().filter(|t| t.file.is_some()) {
         let table = qualified(&t.schema, &t.name);
-        // ONLY: an inheritance parent's count excludes its children, as its COPY did.
-        if let Ok(row) = client.query_one(&format!("SELECT count(*) FROM ONLY {table}"), &[]).await {
+        // ONLY: an inheritance parent's count excludes its children, as its
+        // COPY did; an extension's configuration table counts the rows its
+        // filter selects (its script may have added others).
+        let filter = t.extension.as_ref().map(|e| e.condition.as_str()).unwrap_or_default();
+        if let Ok(row) = client.query_one(&format!("SELECT count(*) FROM ONLY {table} {filter}"), &[]).await {
             actual.insert(table, row.get::<_, i64>(0) as u64);
         }
     }
@@ -292,6 +295,8 @@ mod tests {
                     bytes: 0,
                     unlogged: false,
                     post_data: vec![],
+                    extension: None,
+                    order_by: vec![],
                 })
                 .collect(),
             sequences: vec![],

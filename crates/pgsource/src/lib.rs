@@ -39,7 +39,7 @@ pub mod pitr;
 pub mod restore;
 pub mod schema;
 
-pub use backup::{BackupOptions, DatabaseSource, backup};
+pub use backup::{BackupOptions, DatabaseSource, RowOrder, backup};
 pub use cluster::{ClusterBackupOptions, ClusterSource};
 pub use connect::ConnSpec;
 pub use csv::TablesAsCsv;

@@ -181,6 +181,27 @@ pub struct TableEntry {
     /// Empty in manifests written before this field existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub post_data: Vec<u32>,
+    /// Set for a configuration table of an extension
+    /// (`pg_extension_config_dump`): the extension's script creates the
+    /// table and may fill it, so a restore loads these rows after `CREATE
+    /// EXTENSION` without emptying the table first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<ExtensionConfig>,
+    /// The columns its rows were sorted by (its key, see
+    /// [`crate::backup::RowOrder`]); empty: heap order. Informational: a
+    /// restore loads the file as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order_by: Vec<String>,
+}
+
+/// What makes a table an extension's configuration table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionConfig {
+    /// The extension's name.
+    pub name: String,
+    /// The filter its script registered (`WHERE ...`, or empty: every
+    /// row); the file holds the rows it selects.
+    pub condition: String,
 }
 
 /// One sequence.

@@ -54,6 +54,7 @@ async fn backup(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
             exclude_table_data: args.exclude_table_data.clone(),
         },
         tools: tools(&args.conn),
+        row_order: row_order(&args),
     };
     for patterns in [&args.tables, &args.exclude_tables, &args.exclude_table_data] {
         if let Err(e) = cairn_pgsource::pattern::PatternSet::parse(patterns) {
@@ -107,6 +108,13 @@ where
 
 /// `pg backup --all-databases`: one snapshot of path `/pg` with the
 /// globals and every database.
+fn row_order(args: &PgBackupArgs) -> cairn_pgsource::RowOrder {
+    match args.row_order {
+        crate::args::PgRowOrder::Key => cairn_pgsource::RowOrder::Key,
+        crate::args::PgRowOrder::Physical => cairn_pgsource::RowOrder::Physical,
+    }
+}
+
 async fn backup_all(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
     // Like pg_dumpall: the maintenance database is `postgres` unless named.
     let conn = match args.dbname.as_deref() {
@@ -119,6 +127,7 @@ async fn backup_all(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
         tools: tools(&args.conn),
         no_role_passwords: args.no_role_passwords,
         exclude_databases: args.exclude_databases.clone(),
+        row_order: row_order(&args),
     };
     if let Err(e) = cairn_pgsource::pattern::PatternSet::parse_names(&args.exclude_databases) {
         crate::exit::usage!("{e}");

@@ -707,6 +707,7 @@ impl Runner<'_> {
                         tools,
                         no_role_passwords: false,
                         exclude_databases: Vec::new(),
+                        row_order: Default::default(),
                     };
                     session.add_source(&mut cairn_pgsource::ClusterSource::new(options)).await?;
                 } else {
@@ -718,6 +719,7 @@ impl Runner<'_> {
                             ..Default::default()
                         },
                         tools,
+                        row_order: Default::default(),
                     };
                     session.add_source(&mut cairn_pgsource::DatabaseSource::new(options)).await?;
                 }
