@@ -5,9 +5,16 @@
 #   benches/pg-compare.sh [--scale S] [--jobs N] [--workdir DIR] [--install]
 #
 # --scale 1 builds about 1 GB of table data: `events` (append-only, JSON
-# payloads), `accounts` (hot rows updated), `archive` (static). Day 2 appends
-# 2 % to events and updates 1 % of accounts (the hottest 10 %). Prints a
-# Markdown table: times, bytes stored on day 1 and added on day 2.
+# payloads), `accounts` (hot rows updated), `archive` (static), `notes` (no
+# key, rows updated). Day 2 is an update+append+VACUUM day: append 2 % to
+# events, update 1 % of accounts (the hottest 10 %) and of notes, VACUUM (as
+# autovacuum would), then the same again, so later rows move into the holes.
+# cairn backs up twice each day, into two repositories: heap order
+# (`--row-order physical`, the default) and key order (`--row-order key`).
+# Prints a Markdown table: times, bytes stored on day 1 and added on day 2,
+# and the ratios of key order to heap order and to restic.
+# CAIRN_BIN=path uses that cairn instead of building a release one (into
+# $CARGO_TARGET_DIR, else target/).
 # Needs PostgreSQL (scripts/start-postgres.sh starts a throwaway cluster);
 # restic is used when installed (--install apt-installs it).
 set -euo pipefail
@@ -24,7 +31,7 @@ while [ $# -gt 0 ]; do
         --jobs) JOBS=$2; shift 2 ;;
         --workdir) WORKDIR=$2; shift 2 ;;
         --install) INSTALL=1; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -37,8 +44,12 @@ now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 du_bytes() { du -sb "$1" | cut -f1; }
 
-cargo build --release -p cairn --manifest-path "$ROOT/Cargo.toml" >&2
-CAIRN="$ROOT/target/release/cairn"
+if [ -n "${CAIRN_BIN:-}" ]; then
+    CAIRN=$CAIRN_BIN
+else
+    cargo build --release -p cairn --manifest-path "$ROOT/Cargo.toml" >&2
+    CAIRN="${CARGO_TARGET_DIR:-$ROOT/target}/release/cairn"
+fi
 
 rm -rf "$WORKDIR" && mkdir -p "$WORKDIR"
 PGDIR=$(mktemp -d /tmp/pgb-XXXX)
@@ -69,13 +80,17 @@ CREATE TABLE accounts (id integer PRIMARY KEY, name text, balance numeric(14,2),
 INSERT INTO accounts SELECT g, 'user ' || md5(g::text), round((random() * 1e5)::numeric, 2), now() FROM generate_series(1, $N_ACCOUNTS) g;
 CREATE TABLE archive (id integer PRIMARY KEY, body text);
 INSERT INTO archive SELECT g, md5(random()::text) || ' ' || md5(random()::text) || ' ' || repeat(chr(97 + g % 26), 40) FROM generate_series(1, $N_ARCHIVE) g;
+CREATE TABLE notes (ref integer, note text, touched timestamptz);
+INSERT INTO notes SELECT g, 'note ' || md5(g::text) || ' ' || repeat('n', 30), now() FROM generate_series(1, $N_ACCOUNTS / 2) g;
 VACUUM ANALYZE;
 SQL
-say "generated in $(elapsed "$t0" "$(now)") s; $(psql -X -At -c "SELECT pg_size_pretty(sum(pg_relation_size(oid))) FROM pg_class WHERE relname IN ('events','accounts','archive')") of tables"
+say "generated in $(elapsed "$t0" "$(now)") s; $(psql -X -At -c "SELECT pg_size_pretty(sum(pg_relation_size(oid))) FROM pg_class WHERE relname IN ('events','accounts','archive','notes')") of tables"
 
 export CAIRN_PASSWORD=pg-compare-benchmark
 REPO="$WORKDIR/cairn-repo"
+KEYREPO="$WORKDIR/cairn-repo-key"
 "$CAIRN" -r "$REPO" init >/dev/null
+"$CAIRN" -r "$KEYREPO" init >/dev/null
 HAVE_RESTIC=0
 if command -v restic >/dev/null 2>&1; then
     HAVE_RESTIC=1
@@ -84,12 +99,12 @@ if command -v restic >/dev/null 2>&1; then
 fi
 
 declare -A R
-cairn_backup() { # day
-    local t0 out
+cairn_backup() { # day [label repo order]
+    local t0 out label=${2:-cairn} repo=${3:-$REPO} order=${4:-physical}
     t0=$(now)
-    out=$("$CAIRN" -r "$REPO" --json pg backup -d bench --jobs "$JOBS" | grep '"summary"')
-    R[cairn_backup_$1]=$(elapsed "$t0" "$(now)")
-    R[cairn_added_$1]=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['bytes_added'])" "$out")
+    out=$("$CAIRN" -r "$repo" --json pg backup -d bench --jobs "$JOBS" --row-order "$order" | grep '"summary"')
+    R[${label}_backup_$1]=$(elapsed "$t0" "$(now)")
+    R[${label}_added_$1]=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['bytes_added'])" "$out")
 }
 pgdump_backup() {
     local t0
@@ -110,17 +125,23 @@ restic_backup() {
 
 for day in 1 2; do
     if [ "$day" = 2 ]; then
-        say "day 2: +2% events, 1% of accounts updated"
-        psql -X -q -v ON_ERROR_STOP=1 <<SQL
-SELECT setseed(0.7) \\g /dev/null
+        say "day 2: twice (+1% events, 0.5% of accounts and of notes updated), VACUUM between"
+        for round in 1 2; do
+            psql -X -q -v ON_ERROR_STOP=1 <<SQL
+SELECT setseed(0.$((6 + round))) \\g /dev/null
 INSERT INTO events (at, kind, payload)
   SELECT now() + g * interval '10 ms', 'view', jsonb_build_object('user', (random() * 1e6)::int, 'session', md5(random()::text), 'score', random())
-  FROM generate_series(1, $N_EVENTS / 50) g;
+  FROM generate_series(1, $N_EVENTS / 100) g;
 UPDATE accounts SET balance = balance + 1, updated = now()
-  WHERE id IN (SELECT (random() * ($N_ACCOUNTS / 10))::int + 1 FROM generate_series(1, $N_ACCOUNTS / 100));
+  WHERE id IN (SELECT (random() * ($N_ACCOUNTS / 10))::int + 1 FROM generate_series(1, $N_ACCOUNTS / 200));
+UPDATE notes SET touched = now()
+  WHERE ref IN (SELECT (random() * ($N_ACCOUNTS / 2))::int + 1 FROM generate_series(1, $N_ACCOUNTS / 400));
+VACUUM;
 SQL
+        done
     fi
-    sync; say "day $day: cairn pg backup"; cairn_backup "$day"
+    sync; say "day $day: cairn pg backup (heap order)"; cairn_backup "$day"
+    sync; say "day $day: cairn pg backup --row-order key"; cairn_backup "$day" cairnkey "$KEYREPO" key
     sync; say "day $day: pg_dump -Fc"; pgdump_backup "$day"
     sync; say "day $day: pg_dump | restic"; restic_backup "$day"
 done
@@ -150,7 +171,15 @@ echo
 echo "| | day 1 backup s | day 1 stored MB | day 2 backup s | day 2 added MB | day 2 / day 1 | restore s |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 echo "| cairn pg | ${R[cairn_backup_1]} | $(mb "${R[cairn_added_1]}") | ${R[cairn_backup_2]} | $(mb "${R[cairn_added_2]}") | $(pct "${R[cairn_added_2]}" "${R[cairn_added_1]}") | ${R[cairn_restore]} |"
+echo "| cairn pg --row-order key | ${R[cairnkey_backup_1]} | $(mb "${R[cairnkey_added_1]}") | ${R[cairnkey_backup_2]} | $(mb "${R[cairnkey_added_2]}") | $(pct "${R[cairnkey_added_2]}" "${R[cairnkey_added_1]}") | |"
 echo "| pg_dump -Fc / pg_restore -j $JOBS | ${R[pgdump_backup_1]} | $(mb "${R[pgdump_added_1]}") | ${R[pgdump_backup_2]} | $(mb "${R[pgdump_added_2]}") | $(pct "${R[pgdump_added_2]}" "${R[pgdump_added_1]}") | ${R[pgdump_restore]} |"
 if [ "$HAVE_RESTIC" = 1 ]; then
     echo "| pg_dump -Fp \\| restic --stdin | ${R[restic_backup_1]} | $(mb "${R[restic_added_1]}") | ${R[restic_backup_2]} | $(mb "${R[restic_added_2]}") | $(pct "${R[restic_added_2]}" "${R[restic_added_1]}") | |"
 fi
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+echo
+echo "key order ÷ heap order: day 2 added $(ratio "${R[cairnkey_added_2]}" "${R[cairn_added_2]}")×, backup time day 1 $(ratio "${R[cairnkey_backup_1]}" "${R[cairn_backup_1]}")×, day 2 $(ratio "${R[cairnkey_backup_2]}" "${R[cairn_backup_2]}")×"
+if [ "$HAVE_RESTIC" = 1 ]; then
+    echo "day 2 added ÷ restic-over-pg_dump: heap order $(ratio "${R[cairn_added_2]}" "${R[restic_added_2]}")×, key order $(ratio "${R[cairnkey_added_2]}" "${R[restic_added_2]}")× (target ≤ 0.5×)"
+fi
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -987,6 +987,21 @@ pub struct PgBackupArgs {
     /// With --all-databases: leave role passwords out of the globals (pg_dumpall --no-role-passwords; needed when not a superuser)
     #[arg(long, requires = "all_databases")]
     pub no_role_passwords: bool,
+    /// The order rows are copied in: `key` sorts tables that have a primary key (or a unique index over NOT NULL columns) by it, which keeps the next day's files aligned after updates and VACUUM; `physical` is heap order, as pg_dump
+    #[arg(long, value_enum, value_name = "ORDER", default_value = "physical")]
+    pub row_order: PgRowOrder,
+    /// With --all-databases: leave out databases matching PATTERN (`*`, `?`; as --table without a schema; repeatable)
+    #[arg(long = "exclude-database", value_name = "PATTERN", requires = "all_databases")]
+    pub exclude_databases: Vec<String>,
+}
+
+/// `--row-order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PgRowOrder {
+    /// By the table's key when it has one
+    Key,
+    /// Heap order
+    Physical,
 }
 
 #[derive(Debug, Args)]
@@ -1039,6 +1054,9 @@ pub struct PgDrillArgs {
     /// --all-databases snapshots: drill only this database [default: every one]
     #[arg(long, value_name = "NAME")]
     pub only_database: Option<String>,
+    /// Stop with the list of roles the snapshot needs that the server lacks, instead of creating them NOLOGIN for the drill (and dropping them after)
+    #[arg(long)]
+    pub no_create_roles: bool,
     #[command(flatten)]
     pub conn: PgConnArgs,
     #[command(flatten)]

@@ -98,8 +98,14 @@ pub fn message(e: &anyhow::Error) -> String {
 /// What to run next, for the errors where the library cannot say it (it
 /// knows no command names).
 fn hint(e: &anyhow::Error) -> Option<&'static str> {
-    if let Some(cairn_pgsource::Error::Connect { .. }) = e.downcast_ref::<cairn_pgsource::Error>() {
-        return Some("the connection string is -d/--dbname (a postgresql:// URL or key=value pairs)");
+    match e.downcast_ref::<cairn_pgsource::Error>() {
+        Some(cairn_pgsource::Error::Connect { .. }) => {
+            return Some("the connection string is -d/--dbname (a postgresql:// URL or key=value pairs)");
+        }
+        Some(cairn_pgsource::Error::MissingRoles { reason: None, .. }) => {
+            return Some("or leave out --no-create-roles: the drill then creates them NOLOGIN and drops them after");
+        }
+        _ => {}
     }
     match e.downcast_ref::<Error>()? {
         Error::RepositoryNotFound { .. } => Some("run `cairn init` to create one there"),

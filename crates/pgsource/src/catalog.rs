@@ -78,6 +78,13 @@ pub struct Relation {
     /// constraints: the post-data entries of the schema archive that depend
     /// on this table alone (see [`crate::manifest::TableEntry::post_data`]).
     pub post_data: Vec<u32>,
+    /// For a configuration table or sequence of an extension: the
+    /// extension and the filter it registered.
+    pub extension: Option<crate::manifest::ExtensionConfig>,
+    /// The columns of its primary key, else of its first unique index over
+    /// NOT NULL columns only (not partial, no expressions): an order in
+    /// which its rows are unique. Empty when it has none.
+    pub key: Vec<String>,
 }
 
 impl Relation {
@@ -87,20 +94,36 @@ impl Relation {
     }
 }
 
+/// The columns of a table's (`c`) row key, as SQL: those of its primary
+/// key, else of its unique, valid index with the fewest key columns whose
+/// key columns are all NOT NULL (not partial, no expressions); empty when
+/// there is none. See [`Relation::key`].
+const KEY_COLUMNS: &str = "ARRAY(SELECT a.attname::text FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) \
+                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                          WHERE i.indexrelid = (SELECT u.indexrelid FROM pg_index u WHERE u.indrelid = c.oid \
+                                  AND u.indisunique AND u.indisvalid AND u.indpred IS NULL AND u.indexprs IS NULL \
+                                  AND NOT EXISTS (SELECT 1 FROM unnest(u.indkey::int2[]) WITH ORDINALITY AS uk(attnum, n) \
+                                       JOIN pg_attribute ua ON ua.attrelid = u.indrelid AND ua.attnum = uk.attnum \
+                                       WHERE uk.n <= u.indnkeyatts AND NOT ua.attnotnull) \
+                                  ORDER BY u.indisprimary DESC, u.indnkeyatts, u.indexrelid LIMIT 1) \
+                            AND k.n <= i.indnkeyatts ORDER BY k.n)";
+
 /// Every relation of user schemas that pg_dump would consider, skipping
 /// temporary relations and members of extensions (their extension's
 /// script creates them).
 pub async fn relations(client: &Client) -> Result<Vec<Relation>> {
     let rows = client
         .query(
-            "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, \
+            &format!(
+                "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, \
                     CASE WHEN c.relkind IN ('r', 'm') THEN pg_relation_size(c.oid) ELSE 0 END, \
                     ARRAY(SELECT a.attname::text FROM pg_attribute a \
                           WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
                             AND a.attgenerated = '' ORDER BY a.attnum), \
                     ARRAY(SELECT i.indexrelid::int8 FROM pg_index i WHERE i.indrelid = c.oid \
                           UNION ALL SELECT k.oid::int8 FROM pg_constraint k \
-                          WHERE k.conrelid = c.oid AND k.contype IN ('p', 'u', 'x')) \
+                          WHERE k.conrelid = c.oid AND k.contype IN ('p', 'u', 'x')), \
+                    {KEY_COLUMNS} \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') \
                AND c.relpersistence <> 't' \
@@ -108,7 +131,8 @@ pub async fn relations(client: &Client) -> Result<Vec<Relation>> {
                AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_' \
                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
                                AND d.objid = c.oid AND d.deptype = 'e') \
-             ORDER BY 1, 2",
+             ORDER BY 1, 2"
+            ),
             &[],
         )
         .await
@@ -124,6 +148,49 @@ pub async fn relations(client: &Client) -> Result<Vec<Relation>> {
             columns: r.get(5),
             // OIDs are 32-bit; the cast to int8 only avoids a custom type.
             post_data: r.get::<_, Vec<i64>>(6).into_iter().map(|o| o as u32).collect(),
+            extension: None,
+            key: r.get(7),
+        })
+        .collect())
+}
+
+/// The configuration tables and sequences extensions registered with
+/// `pg_extension_config_dump` (`pg_extension.extconfig`, `extcondition`):
+/// members of their extension, yet their rows (those the condition
+/// selects) and values are the user's, and pg_dump keeps them.
+pub async fn extension_config(client: &Client) -> Result<Vec<Relation>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text, \
+                    CASE WHEN c.relkind = 'r' THEN pg_relation_size(c.oid) ELSE 0 END, \
+                    ARRAY(SELECT a.attname::text FROM pg_attribute a \
+                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                            AND a.attgenerated = '' ORDER BY a.attnum), \
+                    e.extname::text, coalesce(cfg.cond, ''), \
+                    {KEY_COLUMNS} \
+             FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS cfg(reloid, cond) \
+             JOIN pg_class c ON c.oid = cfg.reloid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'S') \
+             ORDER BY 1, 2"
+            ),
+            &[],
+        )
+        .await
+        .map_err(|e| Error::query("listing the extensions' configuration tables", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| Relation {
+            schema: r.get(0),
+            name: r.get(1),
+            kind: r.get::<_, String>(2).chars().next().unwrap_or('r'),
+            persistence: r.get::<_, String>(3).chars().next().unwrap_or('p'),
+            size: r.get(4),
+            columns: r.get(5),
+            // Their indexes belong to the extension too: its script makes them.
+            post_data: Vec::new(),
+            extension: Some(crate::manifest::ExtensionConfig { name: r.get(6), condition: r.get(7) }),
+            key: r.get(8),
         })
         .collect())
 }
@@ -189,4 +256,22 @@ pub async fn large_objects(client: &Client) -> Result<Vec<u32>> {
         .await
         .map_err(|e| Error::query("listing large objects", e))?;
     Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u32).collect())
+}
+
+/// The roles the current database's objects depend on (owners, grantees,
+/// policy roles, default privileges: `pg_shdepend`), plus the bootstrap
+/// superuser, whose objects `pg_shdepend` does not record; sorted.
+pub async fn referenced_roles(client: &Client) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT r.rolname::text FROM pg_catalog.pg_roles r \
+             WHERE r.oid = 10 OR r.oid IN (SELECT s.refobjid FROM pg_catalog.pg_shdepend s \
+                  WHERE s.refclassid = 'pg_catalog.pg_authid'::regclass \
+                    AND s.dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())) \
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::query("listing the roles the database's objects need", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }

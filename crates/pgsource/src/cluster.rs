@@ -31,6 +31,7 @@ use crate::manifest::{
     CLUSTER_MANIFEST_FILE, CLUSTER_PATH, ClusterManifest, DATABASES_DIR, DatabaseEntry, GLOBALS_FILE, MANIFEST_VERSION,
     Manifest, SelectionEntry, TAG, escape_name,
 };
+use crate::pattern::PatternSet;
 use crate::restore::{self, OpenedSnapshot, RestoreOptions, RestoreProgress, RestoreReport};
 use crate::schema::{ScriptOutcome, Tools};
 
@@ -49,6 +50,10 @@ pub struct ClusterBackupOptions {
     pub tools: Tools,
     /// `pg_dumpall --no-role-passwords` (for a role that is not a superuser).
     pub no_role_passwords: bool,
+    /// `--exclude-database` patterns (as `--table`'s, without a schema part).
+    pub exclude_databases: Vec<String>,
+    /// The order rows are copied in, in every database.
+    pub row_order: crate::backup::RowOrder,
 }
 
 /// What an `--all-databases` backup produced.
@@ -105,12 +110,13 @@ impl Source for ClusterSource {
     }
 }
 
-/// The databases pg_dumpall would dump, less the templates: every database
-/// that allows connections and is not half-dropped (`datconnlimit = -2`,
-/// PostgreSQL 15.4+ marks an interrupted DROP DATABASE so), except
-/// template0 and template1. pg_dumpall also dumps template1's contents;
-/// cairn does not (see FORMAT.md).
-pub async fn list_databases(client: &tokio_postgres::Client) -> Result<Vec<DatabaseEntry>> {
+/// The databases pg_dumpall would dump, less the templates and those
+/// `exclude` matches: every database that allows connections and is not
+/// half-dropped (`datconnlimit = -2`, PostgreSQL 15.4+ marks an interrupted
+/// DROP DATABASE so), except template0 and template1, with their
+/// properties ([`crate::dbprops`]). pg_dumpall also dumps template1's
+/// contents; cairn does not (see FORMAT.md).
+pub async fn list_databases(client: &tokio_postgres::Client, exclude: &PatternSet) -> Result<Vec<DatabaseEntry>> {
     let rows = client
         .query(
             "SELECT datname::text, pg_catalog.pg_get_userbyid(datdba)::text, \
@@ -122,12 +128,15 @@ pub async fn list_databases(client: &tokio_postgres::Client) -> Result<Vec<Datab
         )
         .await
         .map_err(|e| Error::query("listing the databases", e))?;
+    let mut properties = crate::dbprops::read(client).await?;
     Ok(rows
         .iter()
+        .filter(|r| !exclude.any_name(r.get::<_, &str>(0)))
         .map(|r| {
             let name: String = r.get(0);
             DatabaseEntry {
                 dir: format!("{DATABASES_DIR}/{}", escape_name(&name)),
+                properties: properties.remove(&name).unwrap_or_default(),
                 name,
                 owner: r.get(1),
                 encoding: r.get(2),
@@ -141,12 +150,13 @@ pub async fn list_databases(client: &tokio_postgres::Client) -> Result<Vec<Datab
 /// Backs up the globals and every database into the snapshot's `pg/`
 /// directory, one database after another.
 pub async fn backup_cluster(into: &SourceContext, options: &ClusterBackupOptions) -> Result<ClusterBackupOutcome> {
+    let exclude = PatternSet::parse_names(&options.exclude_databases)?;
     let admin = options.conn.connect().await?;
     let info = crate::catalog::server_info(&admin).await?;
     // The same search and version rule as pg_dump: an older pg_dumpall
     // cannot read a newer server's catalogs.
     let pg_dumpall = options.tools.find("pg_dumpall", info.major()).await?;
-    let databases = list_databases(&admin).await?;
+    let databases = list_databases(&admin, &exclude).await?;
     drop(admin);
     let started = jiff::Timestamp::now();
     let globals = crate::schema::dump_globals(&pg_dumpall, &options.conn, options.no_role_passwords).await?;
@@ -160,6 +170,7 @@ pub async fn backup_cluster(into: &SourceContext, options: &ClusterBackupOptions
             jobs: options.jobs,
             selection: SelectionEntry::default(),
             tools: options.tools.clone(),
+            row_order: options.row_order,
         };
         let dir = format!("{ROOT_DIR}/{DATABASES_DIR}/{}", escape_name(&db.name));
         let manifest =
@@ -359,6 +370,18 @@ pub async fn restore_cluster(
         let r = restore::restore(loader, db, &db_options, progress)
             .await
             .map_err(|e| in_database(&entry.name, "restoring", e))?;
+        // After the data: a setting such as default_transaction_read_only
+        // must not apply to the restore's own sessions.
+        for sql in crate::dbprops::restore_statements(&entry.name, &entry.owner, &entry.properties, options.no_owner)? {
+            admin.batch_execute(&sql).await.map_err(|e| {
+                let mut err =
+                    Error::query(format!("restoring the properties of database {}", quote_ident(&entry.name)), e);
+                if let Error::Query { message, .. } = &mut err {
+                    message.push_str(&format!(" (in: {sql}; a role it names must exist: restore the globals too)"));
+                }
+                err
+            })?;
+        }
         report.databases.push(r);
     }
     report.duration_secs = started.elapsed().as_secs_f64();
@@ -395,8 +418,9 @@ async fn create_database(admin: &tokio_postgres::Client, entry: &DatabaseEntry, 
 }
 
 /// Drills each chosen database of the snapshot in turn (see [`drill::drill`]);
-/// the globals are not replayed (a drill must not change the server's
-/// roles), so the roles that own objects must exist on the drill server.
+/// the globals are not replayed (no passwords or memberships reach the
+/// drill server): the roles each database needs are created NOLOGIN for
+/// its drill and dropped after it, as [`DrillOptions::create_roles`] says.
 pub async fn drill_cluster(
     loader: &TreeLoader,
     opened: &OpenedCluster,

@@ -41,18 +41,47 @@ pub fn copy_sql(schema: &str, name: &str, columns: &[String], direction: &str) -
     }
 }
 
+/// The `COPY ... TO STDOUT` of [`copy_out`]: the table itself when
+/// neither `filter` nor `order_by` is given (its rows in heap order), else
+/// a query over `ONLY` the table, as pg_dump writes one for a filter.
+pub fn copy_out_sql(schema: &str, name: &str, columns: &[String], filter: &str, order_by: &[String]) -> String {
+    if filter.trim().is_empty() && order_by.is_empty() {
+        return copy_sql(schema, name, columns, "TO STDOUT");
+    }
+    let cols = if columns.is_empty() {
+        "*".to_owned()
+    } else {
+        columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+    };
+    let mut sql = format!("COPY (SELECT {cols} FROM ONLY {}", qualified(schema, name));
+    if !filter.trim().is_empty() {
+        sql.push(' ');
+        sql.push_str(filter.trim());
+    }
+    if !order_by.is_empty() {
+        let keys: Vec<String> = order_by.iter().map(|c| quote_ident(c)).collect();
+        sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
+    }
+    sql.push_str(") TO STDOUT");
+    sql
+}
+
 /// Copies a table's rows out into the repository; returns the content and
 /// the row count (rows end with a newline in the text format, and a newline
-/// inside a value is escaped as `\n`).
+/// inside a value is escaped as `\n`). A `filter` (`WHERE ...`, an
+/// extension's configuration table's condition) copies only the rows it
+/// selects; `order_by` (key columns) sorts them.
 pub async fn copy_out(
     client: &Client,
     schema: &str,
     name: &str,
     columns: &[String],
+    filter: &str,
+    order_by: &[String],
     into: &SourceContext,
 ) -> Result<(Content, u64)> {
     let what = qualified(schema, name);
-    let sql = copy_sql(schema, name, columns, "TO STDOUT");
+    let sql = copy_out_sql(schema, name, columns, filter, order_by);
     let stream = client.copy_out(sql.as_str()).await.map_err(|e| read_error(&what, e))?;
     let mut stream = std::pin::pin!(stream);
     let mut sink = into.stream()?;
@@ -159,19 +188,27 @@ fn read_pieces(loader: &TreeLoader, node: &Node) -> mpsc::Receiver<std::io::Resu
 /// without setting hint bits and writing every page again (pg_restore -j
 /// also truncates before its COPY, for the WAL skip under
 /// `wal_level=minimal`, which this gets too).
+///
+/// With `fresh` false (an extension's configuration table, which its
+/// script created and may have filled), the rows are added to what the
+/// table holds: no TRUNCATE, no FREEZE.
+#[allow(clippy::too_many_arguments)]
 pub async fn copy_in(
     client: &Client,
     schema: &str,
     name: &str,
     columns: &[String],
+    fresh: bool,
     loader: &TreeLoader,
     node: &Node,
     counter: &AtomicU64,
 ) -> Result<u64> {
     let what = qualified(schema, name);
     let err = |e| Error::query(format!("cannot load table {what}"), e);
-    client.batch_execute(&format!("BEGIN; TRUNCATE ONLY {what}")).await.map_err(err)?;
-    let sql = copy_sql(schema, name, columns, "FROM STDIN (FREEZE)");
+    let (begin, options) =
+        if fresh { (format!("BEGIN; TRUNCATE ONLY {what}"), " (FREEZE)") } else { ("BEGIN".to_owned(), "") };
+    client.batch_execute(&begin).await.map_err(err)?;
+    let sql = copy_sql(schema, name, columns, &format!("FROM STDIN{options}"));
     let sink = client.copy_in::<_, Bytes>(sql.as_str()).await.map_err(err)?;
     let mut sink = std::pin::pin!(sink);
     let mut pieces = read_pieces(loader, node);
@@ -207,4 +244,27 @@ pub async fn load_large_object(client: &Client, oid: u32, loader: &TreeLoader, n
         offset += piece.len() as i64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_statements_follow_filter_and_order() {
+        let cols = vec!["id".to_owned(), "a b".to_owned()];
+        assert_eq!(copy_out_sql("s", "t", &cols, "", &[]), "COPY \"s\".\"t\" (\"id\", \"a b\") TO STDOUT");
+        assert_eq!(
+            copy_out_sql("s", "t", &cols, "WHERE x", &[]),
+            "COPY (SELECT \"id\", \"a b\" FROM ONLY \"s\".\"t\" WHERE x) TO STDOUT"
+        );
+        assert_eq!(
+            copy_out_sql("s", "t", &cols, " ", &["id".into(), "a b".into()]),
+            "COPY (SELECT \"id\", \"a b\" FROM ONLY \"s\".\"t\" ORDER BY \"id\", \"a b\") TO STDOUT"
+        );
+        assert_eq!(
+            copy_out_sql("s", "t", &[], "WHERE x", &["k".into()]),
+            "COPY (SELECT * FROM ONLY \"s\".\"t\" WHERE x ORDER BY \"k\") TO STDOUT"
+        );
+    }
 }

@@ -1,6 +1,12 @@
 //! A restore drill: restore a snapshot into a fresh temporary database,
 //! compare every table's row count with the manifest, run the operator's
 //! check queries, measure the time, and drop the database whatever happened.
+//!
+//! The roles the snapshot's objects need (its manifest's `roles`: owners,
+//! grantees) must exist on the drill server. Those missing are created
+//! first (`NOLOGIN`, no password: they only own and hold privileges) and
+//! dropped after the drill, or, when that is not wanted or not allowed,
+//! the drill stops at once with the list ([`Error::MissingRoles`]).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -9,8 +15,8 @@ use cairn_repo::TreeLoader;
 use serde::Serialize;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::connect::{ConnSpec, qualified};
-use crate::error::Result;
+use crate::connect::{ConnSpec, qualified, quote_ident};
+use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::restore::{self, OpenedSnapshot, RestoreOptions, RestoreProgress, RestoreReport};
 use crate::schema::Tools;
@@ -27,6 +33,10 @@ pub struct DrillOptions {
     pub jobs: usize,
     /// Where pg_restore is.
     pub tools: Tools,
+    /// Create the roles the snapshot needs that the server lacks (NOLOGIN),
+    /// and drop them afterwards; when false, missing roles stop the drill
+    /// with their list.
+    pub create_roles: bool,
 }
 
 /// One table's comparison.
@@ -72,6 +82,11 @@ pub struct DrillReport {
     pub checks: Vec<CheckOutcome>,
     /// Whether the temporary database was dropped.
     pub dropped: bool,
+    /// Roles the drill created (NOLOGIN) because the server lacked them.
+    pub roles_created: Vec<String>,
+    /// Roles it created but could not drop afterwards, with the reason
+    /// (another session's objects may depend on them by then).
+    pub roles_not_dropped: Vec<String>,
     /// Whether everything passed.
     pub ok: bool,
 }
@@ -101,6 +116,32 @@ pub fn check_passes(rows: &[Vec<Option<String>>]) -> bool {
     }
 }
 
+/// The roles of `needed` that the server lacks, in `needed`'s order.
+pub async fn missing_roles(admin: &Client, needed: &[String]) -> Result<Vec<String>> {
+    let needed: Vec<&str> = needed.iter().map(String::as_str).collect();
+    let rows = admin
+        .query(
+            "SELECT r FROM unnest($1::text[]) WITH ORDINALITY AS n(r, i) \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = n.r) ORDER BY n.i",
+            &[&needed],
+        )
+        .await
+        .map_err(|e| Error::query("looking for the roles the snapshot needs", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Drops `roles` (created by the drill); returns those that could not be
+/// dropped, each with the reason.
+async fn drop_roles(admin: &Client, roles: &[String]) -> Vec<String> {
+    let mut kept = Vec::new();
+    for role in roles {
+        if let Err(e) = admin.batch_execute(&format!("DROP ROLE IF EXISTS {}", quote_ident(role))).await {
+            kept.push(format!("{role} ({})", crate::error::describe(&e)));
+        }
+    }
+    kept
+}
+
 fn temp_name() -> String {
     format!("cairn_drill_{}", hex::encode(rand::random::<[u8; 6]>()))
 }
@@ -109,7 +150,18 @@ fn temp_name() -> String {
 pub async fn drill(loader: &TreeLoader, opened: &OpenedSnapshot, options: &DrillOptions) -> Result<DrillReport> {
     let admin = options.admin.connect().await?;
     let info = crate::catalog::server_info(&admin).await?;
-    drop(admin);
+    let missing = missing_roles(&admin, opened.manifest.roles.as_deref().unwrap_or_default()).await?;
+    if !missing.is_empty() && !options.create_roles {
+        return Err(Error::MissingRoles { roles: missing, reason: None });
+    }
+    let mut roles_created = Vec::new();
+    for role in &missing {
+        if let Err(e) = admin.batch_execute(&format!("CREATE ROLE {} NOLOGIN", quote_ident(role))).await {
+            drop_roles(&admin, &roles_created).await;
+            return Err(Error::MissingRoles { roles: missing.clone(), reason: Some(crate::error::describe(&e)) });
+        }
+        roles_created.push(role.clone());
+    }
     let name = temp_name();
     let target = options.admin.with_dbname(&name);
     let mut report = DrillReport {
@@ -121,6 +173,8 @@ pub async fn drill(loader: &TreeLoader, opened: &OpenedSnapshot, options: &Drill
         tables: Vec::new(),
         checks: Vec::new(),
         dropped: false,
+        roles_created,
+        roles_not_dropped: Vec::new(),
         ok: false,
     };
     let started = Instant::now();
@@ -149,6 +203,11 @@ pub async fn drill(loader: &TreeLoader, opened: &OpenedSnapshot, options: &Drill
     // failed before creating it).
     let dropped = restore::drop_database(&target, info.major()).await;
     report.dropped = dropped.is_ok();
+    if dropped.is_ok() {
+        report.roles_not_dropped = drop_roles(&admin, &report.roles_created).await;
+    } else {
+        report.roles_not_dropped = report.roles_created.clone();
+    }
     examined?;
     dropped?;
     report.ok =
@@ -166,8 +225,11 @@ async fn examine(
     let mut actual = HashMap::new();
     for t in opened.manifest.tables.iter().filter(|t| t.file.is_some()) {
         let table = qualified(&t.schema, &t.name);
-        // ONLY: an inheritance parent's count excludes its children, as its COPY did.
-        if let Ok(row) = client.query_one(&format!("SELECT count(*) FROM ONLY {table}"), &[]).await {
+        // ONLY: an inheritance parent's count excludes its children, as its
+        // COPY did; an extension's configuration table counts the rows its
+        // filter selects (its script may have added others).
+        let filter = t.extension.as_ref().map(|e| e.condition.as_str()).unwrap_or_default();
+        if let Ok(row) = client.query_one(&format!("SELECT count(*) FROM ONLY {table} {filter}"), &[]).await {
             actual.insert(table, row.get::<_, i64>(0) as u64);
         }
     }
@@ -233,11 +295,14 @@ mod tests {
                     bytes: 0,
                     unlogged: false,
                     post_data: vec![],
+                    extension: None,
+                    order_by: vec![],
                 })
                 .collect(),
             sequences: vec![],
             large_objects: vec![],
             selection: SelectionEntry::default(),
+            roles: None,
         }
     }
 

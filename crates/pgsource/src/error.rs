@@ -56,6 +56,22 @@ pub enum Error {
     /// Invalid options.
     #[error("{0}")]
     Invalid(String),
+    /// The roles a restore drill needs are missing on its server, and were
+    /// not (or could not be) created.
+    #[error(
+        "the snapshot's objects belong to or are granted to roles the drill server lacks: {}{}",
+        roles.join(", "),
+        match reason {
+            Some(r) => format!(" (creating them failed: {r}; create them as a role with CREATEROLE: {})", create_sql(roles)),
+            None => format!(" (create them: {})", create_sql(roles)),
+        }
+    )]
+    MissingRoles {
+        /// The missing roles.
+        roles: Vec<String>,
+        /// Why creating them failed, when the drill tried.
+        reason: Option<String>,
+    },
 }
 
 /// A result of this crate.
@@ -97,4 +113,12 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         source = cause.source();
     }
     s
+}
+
+fn create_sql(roles: &[String]) -> String {
+    roles
+        .iter()
+        .map(|r| format!("CREATE ROLE {} NOLOGIN;", crate::connect::quote_ident(r)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -3,7 +3,8 @@
 //! Each function feeds arbitrary bytes to a decoder of outside data the way
 //! the PITR code reads it, and must never panic: WAL page headers (what
 //! `wal-push` reads from PostgreSQL's files), WAL file names, timeline
-//! history files and the `pitr` metadata of snapshots.
+//! history files and the `pitr` metadata of snapshots; and the cluster
+//! manifest of `--all-databases` snapshots with the SQL it turns into.
 
 use crate::pitr::{self, SegmentSize, WalFile};
 
@@ -47,4 +48,18 @@ pub fn pitr_metadata(data: &[u8]) {
     let catalog = pitr::WalCatalog::from_snapshots(&listing);
     let statuses = pitr::status(&catalog, jiff::Timestamp::UNIX_EPOCH);
     let _ = pitr::check(&catalog, &statuses);
+}
+
+/// A cluster manifest, and the statements that restore each database's
+/// properties from it (settings' list values are split).
+pub fn cluster_manifest(data: &[u8]) {
+    let Ok(manifest) = crate::manifest::ClusterManifest::decode(data) else { return };
+    for db in &manifest.databases {
+        for no_owner in [false, true] {
+            let _ = crate::dbprops::restore_statements(&db.name, &db.owner, &db.properties, no_owner);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = crate::dbprops::split_list(text);
+    }
 }

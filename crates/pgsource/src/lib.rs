@@ -16,7 +16,8 @@
 //! [`schema`] (pg_dump, pg_restore), [`copy`] (COPY both ways, streams into the
 //! repository through a snapshot session), [`manifest`] (what the snapshot records),
 //! [`backup`](mod@backup); then [`restore`](mod@restore) and [`drill`](mod@drill). [`cluster`] does all of
-//! them for every database of a server (`--all-databases`), with the globals.
+//! them for every database of a server (`--all-databases`), with the globals
+//! and each database's own settings, privileges and comment ([`dbprops`]).
 //! [`pitr`] is point-in-time recovery: WAL archiving and physical base backups.
 
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod connect;
 pub mod copy;
 pub mod csv;
+pub mod dbprops;
 pub mod drill;
 pub mod error;
 #[doc(hidden)]
@@ -37,7 +39,7 @@ pub mod pitr;
 pub mod restore;
 pub mod schema;
 
-pub use backup::{BackupOptions, DatabaseSource, backup};
+pub use backup::{BackupOptions, DatabaseSource, RowOrder, backup};
 pub use cluster::{ClusterBackupOptions, ClusterSource};
 pub use connect::ConnSpec;
 pub use csv::TablesAsCsv;

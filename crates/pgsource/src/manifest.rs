@@ -90,6 +90,10 @@ pub struct DatabaseEntry {
     pub collate: String,
     /// `datctype`.
     pub ctype: String,
+    /// Settings, privileges, comment and connection limit (absent in
+    /// manifests of cairn before 0.2: nothing was recorded, defaults apply).
+    #[serde(flatten)]
+    pub properties: crate::dbprops::DatabaseProperties,
 }
 
 impl ClusterManifest {
@@ -145,6 +149,12 @@ pub struct Manifest {
     pub large_objects: Vec<LargeObjectEntry>,
     /// The options that chose what was backed up.
     pub selection: SelectionEntry,
+    /// The roles the database's objects belong to or are granted to (and
+    /// the bootstrap superuser, owner of what initdb made), which must
+    /// exist where it is restored; `None` in manifests written before they
+    /// were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<Vec<String>>,
 }
 
 /// One table.
@@ -171,6 +181,27 @@ pub struct TableEntry {
     /// Empty in manifests written before this field existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub post_data: Vec<u32>,
+    /// Set for a configuration table of an extension
+    /// (`pg_extension_config_dump`): the extension's script creates the
+    /// table and may fill it, so a restore loads these rows after `CREATE
+    /// EXTENSION` without emptying the table first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extension: Option<ExtensionConfig>,
+    /// The columns its rows were sorted by (its key, see
+    /// [`crate::backup::RowOrder`]); empty: heap order. Informational: a
+    /// restore loads the file as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order_by: Vec<String>,
+}
+
+/// What makes a table an extension's configuration table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionConfig {
+    /// The extension's name.
+    pub name: String,
+    /// The filter its script registered (`WHERE ...`, or empty: every
+    /// row); the file holds the rows it selects.
+    pub condition: String,
 }
 
 /// One sequence.
@@ -279,6 +310,16 @@ mod tests {
                 encoding: "UTF8".into(),
                 collate: "C".into(),
                 ctype: "C".into(),
+                properties: crate::dbprops::DatabaseProperties {
+                    settings: vec![crate::dbprops::DatabaseSetting {
+                        role: None,
+                        name: "work_mem".into(),
+                        value: "8MB".into(),
+                    }],
+                    grants: Some(vec![]),
+                    comment: Some("c".into()),
+                    connection_limit: 3,
+                },
             }],
         };
         let bytes = serde_json::to_vec(&m).unwrap();
@@ -286,6 +327,11 @@ mod tests {
         let single = String::from_utf8(bytes).unwrap().replace("postgresql-cluster", "postgresql");
         let err = ClusterManifest::decode(single.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("upgrade cairn"), "{err}");
+        // A database entry from before the properties were recorded: the defaults.
+        let old = r#"{"name":"d","dir":"databases/d","owner":"o","encoding":"UTF8","collate":"C","ctype":"C"}"#;
+        let entry: DatabaseEntry = serde_json::from_str(old).unwrap();
+        assert_eq!(entry.properties, crate::dbprops::DatabaseProperties::default());
+        assert_eq!(entry.properties.connection_limit, -1);
         // A manifest from before `post_data` existed still reads.
         let old = r#"{"schema":"s","name":"t","columns":[],"file":null,"rows":0,"bytes":0,"unlogged":false}"#;
         assert!(serde_json::from_str::<TableEntry>(old).unwrap().post_data.is_empty());

@@ -76,6 +76,23 @@ impl PatternSet {
         Ok(PatternSet(texts.iter().map(|t| Pattern::parse(t)).collect::<Result<_>>()?))
     }
 
+    /// Parses database name patterns (`--exclude-database`): as table
+    /// patterns, without a schema part.
+    pub fn parse_names(texts: &[String]) -> Result<PatternSet> {
+        let set = PatternSet::parse(texts)?;
+        if let Some((text, _)) = texts.iter().zip(&set.0).find(|(_, p)| p.schema.is_some()) {
+            return Err(Error::Invalid(format!(
+                "invalid database pattern {text:?}: a database name has no schema part (quote a dot: \"a.b\")"
+            )));
+        }
+        Ok(set)
+    }
+
+    /// Whether any pattern matches the unqualified name `name` (a database).
+    pub fn any_name(&self, name: &str) -> bool {
+        self.0.iter().any(|p| p.matches("", name))
+    }
+
     /// Whether no pattern was given.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -143,5 +160,14 @@ mod tests {
         assert!(Pattern::parse("a.b.c").is_err());
         assert!(Pattern::parse("\"open").is_err());
         assert!(Pattern::parse("s.").is_err());
+    }
+
+    #[test]
+    fn database_patterns_have_no_schema() {
+        let set = PatternSet::parse_names(&["skip_*".into(), "\"Odd.Name\"".into()]).unwrap();
+        assert!(set.any_name("skip_a") && set.any_name("Odd.Name"));
+        assert!(!set.any_name("keep") && !set.any_name("odd.name"));
+        assert!(PatternSet::parse_names(&["a.b".into()]).is_err());
+        assert!(!PatternSet::parse_names(&[]).unwrap().any_name("x"));
     }
 }

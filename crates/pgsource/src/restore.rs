@@ -419,9 +419,17 @@ async fn load_worker(
                 return Ok(());
             }
             Some(Item::Table { entry, node, early: entries }) => {
-                let loaded =
-                    copy::copy_in(&client, &entry.schema, &entry.name, &entry.columns, loader, &node, &progress.bytes)
-                        .await?;
+                let loaded = copy::copy_in(
+                    &client,
+                    &entry.schema,
+                    &entry.name,
+                    &entry.columns,
+                    entry.extension.is_none(),
+                    loader,
+                    &node,
+                    &progress.bytes,
+                )
+                .await?;
                 if loaded != entry.rows {
                     return Err(Error::Mismatch(format!(
                         "table {} received {loaded} rows, the backup recorded {}: the snapshot's data is inconsistent",

@@ -54,6 +54,7 @@ async fn backup(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
             exclude_table_data: args.exclude_table_data.clone(),
         },
         tools: tools(&args.conn),
+        row_order: row_order(&args),
     };
     for patterns in [&args.tables, &args.exclude_tables, &args.exclude_table_data] {
         if let Err(e) = cairn_pgsource::pattern::PatternSet::parse(patterns) {
@@ -107,6 +108,13 @@ where
 
 /// `pg backup --all-databases`: one snapshot of path `/pg` with the
 /// globals and every database.
+fn row_order(args: &PgBackupArgs) -> cairn_pgsource::RowOrder {
+    match args.row_order {
+        crate::args::PgRowOrder::Key => cairn_pgsource::RowOrder::Key,
+        crate::args::PgRowOrder::Physical => cairn_pgsource::RowOrder::Physical,
+    }
+}
+
 async fn backup_all(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
     // Like pg_dumpall: the maintenance database is `postgres` unless named.
     let conn = match args.dbname.as_deref() {
@@ -118,7 +126,12 @@ async fn backup_all(global: &GlobalArgs, args: PgBackupArgs) -> Result<u8> {
         jobs: args.conn.jobs.max(1),
         tools: tools(&args.conn),
         no_role_passwords: args.no_role_passwords,
+        exclude_databases: args.exclude_databases.clone(),
+        row_order: row_order(&args),
     };
+    if let Err(e) = cairn_pgsource::pattern::PatternSet::parse_names(&args.exclude_databases) {
+        crate::exit::usage!("{e}");
+    }
     let mut source = ClusterSource::new(options);
     let committed = backup_source(global, &args, &mut source).await?;
     let Some(outcome) = source.outcome() else { anyhow::bail!("the backup stored no cluster manifest") };
@@ -340,8 +353,13 @@ async fn drill(global: &GlobalArgs, args: PgDrillArgs) -> Result<u8> {
     };
     let admin = conn_spec(Some(dbname))?;
     let (loader, id, _, opened) = open(global, &args.snapshot, &args.filter).await?;
-    let options =
-        DrillOptions { admin, checks: args.checks.clone(), jobs: args.conn.jobs.max(1), tools: tools(&args.conn) };
+    let options = DrillOptions {
+        admin,
+        checks: args.checks.clone(),
+        jobs: args.conn.jobs.max(1),
+        tools: tools(&args.conn),
+        create_roles: !args.no_create_roles,
+    };
     let reports = match opened.as_ref() {
         Opened::Database(db) => {
             if args.only_database.is_some() {
@@ -399,6 +417,9 @@ fn print_drill_report(id: &SnapshotId, report: &DrillReport) {
         ),
         (None, None) => {}
     }
+    if !report.roles_created.is_empty() {
+        println!("roles created for the drill (NOLOGIN): {}", report.roles_created.join(", "));
+    }
     let bad: Vec<_> = report.tables.iter().filter(|t| !t.ok).collect();
     println!("row counts: {} of {} tables match the backup", report.tables.len() - bad.len(), report.tables.len());
     for t in bad {
@@ -409,6 +430,9 @@ fn print_drill_report(id: &SnapshotId, report: &DrillReport) {
         println!("check {}: {} ({})", if c.ok { "ok" } else { "FAILED" }, c.sql, c.detail);
     }
     println!("temporary database {}", if report.dropped { "dropped" } else { "NOT dropped: drop it by hand" });
+    if !report.roles_not_dropped.is_empty() {
+        println!("roles NOT dropped (drop them by hand): {}", report.roles_not_dropped.join(", "));
+    }
     println!("drill {}", if report.ok { "passed" } else { "FAILED" });
 }
 

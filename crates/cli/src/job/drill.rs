@@ -211,7 +211,7 @@ pub async fn drill_postgres(
             .await
             .map_err(|e| JobError::Invalid(format!("the drill thread failed: {e}")))??
     };
-    let options = cairn_pgsource::DrillOptions { admin, checks: checks.to_vec(), jobs: 2, tools };
+    let options = cairn_pgsource::DrillOptions { admin, checks: checks.to_vec(), jobs: 2, tools, create_roles: true };
     let reports = match &opened {
         cairn_pgsource::cluster::Opened::Database(db) => vec![cairn_pgsource::drill(&loader, db, &options).await?],
         cairn_pgsource::cluster::Opened::Cluster(cluster) => {

@@ -701,8 +701,14 @@ impl Runner<'_> {
                 let conn = cairn_pgsource::ConnSpec::parse(Some(conninfo))?;
                 let tools = cairn_pgsource::Tools { bindir: bindir.clone() };
                 if *all_databases {
-                    let options =
-                        cairn_pgsource::ClusterBackupOptions { conn, jobs: 2, tools, no_role_passwords: false };
+                    let options = cairn_pgsource::ClusterBackupOptions {
+                        conn,
+                        jobs: 2,
+                        tools,
+                        no_role_passwords: false,
+                        exclude_databases: Vec::new(),
+                        row_order: Default::default(),
+                    };
                     session.add_source(&mut cairn_pgsource::ClusterSource::new(options)).await?;
                 } else {
                     let options = cairn_pgsource::BackupOptions {
@@ -713,6 +719,7 @@ impl Runner<'_> {
                             ..Default::default()
                         },
                         tools,
+                        row_order: Default::default(),
                     };
                     session.add_source(&mut cairn_pgsource::DatabaseSource::new(options)).await?;
                 }

@@ -6,9 +6,13 @@
 //!
 //! TLS follows `sslmode`: `disable` never encrypts; `prefer` (the default)
 //! and `require` encrypt without authenticating the server, as libpq does;
-//! `verify-ca` and `verify-full` check the certificate against
-//! `sslrootcert` / `PGSSLROOTCERT` / `~/.postgresql/root.crt`, else the
-//! system's roots (both also check the host name: rustls always does).
+//! `verify-ca` checks that the server's certificate chains to
+//! `sslrootcert` / `PGSSLROOTCERT` / `~/.postgresql/root.crt` (else the
+//! system's roots), and `verify-full` also that it names the host. A client
+//! certificate (`sslcert` / `PGSSLCERT` / `~/.postgresql/postgresql.crt`)
+//! and its key (`sslkey` / `PGSSLKEY` / `~/.postgresql/postgresql.key`,
+//! which others must not be able to read) are presented when given, for
+//! `cert` authentication in pg_hba.conf (`tls` module).
 //!
 //! A service (`service=NAME` or `PGSERVICE`, from `pg_service.conf`) fills
 //! what the string leaves out before the variables do, and a missing
@@ -20,7 +24,6 @@
 //! appears on a command line.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::{Client, Config};
@@ -29,19 +32,9 @@ use crate::error::{Error, Result};
 
 mod pgpass;
 mod service;
+mod tls;
 
-/// How strictly the server's certificate is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// No TLS.
-    Disable,
-    /// TLS when the server offers it, no certificate check.
-    Prefer,
-    /// TLS required, no certificate check.
-    Require,
-    /// TLS required, certificate and host name checked.
-    Verify,
-}
+pub use tls::{TlsFiles, TlsMode};
 
 /// Where and how to connect: a parsed connection string merged with the
 /// environment.
@@ -51,7 +44,8 @@ pub struct ConnSpec {
     tls: TlsMode,
     /// `sslmode` as libpq spells it, for child processes.
     sslmode: String,
-    root_cert: Option<PathBuf>,
+    /// The TLS files in use (resolved: libpq's defaults filled in).
+    tls_files: TlsFiles,
     /// The password came from the password file, whose lines may differ
     /// per database: look it up again for another database.
     password_from_file: bool,
@@ -79,32 +73,16 @@ impl ConnSpec {
         } else {
             raw.to_owned()
         };
-        // tokio-postgres knows disable/prefer/require only: read the
-        // verifying modes ourselves and let it negotiate TLS as `require`.
-        let mut sslmode = None;
-        let mut root_cert = None;
+        // libpq's parameters that tokio-postgres does not know (or knows
+        // only in part, as sslmode) are taken out before it parses the rest.
         let mut cleaned = text.clone();
-        for mode in ["verify-full", "verify-ca", "require", "prefer", "disable", "allow"] {
-            if text.contains(&format!("sslmode={mode}")) {
-                sslmode = Some(mode.to_owned());
-                if mode.starts_with("verify") {
-                    cleaned = cleaned.replace(&format!("sslmode={mode}"), "sslmode=require");
-                }
-                if mode == "allow" {
-                    cleaned = cleaned.replace("sslmode=allow", "sslmode=prefer");
-                }
-            }
-        }
-        // `service=NAME` is libpq's, not tokio-postgres's: take it out.
-        let mut service_name = None;
-        if let Some(pos) = cleaned.find("service=") {
-            let rest = &cleaned[pos + "service=".len()..];
-            let end = rest.find([' ', '&']).unwrap_or(rest.len());
-            service_name = Some(rest[..end].trim_matches('\'').to_owned());
-            let removed = format!("service={}", &rest[..end]);
-            cleaned = cleaned.replace(&removed, "").replace("?&", "?").replace("&&", "&");
-            cleaned = cleaned.trim_end_matches(['?', '&']).trim().to_owned();
-        }
+        let sslmode = take_param(&mut cleaned, "sslmode");
+        let service_name = take_param(&mut cleaned, "service");
+        let given_files = TlsFiles {
+            root_cert: take_param(&mut cleaned, "sslrootcert").map(PathBuf::from),
+            cert: take_param(&mut cleaned, "sslcert").map(PathBuf::from),
+            key: take_param(&mut cleaned, "sslkey").map(PathBuf::from),
+        };
         let service = match service_name.or_else(|| env("PGSERVICE")) {
             Some(name) => {
                 let home = std::env::var_os("HOME").map(PathBuf::from);
@@ -114,24 +92,26 @@ impl ConnSpec {
         };
         let from_service = |key: &str| service.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         for (key, _) in &service {
-            if !["host", "hostaddr", "port", "user", "dbname", "password", "sslmode", "sslrootcert", "application_name"]
-                .contains(&key.as_str())
+            if ![
+                "host",
+                "hostaddr",
+                "port",
+                "user",
+                "dbname",
+                "password",
+                "sslmode",
+                "sslrootcert",
+                "sslcert",
+                "sslkey",
+                "application_name",
+            ]
+            .contains(&key.as_str())
             {
                 tracing::warn!("service parameter {key} is not used by cairn's own connections");
             }
         }
         // The TLS mode is set on the config below, whatever the string says.
-        sslmode = sslmode.or_else(|| from_service("sslmode"));
-        for key in ["sslrootcert="] {
-            if let Some(pos) = cleaned.find(key) {
-                let rest = &cleaned[pos + key.len()..];
-                let end = rest.find([' ', '&']).unwrap_or(rest.len());
-                root_cert = Some(PathBuf::from(&rest[..end]));
-                let removed = format!("{key}{}", &rest[..end]);
-                cleaned = cleaned.replace(&removed, "").replace("?&", "?").replace("&&", "&");
-                cleaned = cleaned.trim_end_matches(['?', '&']).to_owned();
-            }
-        }
+        let sslmode = sslmode.or_else(|| from_service("sslmode"));
         let mut config: Config = cleaned.parse().map_err(|e: tokio_postgres::Error| Error::BadConnString {
             input: redact(raw),
             reason: crate::error::describe(&e),
@@ -190,31 +170,31 @@ impl ConnSpec {
         if config.get_application_name().is_none() {
             config.application_name(from_service("application_name").unwrap_or_else(|| "cairn".into()));
         }
-        let sslmode = match sslmode.or_else(|| env("PGSSLMODE")) {
-            Some(m) => m,
-            None => "prefer".to_owned(),
-        };
-        let tls = match sslmode.as_str() {
-            "disable" => TlsMode::Disable,
-            "allow" | "prefer" => TlsMode::Prefer,
-            "require" => TlsMode::Require,
-            "verify-ca" | "verify-full" => TlsMode::Verify,
-            other => {
-                return Err(Error::BadConnString {
-                    input: format!("sslmode={other}"),
-                    reason: "use disable, allow, prefer, require, verify-ca or verify-full".into(),
-                });
-            }
-        };
+        let sslmode = sslmode.or_else(|| env("PGSSLMODE")).unwrap_or_else(|| "prefer".to_owned());
+        let tls = TlsMode::parse(&sslmode).ok_or_else(|| Error::BadConnString {
+            input: format!("sslmode={sslmode}"),
+            reason: "use disable, allow, prefer, require, verify-ca or verify-full".into(),
+        })?;
         config.ssl_mode(match tls {
             TlsMode::Disable => SslMode::Disable,
             TlsMode::Prefer => SslMode::Prefer,
-            TlsMode::Require | TlsMode::Verify => SslMode::Require,
+            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => SslMode::Require,
         });
-        let root_cert = root_cert
-            .or_else(|| from_service("sslrootcert").map(PathBuf::from))
-            .or_else(|| env("PGSSLROOTCERT").map(PathBuf::from));
-        Ok(ConnSpec { config, tls, sslmode, root_cert, password_from_file })
+        // The string, then the service, then the variables, as for the other parameters.
+        let pick = |given: Option<PathBuf>, key: &str, var: &str| {
+            given.or_else(|| from_service(key).map(PathBuf::from)).or_else(|| env(var).map(PathBuf::from))
+        };
+        let given_files = TlsFiles {
+            root_cert: pick(given_files.root_cert, "sslrootcert", "PGSSLROOTCERT"),
+            cert: pick(given_files.cert, "sslcert", "PGSSLCERT"),
+            key: pick(given_files.key, "sslkey", "PGSSLKEY"),
+        };
+        let tls_files = if tls == TlsMode::Disable {
+            TlsFiles::default()
+        } else {
+            tls::resolve(tls, &given_files, std::env::var_os("HOME").map(PathBuf::from).as_deref())?
+        };
+        Ok(ConnSpec { config, tls, sslmode, tls_files, password_from_file })
     }
 
     /// The password for `config`'s first host, port, database and role in
@@ -294,8 +274,11 @@ impl ConnSpec {
         if let Some(pw) = self.config.get_password() {
             vars.push(("PGPASSWORD".to_owned(), String::from_utf8_lossy(pw).into_owned()));
         }
-        if let Some(root) = &self.root_cert {
-            vars.push(("PGSSLROOTCERT".to_owned(), root.display().to_string()));
+        let files = &self.tls_files;
+        for (var, file) in [("PGSSLROOTCERT", &files.root_cert), ("PGSSLCERT", &files.cert), ("PGSSLKEY", &files.key)] {
+            if let Some(file) = file {
+                vars.push((var.to_owned(), file.display().to_string()));
+            }
         }
         vars
     }
@@ -313,40 +296,13 @@ impl ConnSpec {
     }
 
     fn tls_config(&self) -> Result<rustls::ClientConfig> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Error::Invalid(format!("cannot set up TLS: {e}")))?;
-        if self.tls != TlsMode::Verify {
-            // libpq's prefer/require: encrypted, server not authenticated.
-            return Ok(builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-                .with_no_client_auth());
-        }
-        let mut roots = rustls::RootCertStore::empty();
-        let default_root = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".postgresql/root.crt"));
-        let file = self.root_cert.clone().or(default_root.filter(|p| p.exists()));
-        match file {
-            Some(path) => {
-                let pem = std::fs::read(&path)
-                    .map_err(|e| Error::io(format!("cannot read the root certificate {}", path.display()), e))?;
-                for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-                    let cert: rustls::pki_types::CertificateDer<'static> = cert.map_err(|e| {
-                        Error::Invalid(format!("{} is not a PEM certificate file: {e}", path.display()))
-                    })?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| Error::Invalid(format!("bad certificate in {}: {e}", path.display())))?;
-                }
-            }
-            None => {
-                for cert in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        Ok(builder.with_root_certificates(roots).with_no_client_auth())
+        tls::client_config(self.tls, &self.tls_files)
+    }
+
+    /// The TLS files in use: the given ones, or libpq's defaults under
+    /// `~/.postgresql/` that exist.
+    pub fn tls_files(&self) -> &TlsFiles {
+        &self.tls_files
     }
 
     fn connect_error(&self, e: &tokio_postgres::Error) -> Error {
@@ -354,9 +310,17 @@ impl ConnSpec {
         let code = e.code().map(|c| c.code().to_owned()).unwrap_or_default();
         let hint = match code.as_str() {
             "28P01" => " (check the password: PGPASSWORD, the URL, or password= in the connection string)",
+            "28000" if reason.contains("certificate") => {
+                " (the server wants a client certificate: name it and its key with sslcert= and sslkey=, \
+                 or PGSSLCERT and PGSSLKEY; its common name must be the role, or mapped to it in pg_ident.conf)"
+            }
             "28000" => " (the server's pg_hba.conf does not let this role in from here, or the role does not exist)",
             "3D000" => " (create the database, or name another in the connection string)",
-            _ if e.as_db_error().is_none() && !reason.contains("TLS") => {
+            _ if reason.contains("certificate") || reason.contains("TLS") || reason.contains("tls") => {
+                " (check sslmode, and for verify-ca/verify-full the root certificate (sslrootcert, PGSSLROOTCERT) \
+                 and, for verify-full, that the host name is one the server's certificate names)"
+            }
+            _ if e.as_db_error().is_none() => {
                 " (is the server running and accepting connections there? check the host and port: the connection string, PGHOST, PGPORT)"
             }
             _ => "",
@@ -364,6 +328,105 @@ impl ConnSpec {
         reason.push_str(hint);
         Error::Connect { target: self.display(), reason }
     }
+}
+
+/// Takes libpq's parameter `key` out of a connection string (a URL's query,
+/// or key=value pairs, quoted or not) and returns its last value.
+fn take_param(text: &mut String, key: &str) -> Option<String> {
+    if let Some(q) = text.find("://").and_then(|s| text[s..].find('?').map(|q| s + q)) {
+        let (base, query) = text.split_at(q + 1);
+        let mut value = None;
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| match pair.split_once('=') {
+                Some((k, v)) if k == key => {
+                    value = Some(percent_decode(v));
+                    false
+                }
+                _ => true,
+            })
+            .collect();
+        let rebuilt = format!("{base}{}", kept.join("&"));
+        *text = rebuilt.trim_end_matches('?').to_owned();
+        return value;
+    }
+    let mut value = None;
+    let mut kept: Vec<&str> = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        // One pair: name, '=', value (single-quoted with \\ escapes, or up to a space).
+        let name_end = rest.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(rest.len());
+        let name = &rest[..name_end];
+        let Some(after_eq) = rest[name_end..].trim_start().strip_prefix('=') else {
+            // Not a pair: left for tokio-postgres to report.
+            kept.push(rest);
+            break;
+        };
+        let after_eq = after_eq.trim_start();
+        let (parsed, used) = pair_value(after_eq);
+        let consumed = rest.len() - after_eq.len() + used;
+        if name == key {
+            value = Some(parsed);
+        } else {
+            kept.push(&rest[..consumed]);
+        }
+        rest = rest[consumed..].trim_start();
+    }
+    *text = kept.join(" ");
+    value
+}
+
+/// A key=value value at the start of `s`: its text and the bytes it used.
+fn pair_value(s: &str) -> (String, usize) {
+    let mut value = String::new();
+    let mut chars = s.char_indices().peekable();
+    if s.starts_with('\'') {
+        chars.next();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(n);
+                    }
+                }
+                '\'' => return (value, i + 1),
+                c => value.push(c),
+            }
+        }
+        return (value, s.len());
+    }
+    while let Some((i, c)) = chars.next() {
+        match c {
+            c if c.is_whitespace() => return (value, i),
+            '\\' => {
+                if let Some((_, n)) = chars.next() {
+                    value.push(n);
+                }
+            }
+            c => value.push(c),
+        }
+    }
+    (value, s.len())
+}
+
+/// `%2F` and friends in a URL's query value.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Removes a password from a connection string for messages.
@@ -383,47 +446,6 @@ fn redact(input: &str) -> String {
         out = format!("{}password=***{}", &out[..pos], &rest[end..]);
     }
     out
-}
-
-/// The certificate check of `sslmode=prefer/require`: none (libpq's
-/// behaviour); signatures are still verified, so the session key is the
-/// server's.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// Quotes an identifier for SQL: always double-quoted, inner quotes doubled.
@@ -450,12 +472,53 @@ mod tests {
         assert!(env.contains(&("PGSSLMODE".into(), "disable".into())));
         let s = ConnSpec::parse(Some("host=/tmp/x port=1 user=bob dbname=d sslmode=verify-full")).unwrap();
         assert_eq!(s.display(), "bob@/tmp/x:1/d");
-        assert_eq!(s.tls(), TlsMode::Verify);
+        assert_eq!(s.tls(), TlsMode::VerifyFull);
         assert_eq!(s.with_dbname("other").dbname(), "other");
         let s = ConnSpec::parse(Some("host=/tmp/x port=1 user=bob mydb")).map(|_| ());
         assert!(s.is_err());
         let s = ConnSpec::parse(Some("host=/tmp/x port=1 user=bob sslmode=require")).unwrap();
         assert_eq!(s.tls(), TlsMode::Require);
+    }
+
+    #[test]
+    fn takes_libpq_only_parameters_out() {
+        let mut t = "host=h sslcert='/a b/c.crt' sslkey=/k\\ x dbname=d".to_owned();
+        assert_eq!(take_param(&mut t, "sslcert").as_deref(), Some("/a b/c.crt"));
+        assert_eq!(take_param(&mut t, "sslkey").as_deref(), Some("/k x"));
+        assert_eq!(take_param(&mut t, "service"), None);
+        assert_eq!(t, "host=h dbname=d");
+        let mut t = "sslmode = verify-ca".to_owned();
+        assert_eq!(take_param(&mut t, "sslmode").as_deref(), Some("verify-ca"));
+        assert_eq!(t, "");
+        let mut u = "postgresql://u@h/db?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca.crt&application_name=x".to_owned();
+        assert_eq!(take_param(&mut u, "sslrootcert").as_deref(), Some("/tmp/ca.crt"));
+        assert_eq!(take_param(&mut u, "sslmode").as_deref(), Some("verify-full"));
+        assert_eq!(u, "postgresql://u@h/db?application_name=x");
+        assert_eq!(take_param(&mut u, "application_name").as_deref(), Some("x"));
+        assert_eq!(u, "postgresql://u@h/db");
+        let mut odd = "%".to_owned();
+        assert_eq!(percent_decode(&odd), "%");
+        odd.push('4');
+        assert_eq!(percent_decode(&odd), "%4");
+        assert_eq!(percent_decode("%41%zz"), "A%zz");
+    }
+
+    #[test]
+    fn tls_files_come_from_the_string() {
+        let s = ConnSpec::parse(Some(
+            "host=localhost port=1 user=u dbname=d sslmode=verify-ca sslrootcert=/r.crt sslcert=/c.crt sslkey=/c.key",
+        ))
+        .unwrap();
+        assert_eq!(s.tls(), TlsMode::VerifyCa);
+        let files = s.tls_files();
+        assert_eq!(files.root_cert.as_deref(), Some(std::path::Path::new("/r.crt")));
+        assert_eq!(files.key.as_deref(), Some(std::path::Path::new("/c.key")));
+        let env = s.libpq_env();
+        assert!(env.contains(&("PGSSLCERT".into(), "/c.crt".into())));
+        assert!(env.contains(&("PGSSLKEY".into(), "/c.key".into())));
+        assert!(env.contains(&("PGSSLMODE".into(), "verify-ca".into())));
+        let s = ConnSpec::parse(Some("host=localhost sslmode=disable sslcert=/c.crt")).unwrap();
+        assert_eq!(s.tls_files(), &TlsFiles::default(), "no TLS, no files");
     }
 
     #[test]
