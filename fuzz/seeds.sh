@@ -59,3 +59,9 @@ seed tree fifo "\x01\x01\x00\x00\x00\x01\x00\x00\x00a\x03$zeros"
 seed bucket listing '<ListBucketResult><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated><Contents><Key>a%2Fb+c</Key><LastModified>2024-05-01T02:00:00.000Z</LastModified><ETag>&quot;e&quot;</ETag><Size>3</Size></Contents></ListBucketResult>'
 seed bucket versions '<ListVersionsResult><Version><Key>k</Key><VersionId>v1</VersionId><LastModified>2024-01-01T00:00:00Z</LastModified><Size>1</Size></Version><DeleteMarker><Key>k</Key><VersionId>d</VersionId><LastModified>2024-01-02T00:00:00Z</LastModified></DeleteMarker></ListVersionsResult>'
 seed bucket path 'dir/%/x%09y/%2E%2E/%='
+
+# dir_cache: the body after the magic (the target appends the checksum):
+# settings (32), snapshot (32), one entry: key, early key, tree (32 each),
+# files, dirs, bytes (u64 LE each), no subdirectory keys.
+k32=$(printf '\\x07%.0s' {1..32})
+seed dir_cache one "$k32$k32\x01\x00\x00\x00$k32$k32$k32\x02\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
