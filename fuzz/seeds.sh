@@ -62,3 +62,8 @@ seed bucket path 'dir/%/x%09y/%2E%2E/%='
 
 # pg_cluster_manifest: an --all-databases cluster.json with database properties.
 seed pg_cluster_manifest props '{"version":1,"kind":"postgresql-cluster","server_version":"15.18","server_version_num":150018,"started":"2026-12-01T15:01:10Z","finished":"2026-12-01T15:01:14Z","pg_dumpall_version":"pg_dumpall (PostgreSQL) 15.18","globals_file":"globals.sql","no_role_passwords":false,"databases":[{"name":"shop","dir":"databases/shop","owner":"o","encoding":"UTF8","collate":"C","ctype":"C","settings":[{"name":"search_path","value":"\\"$user\\", public"},{"role":"r","name":"work_mem","value":"8MB"}],"grants":[{"grantee":"r","privilege":"CONNECT","grantable":true},{"privilege":"TEMPORARY"}],"comment":"c","connection_limit":3}]}'
+# dir_cache: the body after the magic (the target appends the checksum):
+# settings (32), snapshot (32), one entry: key, early key, tree (32 each),
+# files, dirs, bytes (u64 LE each), no subdirectory keys.
+k32=$(printf '\\x07%.0s' {1..32})
+seed dir_cache one "$k32$k32\x01\x00\x00\x00$k32$k32$k32\x02\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"

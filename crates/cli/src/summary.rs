@@ -31,6 +31,7 @@ pub fn print(global: &GlobalArgs, committed: &CommittedSnapshot, details: Detail
             "files_changed": s.files_changed,
             "files_unchanged": s.files_unchanged,
             "dirs": s.dirs,
+            "dirs_reused": s.dirs_reused,
             "errors": s.errors,
             "total_bytes": s.total_bytes,
             "bytes_read": s.bytes_read,

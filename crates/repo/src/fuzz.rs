@@ -197,3 +197,20 @@ pub fn bucket(data: &[u8]) {
         assert_eq!(crate::buckets::ObjectHeaders::from_xattrs(&headers.to_xattrs()), Ok(headers));
     }
 }
+
+/// A local directory cache file (the `dirs/` files of the cache directory).
+/// The bytes are decoded as the file, and again as its body with a valid
+/// checksum appended, so the parser is reached past the checksum; what
+/// decodes must decode the same after encoding again.
+pub fn dir_cache(data: &[u8]) {
+    use crate::files::dircache::{DirCache, MAGIC};
+    let _ = DirCache::decode(data);
+    let mut file = MAGIC.to_vec();
+    file.extend_from_slice(data);
+    let sum = blake3::hash(&file);
+    file.extend_from_slice(sum.as_bytes());
+    if let Ok((settings, snapshot, cache)) = DirCache::decode(&file) {
+        let again = DirCache::decode(&cache.encode(&settings, &snapshot)).expect("an encoded cache decodes");
+        assert_eq!(again, (settings, snapshot, cache));
+    }
+}

@@ -22,11 +22,13 @@ use crate::error::{Error, Result};
 pub struct PathFilter {
     set: GlobSet,
     count: usize,
+    /// BLAKE3 of the patterns as given, each followed by a NUL byte.
+    fingerprint: [u8; 32],
 }
 
 impl Default for PathFilter {
     fn default() -> Self {
-        PathFilter { set: GlobSet::empty(), count: 0 }
+        PathFilter { set: GlobSet::empty(), count: 0, fingerprint: *blake3::hash(b"").as_bytes() }
     }
 }
 
@@ -35,8 +37,10 @@ impl PathFilter {
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<PathFilter> {
         let mut builder = GlobSetBuilder::new();
         let mut count = 0;
+        let mut fingerprint = blake3::Hasher::new();
         for pattern in patterns {
             let original = pattern.as_ref();
+            fingerprint.update(original.as_bytes()).update(b"\0");
             let trimmed = original.trim_end_matches('/');
             if trimmed.is_empty() {
                 continue;
@@ -51,7 +55,13 @@ impl PathFilter {
             count += 1;
         }
         let set = builder.build().map_err(|e| Error::InvalidArgument(format!("invalid patterns: {e}")))?;
-        Ok(PathFilter { set, count })
+        Ok(PathFilter { set, count, fingerprint: *fingerprint.finalize().as_bytes() })
+    }
+
+    /// A hash of the patterns (equal patterns, in the same order, give
+    /// equal fingerprints): what a cache of walk results is keyed by.
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint
     }
 
     /// Reads patterns from a file: one per line; blank lines and lines

@@ -67,6 +67,11 @@ pub struct SnapshotSummary {
     pub files_unchanged: u64,
     /// Directories.
     pub dirs: u64,
+    /// Directories whose tree was taken from the parent snapshot as it was,
+    /// found unchanged by the local directory cache without walking into
+    /// them (counted in `dirs` too; absent when 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dirs_reused: u64,
     /// Entries that could not be read (recorded with an error in their tree).
     pub errors: u64,
     /// Bytes of all files in the snapshot.
@@ -80,6 +85,10 @@ pub struct SnapshotSummary {
     /// Fields written by other versions, preserved as they are.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

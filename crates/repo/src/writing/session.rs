@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::files::archiver::{self, FileOptions};
+use crate::files::dircache;
 use crate::files::localtrees::{LocalParent, LocalTrees};
 use crate::format::id::{SnapshotId, TreeId};
 use crate::format::snapshot::{Snapshot, SnapshotSummary};
@@ -237,6 +238,9 @@ pub struct SnapshotSession {
     summary: SnapshotSummary,
     /// A put-only client's local trees, whose parent is updated on commit.
     local_trees: Option<LocalTrees>,
+    /// Directory caches to write for this snapshot once it is committed:
+    /// file, settings fingerprint, directories.
+    dir_caches: Vec<(PathBuf, dircache::Key, dircache::DirCache)>,
     /// Removed once the snapshot is committed (see `journal`).
     journal: Option<Arc<Journal>>,
 }
@@ -301,6 +305,7 @@ impl Repository {
             paths: Vec::new(),
             extra: serde_json::Map::new(),
             parent: None,
+            dir_caches: Vec::new(),
             summary: SnapshotSummary::default(),
             local_trees: None,
         })
@@ -378,13 +383,39 @@ impl SnapshotSession {
         let (store, events, options, local_for_walk) =
             (self.store.clone(), self.events.clone(), options.clone(), local.clone());
         let parent_tree = parent.as_ref().map(|(_, tree)| *tree);
+        // The directory cache (not for put-only clients, which have no index
+        // to check reused trees against): used only when it was written for
+        // this very parent with the same options.
+        let settings = dircache::settings_key(&options);
+        let cache_file = match (self.repo.cache(), &local) {
+            (Some(cache), None) => Some(dircache::cache_path(cache.dir(), &self.hostname, &source_paths)),
+            _ => None,
+        };
+        let old_cache = match (&cache_file, &parent) {
+            (Some(file), Some((id, _))) => {
+                let (file, settings, id) = (file.clone(), settings, *id);
+                tokio::task::spawn_blocking(move || dircache::load(&file, &settings, &id)).await.ok().flatten()
+            }
+            _ => None,
+        };
         let outcome = tokio::task::spawn_blocking(move || {
-            archiver::backup_paths(&store, &sources, parent_tree, &options, local_for_walk.as_ref(), &*events)
+            archiver::backup_paths(
+                &store,
+                &sources,
+                parent_tree,
+                old_cache.as_ref(),
+                &options,
+                local_for_walk.as_ref(),
+                &*events,
+            )
         })
         .await
         .map_err(|e| Error::WriteSessionFailed(format!("the backup thread failed: {e}")));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let (nodes, summary) = outcome??;
+        let (nodes, summary, next_cache) = outcome??;
+        if let Some(file) = cache_file {
+            self.dir_caches.push((file, settings, next_cache));
+        }
         self.root.extend(nodes);
         self.paths.extend(source_paths);
         add_counts(&mut self.summary, &summary);
@@ -542,6 +573,13 @@ impl SnapshotSession {
             if let Some(local) = &self.local_trees {
                 local.set_parent(self.repo.keys(), &LocalParent { snapshot: id, tree })?;
             }
+            let caches = std::mem::take(&mut self.dir_caches);
+            let _ = tokio::task::spawn_blocking(move || {
+                for (file, settings, cache) in caches {
+                    dircache::save(&file, &cache, &settings, &id);
+                }
+            })
+            .await;
             Some(id)
         };
         summary.bytes_added = self.writer.stats().stored_bytes_added;
@@ -609,6 +647,7 @@ fn add_counts(total: &mut SnapshotSummary, more: &SnapshotSummary) {
     total.files_changed += more.files_changed;
     total.files_unchanged += more.files_unchanged;
     total.dirs += more.dirs;
+    total.dirs_reused += more.dirs_reused;
     total.errors += more.errors;
     total.total_bytes += more.total_bytes;
     total.bytes_read += more.bytes_read;

@@ -10,6 +10,7 @@ use crossbeam_channel::Receiver;
 use super::Shared;
 use super::walker::{Item, Status};
 use crate::error::{Error, Result};
+use crate::files::dircache::{Entry, Key, Totals};
 use crate::format::id::TreeId;
 use crate::format::snapshot::SnapshotSummary;
 use crate::format::tree::{Extent, Node, NodeKind, Tree};
@@ -17,6 +18,33 @@ use crate::format::tree::{Extent, Node, NodeKind, Tree};
 struct Frame {
     node: Option<Node>,
     children: Vec<Node>,
+    /// Counts of the subtree so far.
+    totals: Totals,
+    /// Something in the subtree was recorded with an error.
+    errors: bool,
+}
+
+impl Frame {
+    fn new(node: Option<Node>) -> Frame {
+        Frame { node, children: Vec::new(), totals: Totals::default(), errors: false }
+    }
+
+    fn push(&mut self, node: Node) {
+        if node.kind == NodeKind::File {
+            self.totals.add(&Totals { files: 1, dirs: 0, bytes: node.size });
+        }
+        self.errors |= node.error.is_some();
+        self.children.push(node);
+    }
+}
+
+/// What the assembler hands back: the root's entries, the counts, and the
+/// directory cache's new entries and reused keys.
+pub(super) struct Assembled {
+    pub(super) root: Vec<Node>,
+    pub(super) summary: SnapshotSummary,
+    pub(super) walked: Vec<(Key, Entry)>,
+    pub(super) reused: Vec<Key>,
 }
 
 pub(super) struct Assembler<'s, 'a> {
@@ -24,36 +52,67 @@ pub(super) struct Assembler<'s, 'a> {
     /// Content of multiply linked files by (device, inode).
     links: HashMap<(u64, u64), (Vec<Extent>, u64)>,
     summary: SnapshotSummary,
+    walked: Vec<(Key, Entry)>,
+    reused: Vec<Key>,
 }
 
 impl<'s, 'a> Assembler<'s, 'a> {
     pub(super) fn new(shared: &'s Shared<'a>) -> Self {
-        Assembler { shared, links: HashMap::new(), summary: SnapshotSummary::default() }
+        Assembler {
+            shared,
+            links: HashMap::new(),
+            summary: SnapshotSummary::default(),
+            walked: Vec::new(),
+            reused: Vec::new(),
+        }
     }
 
     /// The root's entries and the counts, once every entry is in.
-    pub(super) fn run(mut self, batches: Receiver<Vec<Item>>) -> Result<(Vec<Node>, SnapshotSummary)> {
+    pub(super) fn run(mut self, batches: Receiver<Vec<Item>>) -> Result<Assembled> {
         let progress = self.shared.progress;
-        let mut frames = vec![Frame { node: None, children: Vec::new() }];
+        let mut frames = vec![Frame::new(None)];
         for item in batches.into_iter().flatten() {
             match item {
-                Item::Dir(node) => frames.push(Frame { node: Some(node), children: Vec::new() }),
-                Item::DirEnd => {
+                Item::Dir(node) => frames.push(Frame::new(Some(node))),
+                Item::DirEnd(draft) => {
                     let frame = frames.pop().filter(|_| !frames.is_empty());
-                    let Some(Frame { node: Some(mut node), children }) = frame else {
+                    let Some(Frame { node: Some(mut node), children, mut totals, errors }) = frame else {
                         return Err(Error::InvalidArgument("internal error: unbalanced directory walk".into()));
                     };
                     if node.error.is_some() {
                         self.summary.errors += 1;
                     }
-                    node.subtree = Some(self.store(children, &node.name)?);
+                    let tree = self.store(children, &node.name)?;
+                    node.subtree = Some(tree);
+                    totals.dirs += 1;
+                    if let Some(draft) = draft.filter(|_| !errors && node.error.is_none()) {
+                        let entry = Entry { early: draft.early, tree, totals, subs: draft.subs };
+                        self.walked.push((draft.key, entry));
+                    }
                     self.summary.dirs += 1;
                     progress.dirs.fetch_add(1, Ordering::Relaxed);
-                    frames.last_mut().expect("root frame stays").children.push(node);
+                    let up = frames.last_mut().expect("root frame stays");
+                    up.totals.add(&totals);
+                    up.errors |= errors;
+                    up.push(node);
+                }
+                Item::Reused(node, key, totals) => {
+                    // Counted as if walked: every file unchanged.
+                    self.summary.dirs += totals.dirs;
+                    self.summary.dirs_reused += totals.dirs;
+                    self.summary.files_unchanged += totals.files;
+                    self.summary.total_bytes += totals.bytes;
+                    progress.dirs.fetch_add(totals.dirs, Ordering::Relaxed);
+                    progress.files.fetch_add(totals.files, Ordering::Relaxed);
+                    progress.bytes.fetch_add(totals.bytes, Ordering::Relaxed);
+                    self.reused.push(key);
+                    let up = frames.last_mut().expect("root frame stays");
+                    up.totals.add(&totals);
+                    up.push(node);
                 }
                 Item::Done(node, status) => {
                     let node = self.file_done(node, status);
-                    frames.last_mut().expect("root frame stays").children.push(node);
+                    frames.last_mut().expect("root frame stays").push(node);
                 }
                 Item::File(mut node, status, result) => {
                     let Ok(result) = result.recv() else {
@@ -67,7 +126,7 @@ impl<'s, 'a> Assembler<'s, 'a> {
                     node.size = result.size;
                     node.error = result.error;
                     let node = self.file_done(node, status);
-                    frames.last_mut().expect("root frame stays").children.push(node);
+                    frames.last_mut().expect("root frame stays").push(node);
                 }
                 Item::Link(mut node, status) => {
                     match self.links.get(&(node.device, node.inode)) {
@@ -78,7 +137,7 @@ impl<'s, 'a> Assembler<'s, 'a> {
                         None => node.error = Some("hard link target could not be read".into()),
                     }
                     let node = self.file_done(node, status);
-                    frames.last_mut().expect("root frame stays").children.push(node);
+                    frames.last_mut().expect("root frame stays").push(node);
                 }
             }
             if self.shared.aborted() {
@@ -92,7 +151,7 @@ impl<'s, 'a> Assembler<'s, 'a> {
             return Err(Error::WriteSessionFailed("the directory walk stopped early".into()));
         }
         let root = frames.pop().expect("one frame").children;
-        Ok((root, self.summary))
+        Ok(Assembled { root, summary: self.summary, walked: self.walked, reused: self.reused })
     }
 
     fn file_done(&mut self, node: Node, status: Status) -> Node {

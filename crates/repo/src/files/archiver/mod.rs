@@ -46,6 +46,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 pub(crate) use estimate::estimate;
 
 use crate::error::{Error, Result};
+use crate::files::dircache::DirCache;
 use crate::files::filter::PathFilter;
 use crate::files::fsmeta::Owners;
 use crate::files::localtrees::LocalTrees;
@@ -133,17 +134,19 @@ fn normalize(path: &Path) -> PathBuf {
 
 /// Backs up `sources` (absolute, from [`resolve_sources`]) into `store` and
 /// returns the entries of the snapshot's root, one per source, with the
-/// counts. `parent_tree` is the root tree of the parent snapshot; `local`
-/// holds a put-only client's own trees. Blocking: run it on a blocking
-/// thread.
+/// counts and the directory cache for the new snapshot. `parent_tree` is
+/// the root tree of the parent snapshot and `cache` its directory cache;
+/// `local` holds a put-only client's own trees. Blocking: run it on a
+/// blocking thread.
 pub(crate) fn backup_paths(
     store: &Store,
     sources: &[PathBuf],
     parent_tree: Option<TreeId>,
+    cache: Option<&DirCache>,
     options: &FileOptions,
     local: Option<&LocalTrees>,
     events: &dyn SessionEvents,
-) -> Result<(Vec<Node>, SnapshotSummary)> {
+) -> Result<(Vec<Node>, SnapshotSummary, DirCache)> {
     let names = root_names(sources);
     // The parent only saves reading: if its root is unreadable (a prune
     // may have just removed a forgotten parent), read everything.
@@ -176,7 +179,7 @@ pub(crate) fn backup_paths(
             });
         }
         drop(job_rx);
-        let walker = walker::Walker::new(sink, options, order_tx, job_tx, prefetch);
+        let walker = walker::Walker::new(sink, options, order_tx, job_tx, prefetch, cache);
         for _ in 0..walker::LISTERS {
             scope.spawn(move || prefetch.work(options, sink));
         }
@@ -198,9 +201,11 @@ pub(crate) fn backup_paths(
             store.fail(Error::WriteSessionFailed(e.to_string()));
             Err(e)
         }
-        (Ok((nodes, mut summary)), None) => {
+        (Ok(assembled), None) => {
+            let mut summary = assembled.summary;
             summary.bytes_read = store.progress().bytes_read.load(Ordering::Relaxed);
-            Ok((nodes, summary))
+            let next = DirCache::successor(cache, assembled.walked, &assembled.reused);
+            Ok((assembled.root, summary, next))
         }
     }
 }

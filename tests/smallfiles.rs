@@ -1,0 +1,186 @@
+//! Many small files: the directory cache that lets a rerun skip unchanged
+//! directories by `lstat` alone, and what invalidates it.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use support::fstree;
+use support::{Env, ok, run};
+
+fn summary(out: &str) -> serde_json::Value {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message_type"] == "summary")
+        .unwrap_or_else(|| panic!("no summary line in: {out}"))
+}
+
+fn backup(env: &Env, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json", "backup"];
+    all.extend(args);
+    summary(&ok(run(&mut env.cmd(&all))))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Restores the latest snapshot and checks it equals `src`.
+fn restores_as(env: &Env, src: &Path, n: usize) {
+    let target = env.root().join(format!("restored-{n}"));
+    ok(run(&mut env.cmd(&["restore", "latest", "--target", s(&target)])));
+    fstree::assert_same_tree(src, &target);
+}
+
+fn reused(summary: &serde_json::Value) -> u64 {
+    summary["dirs_reused"].as_u64().unwrap()
+}
+
+/// Rewrites a file with other bytes of the same length and puts its mtime
+/// back: only its ctime tells.
+fn rewrite_keeping_size_and_mtime(path: &Path, byte: u8) {
+    let meta = std::fs::metadata(path).unwrap();
+    let mtime = meta.modified().unwrap();
+    std::fs::write(path, vec![byte; meta.len() as usize]).unwrap();
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(mtime).unwrap();
+}
+
+#[test]
+fn unchanged_directories_are_reused_and_every_change_invalidates_up_the_path() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    for (path, text) in [("a/a1/f1", "one"), ("a/a1/f2", "two"), ("a/a2/g", "gee"), ("b/h", "aitch"), ("top", "t")] {
+        std::fs::create_dir_all(src.join(path).parent().unwrap()).unwrap();
+        std::fs::write(src.join(path), text).unwrap();
+    }
+    // src, a, a1, a2, b
+    let first = backup(&env, &[s(&src)]);
+    assert_eq!((first["dirs"].as_u64(), reused(&first)), (Some(5), 0), "{first}");
+
+    // Unchanged: the whole tree is taken from the parent, counts intact.
+    let again = backup(&env, &[s(&src)]);
+    assert_eq!(reused(&again), 5, "{again}");
+    assert_eq!(again["files_unchanged"], 5, "{again}");
+    assert_eq!(again["dirs"], 5, "{again}");
+    assert_eq!(again["total_bytes"], first["total_bytes"], "{again}");
+    assert_eq!(again["bytes_read"], 0, "{again}");
+    restores_as(&env, &src, 1);
+
+    // A file whose ctime alone changed: a1, a and src are walked again.
+    rewrite_keeping_size_and_mtime(&src.join("a/a1/f1"), b'X');
+    let ctime = backup(&env, &[s(&src)]);
+    assert_eq!(reused(&ctime), 2, "a2 and b only: {ctime}");
+    assert_eq!(ctime["files_changed"], 1, "{ctime}");
+    restores_as(&env, &src, 2);
+    assert_eq!(ok(run(&mut env.cmd(&["dump", "latest", "/a/a1/f1"]))), "XXX");
+
+    // An added entry, deep: a2 and its ancestors.
+    std::fs::write(src.join("a/a2/new"), "new").unwrap();
+    let added = backup(&env, &[s(&src)]);
+    assert_eq!(reused(&added), 2, "a1 and b only: {added}");
+    assert_eq!(added["files_new"], 1, "{added}");
+    restores_as(&env, &src, 3);
+
+    // A removed entry.
+    std::fs::remove_file(src.join("b/h")).unwrap();
+    let removed = backup(&env, &[s(&src)]);
+    assert_eq!(reused(&removed), 3, "a, a1 and a2: {removed}");
+    assert_eq!(removed["files_unchanged"], 5, "{removed}");
+    restores_as(&env, &src, 4);
+
+    // A subdirectory's own metadata (its tree is the same, its parent's is not).
+    std::fs::set_permissions(src.join("a/a2"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let chmod = backup(&env, &[s(&src)]);
+    assert_eq!(reused(&chmod), 2, "a1 and b: {chmod}");
+    restores_as(&env, &src, 5);
+
+    // A new subdirectory (empty) deep down.
+    std::fs::create_dir(src.join("a/a1/deeper")).unwrap();
+    let subdir = backup(&env, &[s(&src)]);
+    assert_eq!((reused(&subdir), subdir["dirs"].as_u64()), (2, Some(6)), "a2 and b: {subdir}");
+    restores_as(&env, &src, 6);
+    let settled = backup(&env, &[s(&src)]);
+    assert_eq!(reused(&settled), 6, "{settled}");
+}
+
+#[test]
+fn options_parents_and_damage_keep_the_cache_out() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    for path in ["d/keep.txt", "d/drop.skip", "e/f.txt", "m/x.txt"] {
+        std::fs::create_dir_all(src.join(path).parent().unwrap()).unwrap();
+        std::fs::write(src.join(path), path).unwrap();
+    }
+    backup(&env, &[s(&src)]);
+    let first_id = {
+        let out = ok(run(&mut env.cmd(&["--json", "snapshots"])));
+        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+        list[0]["id"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(reused(&backup(&env, &[s(&src)])), 4);
+
+    // Exclusions change what a tree holds: a cache written without them
+    // is not used with them, and the excluded file is gone.
+    let excluded = backup(&env, &["--exclude", "*.skip", s(&src)]);
+    assert_eq!(reused(&excluded), 0, "{excluded}");
+    let listing = ok(run(&mut env.cmd(&["ls", "latest"])));
+    assert!(listing.contains("keep.txt") && !listing.contains("drop.skip"), "{listing}");
+    // With the same exclusions again, it is.
+    assert_eq!(reused(&backup(&env, &["--exclude", "*.skip", s(&src)])), 4);
+
+    // A marker file that appears skips its directory, cache or not.
+    std::fs::write(src.join("m/.nobackup"), "").unwrap();
+    let marked = backup(&env, &["--exclude", "*.skip", "--exclude-if-present", ".nobackup", s(&src)]);
+    assert_eq!(reused(&marked), 0, "other options: {marked}");
+    let listing = ok(run(&mut env.cmd(&["ls", "latest"])));
+    assert!(!listing.contains("x.txt"), "{listing}");
+    let marked = backup(&env, &["--exclude", "*.skip", "--exclude-if-present", ".nobackup", s(&src)]);
+    assert_eq!(reused(&marked), 3, "src, d, e: {marked}");
+    let listing = ok(run(&mut env.cmd(&["ls", "latest"])));
+    assert!(!listing.contains("x.txt") && listing.contains("f.txt"), "{listing}");
+    // The marker goes: m is walked again and back in the snapshot.
+    std::fs::remove_file(src.join("m/.nobackup")).unwrap();
+    let unmarked = backup(&env, &["--exclude", "*.skip", "--exclude-if-present", ".nobackup", s(&src)]);
+    assert_eq!(reused(&unmarked), 2, "d and e: {unmarked}");
+    let listing = ok(run(&mut env.cmd(&["ls", "latest"])));
+    assert!(listing.contains("x.txt"), "{listing}");
+
+    // The cache belongs to the latest snapshot: another parent does not use it.
+    let other_parent = backup(&env, &["--parent", &first_id, s(&src)]);
+    assert_eq!(reused(&other_parent), 0, "{other_parent}");
+    assert_eq!(other_parent["files_unchanged"], 4, "the parent itself still saves reading: {other_parent}");
+    // --force reads everything and writes a fresh cache.
+    let forced = backup(&env, &["--force", s(&src)]);
+    assert_eq!((reused(&forced), forced["files_new"].as_u64()), (0, Some(4)), "{forced}");
+    assert_eq!(reused(&backup(&env, &[s(&src)])), 4);
+
+    // A damaged cache file is ignored (and replaced).
+    let dirs = env.root().join("cache");
+    let files: Vec<_> = walk_files(&dirs).into_iter().filter(|p| p.parent().unwrap().ends_with("dirs")).collect();
+    assert_eq!(files.len(), 1, "one cache file for one host and set of paths: {files:?}");
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&files[0], &bytes).unwrap();
+    let damaged = backup(&env, &[s(&src)]);
+    assert_eq!((reused(&damaged), damaged["files_unchanged"].as_u64()), (0, Some(4)), "{damaged}");
+    assert_eq!(reused(&backup(&env, &[s(&src)])), 4);
+    restores_as(&env, &src, 1);
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
