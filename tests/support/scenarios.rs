@@ -152,6 +152,24 @@ pub fn file_round_trip(service: &Service) {
     fstree::assert_same_tree(&src, &target);
     let again = ok(run(&mut cmd(&["--json", "backup", src_arg])));
     assert!(again.contains("\"bytes_read\":0"), "{again}");
+    // On a network store the tree packs the backups wrote are in the cache
+    // (`<cache>/<repository id>/data/`, where only tree packs go); a restore
+    // with an empty cache reads them whole from the store and keeps them.
+    let tree_packs = |cache: &std::path::Path| -> usize {
+        std::fs::read_dir(cache)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|repo| std::fs::read_dir(repo.path().join("data")).ok())
+            .map(|packs| packs.count())
+            .sum()
+    };
+    assert!(tree_packs(&cache) >= 1, "the backups' tree packs are cached");
+    let fresh = dir.path().join("fresh-cache");
+    let target = dir.path().join("restored-fresh");
+    ok(run(&mut cairn_on(service, &fresh, &location, &["restore", "latest", "--target", target.to_str().unwrap()])));
+    fstree::assert_same_tree(&src, &target);
+    assert!(tree_packs(&fresh) >= 1, "the restore cached the tree packs it read");
 }
 
 /// A local repository copied offsite into the service, verbatim (`init

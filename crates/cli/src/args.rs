@@ -459,7 +459,8 @@ pub struct RestoreArgs {
     /// Do not restore paths matching PATTERN (repeatable)
     #[arg(short = 'e', long = "exclude", value_name = "PATTERN")]
     pub excludes: Vec<String>,
-    /// What to do with entries that exist in the target
+    /// What to do with entries that exist in the target (in a bucket: if-changed keeps
+    /// objects whose size and ETag are the snapshot's)
     #[arg(long, value_enum, default_value = "always")]
     pub overwrite: OverwriteArg,
     /// Delete entries in the target that are not in the snapshot

@@ -24,6 +24,7 @@ use crate::format::pack::{self, PackHeader};
 use crate::format::snapshot::Snapshot;
 use crate::storage::backend::{Backend, FileKind, WriteOutcome};
 use crate::storage::cache::Cache;
+use crate::storage::tree_packs::TreePacks;
 
 /// Settings for [`Repository::init`].
 #[derive(Debug, Clone)]
@@ -203,6 +204,8 @@ struct Inner {
     write_only: bool,
     /// [`OpenOptions::minimum_grace`].
     minimum_grace: Duration,
+    /// Tree packs read whole and cached (network stores with a cache).
+    tree_packs: Option<TreePacks>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -454,15 +457,16 @@ impl Repository {
             .expect("config validation checked the chunker parameters");
         Repository {
             inner: Arc::new(Inner {
-                backend,
                 config,
                 keys,
                 key_id,
-                cache,
                 chunker,
                 session_keys: Mutex::new(HashMap::new()),
                 write_only: false,
                 minimum_grace: options.minimum_grace,
+                tree_packs: TreePacks::wanted(&backend, cache.as_ref()).then(TreePacks::default),
+                backend,
+                cache,
             }),
         }
     }
@@ -693,7 +697,12 @@ impl Repository {
     /// An unreadable index file is an error unless an authenticated file
     /// supersedes it (as `repair index` writes).
     pub async fn load_index(&self) -> Result<Index> {
-        Ok(Index::from_files(self.load_index_files().await?.files))
+        let index = Index::from_files(self.load_index_files().await?.files);
+        if let (Some(_), Some(cache)) = (&self.inner.tree_packs, self.cache()) {
+            // Cached tree packs that prune deleted go too.
+            cache.retain(FileKind::Pack, &index.packs().iter().map(|p| *p.id).collect());
+        }
+        Ok(index)
     }
 
     /// Reads every index file: the ones that decode (superseded or not), and
@@ -837,6 +846,10 @@ impl Repository {
     /// Reads, decrypts and verifies one blob.
     pub async fn read_blob(&self, index: &Index, id: &Id) -> Result<Vec<u8>> {
         let (pack, loc) = index.get(id).ok_or(Error::BlobNotFound(*id))?;
+        if let Some(packs) = self.tree_packs_for(&loc) {
+            let whole = packs.get(&self.inner.backend, self.cache(), &pack.id).await?;
+            return self.open_blob(pack, &loc, id, blob_in(&whole, pack, &loc)?);
+        }
         let sealed = self
             .inner
             .backend
@@ -849,9 +862,32 @@ impl Repository {
     /// repository is read without going through the runtime).
     pub fn read_blob_blocking(&self, handle: &tokio::runtime::Handle, index: &Index, id: &Id) -> Result<Vec<u8>> {
         let (pack, loc) = index.get(id).ok_or(Error::BlobNotFound(*id))?;
+        if let Some(packs) = self.tree_packs_for(&loc) {
+            let whole = handle.block_on(packs.get(&self.inner.backend, self.cache(), &pack.id))?;
+            return self.open_blob(pack, &loc, id, blob_in(&whole, pack, &loc)?);
+        }
         let range = loc.offset as u64..loc.offset as u64 + loc.length as u64;
         let sealed = self.inner.backend.read_range_blocking(handle, FileKind::Pack, &pack.id, range)?;
         self.open_blob(pack, &loc, id, &sealed)
+    }
+
+    /// Whether tree packs are read whole and kept in the local cache (a
+    /// network store with a cache; see [`TreePacks`]).
+    pub(crate) fn reads_tree_packs_whole(&self) -> bool {
+        self.inner.tree_packs.is_some()
+    }
+
+    /// Keeps a tree pack this process uploaded in the local cache.
+    pub(crate) fn keep_tree_pack(&self, id: &Id, parts: &[bytes::Bytes]) {
+        if let (Some(_), Some(cache)) = (&self.inner.tree_packs, self.cache()) {
+            cache.put(FileKind::Pack, id, &parts.concat());
+        }
+    }
+
+    /// Where a tree blob at `loc` is read whole-pack (see
+    /// [`TreePacks`]): a network store with a cache.
+    fn tree_packs_for(&self, loc: &BlobLocation) -> Option<&TreePacks> {
+        self.inner.tree_packs.as_ref().filter(|_| loc.blob_type == BlobType::Tree)
     }
 
     /// [`read_blob_blocking`](Repository::read_blob_blocking) of a blob
@@ -918,6 +954,17 @@ fn open_cache(options: &OpenOptions, id: &Id) -> Option<Cache> {
 }
 
 /// Reads an object (from the cache if there) and checks it hashes to its name.
+/// A blob's sealed bytes inside its whole pack.
+fn blob_in<'a>(pack_bytes: &'a [u8], pack: &PackInfo, loc: &BlobLocation) -> Result<&'a [u8]> {
+    let (start, end) = (loc.offset as usize, loc.offset as usize + loc.length as usize);
+    pack_bytes.get(start..end).ok_or_else(|| {
+        Error::corrupt(
+            FileKind::Pack.relative_path(&pack.id),
+            FormatError::Mismatch(format!("a blob at {start}..{end} lies past its end ({} bytes)", pack_bytes.len())),
+        )
+    })
+}
+
 async fn read_verified(backend: &Backend, cache: Option<&Cache>, kind: FileKind, id: &Id) -> Result<Vec<u8>> {
     if let Some(bytes) = cache.and_then(|c| c.get(kind, id)) {
         return Ok(bytes);

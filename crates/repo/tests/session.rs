@@ -247,3 +247,48 @@ async fn fixed_blocks_store_a_changed_page_alone_and_zero_blocks_as_holes() {
     assert!(added < 16384 + 4096, "one changed page stored {added} bytes");
     check_clean(&repo).await;
 }
+
+/// Stores the same bytes twice: from memory (`store_buffer`) and as a
+/// stream (`store_in_background`), and tells the summary its counts.
+struct Twice {
+    data: Vec<u8>,
+}
+
+#[async_trait::async_trait]
+impl Source for Twice {
+    type Error = Error;
+    async fn back_up(&mut self, into: &SourceContext) -> Result<(), Error> {
+        let buffered = into.store_buffer(bytes::Bytes::from(self.data.clone())).await?;
+        let streamed = into.store_in_background(std::io::Cursor::new(self.data.clone()), None).await?;
+        into.add_file("twice/buffered", buffered, &EntryMeta::file())?;
+        into.add_file("twice/streamed", streamed, &EntryMeta::file())?;
+        into.count_files(1, 0, 1);
+        into.add_snapshot_path("/twice");
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_in_memory_are_cut_as_a_stream_and_sources_set_their_counts() {
+    let repo = repository().await;
+    let data = bytes(11, 5_000_000);
+    let mut session = repo.begin_snapshot(SnapshotOptions::default()).await.unwrap();
+    session.add_source(&mut Twice { data: data.clone() }).await.unwrap();
+    let committed = session.commit().await.unwrap();
+    let s = &committed.summary;
+    assert_eq!((s.files_new, s.files_changed, s.files_unchanged), (1, 0, 1));
+    // Both copies were read and chunked; only one was stored.
+    assert_eq!(s.bytes_read, 2 * data.len() as u64);
+    assert!(s.bytes_added < data.len() as u64 * 11 / 10, "{}", s.bytes_added);
+
+    let loader = cairn_repo::TreeLoader::new(
+        &repo,
+        std::sync::Arc::new(repo.load_index().await.unwrap()),
+        tokio::runtime::Handle::current(),
+    );
+    let node = |path: &str| tokio::task::block_in_place(|| loader.resolve(&committed.snapshot, path)).unwrap();
+    let (buffered, streamed) = (node("/twice/buffered"), node("/twice/streamed"));
+    assert!(buffered.content.len() > 2, "several chunks: {}", buffered.content.len());
+    assert_eq!(buffered.content, streamed.content);
+    check_clean(&repo).await;
+}

@@ -43,11 +43,7 @@ pub async fn run(global: &GlobalArgs, args: RestoreArgs) -> Result<u8> {
     let options = RestoreOptions {
         includes: PathFilter::new(&args.includes)?,
         excludes: PathFilter::new(&args.excludes)?,
-        overwrite: match args.overwrite {
-            OverwriteArg::Always => Overwrite::Always,
-            OverwriteArg::IfChanged => Overwrite::IfChanged,
-            OverwriteArg::Never => Overwrite::Never,
-        },
+        overwrite: overwrite(&args.overwrite),
         delete: args.delete,
         verify: args.verify,
         dry_run: args.dry_run,
@@ -89,9 +85,9 @@ async fn restore_to_bucket(
     args: &RestoreArgs,
     started: std::time::Instant,
 ) -> Result<u8> {
-    if !args.includes.is_empty() || !args.excludes.is_empty() || args.delete || args.overwrite != OverwriteArg::Always {
+    if !args.includes.is_empty() || !args.excludes.is_empty() || args.delete {
         crate::exit::usage!(
-            "--include, --exclude, --delete and --overwrite apply to directories; restore a path inside the \
+            "--include, --exclude and --delete apply to directories; restore a path inside the \
              snapshot (SNAPSHOT:PATH) into a bucket instead"
         );
     }
@@ -117,7 +113,12 @@ async fn restore_to_bucket(
     let reporter = Reporter::new(global, "restored");
     let progress = Arc::new(RestoreProgress::default());
     let ticker = progress::tick_restore(reporter.clone(), progress.clone());
-    let options = cairn_repo::BucketRestoreOptions { dry_run: args.dry_run, verify: args.verify, uploads: b.uploads };
+    let options = cairn_repo::BucketRestoreOptions {
+        dry_run: args.dry_run,
+        verify: args.verify,
+        uploads: b.uploads,
+        overwrite: overwrite(&args.overwrite),
+    };
     let outcome = cairn_repo::restore_to_bucket(&loader, &start, &bucket, &options, &progress).await;
     drop(ticker);
     reporter.finish();
@@ -135,6 +136,7 @@ async fn restore_to_bucket(
             "objects": outcome.objects,
             "bytes": outcome.bytes,
             "verified": outcome.verified,
+            "skipped": outcome.skipped,
             "errors": outcome.failed.len(),
             "duration_secs": secs,
         }))?;
@@ -150,12 +152,23 @@ async fn restore_to_bucket(
         if outcome.verified > 0 {
             println!("{} objects verified", outcome.verified);
         }
+        if outcome.skipped > 0 {
+            println!("{} objects already there and left as they were (--overwrite)", outcome.skipped);
+        }
         if !outcome.failed.is_empty() {
             println!("{} files could not be restored (see the warnings)", outcome.failed.len());
         }
         println!("took {secs:.2}s");
     }
     Ok(if outcome.failed.is_empty() { 0 } else { exit::INCOMPLETE })
+}
+
+fn overwrite(arg: &OverwriteArg) -> Overwrite {
+    match arg {
+        OverwriteArg::Always => Overwrite::Always,
+        OverwriteArg::IfChanged => Overwrite::IfChanged,
+        OverwriteArg::Never => Overwrite::Never,
+    }
 }
 
 fn print_summary(

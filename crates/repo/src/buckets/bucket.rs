@@ -142,8 +142,19 @@ impl Bucket {
     /// On S3 every key is listed as stored; through object_store (GCS,
     /// Azure) a key it cannot represent fails the listing.
     pub async fn list(&self) -> Result<Vec<BucketObject>, BucketError> {
+        let mut objects = Vec::new();
+        self.list_pages(&mut |page| objects.extend(page)).await?;
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    /// [`list`](Self::list), handing the objects to `page` as the listing
+    /// arrives, a page at a time (each sorted by key): a backup reads the
+    /// first objects while the rest are listed. Through object_store (GCS,
+    /// Azure): one page at the end.
+    pub(crate) async fn list_pages(&self, page: &mut (dyn FnMut(Vec<BucketObject>) + Send)) -> Result<(), BucketError> {
         if let Some(s3) = &self.s3 {
-            return Ok(self.relative(s3.list(&self.full_prefix()).await?));
+            return s3.list_pages(&self.full_prefix(), &mut |objects| page(self.relative(objects))).await;
         }
         let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
         let metas: Vec<object_store::ObjectMeta> = self
@@ -162,7 +173,8 @@ impl Bucket {
                 version: m.version,
             })
             .collect();
-        Ok(self.relative(objects))
+        page(self.relative(objects));
+        Ok(())
     }
 
     /// The bucket as it was at `at`, from its object versions (S3 buckets

@@ -6,32 +6,20 @@ use std::collections::HashMap;
 use crate::buckets::escape;
 use crate::buckets::meta::{BucketObject, ObjectHeaders};
 use crate::buckets::xml::{Entry, EntryKind};
+use crate::files::restorer::Overwrite;
 use crate::format::tree::{Node, NodeKind, Time};
 
-/// Where one listed object goes and whether it is read.
+/// One listed object and whether it is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
     /// The object as listed.
     pub object: BucketObject,
-    /// Its path below the bucket's directory in the snapshot.
-    pub path: String,
     /// The parent snapshot's file, when the object is unchanged since:
     /// its content and headers are kept, nothing is downloaded.
     pub unchanged: Option<Node>,
-}
-
-/// A listing turned into a plan.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BackupPlan {
-    /// Every listed object, in listing order.
-    pub objects: Vec<Planned>,
-}
-
-impl BackupPlan {
-    /// How many objects are downloaded, and their bytes.
-    pub fn to_fetch(&self) -> (u64, u64) {
-        self.objects.iter().filter(|p| p.unchanged.is_none()).fold((0, 0), |(n, b), p| (n + 1, b + p.object.size))
-    }
+    /// Whether the parent snapshot has a file for the key (changed, if it
+    /// is not `unchanged`), or the object is new.
+    pub in_parent: bool,
 }
 
 /// A time as trees store it.
@@ -53,20 +41,20 @@ pub fn is_unchanged(object: &BucketObject, node: &Node) -> bool {
     ObjectHeaders::from_xattrs(&node.xattrs).ok().and_then(|h| h.etag).as_ref() == Some(etag)
 }
 
-/// Lays out `listing` (see [`escape::layout`]) and keeps the parent's
-/// file for every object found unchanged in `parent` (files by path below
-/// the bucket's directory).
-pub fn plan(listing: Vec<BucketObject>, parent: &HashMap<String, Node>) -> BackupPlan {
-    let paths = escape::layout(listing.iter().map(|o| o.key.as_str()));
-    let objects = listing
-        .into_iter()
-        .zip(paths)
-        .map(|(object, path)| {
-            let unchanged = parent.get(&path).filter(|node| is_unchanged(&object, node)).cloned();
-            Planned { object, path, unchanged }
-        })
-        .collect();
-    BackupPlan { objects }
+/// The parent snapshot's files below the bucket's directory (by path),
+/// by the key each path escapes ([`escape::path_to_key`]): a listing is
+/// compared key by key as it arrives, before every key (and so every
+/// path) is known. Paths that are not escaped keys are left out.
+pub fn parent_by_key(files: HashMap<String, Node>) -> HashMap<String, Node> {
+    files.into_iter().filter_map(|(path, node)| Some((escape::path_to_key(&path).ok()?, node))).collect()
+}
+
+/// Plans one listed object against the parent's files by key: unchanged
+/// (keep the parent's file) or read.
+pub fn plan(object: BucketObject, parent: &HashMap<String, Node>) -> Planned {
+    let in_parent = parent.get(&object.key);
+    let unchanged = in_parent.filter(|node| is_unchanged(&object, node)).cloned();
+    Planned { object, unchanged, in_parent: in_parent.is_some() }
 }
 
 /// The bucket as it was at `at`, from a listing of every version and
@@ -134,6 +122,23 @@ pub fn same_version(listed: &BucketObject, read: &BucketObject) -> bool {
     }
 }
 
+/// Whether a restore into a bucket leaves the object `existing` (the
+/// target's listing entry at the file's key, if any) as it is, instead of
+/// writing the snapshot's file of `size` bytes whose recorded ETag is
+/// `etag`: never with [`Overwrite::Always`]; whenever there is one with
+/// [`Overwrite::Never`]; with [`Overwrite::IfChanged`] when its size and
+/// ETag are the recorded ones (an object restored earlier from the same
+/// snapshot, or the original; a multipart object's ETag depends on its
+/// part size, so such an object may be written again).
+pub fn keep_existing(size: u64, etag: Option<&str>, existing: Option<&BucketObject>, overwrite: Overwrite) -> bool {
+    let Some(existing) = existing else { return false };
+    match overwrite {
+        Overwrite::Always => false,
+        Overwrite::Never => true,
+        Overwrite::IfChanged => existing.size == size && etag.is_some() && existing.etag.as_deref() == etag,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +159,29 @@ mod tests {
         n.mtime = Time { secs, nanos: 0 };
         n.xattrs = ObjectHeaders { etag: etag.map(Into::into), ..Default::default() }.to_xattrs();
         n
+    }
+
+    #[test]
+    fn restore_keeps_existing_objects_by_policy() {
+        use Overwrite::*;
+        let there = listed("k", 10, 100, Some("\"e\""));
+        let no_etag = listed("k", 10, 100, None);
+        // File size, recorded ETag, the object there, policy, kept?, what.
+        type Case<'a> = (u64, Option<&'a str>, Option<&'a BucketObject>, Overwrite, bool, &'a str);
+        let cases: &[Case] = &[
+            (10, Some("\"e\""), None, Never, false, "nothing there: written"),
+            (10, Some("\"e\""), None, IfChanged, false, "nothing there, if changed"),
+            (10, Some("\"e\""), Some(&there), Always, false, "always overwrites"),
+            (99, Some("\"f\""), Some(&there), Never, true, "never touches"),
+            (10, Some("\"e\""), Some(&there), IfChanged, true, "same size and etag"),
+            (11, Some("\"e\""), Some(&there), IfChanged, false, "other size"),
+            (10, Some("\"f\""), Some(&there), IfChanged, false, "other etag"),
+            (10, None, Some(&there), IfChanged, false, "no recorded etag"),
+            (10, None, Some(&no_etag), IfChanged, false, "neither has an etag"),
+        ];
+        for &(size, etag, existing, overwrite, keep, what) in cases {
+            assert_eq!(keep_existing(size, etag, existing, overwrite), keep, "{what}");
+        }
     }
 
     #[test]
@@ -183,26 +211,43 @@ mod tests {
     }
 
     #[test]
-    fn plan_reuses_only_unchanged_objects_at_their_paths() {
+    fn plan_reuses_only_unchanged_objects_by_key() {
         let parent: HashMap<String, Node> = [
             ("a".to_owned(), node(1, 1, Some("1"))),
+            // The key `d`, also a directory of others in the parent.
             ("d/%=".to_owned(), node(2, 2, Some("2"))),
             ("gone".to_owned(), node(3, 3, Some("3"))),
             ("b".to_owned(), node(5, 5, Some("5"))),
+            ("100%25".to_owned(), node(6, 6, Some("6"))),
+            ("not%an escape".to_owned(), node(9, 9, Some("9"))),
         ]
         .into();
+        let by_key = parent_by_key(parent);
+        let mut keys: Vec<&str> = by_key.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, ["100%", "a", "b", "d", "gone"]);
         let listing = vec![
+            listed("100%", 6, 6, Some("6")),
             listed("a", 1, 1, Some("1")),
             listed("b", 5, 5, Some("6")),
             listed("d", 2, 2, Some("2")),
             listed("d/x", 4, 4, Some("4")),
             listed("new", 7, 7, Some("7")),
         ];
-        let plan = plan(listing, &parent);
-        let got: Vec<(&str, bool)> = plan.objects.iter().map(|p| (p.path.as_str(), p.unchanged.is_some())).collect();
-        assert_eq!(got, [("a", true), ("b", false), ("d/%=", true), ("d/x", false), ("new", false)]);
-        assert_eq!(plan.to_fetch(), (3, 16));
-        assert_eq!(super::plan(Vec::new(), &parent), BackupPlan::default());
+        let got: Vec<(String, bool, bool)> = listing
+            .into_iter()
+            .map(|o| plan(o, &by_key))
+            .map(|p| (p.object.key, p.unchanged.is_some(), p.in_parent))
+            .collect();
+        let want = [
+            ("100%", true, true),
+            ("a", true, true),
+            ("b", false, true),
+            ("d", true, true),
+            ("d/x", false, false),
+            ("new", false, false),
+        ];
+        assert_eq!(got, want.map(|(k, u, p)| (k.to_owned(), u, p)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! its path is the escaped key of, with the content type and user metadata
 //! kept in its extended attributes.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::Ordering;
 
@@ -11,8 +12,9 @@ use futures::StreamExt;
 use crate::buckets::BucketError;
 use crate::buckets::bucket::Bucket;
 use crate::buckets::escape;
-use crate::buckets::meta::ObjectHeaders;
-use crate::files::restorer::RestoreProgress;
+use crate::buckets::meta::{BucketObject, ObjectHeaders};
+use crate::buckets::plan;
+use crate::files::restorer::{Overwrite, RestoreProgress};
 use crate::format::tree::{Node, NodeKind};
 use crate::view::TreeLoader;
 
@@ -29,11 +31,16 @@ pub struct BucketRestoreOptions {
     pub verify: bool,
     /// Objects written at once.
     pub uploads: usize,
+    /// What happens to objects already in the bucket at a file's key:
+    /// replaced ([`Overwrite::Always`]), kept when their size and ETag are
+    /// the snapshot's ([`Overwrite::IfChanged`]), or kept
+    /// ([`Overwrite::Never`]). Anything but `Always` lists the target first.
+    pub overwrite: Overwrite,
 }
 
 impl Default for BucketRestoreOptions {
     fn default() -> Self {
-        BucketRestoreOptions { dry_run: false, verify: false, uploads: 8 }
+        BucketRestoreOptions { dry_run: false, verify: false, uploads: 8, overwrite: Overwrite::Always }
     }
 }
 
@@ -46,6 +53,9 @@ pub struct BucketRestoreOutcome {
     pub bytes: u64,
     /// Objects read back and found equal (`verify`).
     pub verified: u64,
+    /// Objects already in the bucket and left as they were (see
+    /// [`BucketRestoreOptions::overwrite`]).
+    pub skipped: u64,
     /// Files that could not be restored: (path in the snapshot, why).
     pub failed: Vec<(String, String)>,
 }
@@ -101,6 +111,15 @@ pub async fn restore_to_bucket(
             Ok(headers) => planned.push(Planned { path, key, node, headers }),
             Err(e) => outcome.failed.push((path, e)),
         }
+    }
+    if options.overwrite != Overwrite::Always {
+        let existing: HashMap<String, BucketObject> =
+            bucket.list().await?.into_iter().map(|o| (o.key.clone(), o)).collect();
+        let before = planned.len();
+        planned.retain(|p| {
+            !plan::keep_existing(p.node.size, p.headers.etag.as_deref(), existing.get(&p.key), options.overwrite)
+        });
+        outcome.skipped = (before - planned.len()) as u64;
     }
     progress.files_total.store(planned.len() as u64, Ordering::Relaxed);
     progress.bytes_total.store(planned.iter().map(|p| p.node.size).sum(), Ordering::Relaxed);

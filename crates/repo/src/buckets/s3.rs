@@ -129,9 +129,13 @@ impl S3Client {
         Err(BucketError::Failed(format!("{what} at {}: {status} {code}{hint}", self.base)))
     }
 
-    /// Every object below `prefix` (full keys, as stored).
-    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<BucketObject>, BucketError> {
-        let mut objects = Vec::new();
+    /// Every object below `prefix` (full keys, as stored), handed to
+    /// `page` one listing page at a time.
+    pub(crate) async fn list_pages(
+        &self,
+        prefix: &str,
+        page: &mut (dyn FnMut(Vec<BucketObject>) + Send),
+    ) -> Result<(), BucketError> {
         let mut token: Option<String> = None;
         loop {
             let mut url = format!("{}/?encoding-type=url&list-type=2&prefix={}", self.base, uri_encode(prefix, false));
@@ -141,15 +145,15 @@ impl S3Client {
             let response = self.send(http::Method::GET, &url, Bytes::new(), &[]).await?;
             let text =
                 self.checked(response, "listing the bucket").await?.text().await.map_err(|e| failed("listing", e))?;
-            let page = xml::parse_listing(&text).map_err(|e| failed("a listing the server sent", e))?;
-            let Listing { objects: page_objects, next_token, truncated, .. } = page;
-            objects.extend(page_objects.into_iter().filter_map(|e| e.into_object()));
+            let listing = xml::parse_listing(&text).map_err(|e| failed("a listing the server sent", e))?;
+            let Listing { objects: page_objects, next_token, truncated, .. } = listing;
+            page(page_objects.into_iter().filter_map(|e| e.into_object()).collect());
             match (truncated, next_token) {
                 (true, Some(next)) => token = Some(next),
                 (true, None) => {
                     return Err(failed("listing the bucket", "a truncated page without a continuation token"));
                 }
-                (false, _) => return Ok(objects),
+                (false, _) => return Ok(()),
             }
         }
     }

@@ -2,12 +2,13 @@
 //! the snapshot session's [`Source`] interface.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use futures::{StreamExt, TryStreamExt};
 
 use crate::buckets::BucketError;
 use crate::buckets::bucket::Bucket;
+use crate::buckets::escape;
 use crate::buckets::meta::{BucketObject, ObjectHeaders};
 use crate::buckets::plan::{self, Drift, Planned};
 use crate::format::id::SnapshotId;
@@ -108,8 +109,13 @@ impl BucketSource {
         self.options.name.clone().unwrap_or_else(|| self.bucket.name().to_owned())
     }
 
-    /// The parent snapshot and its files below `name`, by path.
-    async fn parent_files(&self, name: &str) -> Result<(Option<SnapshotId>, HashMap<String, Node>), BucketError> {
+    /// The parent snapshot and its files below `name`, by path, read
+    /// through `loader` (the session's index).
+    async fn parent_files(
+        &self,
+        name: &str,
+        loader: TreeLoader,
+    ) -> Result<(Option<SnapshotId>, HashMap<String, Node>), BucketError> {
         if !self.repo.can_read() {
             return Ok((None, HashMap::new()));
         }
@@ -131,8 +137,6 @@ impl BucketSource {
                 }
             }
         };
-        let index = Arc::new(self.repo.load_index().await?);
-        let loader = TreeLoader::new(&self.repo, index, tokio::runtime::Handle::current());
         let name = name.as_bytes().to_vec();
         let files = tokio::task::spawn_blocking(move || -> Result<HashMap<String, Node>, BucketError> {
             let root = loader.load(&snapshot.tree)?;
@@ -163,6 +167,12 @@ fn entry_meta(object: &BucketObject, headers: &ObjectHeaders) -> EntryMeta {
     meta
 }
 
+/// Objects up to this size are read whole into memory and stored from
+/// there (no copy, no thread of their own); larger ones stream into the
+/// repository batch by batch. Memory stays below this times the
+/// downloads at once.
+const BUFFERED: u64 = 1 << 20;
+
 /// Downloads one object into the repository. `Ok(None)`: it vanished.
 async fn download(
     bucket: &Bucket,
@@ -172,11 +182,35 @@ async fn download(
 ) -> Result<Option<(BucketObject, ObjectHeaders, Content)>, BucketError> {
     let version = planned.object.version.as_deref().filter(|_| pinned);
     let Some(mut download) = bucket.get(&planned.object.key, version).await? else { return Ok(None) };
-    let mut sink = into.stream()?;
-    while let Some(batch) = download.body.next().await {
-        sink.send(batch?).await?;
-    }
-    let content = sink.finish().await?;
+    let content = if download.read.size <= BUFFERED {
+        let mut whole = bytes::BytesMut::with_capacity(download.read.size as usize);
+        let mut single = None;
+        while let Some(batch) = download.body.next().await {
+            let batch = batch?;
+            // An object that arrives in one batch is stored as it came.
+            if whole.is_empty() && single.is_none() {
+                single = Some(batch);
+                continue;
+            }
+            if let Some(first) = single.take() {
+                whole.extend_from_slice(&first);
+            }
+            whole.extend_from_slice(&batch);
+            if whole.len() as u64 > download.read.size {
+                return Err(BucketError::Failed(format!(
+                    "object {:?}: the service sends more than the {} bytes it announced",
+                    planned.object.key, download.read.size
+                )));
+            }
+        }
+        into.store_buffer(single.unwrap_or_else(|| whole.freeze())).await?
+    } else {
+        let mut sink = into.stream()?;
+        while let Some(batch) = download.body.next().await {
+            sink.send(batch?).await?;
+        }
+        sink.finish().await?
+    };
     if content.size != download.read.size {
         return Err(BucketError::Failed(format!(
             "object {:?}: read {} bytes, the service said {}",
@@ -186,62 +220,132 @@ async fn download(
     Ok(Some((download.read, download.headers, content)))
 }
 
+/// An object that goes into the snapshot: as listed, as recorded (the
+/// listing's time and ETag when the read found the version listed, else
+/// the read's), its headers and its content.
+struct Kept {
+    planned: Planned,
+    recorded: BucketObject,
+    headers: ObjectHeaders,
+    content: Content,
+}
+
+/// What the downloads found, gathered as they finish.
+#[derive(Default)]
+struct Gathered {
+    kept: Vec<Kept>,
+    drift: Vec<Drift>,
+    downloaded: u64,
+    downloaded_bytes: u64,
+}
+
+impl Gathered {
+    /// Records a download's outcome (`Err` only for a failure that fails
+    /// the backup).
+    fn downloaded(
+        &mut self,
+        planned: Planned,
+        outcome: Result<Option<(BucketObject, ObjectHeaders, Content)>, BucketError>,
+    ) -> Result<(), BucketError> {
+        let key = planned.object.key.clone();
+        let outcome = match outcome {
+            Err(BucketError::UnsupportedKey { reason, .. }) => {
+                self.drift.push(Drift::Unreadable { key, reason });
+                return Ok(());
+            }
+            other => other?,
+        };
+        let Some((read, mut headers, content)) = outcome else {
+            self.drift.push(Drift::Vanished { key });
+            return Ok(());
+        };
+        self.downloaded += 1;
+        self.downloaded_bytes += read.size;
+        let same = plan::same_version(&planned.object, &read);
+        if !same {
+            self.drift.push(Drift::Changed { key });
+        }
+        // The listing's time and ETag are what the next backup compares
+        // with: keep those when the read found the version listed.
+        let recorded = if same { planned.object.clone() } else { read };
+        headers.etag = recorded.etag.clone();
+        self.kept.push(Kept { planned, recorded, headers, content });
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl Source for BucketSource {
     type Error = BucketError;
 
     async fn back_up(&mut self, into: &SourceContext) -> Result<(), BucketError> {
         let name = self.name();
-        let (parent, parent_files) = self.parent_files(&name).await?;
-        let listing_started = jiff::Timestamp::now();
-        let listing = match self.options.versions_at {
-            Some(at) => self.bucket.list_at(at).await?,
-            None => self.bucket.list().await?,
-        };
+        let (parent, parent_files) = self.parent_files(&name, into.tree_loader()).await?;
+        let parent_files = plan::parent_by_key(parent_files);
         let pinned = self.options.versions_at.is_some();
-        let listing_ended = jiff::Timestamp::now();
-        let plan = plan::plan(listing, &parent_files);
-        drop(parent_files);
-        let (fetching, fetch_bytes) = plan.to_fetch();
-        into.events().note(&format!(
-            "{} objects listed in {:.1}s: {fetching} to download ({fetch_bytes} bytes), {} unchanged since the parent",
-            plan.objects.len(),
-            (listing_ended - listing_started).total(jiff::Unit::Second).unwrap_or(0.0),
-            plan.objects.len() as u64 - fetching
-        ));
-        let total_bytes: u64 = plan.objects.iter().map(|p| p.object.size).sum();
-        into.progress().expect(plan.objects.len() as u64, total_bytes);
-        into.add_dir(&name, &EntryMeta::dir().at(listing_started))?;
-        let report = Mutex::new(BucketReport {
-            location: self.bucket.path().to_owned(),
-            listing_started: Some(listing_started),
-            listing_ended: Some(listing_ended),
-            versions_at: self.options.versions_at,
-            parent,
-            ..Default::default()
-        });
-        let add = |planned: &Planned, read: &BucketObject, headers: &ObjectHeaders, content: Content| {
-            let mut report = report.lock().expect("report poisoned");
-            report.objects += 1;
-            report.bytes += read.size;
-            drop(report);
-            into.progress().item_done();
-            into.add_file(&format!("{name}/{}", planned.path), content, &entry_meta(read, headers))
-        };
-        let mut fetch = Vec::new();
-        for planned in plan.objects {
-            match &planned.unchanged {
-                Some(node) => {
-                    let headers = ObjectHeaders::from_xattrs(&node.xattrs).map_err(BucketError::Failed)?;
-                    let content = Content { extents: node.content.clone(), size: node.size };
-                    add(&planned, &planned.object, &headers, content)?;
-                    report.lock().expect("report poisoned").unchanged += 1;
-                }
-                None => fetch.push(planned),
+        into.add_dir(&name, &EntryMeta::dir().at(jiff::Timestamp::now()))?;
+
+        // The listing runs beside the downloads: the objects of a page are
+        // read as soon as it arrives, not after the last page.
+        let listing_started = jiff::Timestamp::now();
+        let (pages_tx, mut pages_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<BucketObject>>();
+        let listing = async {
+            let (tx, mut listed, mut listed_bytes) = (pages_tx, 0u64, 0u64);
+            let mut send = |page: Vec<BucketObject>| {
+                listed += page.len() as u64;
+                listed_bytes += page.iter().map(|o| o.size).sum::<u64>();
+                // Closed only when the downloads failed: nobody waits.
+                let _ = tx.send(page);
+            };
+            match self.options.versions_at {
+                Some(at) => self.bucket.list_at(at).await.map(&mut send)?,
+                None => self.bucket.list_pages(&mut send).await?,
             }
-        }
+            drop(tx);
+            let ended = jiff::Timestamp::now();
+            into.events().note(&format!(
+                "{listed} objects listed in {:.1}s ({listed_bytes} bytes)",
+                (ended - listing_started).total(jiff::Unit::Second).unwrap_or(0.0),
+            ));
+            Ok::<_, BucketError>(ended)
+        };
+        let pages = futures::stream::poll_fn(move |cx| pages_rx.poll_recv(cx));
+
+        let progress = into.progress();
+        let gathered = Mutex::new(Gathered::default());
+        let mut unchanged = 0u64;
+        let to_fetch = pages
+            .flat_map(|page| {
+                progress.expect(page.len() as u64, page.iter().map(|o| o.size).sum());
+                futures::stream::iter(page)
+            })
+            .filter_map(|object| {
+                let planned = plan::plan(object, &parent_files);
+                let fetch = match &planned.unchanged {
+                    Some(node) => {
+                        let kept = ObjectHeaders::from_xattrs(&node.xattrs).map(|headers| Kept {
+                            recorded: planned.object.clone(),
+                            headers,
+                            content: Content { extents: node.content.clone(), size: node.size },
+                            planned: planned.clone(),
+                        });
+                        match kept {
+                            Ok(kept) => {
+                                unchanged += 1;
+                                progress.item_done();
+                                gathered.lock().expect("gathered poisoned").kept.push(kept);
+                                None
+                            }
+                            // A parent file with damaged attributes: read the object again.
+                            Err(_) => Some(Planned { unchanged: None, ..planned }),
+                        }
+                    }
+                    None => Some(planned),
+                };
+                futures::future::ready(fetch)
+            });
         let bucket = &self.bucket;
-        futures::stream::iter(fetch)
+        let downloads = to_fetch
             .map(|planned: Planned| async move {
                 let outcome = download(bucket, into, &planned, pinned).await;
                 (planned, outcome)
@@ -249,42 +353,47 @@ impl Source for BucketSource {
             .buffer_unordered(self.options.downloads.max(1))
             .map(Ok::<_, BucketError>)
             .try_for_each(|(planned, outcome)| {
-                let result = (|| {
-                    let key = planned.object.key.clone();
-                    let outcome = match outcome {
-                        Err(BucketError::UnsupportedKey { reason, .. }) => {
-                            report.lock().expect("report poisoned").drift.push(Drift::Unreadable { key, reason });
-                            return Ok(());
-                        }
-                        other => other?,
-                    };
-                    match outcome {
-                        None => report.lock().expect("report poisoned").drift.push(Drift::Vanished { key }),
-                        Some((read, mut headers, content)) => {
-                            let same = plan::same_version(&planned.object, &read);
-                            {
-                                let mut report = report.lock().expect("report poisoned");
-                                report.downloaded += 1;
-                                report.downloaded_bytes += read.size;
-                                if !same {
-                                    report.drift.push(Drift::Changed { key });
-                                }
-                            }
-                            // The listing's time and ETag are what the next
-                            // backup compares with: keep those when the read
-                            // found the version listed.
-                            let recorded = if same { &planned.object } else { &read };
-                            headers.etag = recorded.etag.clone();
-                            add(&planned, recorded, &headers, content)?;
-                        }
-                    }
-                    Ok(())
-                })();
-                futures::future::ready(result)
-            })
-            .await?;
-        let mut report = report.into_inner().expect("report poisoned");
-        report.drift.sort_by(|a, b| drift_key(a).cmp(drift_key(b)));
+                progress.item_done();
+                futures::future::ready(gathered.lock().expect("gathered poisoned").downloaded(planned, outcome))
+            });
+        // Either failing stops the other.
+        let (listing_ended, ()) = futures::try_join!(listing, downloads)?;
+        let gathered = gathered.into_inner().expect("gathered poisoned");
+        into.events().note(&format!(
+            "{} objects downloaded ({} bytes), {unchanged} unchanged since the parent",
+            gathered.downloaded, gathered.downloaded_bytes,
+        ));
+
+        // Paths once every key is known (a key that is also a directory of
+        // others is `KEY/%=`).
+        let Gathered { mut kept, mut drift, downloaded, downloaded_bytes } = gathered;
+        kept.sort_by(|a, b| a.planned.object.key.cmp(&b.planned.object.key));
+        let paths = escape::layout(kept.iter().map(|k| k.planned.object.key.as_str()));
+        let mut report = BucketReport {
+            location: self.bucket.path().to_owned(),
+            listing_started: Some(listing_started),
+            listing_ended: Some(listing_ended),
+            versions_at: self.options.versions_at,
+            parent,
+            downloaded,
+            downloaded_bytes,
+            unchanged,
+            ..Default::default()
+        };
+        let (mut new, mut changed) = (0, 0);
+        for (kept, path) in kept.into_iter().zip(paths) {
+            report.objects += 1;
+            report.bytes += kept.recorded.size;
+            match (&kept.planned.unchanged, kept.planned.in_parent) {
+                (Some(_), _) => {}
+                (None, true) => changed += 1,
+                (None, false) => new += 1,
+            }
+            into.add_file(&format!("{name}/{path}"), kept.content, &entry_meta(&kept.recorded, &kept.headers))?;
+        }
+        into.count_files(new, changed, unchanged);
+        drift.sort_by(|a, b| drift_key(a).cmp(drift_key(b)));
+        report.drift = drift;
         into.add_snapshot_path(self.bucket.path());
         into.set_metadata(&format!("bucket:{name}"), serde_json::to_value(&report).unwrap_or_default());
         self.report = report;

@@ -7,3 +7,4 @@ pub(crate) mod lease;
 pub(crate) mod rclone;
 pub(crate) mod sftp;
 mod store_kit;
+pub(crate) mod tree_packs;

@@ -30,6 +30,7 @@ use crate::format::tree::{Node, NodeKind, Tree};
 use crate::repository::Repository;
 use crate::selection::{GroupBy, GroupKey, SnapshotFilter};
 use crate::storage::backend::FileKind;
+use crate::view::TreeLoader;
 use crate::writing::journal::{self, Journal};
 use crate::writing::progress::{NoEvents, Progress, SessionEvents};
 use crate::writing::store::{Content, Store, StreamSink};
@@ -106,6 +107,8 @@ pub struct SourceContext {
     metadata: Mutex<serde_json::Map<String, serde_json::Value>>,
     events: Arc<dyn SessionEvents>,
     progress: Arc<Progress>,
+    /// New, changed and unchanged files, when the source tells.
+    counts: Mutex<Option<(u64, u64, u64)>>,
 }
 
 impl SourceContext {
@@ -154,11 +157,36 @@ impl SourceContext {
 
     /// Stores bytes already in memory.
     pub async fn store_bytes(&self, data: Vec<u8>) -> Result<Content> {
-        let mut sink = self.stream()?;
-        if !data.is_empty() {
-            sink.send(bytes::Bytes::from(data)).await?;
-        }
-        sink.finish().await
+        self.store_buffer(bytes::Bytes::from(data)).await
+    }
+
+    /// Stores bytes already in memory, on a blocking thread of the runtime:
+    /// the chunks are slices of `data`, not copies, and the cuts are the
+    /// same as a stream's of the same bytes. Many small contents (objects
+    /// downloaded whole) store faster this way than through
+    /// [`stream`](Self::stream), which starts a thread per stream.
+    pub async fn store_buffer(&self, data: bytes::Bytes) -> Result<Content> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.store_buffer(data))
+            .await
+            .map_err(|e| Error::WriteSessionFailed(format!("a storing thread failed: {e}")))?
+    }
+
+    /// A reader of trees through the session's index, which is loaded
+    /// before [`Source::back_up`] is called: a source reads its parent
+    /// snapshot with it without loading the index again. (A put-only key
+    /// reads no trees: its index is empty.)
+    pub fn tree_loader(&self) -> TreeLoader {
+        let writer = self.store.writer();
+        TreeLoader::new(writer.repository(), writer.index(), self.store.handle().clone())
+    }
+
+    /// Tells the snapshot's summary how the source's files compare with
+    /// its parent: `new` files, `changed` ones (read again) and `unchanged`
+    /// ones (taken from the parent). Without this call every file counts
+    /// as new.
+    pub fn count_files(&self, new: u64, changed: u64, unchanged: u64) {
+        *self.counts.lock().expect("counts poisoned") = Some((new, changed, unchanged));
     }
 
     /// Adds a file at `path` (relative to the snapshot's root, `/`
@@ -489,16 +517,22 @@ impl SnapshotSession {
             metadata: Mutex::new(serde_json::Map::new()),
             events: self.events.clone(),
             progress: self.progress.clone(),
+            counts: Mutex::new(None),
         };
+        let read_before = self.progress.bytes_read.load(std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = source.back_up(&context).await {
             // What the source stored may be half a stream: the session
             // publishes nothing after this.
             self.store.fail(Error::WriteSessionFailed(format!("a source failed: {e}")));
             return Err(e);
         }
-        let SourceContext { store, tree, paths, tags, metadata, .. } = context;
+        let bytes_read =
+            self.progress.bytes_read.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(read_before);
+        let SourceContext { store, tree, paths, tags, metadata, counts: file_counts, .. } = context;
         let tree = tree.into_inner().expect("tree builder poisoned");
         let counts = tree.counts();
+        let (files_new, files_changed, files_unchanged) =
+            file_counts.into_inner().expect("counts poisoned").unwrap_or((counts.files, 0, 0));
         if tree.is_empty() {
             return Err(Error::InvalidArgument("the source added no files or directories".into()).into());
         }
@@ -510,10 +544,12 @@ impl SnapshotSession {
         self.tags.extend(tags.into_inner().expect("tags poisoned"));
         self.extra.extend(metadata.into_inner().expect("metadata poisoned"));
         let summary = SnapshotSummary {
-            files_new: counts.files,
+            files_new,
+            files_changed,
+            files_unchanged,
             dirs: counts.dirs,
             total_bytes: counts.bytes,
-            bytes_read: counts.bytes,
+            bytes_read,
             ..Default::default()
         };
         add_counts(&mut self.summary, &summary);

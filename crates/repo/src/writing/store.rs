@@ -225,6 +225,30 @@ impl Store {
         Ok(content)
     }
 
+    /// Stores bytes already in memory as one content (blocking: the
+    /// sealers' queue may make it wait). The chunks are slices of `data`,
+    /// not copies; the cuts are the same as [`store_reader`](Self::store_reader)'s
+    /// over the same bytes.
+    pub(crate) fn store_buffer(&self, data: Bytes) -> Result<Content> {
+        let mut content = Content::default();
+        for range in self.writer().repository().chunker().chunks(&data) {
+            if self.aborted() {
+                break;
+            }
+            let len = range.len() as u64;
+            content.size += len;
+            self.inner.progress.bytes_read.fetch_add(len, Ordering::Relaxed);
+            content.extents.push(self.submit(data.slice(range)));
+        }
+        if let Some(e) = self.take_failure() {
+            return Err(e);
+        }
+        if self.aborted() {
+            return Err(Error::WriteSessionFailed("the backup was aborted".into()));
+        }
+        Ok(content)
+    }
+
     /// Stores everything `reader` yields cut at fixed `block_size` offsets
     /// instead of content-defined points (blocking). Each full block is one
     /// chunk, the last may be shorter; an all-zero block becomes a hole

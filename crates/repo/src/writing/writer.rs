@@ -382,6 +382,10 @@ impl Writer {
         if let Some(journal) = &self.journal {
             journal.record(&indexed.id);
         }
+        // A tree pack is kept in the local cache too (network stores): the
+        // next backup reads its parent's trees from there.
+        let tree_pack = indexed.blobs.first().is_some_and(|b| b.blob_type == BlobType::Tree);
+        let keep = (tree_pack && self.repo.reads_tree_packs_whole()).then(|| (self.repo.clone(), parts.clone()));
         self.uploads.lock().expect("upload set poisoned").spawn(async move {
             let start = std::time::Instant::now();
             let written = backend.write_new(FileKind::Pack, &indexed.id, parts).await;
@@ -389,6 +393,9 @@ impl Writer {
             drop(permit);
             drop(buffer_guard);
             written?;
+            if let Some((repo, parts)) = keep {
+                repo.keep_tree_pack(&indexed.id, &parts);
+            }
             Ok(indexed)
         });
         self.collect_finished_uploads()?;
