@@ -59,3 +59,6 @@ seed tree fifo "\x01\x01\x00\x00\x00\x01\x00\x00\x00a\x03$zeros"
 seed bucket listing '<ListBucketResult><EncodingType>url</EncodingType><IsTruncated>false</IsTruncated><Contents><Key>a%2Fb+c</Key><LastModified>2024-05-01T02:00:00.000Z</LastModified><ETag>&quot;e&quot;</ETag><Size>3</Size></Contents></ListBucketResult>'
 seed bucket versions '<ListVersionsResult><Version><Key>k</Key><VersionId>v1</VersionId><LastModified>2024-01-01T00:00:00Z</LastModified><Size>1</Size></Version><DeleteMarker><Key>k</Key><VersionId>d</VersionId><LastModified>2024-01-02T00:00:00Z</LastModified></DeleteMarker></ListVersionsResult>'
 seed bucket path 'dir/%/x%09y/%2E%2E/%='
+
+# pitr_backup_label: what pg_backup_stop returns.
+seed pitr_backup_label primary 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-12-06 01:40:00 UTC\nLABEL: cairn\nSTART TIMELINE: 1\n'

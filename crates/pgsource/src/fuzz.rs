@@ -3,7 +3,8 @@
 //! Each function feeds arbitrary bytes to a decoder of outside data the way
 //! the PITR code reads it, and must never panic: WAL page headers (what
 //! `wal-push` reads from PostgreSQL's files), WAL file names, timeline
-//! history files and the `pitr` metadata of snapshots.
+//! history files, `backup_label` files, `pg_basebackup` tar streams and the
+//! `pitr` metadata of snapshots.
 
 use crate::pitr::{self, SegmentSize, WalFile};
 
@@ -47,4 +48,30 @@ pub fn pitr_metadata(data: &[u8]) {
     let catalog = pitr::WalCatalog::from_snapshots(&listing);
     let statuses = pitr::status(&catalog, jiff::Timestamp::UNIX_EPOCH);
     let _ = pitr::check(&catalog, &statuses);
+}
+
+/// A `backup_label` as `pg_backup_stop` (or a `pg_basebackup` tar) gives
+/// it: whatever parses names a WAL segment and an LSN that parse too.
+pub fn backup_label(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(label) = pitr::parse_backup_label(text) {
+        let name = label.start_wal.as_bytes();
+        assert!(name.len() == 24 && name.iter().all(u8::is_ascii_hexdigit), "the start file is a segment name");
+        assert!(label.start_lsn.parse::<pitr::Lsn>().is_ok(), "the start location is an LSN");
+    }
+}
+
+/// What `base-backup --from-tar` decodes from a `pg_basebackup` stream: the
+/// tar's member paths (each must stay inside the data directory) and the
+/// `backup_manifest`'s WAL ranges.
+pub fn base_tar(data: &[u8]) {
+    let _ = pitr::manifest_stop_lsn(data);
+    if let Ok(entries) = tar::Archive::new(data).entries() {
+        for entry in entries.take(1000) {
+            let Ok(entry) = entry else { break };
+            if let Ok(path) = pitr::tar_relative_path(&entry.path_bytes()) {
+                assert!(!path.starts_with('/') && !path.split('/').any(|c| c == ".."), "{path:?} escapes");
+            }
+        }
+    }
 }
