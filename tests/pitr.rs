@@ -381,10 +381,11 @@ impl Pitr {
 
 /// The life of a real PITR: production (timeline 1) is restored to a time
 /// before a mistake and the restored cluster becomes production. On
-/// promotion it archives `00000002.history` and the old timeline's last,
-/// partial segment as `.partial` into the same repository, then archives on
-/// timeline 2. A restore to a time on timeline 2 follows the history chain:
-/// timeline 1's WAL up to the switch, timeline 2's after it.
+/// promotion it archives `00000002.history` into the same repository, then
+/// archives on timeline 2. A restore to a time on timeline 2 follows the
+/// history chain: timeline 1's WAL up to the switch, timeline 2's after it.
+/// A `.partial` segment pushed along is stored under its own name and never
+/// stands in for the segment.
 #[test]
 fn a_promoted_restore_archives_a_new_timeline_and_a_later_restore_follows_it() {
     let Some(p) = Pitr::start("pitr-tli") else { return };
@@ -420,7 +421,22 @@ fn a_promoted_restore_archives_a_new_timeline_and_a_later_restore_follows_it() {
     std::thread::sleep(Duration::from_millis(1100));
     p.restored_sql(&dst, port, "INSERT INTO t SELECT g, 'later' FROM generate_series(1101, 1200) g");
     p.restored_switch_and_wait(&dst, port);
+    p.restored_sql(&dst, port, "INSERT INTO t VALUES (5000, 'in the open segment')");
+    let open = p.restored_sql(&dst, port, "SELECT pg_walfile_name(pg_current_wal_lsn())");
+
+    // The segment being written, pushed as a .partial (as pg_receivewal
+    // leaves it, or a standby's promotion archives it).
+    let receiver = p.target("receiver");
+    std::fs::create_dir_all(receiver.join("pg_wal")).unwrap();
+    let partial = format!("{open}.partial");
+    std::fs::copy(dst.join("pg_wal").join(&open), receiver.join("pg_wal").join(&partial)).unwrap();
+    for d in [receiver.clone(), receiver.join("pg_wal"), receiver.join("pg_wal").join(&partial)] {
+        std::os::unix::fs::chown(&d, Some(p.owner.0), Some(p.owner.1)).unwrap();
+    }
     assert!(p.pg_ctl(&["stop", "-m", "fast", "-w"], &dst).status.success());
+    let mut push = p.cairn(&["pg", "wal-push", &format!("pg_wal/{partial}"), "--pgdata", dst.to_str().unwrap()]);
+    push.current_dir(&receiver);
+    ok(run(&mut push));
 
     // The repository has timeline 2 with its history, and the .partial.
     let status: serde_json::Value =
@@ -433,7 +449,7 @@ fn a_promoted_restore_archives_a_new_timeline_and_a_later_restore_follows_it() {
     assert!(!tl2["windows"].as_array().unwrap().is_empty(), "a restore onto timeline 2 is possible: {status}");
     let snaps = ok(run(&mut p.cairn(&["--json", "snapshots", "--tag", "pg-wal"])));
     assert!(snaps.contains("00000002.history"), "{snaps}");
-    assert!(snaps.contains(".partial\""), "the promotion's .partial segment is archived: {snaps}");
+    assert!(snaps.contains(&format!("{partial}\"")), "the .partial is archived: {snaps}");
     // Both timelines check out, the .partial read back included.
     let out = ok(run(&mut p.cairn(&["pg", "check", "--read-data"])));
     assert!(out.contains("no problems"), "{out}");
@@ -464,11 +480,6 @@ fn a_promoted_restore_archives_a_new_timeline_and_a_later_restore_follows_it() {
     // The .partial comes back by its name (PostgreSQL never asks for one:
     // recovery reads the new timeline's copy of that segment; an operator
     // who wants the old timeline's last WAL fetches it so).
-    let partial = snaps
-        .split('"')
-        .find(|s| s.ends_with(".partial") && s.len() == 32)
-        .unwrap_or_else(|| panic!("no .partial name in {snaps}"))
-        .to_owned();
     let scratch = p.target("scratch");
     std::fs::create_dir(&scratch).unwrap();
     std::os::unix::fs::chown(&scratch, Some(p.owner.0), Some(p.owner.1)).unwrap();
@@ -545,7 +556,7 @@ fn base_backups_from_a_standby_and_from_a_pg_basebackup_stream_restore() {
     let from_standby: serde_json::Value = serde_json::from_str(&out).unwrap();
     let standby_id = from_standby["snapshot_id"].as_str().unwrap_or_else(|| panic!("{out}")).to_owned();
     let base = ok(run(&mut p.cairn(&["--json", "snapshots", "--tag", "pg-base"])));
-    assert!(base.contains("\"from_standby\":true"), "{base}");
+    assert!(base.contains("\"from_standby\": true"), "{base}");
     assert!(base.contains("BACKUP FROM: standby"), "{base}");
     p.sql("INSERT INTO t SELECT g, 'second' FROM generate_series(1001, 2000) g");
 
@@ -565,7 +576,8 @@ fn base_backups_from_a_standby_and_from_a_pg_basebackup_stream_restore() {
         .gid(p.owner.1)
         .stdin(Stdio::null());
     let out = ok(run(&mut pipe));
-    let from_tar: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let summary = out.lines().find(|l| l.contains("\"message_type\":\"summary\"")).unwrap_or_else(|| panic!("{out}"));
+    let from_tar: serde_json::Value = serde_json::from_str(summary).unwrap();
     let tar_id = from_tar["snapshot_id"].as_str().unwrap_or_else(|| panic!("{out}")).to_owned();
     assert!(from_tar["files"].as_u64().unwrap() > 100, "{out}");
     p.sql("INSERT INTO t SELECT g, 'third' FROM generate_series(2001, 3000) g");
