@@ -553,7 +553,8 @@ fn base_backups_from_a_standby_and_from_a_pg_basebackup_stream_restore() {
 
     // From the standby.
     let out = ok(run(&mut p.cairn(&["--json", "pg", "base-backup", "-d", &standby_conn, "--fast"])));
-    let from_standby: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let summary = out.lines().find(|l| l.contains("\"message_type\":\"summary\"")).unwrap_or_else(|| panic!("{out}"));
+    let from_standby: serde_json::Value = serde_json::from_str(summary).unwrap();
     let standby_id = from_standby["snapshot_id"].as_str().unwrap_or_else(|| panic!("{out}")).to_owned();
     let base = ok(run(&mut p.cairn(&["--json", "snapshots", "--tag", "pg-base"])));
     assert!(base.contains("\"from_standby\": true"), "{base}");
