@@ -4,6 +4,7 @@
 # cluster in one run, and cairn's physical restore next to its logical one.
 #
 #   benches/pitr-compare.sh [--scale S] [--block-sizes "16KiB 8KiB 64KiB"] [--workdir DIR] [--no-pgbackrest]
+#                           [--secondary-index]
 #
 # --scale 1 is the brief's database: 4,000,000 rows of random text with a
 # primary key (~540 MB of tables). Day 2 updates 0.2 % of the rows at random
@@ -11,8 +12,15 @@
 # pushes every segment to both tools. Prints a Markdown table: base backup
 # time, stored size on day 1 and added on day 2 (per cairn block size and for
 # pgBackRest's incremental backup), restore-to-ready time, and the logical
-# backup's restore time. Needs PostgreSQL 15 (apt) and runs as root: the
-# server, archive_command and both tools run as the `postgres` OS user.
+# backup's restore time. It also prints where day 2's new bytes are: every
+# 8 KiB page of the data directory is hashed at each day's base backup, and
+# the pages (and blocks of the first block size) that day 1 did not have are
+# summed per kind of file (table, index, free space map, visibility map,
+# pg_xact, other), with the pages whose LSN did not move (hint bits only,
+# not WAL-logged). --secondary-index adds an index on the text column (the
+# logical restore must build it, the physical one copies it). Needs
+# PostgreSQL 15 (apt) and runs as root: the server, archive_command and both
+# tools run as the `postgres` OS user.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,13 +29,15 @@ SCALE=1
 BLOCKS="16KiB 8KiB 64KiB"
 WORKDIR=/tmp/pitr-compare
 PGBR=1
+SECONDARY=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --scale) SCALE=$2; shift 2 ;;
         --block-sizes) BLOCKS=$2; shift 2 ;;
         --workdir) WORKDIR=$2; shift 2 ;;
         --no-pgbackrest) PGBR=0; shift ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --secondary-index) SECONDARY=1; shift ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -104,11 +114,85 @@ CREATE TABLE t (id integer PRIMARY KEY, body text);
 INSERT INTO t SELECT g, md5(random()::text) || md5(random()::text) || md5(random()::text) FROM generate_series(1, $N) g;
 VACUUM ANALYZE;
 SQL
+[ "$SECONDARY" = 1 ] && psql -X -q -v ON_ERROR_STOP=1 -c "CREATE INDEX t_body ON t (body)"
 say "generated in $(elapsed "$t0" "$(now)") s: $(psql -X -At -c "SELECT pg_size_pretty(pg_database_size('bench'))")"
 switch() { psql -X -qAt -c "SELECT pg_switch_wal()" >/dev/null; }
 
+# Page maps for the day-2 breakdown: per file of the data directory (what a
+# base backup reads), each 8 KiB page's hash and LSN (its first 8 bytes).
+pagemap() { # $1 = output file
+    local rels
+    rels=$(psql -X -At -F ' ' -c "SELECT pg_relation_filepath(oid), relkind FROM pg_class
+        WHERE pg_relation_filepath(oid) IS NOT NULL")
+    REL_KINDS="$rels" python3 - "$PGDIR/data" "$1" <<'PY'
+import hashlib, json, os, sys
+root, out = sys.argv[1], sys.argv[2]
+skip = {"pg_wal", "pg_stat_tmp", "pg_replslot", "pg_dynshmem", "pg_notify", "pg_serial", "pg_snapshots", "pg_subtrans"}
+pages = {}
+for dirpath, dirs, files in os.walk(root):
+    dirs[:] = [d for d in dirs if os.path.relpath(os.path.join(dirpath, d), root) not in skip and not d.startswith("pgsql_tmp")]
+    for name in files:
+        path = os.path.join(dirpath, name)
+        rel = os.path.relpath(path, root)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        pages[rel] = [(hashlib.blake2b(data[i:i + 8192], digest_size=12).hexdigest(), data[i:i + 8].hex())
+                      for i in range(0, len(data), 8192)]
+kinds = dict(line.split(" ", 1) for line in os.environ["REL_KINDS"].splitlines() if " " in line)
+json.dump({"pages": pages, "kinds": kinds}, open(out, "w"))
+PY
+}
+breakdown() { # $1 $2 = day-1 and day-2 page maps, $3 = block size in bytes
+    python3 - "$1" "$2" "$3" <<'PY'
+import json, re, sys
+one, two, block = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), int(sys.argv[3])
+kinds = {**one["kinds"], **two["kinds"]}
+def kind(rel):
+    if rel.startswith("pg_xact/"):
+        return "pg_xact"
+    m = re.match(r"^(base/\d+/\d+|global/\d+)(_(fsm|vm|init))?(\.\d+)?$", rel)
+    if not m:
+        return "other files"
+    if m.group(3) in ("fsm", "vm"):
+        return {"fsm": "free space maps", "vm": "visibility maps"}[m.group(3)]
+    k = kinds.get(m.group(1))
+    return {"r": "tables", "t": "TOAST tables", "m": "tables", "i": "indexes"}.get(k, "other relations")
+per = block // 8192
+old_pages = {h for pages in one["pages"].values() for h, _ in pages}
+old_blocks = {tuple(h for h, _ in pages[i:i + per]) for pages in one["pages"].values() for i in range(0, len(pages), per)}
+old_lsn = {rel: {i: lsn for i, (_, lsn) in enumerate(pages)} for rel, pages in one["pages"].items()}
+old_hash = {rel: [h for h, _ in pages] for rel, pages in one["pages"].items()}
+rows, tot = {}, [0, 0, 0, 0]
+for rel, pages in two["pages"].items():
+    r = rows.setdefault(kind(rel), [0, 0, 0, 0])
+    for i, (h, lsn) in enumerate(pages):
+        r[0] += 8192
+        if h not in old_pages:
+            r[1] += 8192
+            # Same page, same LSN, other bytes: hint bits (not WAL-logged).
+            if old_lsn.get(rel, {}).get(i) == lsn and i < len(old_hash.get(rel, [])):
+                r[3] += 8192
+    for i in range(0, len(pages), per):
+        if tuple(h for h, _ in pages[i:i + per]) not in old_blocks:
+            r[2] += 8192 * len(pages[i:i + per])
+for r in rows.values():
+    tot = [a + b for a, b in zip(tot, r)]
+mib = lambda b: f"{b / 1048576:.1f}"
+print(f"| day 2, by kind of file | size | new 8 KiB pages | new {block // 1024} KiB blocks | share of new blocks | hint-bit-only pages |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+for k, r in sorted(rows.items(), key=lambda kv: -kv[1][2]):
+    print(f"| {k} | {mib(r[0])} MiB | {mib(r[1])} MiB | {mib(r[2])} MiB | {100 * r[2] / max(tot[2], 1):.0f} % | {mib(r[3])} MiB |")
+print(f"| all (raw, before compression) | {mib(tot[0])} MiB | {mib(tot[1])} MiB ({100 * tot[1] / max(tot[0], 1):.0f} %) | {mib(tot[2])} MiB ({100 * tot[2] / max(tot[0], 1):.0f} %) | | {mib(tot[3])} MiB |")
+PY
+}
+
 declare -A DAY1 DAY2 TIME1 TIME2
 base_backups() { # $1 = day
+    psql -X -q -c CHECKPOINT
+    pagemap "$WORKDIR/pages-$1.json"
     for b in $BLOCKS; do
         local t0 out
         t0=$(now)
@@ -199,3 +283,8 @@ echo "| cairn pg restore --to-latest --start (physical: files, then recovery thr
 echo "| pgbackrest restore + recovery to promotion | $PGBR_RESTORE |"
 echo "| cairn pg restore (logical, --jobs 2) of the database | $LOGICAL_RESTORE |"
 echo "| physical / logical speed-up | $(python3 -c "print(f'{$LOGICAL_RESTORE / $CAIRN_RESTORE:.1f}x')") |"
+echo
+bytes_of() { python3 -c "import re,sys; v,u=re.match(r'([0-9.]+)(\D*)', sys.argv[1]).groups(); print(int(float(v)*{'':1,'KiB':1024,'MiB':1<<20}[u]))" "$1"; }
+breakdown "$WORKDIR/pages-1.json" "$WORKDIR/pages-2.json" "$(bytes_of "$first_block")"
+echo
+echo "(cairn's day 2 / day 1 above is of stored bytes: compressed blocks plus trees, index and pack framing.)"

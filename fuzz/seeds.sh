@@ -67,3 +67,5 @@ seed pg_cluster_manifest props '{"version":1,"kind":"postgresql-cluster","server
 # files, dirs, bytes (u64 LE each), no subdirectory keys.
 k32=$(printf '\\x07%.0s' {1..32})
 seed dir_cache one "$k32$k32\x01\x00\x00\x00$k32$k32$k32\x02\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x09\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+# pitr_backup_label: what pg_backup_stop returns.
+seed pitr_backup_label primary 'START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nCHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\nBACKUP FROM: primary\nSTART TIME: 2026-12-06 01:40:00 UTC\nLABEL: cairn\nSTART TIMELINE: 1\n'

@@ -341,3 +341,292 @@ fn a_base_backup_with_a_tablespace_restores_it_elsewhere() {
     assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_some());
     assert!(p.pg_ctl(&["stop", "-m", "fast", "-w"], &dst).status.success());
 }
+
+impl Pitr {
+    /// Starts a restored data directory with archiving into the repository
+    /// switched on (as a restored cluster that becomes production is), its
+    /// socket in the data directory, and waits until it is out of recovery.
+    fn start_archiving(&self, target: &Path, port: u16) {
+        let archive = format!("{} pg wal-push %p", self.cairn_words().join(" "));
+        let conf = target.join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(&format!(
+            "\narchive_mode = on\narchive_command = '{archive}'\nunix_socket_directories = '{}'\n",
+            target.display()
+        ));
+        std::fs::write(&conf, text).unwrap();
+        let log = target.join("log");
+        let out = self.pg_ctl(&["start", "-w", "-t", "180", "-l", log.to_str().unwrap()], target);
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(out.status.success(), "the restored cluster did not start: {}", log_text());
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while self.restored_sql(target, port, "SELECT pg_is_in_recovery()") != "f" {
+            assert!(Instant::now() < deadline, "recovery did not end: {}", log_text());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// On a restored cluster: switches WAL and waits until the old segment is archived.
+    fn restored_switch_and_wait(&self, target: &Path, port: u16) {
+        let seg = self.restored_sql(target, port, "SELECT pg_walfile_name(pg_switch_wal())");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let done = format!("SELECT coalesce(last_archived_wal >= '{seg}', false) FROM pg_stat_archiver");
+        while self.restored_sql(target, port, &done) != "t" {
+            let failed = self.restored_sql(target, port, "SELECT coalesce(last_failed_wal, '') FROM pg_stat_archiver");
+            assert!(Instant::now() < deadline, "segment {seg} was not archived (last failure: {failed})");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The life of a real PITR: production (timeline 1) is restored to a time
+/// before a mistake and the restored cluster becomes production. On
+/// promotion it archives `00000002.history` into the same repository, then
+/// archives on timeline 2. A restore to a time on timeline 2 follows the
+/// history chain: timeline 1's WAL up to the switch, timeline 2's after it.
+/// A `.partial` segment pushed along is stored under its own name and never
+/// stands in for the segment.
+#[test]
+fn a_promoted_restore_archives_a_new_timeline_and_a_later_restore_follows_it() {
+    let Some(p) = Pitr::start("pitr-tli") else { return };
+    p.sql("CREATE TABLE t (id int PRIMARY KEY, note text)");
+    ok(run(&mut p.cairn(&["pg", "base-backup", "-d", &p.conn(), "--fast"])));
+    p.sql("INSERT INTO t SELECT g, 'kept' FROM generate_series(1, 100) g");
+    std::thread::sleep(Duration::from_millis(1100));
+    let before_mistake = p.sql("SELECT now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    p.sql("INSERT INTO t SELECT g, 'mistake' FROM generate_series(101, 200) g");
+    p.switch_and_wait();
+
+    // Restore to before the mistake; the restored cluster archives from its promotion on.
+    let dst = p.target("tl2");
+    let port = free_port();
+    let (dst_text, port_text) = (dst.to_str().unwrap().to_owned(), port.to_string());
+    ok(run(&mut p.cairn(&[
+        "pg",
+        "restore",
+        "--to-time",
+        &before_mistake,
+        "--target-dir",
+        &dst_text,
+        "--port",
+        &port_text,
+    ])));
+    p.start_archiving(&dst, port);
+    assert_eq!(p.restored_sql(&dst, port, "SELECT count(*), max(id) FROM t"), "100|100");
+    assert_eq!(p.restored_sql(&dst, port, "SELECT timeline_id FROM pg_control_checkpoint()"), "2");
+    p.restored_sql(&dst, port, "INSERT INTO t SELECT g, 'timeline 2' FROM generate_series(1001, 1100) g");
+    std::thread::sleep(Duration::from_millis(1100));
+    let on_tl2 = p.restored_sql(&dst, port, "SELECT now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    p.restored_sql(&dst, port, "INSERT INTO t SELECT g, 'later' FROM generate_series(1101, 1200) g");
+    p.restored_switch_and_wait(&dst, port);
+    p.restored_sql(&dst, port, "INSERT INTO t VALUES (5000, 'in the open segment')");
+    let open = p.restored_sql(&dst, port, "SELECT pg_walfile_name(pg_current_wal_lsn())");
+
+    // The segment being written, pushed as a .partial (as pg_receivewal
+    // leaves it, or a standby's promotion archives it).
+    let receiver = p.target("receiver");
+    std::fs::create_dir_all(receiver.join("pg_wal")).unwrap();
+    let partial = format!("{open}.partial");
+    std::fs::copy(dst.join("pg_wal").join(&open), receiver.join("pg_wal").join(&partial)).unwrap();
+    for d in [receiver.clone(), receiver.join("pg_wal"), receiver.join("pg_wal").join(&partial)] {
+        std::os::unix::fs::chown(&d, Some(p.owner.0), Some(p.owner.1)).unwrap();
+    }
+    assert!(p.pg_ctl(&["stop", "-m", "fast", "-w"], &dst).status.success());
+    let mut push = p.cairn(&["pg", "wal-push", &format!("pg_wal/{partial}"), "--pgdata", dst.to_str().unwrap()]);
+    push.current_dir(&receiver);
+    ok(run(&mut push));
+
+    // The repository has timeline 2 with its history, and the .partial.
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(run(&mut p.cairn(&["--json", "pg", "pitr-status"])))).unwrap();
+    let timelines = status[0]["timelines"].as_array().unwrap();
+    let tl2 = timelines.iter().find(|t| t["timeline"] == 2).unwrap_or_else(|| panic!("no timeline 2: {status}"));
+    assert_eq!(tl2["history"], true, "{status}");
+    assert!(tl2["segments"].as_u64().unwrap() >= 1, "{status}");
+    assert!(tl2["gaps"].as_array().unwrap().is_empty(), "{status}");
+    assert!(!tl2["windows"].as_array().unwrap().is_empty(), "a restore onto timeline 2 is possible: {status}");
+    let snaps = ok(run(&mut p.cairn(&["--json", "snapshots", "--tag", "pg-wal"])));
+    assert!(snaps.contains("00000002.history"), "{snaps}");
+    assert!(snaps.contains(&format!("{partial}\"")), "the .partial is archived: {snaps}");
+    // Both timelines check out, the .partial read back included.
+    let out = ok(run(&mut p.cairn(&["pg", "check", "--read-data"])));
+    assert!(out.contains("no problems"), "{out}");
+
+    // A restore to the time on timeline 2 follows 00000002.history.
+    let again = p.target("again");
+    let port2 = free_port();
+    let out = ok(run(&mut p.cairn(&[
+        "pg",
+        "restore",
+        "--to-time",
+        &on_tl2,
+        "--target-dir",
+        again.to_str().unwrap(),
+        "--port",
+        &port2.to_string(),
+        "--start",
+    ])));
+    assert!(out.contains("cluster in production"), "{out}");
+    assert_eq!(
+        p.restored_sql(&again, port2, "SELECT note, count(*) FROM t GROUP BY note ORDER BY note"),
+        "kept|100\ntimeline 2|100"
+    );
+    // It recovered along timeline 2 and promoted onto timeline 3.
+    assert_eq!(p.restored_sql(&again, port2, "SELECT timeline_id FROM pg_control_checkpoint()"), "3");
+    assert!(p.pg_ctl(&["stop", "-m", "fast", "-w"], &again).status.success());
+
+    // The .partial comes back by its name (PostgreSQL never asks for one:
+    // recovery reads the new timeline's copy of that segment; an operator
+    // who wants the old timeline's last WAL fetches it so).
+    let scratch = p.target("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    std::os::unix::fs::chown(&scratch, Some(p.owner.0), Some(p.owner.1)).unwrap();
+    let mut get = p.cairn(&["pg", "wal-get", &partial, "got.partial", "--prefetch", "0"]);
+    get.current_dir(&scratch);
+    ok(run(&mut get));
+    assert_eq!(std::fs::metadata(scratch.join("got.partial")).unwrap().len(), 16 << 20);
+}
+
+impl Pitr {
+    /// A PostgreSQL program run as the server's user against the primary.
+    fn pg_tool(&self, program: &str) -> Command {
+        let mut c = Command::new(pgbin().join(program));
+        c.env("PGHOST", &self.pg.dir)
+            .env("PGPORT", self.pg.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", "postgres")
+            .uid(self.owner.0)
+            .gid(self.owner.1)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// A streaming replica of the cluster (`pg_basebackup -R`), started on
+    /// its own port with its socket in its data directory; waits until it streams.
+    fn start_standby(&self, name: &str) -> (PathBuf, u16) {
+        let dir = self.target(name);
+        let out =
+            self.pg_tool("pg_basebackup").args(["-R", "-X", "stream", "-c", "fast", "-D"]).arg(&dir).output().unwrap();
+        assert!(out.status.success(), "pg_basebackup -R: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let conf = dir.join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(&format!("\nport = {port}\nunix_socket_directories = '{}'\n", dir.display()));
+        std::fs::write(&conf, text).unwrap();
+        let log = dir.join("log");
+        let out = self.pg_ctl(&["start", "-w", "-t", "120", "-l", log.to_str().unwrap()], &dir);
+        assert!(
+            out.status.success(),
+            "the standby did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.restored_sql(&dir, port, "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")
+            != "1"
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the standby does not stream: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (dir, port)
+    }
+}
+
+/// Two ways to take a base backup without reading the primary's data
+/// directory: from a streaming standby (`pg_backup_start` runs on the
+/// standby, the primary archives the WAL), and from `pg_basebackup -Ft -D -
+/// -X none` piped into `--from-tar -`. Each restores, with the primary's
+/// archived WAL, to exactly the rows committed before the target.
+#[test]
+fn base_backups_from_a_standby_and_from_a_pg_basebackup_stream_restore() {
+    let Some(p) = Pitr::start("pitr-stby") else { return };
+    p.sql("CREATE TABLE t (id int PRIMARY KEY, note text)");
+    p.sql("INSERT INTO t SELECT g, 'first' FROM generate_series(1, 1000) g");
+    let (standby, sport) = p.start_standby("standby");
+    let standby_conn = format!("host={} port={sport} user=postgres dbname=postgres", standby.display());
+    assert_eq!(p.restored_sql(&standby, sport, "SELECT pg_is_in_recovery()"), "t");
+
+    // From the standby.
+    let out = ok(run(&mut p.cairn(&["--json", "pg", "base-backup", "-d", &standby_conn, "--fast"])));
+    let summary = out.lines().find(|l| l.contains("\"message_type\":\"summary\"")).unwrap_or_else(|| panic!("{out}"));
+    let from_standby: serde_json::Value = serde_json::from_str(summary).unwrap();
+    let standby_id = from_standby["snapshot_id"].as_str().unwrap_or_else(|| panic!("{out}")).to_owned();
+    let base = ok(run(&mut p.cairn(&["--json", "snapshots", "--tag", "pg-base"])));
+    assert!(base.contains("\"from_standby\": true"), "{base}");
+    assert!(base.contains("BACKUP FROM: standby"), "{base}");
+    p.sql("INSERT INTO t SELECT g, 'second' FROM generate_series(1001, 2000) g");
+
+    // From a pg_basebackup stream, as when the data directory is on another host.
+    let script = format!(
+        "set -o pipefail; {}/pg_basebackup -Ft -D - -X none -c fast | {} pg base-backup --from-tar - --json",
+        pgbin().display(),
+        p.cairn_words().join(" ")
+    );
+    let mut pipe = Command::new("bash");
+    pipe.args(["-c", &script])
+        .env("PGHOST", &p.pg.dir)
+        .env("PGPORT", p.pg.port.to_string())
+        .env("PGUSER", "postgres")
+        .env("HOME", &p.dir)
+        .uid(p.owner.0)
+        .gid(p.owner.1)
+        .stdin(Stdio::null());
+    let out = ok(run(&mut pipe));
+    let summary = out.lines().find(|l| l.contains("\"message_type\":\"summary\"")).unwrap_or_else(|| panic!("{out}"));
+    let from_tar: serde_json::Value = serde_json::from_str(summary).unwrap();
+    let tar_id = from_tar["snapshot_id"].as_str().unwrap_or_else(|| panic!("{out}")).to_owned();
+    assert!(from_tar["files"].as_u64().unwrap() > 100, "{out}");
+    p.sql("INSERT INTO t SELECT g, 'third' FROM generate_series(2001, 3000) g");
+    std::thread::sleep(Duration::from_millis(1100));
+    let target = p.sql("SELECT now()");
+    std::thread::sleep(Duration::from_millis(1100));
+    p.sql("INSERT INTO t SELECT g, 'after' FROM generate_series(3001, 4000) g");
+    p.switch_and_wait();
+    assert!(p.pg_ctl(&["stop", "-m", "fast", "-w"], &standby).status.success());
+
+    for (name, base) in [("from-standby", &standby_id), ("from-tar", &tar_id)] {
+        let dst = p.target(name);
+        let port = free_port();
+        let out = ok(run(&mut p.cairn(&[
+            "pg",
+            "restore",
+            base,
+            "--to-time",
+            &target,
+            "--target-dir",
+            dst.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--start",
+        ])));
+        assert!(out.contains("cluster in production"), "{name}: {out}");
+        assert_eq!(
+            p.restored_sql(&dst, port, "SELECT note, count(*) FROM t GROUP BY note ORDER BY min(id)"),
+            "first|1000\nsecond|1000\nthird|1000",
+            "{name}"
+        );
+        assert!(p.pg_ctl(&["stop", "-m", "fast", "-w"], &dst).status.success());
+    }
+
+    // A stream without its manifest has no stop position: refused, nothing stored.
+    let script = format!(
+        "{}/pg_basebackup -Ft -D - -X none --no-manifest 2>/dev/null | {} pg base-backup --from-tar -",
+        pgbin().display(),
+        p.cairn_words().join(" ")
+    );
+    let mut pipe = Command::new("bash");
+    pipe.args(["-c", &script])
+        .env("PGHOST", &p.pg.dir)
+        .env("PGPORT", p.pg.port.to_string())
+        .env("PGUSER", "postgres")
+        .env("HOME", &p.dir)
+        .uid(p.owner.0)
+        .gid(p.owner.1)
+        .stdin(Stdio::null());
+    fails(run(&mut pipe), 1, &["backup_manifest", "--no-manifest"]);
+}

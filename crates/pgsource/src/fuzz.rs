@@ -3,8 +3,9 @@
 //! Each function feeds arbitrary bytes to a decoder of outside data the way
 //! the PITR code reads it, and must never panic: WAL page headers (what
 //! `wal-push` reads from PostgreSQL's files), WAL file names, timeline
-//! history files and the `pitr` metadata of snapshots; and the cluster
-//! manifest of `--all-databases` snapshots with the SQL it turns into.
+//! history files, `backup_label` files, `pg_basebackup` tar streams and the
+//! `pitr` metadata of snapshots; and the cluster manifest of
+//! `--all-databases` snapshots with the SQL it turns into.
 
 use crate::pitr::{self, SegmentSize, WalFile};
 
@@ -61,5 +62,31 @@ pub fn cluster_manifest(data: &[u8]) {
     }
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::dbprops::split_list(text);
+    }
+}
+
+/// A `backup_label` as `pg_backup_stop` (or a `pg_basebackup` tar) gives
+/// it: whatever parses names a WAL segment and an LSN that parse too.
+pub fn backup_label(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(label) = pitr::parse_backup_label(text) {
+        let name = label.start_wal.as_bytes();
+        assert!(name.len() == 24 && name.iter().all(u8::is_ascii_hexdigit), "the start file is a segment name");
+        assert!(label.start_lsn.parse::<pitr::Lsn>().is_ok(), "the start location is an LSN");
+    }
+}
+
+/// What `base-backup --from-tar` decodes from a `pg_basebackup` stream: the
+/// tar's member paths (each must stay inside the data directory) and the
+/// `backup_manifest`'s WAL ranges.
+pub fn base_tar(data: &[u8]) {
+    let _ = pitr::manifest_stop_lsn(data);
+    if let Ok(entries) = tar::Archive::new(data).entries() {
+        for entry in entries.take(1000) {
+            let Ok(entry) = entry else { break };
+            if let Ok(path) = pitr::tar_relative_path(&entry.path_bytes()) {
+                assert!(!path.starts_with('/') && !path.split('/').any(|c| c == ".."), "{path:?} escapes");
+            }
+        }
     }
 }

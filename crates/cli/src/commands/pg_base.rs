@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use cairn_pgsource::pitr::{
     self, BaseBackupOptions, BaseBackupSource, PitrDrillOptions, PitrDrillReport, PitrRestoreOptions,
-    PitrRestoreReport, RecoveryTarget, TargetAction, TimelineChoice,
+    PitrRestoreReport, RecoveryTarget, TarBaseOptions, TarBaseSource, TargetAction, TimelineChoice,
 };
 use cairn_pgsource::{ConnSpec, Tools};
 use cairn_repo::{SnapshotFilter, SnapshotId, SnapshotOptions};
@@ -53,6 +53,9 @@ pub struct PgBaseBackupArgs {
     /// Create the repository if it does not exist
     #[arg(long)]
     pub init: bool,
+    /// Read the backup from `pg_basebackup -Ft -D - -X none` (`-`: standard input) instead of the data directory
+    #[arg(long, value_name = "FILE|-", conflicts_with_all = ["pgdata", "fast", "allow_no_archive"])]
+    pub from_tar: Option<PathBuf>,
 }
 
 /// The recovery target of `pg restore` and `pg drill --pitr`.
@@ -207,12 +210,29 @@ pub async fn base_backup(global: &GlobalArgs, args: PgBaseBackupArgs) -> Result<
     let mut session = repo.begin_snapshot(snapshot_options).await?;
     session.set_events(reporter.clone());
     let ticker = progress::tick_session(reporter.clone(), session.progress());
-    let mut source = BaseBackupSource::new(options);
-    session.add_source(&mut source).await.context("the base backup failed; no snapshot was written")?;
+    let failed = "the base backup failed; no snapshot was written";
+    let outcome = match &args.from_tar {
+        None => {
+            let mut source = BaseBackupSource::new(options);
+            session.add_source(&mut source).await.context(failed)?;
+            source.outcome().cloned()
+        }
+        Some(path) => {
+            let tar_options = TarBaseOptions { block_size: options.block_size, label: options.label.clone() };
+            let reader: Box<dyn std::io::Read + Send> = if path.as_os_str() == "-" {
+                Box::new(std::io::stdin())
+            } else {
+                Box::new(std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?)
+            };
+            let mut source = TarBaseSource::new(std::io::BufReader::with_capacity(1 << 20, reader), tar_options);
+            session.add_source(&mut source).await.context(failed)?;
+            source.outcome().cloned()
+        }
+    };
     let committed = session.commit().await?;
     drop(ticker);
     reporter.finish();
-    let Some(outcome) = source.outcome() else { anyhow::bail!("the base backup recorded nothing") };
+    let Some(outcome) = outcome else { anyhow::bail!("the base backup recorded nothing") };
     let info = &outcome.info;
     let json = serde_json::json!({
         "system_identifier": info.system_identifier.to_string(),

@@ -82,15 +82,26 @@ async fn run_pusher(global: &GlobalArgs, args: &PgWalPushArgs, wal_dir: PathBuf,
     };
     let report = pitr::run_pusher(&repo, &options).await;
     match &report {
-        Ok(r) => eprintln!(
-            "{} pusher {} idle, exiting: {} batches, {} files stored, {} already archived, {} refused",
-            jiff::Timestamp::now(),
-            std::process::id(),
-            r.batches,
-            r.stored,
-            r.already,
-            r.refused
-        ),
+        Ok(r) => {
+            let t = &r.timings;
+            let ms = |d: Duration| d.as_millis();
+            eprintln!(
+                "{} pusher {} idle, exiting: {} batches, {} files ({} MiB) stored, {} already archived, {} refused; \
+                 time: read+check {} ms (overlapped; {} ms waited for), store {} ms, commit {} ms, acknowledge {} ms",
+                jiff::Timestamp::now(),
+                std::process::id(),
+                r.batches,
+                r.stored,
+                r.bytes >> 20,
+                r.already,
+                r.refused,
+                ms(t.read_check),
+                ms(t.wait_read),
+                ms(t.store),
+                ms(t.commit),
+                ms(t.acknowledge)
+            )
+        }
         Err(e) => eprintln!("{} pusher {} failed: {e}", jiff::Timestamp::now(), std::process::id()),
     }
     report?;
@@ -200,6 +211,28 @@ pub async fn pitr_status(global: &GlobalArgs, args: PgPitrStatusArgs) -> Result<
             if t.windows.is_empty() {
                 println!("    no recoverable window (no base backup with its WAL)");
             }
+        }
+        match &s.last_drill {
+            Some(d) => {
+                println!(
+                    "  last drill {} ({}): {} to {}, ready in {:.1} s, {} of {} checks passed{}",
+                    d.time,
+                    d.snapshot.short(),
+                    if d.ok { "passed" } else { "FAILED" },
+                    d.target,
+                    d.total_secs,
+                    d.checks - d.failed_checks,
+                    d.checks,
+                    d.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+                );
+                if !d.ok {
+                    match s.last_passed_drill {
+                        Some(t) => println!("  last passed drill {t}"),
+                        None => println!("  no drill has passed"),
+                    }
+                }
+            }
+            None => println!("  no drill reports (run `cairn pg drill --pitr`)"),
         }
     }
     Ok(0)

@@ -1,6 +1,7 @@
 //! What the repository holds for point-in-time recovery, from the snapshot
 //! list alone (no tree reads): per cluster, every archived WAL file with
-//! the batches that hold it, the timeline histories and the base backups.
+//! the batches that hold it, the timeline histories, the base backups and
+//! the reports `pg drill --pitr` stored.
 //! `wal-get`, `pitr-status`, `check` and `forget` all start here.
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use super::layout::{
     BASE_TAG, BaseBackupInfo, HistoryEntry, PitrInfo, SegmentSize, TimelineId, WAL_TAG, WalFile, base_snapshot_path,
     parse_history, wal_snapshot_path,
 };
+use super::restore::drill::{DRILL_TAG, PitrDrillReport};
 
 /// One stored copy of a WAL file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +49,15 @@ pub struct BaseEntry {
     pub info: BaseBackupInfo,
 }
 
+/// A stored `pg drill --pitr` report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DrillEntry {
+    /// The report's snapshot.
+    pub id: SnapshotId,
+    /// The report.
+    pub report: PitrDrillReport,
+}
+
 /// The archive of one cluster (one system identifier).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterWal {
@@ -61,6 +72,8 @@ pub struct ClusterWal {
     pub bases: Vec<BaseEntry>,
     /// Each timeline's ancestors, from its archived `.history` file.
     pub histories: BTreeMap<TimelineId, Vec<HistoryEntry>>,
+    /// The drill reports stored for it, oldest first.
+    pub drills: Vec<DrillEntry>,
 }
 
 /// What the snapshot list says about PITR, by cluster.
@@ -77,7 +90,15 @@ impl WalCatalog {
     /// [`Repository::list_snapshots`](cairn_repo::Repository::list_snapshots) gives it).
     pub fn from_snapshots(snapshots: &[(SnapshotId, Snapshot)]) -> WalCatalog {
         let mut catalog = WalCatalog::default();
+        let mut drills = Vec::new();
         for (id, snapshot) in snapshots {
+            if snapshot.tags.iter().any(|t| t == DRILL_TAG) {
+                match PitrDrillReport::of(snapshot) {
+                    Some(report) => drills.push(DrillEntry { id: *id, report }),
+                    None => catalog.unreadable.push((*id, "its `pitr_drill` report is missing or unreadable".into())),
+                }
+                continue;
+            }
             let tagged = snapshot.tags.iter().any(|t| t == WAL_TAG || t == BASE_TAG);
             let info = match PitrInfo::of(snapshot) {
                 None if tagged => {
@@ -133,6 +154,15 @@ impl WalCatalog {
                 }
             }
         }
+        // A report belongs to a cluster the repository archives (one of
+        // another cluster's, if any, has nothing to show next to).
+        for drill in drills {
+            if let Some(cluster) =
+                drill.report.system_identifier.parse::<u64>().ok().and_then(|s| catalog.clusters.get_mut(&s))
+            {
+                cluster.drills.push(drill);
+            }
+        }
         catalog
     }
 
@@ -143,6 +173,7 @@ impl WalCatalog {
             batches: Vec::new(),
             bases: Vec::new(),
             histories: BTreeMap::new(),
+            drills: Vec::new(),
         })
     }
 

@@ -12,7 +12,8 @@
 //! (`pitr-status`), [`check()`] and [`verify_wal_data`] (`pg check`), and
 //! [`plan_wal_retention`] (`pg forget`).
 //!
-//! The base side: [`BaseBackupSource`] (`base-backup`), [`plan`] and
+//! The base side: [`BaseBackupSource`] (`base-backup`), [`TarBaseSource`]
+//! (`base-backup --from-tar`), [`plan`] and
 //! [`restore_to_target`] (`pg restore --to-*`), [`pitr_drill`] and
 //! [`store_report`] (`pg drill --pitr`).
 
@@ -25,7 +26,7 @@ mod retention;
 mod status;
 mod wal;
 
-pub use catalog::{ArchivedCopy, BaseEntry, BatchEntry, ClusterWal, WalCatalog};
+pub use catalog::{ArchivedCopy, BaseEntry, BatchEntry, ClusterWal, DrillEntry, WalCatalog};
 pub use check::{Finding, check, verify_wal_data};
 pub use layout::{
     BASE_DATA_DIR, BASE_TABLESPACES_DIR, BASE_TAG, BaseBackupInfo, HistoryEntry, LayoutError, Lsn, METADATA_KEY,
@@ -33,6 +34,9 @@ pub use layout::{
     WalSegment, base_snapshot_path, parse_history, wal_snapshot_path, wal_tree_path,
 };
 
+pub use base::from_tar::{TarBaseOptions, TarBaseSource};
+pub(crate) use base::from_tar::{relative_path as tar_relative_path, stop_lsn_of as manifest_stop_lsn};
+pub use base::label::{Label as BackupLabel, parse as parse_backup_label};
 pub use base::{
     BLOCK_SIZE_KEY, BaseBackupOptions, BaseBackupOutcome, BaseBackupSource, DEFAULT_BLOCK_SIZE, FROM_STANDBY_KEY,
     base_backup,
@@ -46,13 +50,13 @@ pub use restore::{
     restore_and_configure, restore_command, restore_to_target,
 };
 pub use retention::{WalVerdict, plan_wal_retention};
-pub use status::{ClusterStatus, Gap, TimelineStatus, Window, chain, segment_on_chain, status};
+pub use status::{ClusterStatus, DrillStatus, Gap, TimelineStatus, Window, chain, segment_on_chain, status};
 pub use wal::get::{
     FetchPlan, GetOptions, GetOutcome, choose_cluster, get_from_repository, get_from_spool, plan_fetch,
 };
 pub use wal::header::{HeaderError, LongHeader, check_segment, magic_of, major_of, read_long_header};
 pub use wal::push::{
-    ForegroundOptions, PushOutcome, PusherOptions, PusherReport, Verdict, is_plausible_name, push_foreground,
-    run_pusher, select_batch, verdict,
+    ForegroundOptions, PushOutcome, PushTimings, PusherOptions, PusherReport, Verdict, is_plausible_name,
+    push_foreground, run_pusher, select_batch, verdict,
 };
 pub use wal::spool::{DEFAULT_SPOOL_NAME, PusherLock, Spool};

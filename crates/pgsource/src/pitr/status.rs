@@ -99,7 +99,7 @@ pub struct TimelineStatus {
 }
 
 /// One cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterStatus {
     /// Its system identifier.
     pub system_identifier: String,
@@ -117,6 +117,33 @@ pub struct ClusterStatus {
     pub rpo_seconds: Option<i64>,
     /// Its timelines, oldest first.
     pub timelines: Vec<TimelineStatus>,
+    /// Drill reports stored (`pg drill --pitr`).
+    pub drills: u64,
+    /// The newest drill report.
+    pub last_drill: Option<DrillStatus>,
+    /// When a drill last passed.
+    pub last_passed_drill: Option<jiff::Timestamp>,
+}
+
+/// A drill report, summed up.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrillStatus {
+    /// The report's snapshot.
+    pub snapshot: SnapshotId,
+    /// When the drill ran.
+    pub time: jiff::Timestamp,
+    /// Whether everything passed.
+    pub ok: bool,
+    /// The target it recovered to.
+    pub target: String,
+    /// Seconds until the restored cluster was ready.
+    pub total_secs: f64,
+    /// Checks run, and how many failed.
+    pub checks: u64,
+    /// See `checks`.
+    pub failed_checks: u64,
+    /// Why it failed before its checks, if it did.
+    pub error: Option<String>,
 }
 
 /// The status of every cluster in the catalog at time `now`.
@@ -140,6 +167,18 @@ fn cluster_status(sysid: u64, cluster: &ClusterWal, now: jiff::Timestamp) -> Clu
         last_push,
         rpo_seconds: last_push.map(|t| now.as_second() - t.as_second()),
         timelines: timelines.into_iter().map(|t| timeline_status(cluster, &present, t, size)).collect(),
+        drills: cluster.drills.len() as u64,
+        last_drill: cluster.drills.iter().max_by_key(|d| d.report.time).map(|d| DrillStatus {
+            snapshot: d.id,
+            time: d.report.time,
+            ok: d.report.ok,
+            target: d.report.target.clone(),
+            total_secs: d.report.total_secs,
+            checks: d.report.checks.len() as u64,
+            failed_checks: d.report.checks.iter().filter(|c| !c.ok).count() as u64,
+            error: d.report.error.clone(),
+        }),
+        last_passed_drill: cluster.drills.iter().filter(|d| d.report.ok).map(|d| d.report.time).max(),
     }
 }
 
@@ -303,6 +342,41 @@ mod tests {
         );
         let t2 = &status(&c, at(2000))[0].timelines[1];
         assert_eq!(t2.gaps, vec![Gap { first: seg(2, 3), last: seg(2, 3), segments: 1 }]);
+    }
+
+    /// A `pg-drill` snapshot of cluster `sysid` at `secs`.
+    fn drill(n: u8, secs: i64, sysid: &str, ok: bool) -> (SnapshotId, cairn_repo::Snapshot) {
+        use crate::pitr::{DRILL_METADATA_KEY, DRILL_TAG};
+        let mut s = cairn_repo::Snapshot::new(Default::default(), vec![format!("/pg-drill/{sysid}")]);
+        s.time = at(secs);
+        s.tags = vec![DRILL_TAG.into()];
+        let report = serde_json::json!({"system_identifier": sysid, "time": at(secs), "base": null,
+            "target": "latest", "timeline": 1, "restore_secs": 1.0, "recovery_secs": 2.0, "total_secs": 3.5,
+            "verify": "", "checks": [{"sql": "SELECT 1", "ok": ok, "detail": ""}, {"sql": "SELECT 2", "ok": true, "detail": ""}],
+            "error": null, "cleaned_up": true, "ok": ok});
+        s.extra.insert(DRILL_METADATA_KEY.into(), report);
+        (crate::pitr::catalog::tests::id(n), s)
+    }
+
+    #[test]
+    fn drill_reports_show_the_newest_and_the_last_passed() {
+        let mut list = vec![batch(1, 100, 7, &[(seg(1, 1).as_str(), "h")])];
+        list.push(drill(2, 200, "7", true));
+        list.push(drill(3, 300, "7", false));
+        list.push(drill(4, 400, "8", true)); // another cluster's, not archived here: left out
+        let mut broken = drill(5, 500, "7", true);
+        broken.1.extra.clear();
+        list.push(broken);
+        let c = WalCatalog::from_snapshots(&list);
+        assert_eq!(c.unreadable.len(), 1, "{:?}", c.unreadable);
+        let s = &status(&c, at(600))[0];
+        assert_eq!(s.drills, 2);
+        let last = s.last_drill.as_ref().unwrap();
+        assert_eq!((last.ok, last.time, last.checks, last.failed_checks), (false, at(300), 2, 1));
+        assert_eq!(last.snapshot, crate::pitr::catalog::tests::id(3));
+        assert_eq!(s.last_passed_drill, Some(at(200)));
+        let none = &status(&catalog(&[names(&[(1, 1)])], &[], None), at(600))[0];
+        assert_eq!((none.drills, none.last_drill.is_none(), none.last_passed_drill), (0, true, None));
     }
 
     #[test]

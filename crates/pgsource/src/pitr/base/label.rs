@@ -12,6 +12,7 @@
 //! ```
 
 use crate::error::{Error, Result};
+use crate::pitr::Lsn;
 
 /// What a `backup_label` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,13 +41,7 @@ pub fn parse(text: &str) -> Result<Label> {
     if file.len() != 24 || !file.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad("the start file is not a WAL segment name"));
     }
-    if !lsn.split_once('/').is_some_and(|(h, l)| {
-        !h.is_empty()
-            && !l.is_empty()
-            && h.len() <= 8
-            && l.len() <= 8
-            && (h.to_owned() + l).bytes().all(|b| b.is_ascii_hexdigit())
-    }) {
+    if lsn.parse::<Lsn>().is_err() {
         return Err(bad("the start location is not an LSN"));
     }
     let timeline = match field("START TIMELINE:") {

@@ -16,9 +16,13 @@
 //! and a file that vanished was dropped (its drop is in the WAL too).
 //! Relation files are cut at fixed page-aligned blocks, so a day of
 //! scattered updates re-stores only the blocks it touched.
+//!
+//! When the data directory cannot be read here, `from_tar` takes the same
+//! backup from `pg_basebackup -Ft -D - -X none`'s stream.
 
 mod exclude;
-mod label;
+pub(crate) mod from_tar;
+pub(crate) mod label;
 mod server;
 mod walk;
 

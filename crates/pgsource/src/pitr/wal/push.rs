@@ -14,9 +14,11 @@
 //! already pushed with the same content is acknowledged at once; with other
 //! content it is refused, never overwritten.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
 
 use cairn_repo::{EntryMeta, Repository, SnapshotOptions, Source, SourceContext};
 
@@ -190,10 +192,32 @@ pub struct PusherReport {
     pub batches: u64,
     /// Files stored.
     pub stored: u64,
+    /// Bytes of the files stored.
+    pub bytes: u64,
     /// Files acknowledged as already archived.
     pub already: u64,
     /// Files refused.
     pub refused: u64,
+    /// Where the time went.
+    pub timings: PushTimings,
+}
+
+/// Where a pusher's time went, summed over its batches. Reading runs on
+/// blocking threads while the previous batch is stored and committed, so
+/// `read_check` overlaps the rest; `wait_read` is the part it did not hide.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushTimings {
+    /// Reading each file, hashing it and checking its page headers (summed
+    /// over the reading threads).
+    pub read_check: Duration,
+    /// Waiting for a batch to be read and checked.
+    pub wait_read: Duration,
+    /// Storing the files: chunking, compressing, encrypting, writing packs.
+    pub store: Duration,
+    /// Committing each batch: the last pack, the index, the tree and the snapshot.
+    pub commit: Duration,
+    /// Recording what was pushed (`pushed.log`, synced) and writing the `.ok` files.
+    pub acknowledge: Duration,
 }
 
 /// The cluster facts the pusher checks segments against.
@@ -269,38 +293,43 @@ fn prepare(name: &str, path: &Path, cluster: &Cluster, size_hint: Option<Segment
     Ok(Prepared { name: name.to_owned(), bytes, blake3, segment_size, mtime })
 }
 
-/// The files of one batch, as a snapshot source.
-struct Batch<'a> {
-    files: &'a [Prepared],
+/// The files of one batch, as a snapshot source. Their bytes are handed
+/// to the store (not copied); the entries stay.
+struct Batch {
+    files: Vec<Prepared>,
     system_identifier: u64,
     segment_size: SegmentSize,
 }
 
 #[async_trait::async_trait]
-impl Source for Batch<'_> {
+impl Source for Batch {
     type Error = Error;
 
     async fn back_up(&mut self, into: &SourceContext) -> Result<()> {
-        // A few files at once: each stream chunks on a thread of its own.
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4);
-        let mut entries = Vec::new();
-        let mut stored = Vec::new();
-        for group in self.files.chunks(parallel) {
-            let contents =
-                futures::future::try_join_all(group.iter().map(|f| into.store_bytes(f.bytes.clone()))).await?;
-            stored.extend(group.iter().zip(contents));
-        }
-        for (f, content) in stored {
-            let mut meta = EntryMeta::file();
-            meta.mtime = f.mtime;
-            into.add_file(&wal_tree_path(&f.name), content, &meta)?;
-            let history = f.name.ends_with(".history").then(|| String::from_utf8_lossy(&f.bytes).into_owned());
+        // A few files at once: each stream chunks on a thread of its own,
+        // and the session seals on every core.
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4);
+        let mut entries = Vec::with_capacity(self.files.len());
+        let mut bodies = Vec::with_capacity(self.files.len());
+        for f in &mut self.files {
+            let bytes = std::mem::take(&mut f.bytes);
+            let history = f.name.ends_with(".history").then(|| String::from_utf8_lossy(&bytes).into_owned());
             entries.push(WalFileEntry {
                 name: f.name.clone(),
-                size: f.bytes.len() as u64,
+                size: bytes.len() as u64,
                 blake3: f.blake3.clone(),
                 history,
             });
+            bodies.push(bytes);
+        }
+        let contents: Vec<_> = futures::stream::iter(bodies.into_iter().map(|bytes| into.store_bytes(bytes)))
+            .buffered(parallel)
+            .try_collect()
+            .await?;
+        for (f, content) in self.files.iter().zip(contents) {
+            let mut meta = EntryMeta::file();
+            meta.mtime = f.mtime;
+            into.add_file(&wal_tree_path(&f.name), content, &meta)?;
         }
         into.add_snapshot_path(wal_snapshot_path(self.system_identifier));
         into.add_tag(WAL_TAG);
@@ -333,8 +362,52 @@ fn waiting(spool: &Spool, wal_dir: &Path) -> Result<Vec<(String, PathBuf, bool)>
     Ok(out)
 }
 
+/// One batch read and checked: each chosen file with whether a foreground
+/// asked for it (a `.ready` file that vanished was archived meanwhile).
+struct ReadBatch {
+    files: Vec<(String, bool, Result<Prepared, String>, bool)>,
+    read_check: Duration,
+}
+
+/// Chooses the next batch among the waiting files (leaving out `in_flight`,
+/// the batch being stored) and reads and checks its files, several at once
+/// on blocking threads.
+async fn read_batch(
+    spool: Spool,
+    wal_dir: PathBuf,
+    cluster: Cluster,
+    segment_size: Option<SegmentSize>,
+    in_flight: HashSet<String>,
+    (max_files, max_bytes): (usize, u64),
+) -> Result<ReadBatch> {
+    let mut all = waiting(&spool, &wal_dir)?;
+    all.retain(|(name, _, _)| !in_flight.contains(name));
+    let sizes: Vec<(String, u64)> =
+        all.iter().map(|(n, p, _)| (n.clone(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))).collect();
+    let chosen = select_batch(sizes, max_files, max_bytes);
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4);
+    let reads = chosen.into_iter().filter_map(|name| {
+        let (_, path, requested) = all.iter().find(|(n, _, _)| *n == name)?.clone();
+        Some(async move {
+            let started = Instant::now();
+            let (n, p) = (name.clone(), path.clone());
+            let prepared = tokio::task::spawn_blocking(move || prepare(&n, &p, &cluster, segment_size))
+                .await
+                .map_err(|e| Error::Invalid(format!("a WAL check failed: {e}")))?;
+            let vanished = prepared.is_err() && !requested && !path.exists();
+            Ok::<_, Error>((name, requested, prepared, vanished, started.elapsed()))
+        })
+    });
+    let done: Vec<_> = futures::stream::iter(reads).buffered(parallel).try_collect().await?;
+    let read_check = done.iter().map(|d| d.4).sum();
+    Ok(ReadBatch { files: done.into_iter().map(|(n, r, p, v, _)| (n, r, p, v)).collect(), read_check })
+}
+
 /// Runs the pusher until it has been idle for `idle_exit`. The caller holds
 /// the spool's lock (see [`Spool::try_lock`]).
+///
+/// Batches are pipelined: while one batch is stored and committed (one
+/// snapshot), the next is chosen, read and checked.
 pub async fn run_pusher(repo: &Repository, options: &PusherOptions) -> Result<PusherReport> {
     let spool = Spool::open(&options.spool)?;
     let cluster = read_cluster(&options.pgdata)?;
@@ -354,45 +427,60 @@ pub async fn run_pusher(repo: &Repository, options: &PusherOptions) -> Result<Pu
             }
         }
     }
+    let limits = (options.max_files, options.max_bytes);
     let mut report = PusherReport::default();
     let mut idle_since = Instant::now();
+    let mut next: Option<tokio::task::JoinHandle<Result<ReadBatch>>> = None;
     loop {
-        let all = waiting(&spool, &options.wal_dir)?;
-        if all.is_empty() {
+        let waited = Instant::now();
+        let batch = match next.take() {
+            Some(task) => task.await.map_err(|e| Error::Invalid(format!("reading WAL files failed: {e}")))??,
+            None => {
+                read_batch(spool.clone(), options.wal_dir.clone(), cluster, segment_size, HashSet::new(), limits)
+                    .await?
+            }
+        };
+        if batch.files.is_empty() {
             if idle_since.elapsed() > options.idle_exit {
                 return Ok(report);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         }
-        let sizes: Vec<(String, u64)> =
-            all.iter().map(|(n, p, _)| (n.clone(), std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))).collect();
-        let chosen = select_batch(sizes, options.max_files, options.max_bytes);
+        report.timings.wait_read += waited.elapsed();
+        report.timings.read_check += batch.read_check;
+        // The next batch is read while this one is stored.
+        let in_flight: HashSet<String> = batch.files.iter().map(|f| f.0.clone()).collect();
+        next = Some(tokio::spawn(read_batch(
+            spool.clone(),
+            options.wal_dir.clone(),
+            cluster,
+            segment_size,
+            in_flight,
+            limits,
+        )));
         let mut store: Vec<Prepared> = Vec::new();
         let mut acks: Vec<(String, String)> = Vec::new();
         let mut refusals: Vec<(String, String)> = Vec::new();
-        for name in &chosen {
-            let Some((_, path, requested)) = all.iter().find(|(n, _, _)| n == name) else { continue };
-            let prepared = {
-                let (name, path, cluster) = (name.clone(), path.clone(), cluster);
-                tokio::task::spawn_blocking(move || prepare(&name, &path, &cluster, segment_size))
-                    .await
-                    .map_err(|e| Error::Invalid(format!("a WAL check failed: {e}")))?
-            };
+        for (name, _requested, prepared, vanished) in batch.files {
             let prepared = match prepared {
                 Ok(p) => p,
-                Err(reason) if !*requested && !path.exists() => {
+                Err(reason) if vanished => {
                     // PostgreSQL archived and removed it meanwhile.
                     tracing::debug!("{name}: {reason}");
                     continue;
                 }
                 Err(reason) => {
-                    refusals.push((name.clone(), reason));
+                    refusals.push((name, reason));
                     continue;
                 }
             };
             if prepared.name.len() == 24 || prepared.name.ends_with(".partial") {
                 segment_size.get_or_insert(prepared.segment_size);
+            }
+            // A name twice in one batch (a request and its .ready) counts once.
+            if store.iter().any(|p| p.name == prepared.name) {
+                continue;
             }
             match verdict(&prepared.name, &prepared.blake3, &archived) {
                 Verdict::Store => store.push(prepared),
@@ -409,20 +497,37 @@ pub async fn run_pusher(repo: &Repository, options: &PusherOptions) -> Result<Pu
         report.already += acks.len() as u64;
         if !store.is_empty() {
             let size = segment_size.unwrap_or(SegmentSize::DEFAULT);
-            let mut batch = Batch { files: &store, system_identifier: cluster.system_identifier, segment_size: size };
+            let pushed: Vec<(String, String)> = store.iter().map(|p| (p.name.clone(), p.blake3.clone())).collect();
+            let bytes: u64 = store.iter().map(|p| p.bytes.len() as u64).sum();
+            let files = store.len();
+            let mut batch = Batch { files: store, system_identifier: cluster.system_identifier, segment_size: size };
             let snapshot_options = SnapshotOptions { hostname: options.hostname.clone(), ..Default::default() };
+            let started = Instant::now();
             let mut session = repo.begin_snapshot(snapshot_options).await?;
             session.add_source(&mut batch).await?;
+            let stored = started.elapsed();
             session.commit().await?;
+            let committed = started.elapsed();
+            report.timings.store += stored;
+            report.timings.commit += committed - stored;
             report.batches += 1;
-            report.stored += store.len() as u64;
-            let pushed: Vec<(String, String)> = store.iter().map(|p| (p.name.clone(), p.blake3.clone())).collect();
+            report.stored += files as u64;
+            report.bytes += bytes;
+            let acked = Instant::now();
             spool.record_pushed(&pushed)?;
+            report.timings.acknowledge += acked.elapsed();
+            tracing::debug!(
+                "batch of {files} files ({} MiB): stored in {:.0} ms, committed in {:.0} ms",
+                bytes >> 20,
+                stored.as_secs_f64() * 1e3,
+                (committed - stored).as_secs_f64() * 1e3
+            );
             for (name, hash) in pushed {
                 archived.insert(name.clone(), hash.clone());
                 acks.push((name, hash));
             }
         }
+        let acked = Instant::now();
         for (name, hash) in &acks {
             spool.write_ok(name, hash)?;
             spool.done(name);
@@ -433,6 +538,7 @@ pub async fn run_pusher(repo: &Repository, options: &PusherOptions) -> Result<Pu
             spool.write_error(name, reason)?;
             spool.done(name);
         }
+        report.timings.acknowledge += acked.elapsed();
         idle_since = Instant::now();
     }
 }

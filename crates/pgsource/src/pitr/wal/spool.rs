@@ -11,8 +11,14 @@
 //! | `pusher.lock` | pusher | `flock`ed while a pusher runs |
 //! | `pusher.log` | pusher | its output |
 //!
-//! Every file is written to a temporary name, synced and renamed, then the
-//! directory is synced, so a crash leaves either the whole file or none.
+//! Every file is written to a temporary name and renamed, so a reader sees
+//! either the whole file or none. `pushed.log` and `system_identifier` are
+//! also synced (file and directory): they are the pusher's record. The
+//! requests and results are not: they only carry messages between two live
+//! processes, and after a crash PostgreSQL runs `archive_command` again,
+//! which asks again and is answered from `pushed.log` (a result left
+//! truncated by a crash is taken as stale, as any result whose hash is not
+//! the file's).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -67,6 +73,22 @@ impl Spool {
         self.dir.join("queue").join(name)
     }
 
+    /// Writes `content` to `path` atomically (temporary file, rename) but
+    /// not durably: for messages between live processes.
+    fn write_atomically(&self, path: &Path, content: &[u8]) -> Result<()> {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let ctx = |what: &str| format!("cannot {what} {} in the WAL spool", path.display());
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| Error::io(ctx("write"), e))?;
+        f.write_all(content).map_err(|e| Error::io(ctx("write"), e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io(ctx("rename"), e))
+    }
+
     /// Writes `content` to `path` durably (temporary file, sync, rename, sync the directory).
     fn write_durably(&self, path: &Path, content: &[u8]) -> Result<()> {
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -89,7 +111,7 @@ impl Spool {
 
     /// Records that `name` (hash `blake3`) is in the repository.
     pub fn write_ok(&self, name: &str, blake3: &str) -> Result<()> {
-        self.write_durably(&self.ok_path(name), blake3.as_bytes())
+        self.write_atomically(&self.ok_path(name), blake3.as_bytes())
     }
 
     /// The hash of `name`'s `.ok`, if there is one.
@@ -99,7 +121,7 @@ impl Spool {
 
     /// Records why `name` was refused.
     pub fn write_error(&self, name: &str, reason: &str) -> Result<()> {
-        self.write_durably(&self.error_path(name), reason.as_bytes())
+        self.write_atomically(&self.error_path(name), reason.as_bytes())
     }
 
     /// Why `name` was refused, if it was.
@@ -120,7 +142,7 @@ impl Spool {
 
     /// Asks the pusher to push `path` as `name`.
     pub fn request(&self, name: &str, path: &Path) -> Result<()> {
-        self.write_durably(&self.queue_path(name), path.as_os_str().as_encoded_bytes())
+        self.write_atomically(&self.queue_path(name), path.as_os_str().as_encoded_bytes())
     }
 
     /// Removes `name`'s request.
