@@ -3,28 +3,8 @@
 
 mod support;
 
-use std::path::Path;
-
 use support::fstree::{self, noise};
-use support::{Env, cairn, fails, noise_file, ok, run, stderr, stdout};
-
-/// The `summary` JSON line a command printed.
-fn summary(out: &str) -> serde_json::Value {
-    out.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["message_type"] == "summary")
-        .unwrap_or_else(|| panic!("no summary line in: {out}"))
-}
-
-fn backup(env: &Env, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json", "backup"];
-    all.extend(args);
-    summary(&ok(run(&mut env.cmd(&all))))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use support::{Env, backup, cairn, fails, noise_file, ok, run, s, stderr, stdout, summary};
 
 #[test]
 fn round_trip_keeps_every_kind_of_entry_and_metadata() {

@@ -7,24 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use support::fstree;
-use support::{Env, ok, run};
-
-fn summary(out: &str) -> serde_json::Value {
-    out.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["message_type"] == "summary")
-        .unwrap_or_else(|| panic!("no summary line in: {out}"))
-}
-
-fn backup(env: &Env, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json", "backup"];
-    all.extend(args);
-    summary(&ok(run(&mut env.cmd(&all))))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use support::{Env, backup, ok, run, s};
 
 /// Restores the latest snapshot and checks it equals `src`.
 fn restores_as(env: &Env, src: &Path, n: usize) {

@@ -342,3 +342,24 @@ pub fn cairn_on(service: &Service, cache: &Path, location: &str, args: &[&str]) 
     c.env("CAIRN_PASSWORD", "service password").args(["-r", location]).args(args);
     c
 }
+
+/// The `summary` JSON line a command printed.
+pub fn summary(out: &str) -> serde_json::Value {
+    out.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message_type"] == "summary")
+        .unwrap_or_else(|| panic!("no summary line in: {out}"))
+}
+
+/// Runs `cairn --json backup ARGS` in `env` (it must succeed) and returns
+/// its summary.
+pub fn backup(env: &Env, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json", "backup"];
+    all.extend(args);
+    summary(&ok(run(&mut env.cmd(&all))))
+}
+
+/// A path as the `&str` a command line wants (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
