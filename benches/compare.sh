@@ -388,11 +388,13 @@ echo "run $RUN_ID: logs in $LOG_DIR, results appended to $RESULTS"
 # the tools: each sets CMD for a step from REPO, SRC, TARGET, LABEL, LAST_LABEL, LAST_OUT
 
 cairn_env() {
-    export CAIRN_PASSWORD=$PASSWORD CAIRN_CACHE_DIR=$CACHE/cairn
+    # cairn's default setup: a generated password (no memory-hard key
+    # derivation, FORMAT.md §4.4), as bupstash's key file needs none either.
+    export CAIRN_PASSWORD_FILE=$CACHE/cairn.password CAIRN_CACHE_DIR=$CACHE/cairn
 }
 cairn_cmd() {
     case $1 in
-        init) CMD=("$CAIRN_BIN" -r "$REPO" init) ;;
+        init) CMD=(env -u CAIRN_PASSWORD_FILE "$CAIRN_BIN" -r "$REPO" init --generate-password "$CACHE/cairn.password") ;;
         # --profile: the stage table goes to the step's .err, printed after the report
         backup) CMD=("$CAIRN_BIN" -r "$REPO" backup --profile "$SRC") ;;
         restore) CMD=("$CAIRN_BIN" -r "$REPO" restore latest --target "$TARGET") ;;
