@@ -117,6 +117,24 @@ impl Chunker {
         })
     }
 
+    /// The same keyed gear table with other sizes: for a second stream kind
+    /// (cairn cuts bundles of small files finer than file contents) without
+    /// rebuilding the tables.
+    pub fn with_params(&self, params: ChunkerParams) -> Result<Chunker, ParamsError> {
+        params.validate()?;
+        let (mask_s, mask_l) = select_masks(params.avg_size);
+        Ok(Chunker {
+            params,
+            kernel: self.kernel,
+            tables: Arc::clone(&self.tables),
+            min: params.min_size as usize,
+            avg: params.avg_size as usize,
+            max: params.max_size as usize,
+            mask_s,
+            mask_l,
+        })
+    }
+
     /// The size parameters this chunker was built with.
     pub fn params(&self) -> ChunkerParams {
         self.params
@@ -322,6 +340,18 @@ mod tests {
             out.extend(std::iter::repeat_n(byte, run.min(len - out.len())));
         }
         out
+    }
+
+    #[test]
+    fn with_params_cuts_as_a_new_chunker_with_the_same_table() {
+        let data = low_entropy(7, 300_000);
+        let small = ChunkerParams { min_size: 1024, avg_size: 4096, max_size: 16384 };
+        let derived = chunker(4096, 16384, 65536, 3).with_params(small).expect("valid params");
+        let fresh = Chunker::new(small, GearTable::from_secret(&[3; 32])).expect("valid params");
+        assert_eq!(derived.params(), small);
+        assert_eq!(derived.chunks(&data).collect::<Vec<_>>(), fresh.chunks(&data).collect::<Vec<_>>());
+        let bad = ChunkerParams { min_size: 8192, avg_size: 4096, max_size: 16384 };
+        assert!(derived.with_params(bad).is_err());
     }
 
     #[test]

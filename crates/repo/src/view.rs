@@ -51,12 +51,15 @@ pub struct TreeLoader {
     repo: Repository,
     index: Arc<Index>,
     handle: Handle,
+    /// The data blob read last: bundled small files (FORMAT.md §11.1) of one
+    /// directory share blobs, so reading them in turn decrypts each once.
+    last_blob: Arc<std::sync::Mutex<Option<(Id, Arc<Vec<u8>>)>>>,
 }
 
 impl TreeLoader {
     /// A loader reading through `index`; `handle` runs the reads.
     pub fn new(repo: &Repository, index: Arc<Index>, handle: Handle) -> TreeLoader {
-        TreeLoader { repo: repo.clone(), index, handle }
+        TreeLoader { repo: repo.clone(), index, handle, last_blob: Arc::default() }
     }
 
     /// The repository.
@@ -268,7 +271,27 @@ impl TreeLoader {
     /// A reader of a file node's content (blobs fetched one at a time;
     /// holes read as zeros).
     pub fn content(&self, node: &Node) -> ContentReader<'_> {
-        ContentReader { loader: self, extents: node.content.clone().into_iter(), current: Vec::new(), pos: 0, hole: 0 }
+        ContentReader {
+            loader: self,
+            extents: node.content.clone().into_iter(),
+            current: Arc::default(),
+            pos: 0,
+            end: 0,
+            hole: 0,
+        }
+    }
+
+    /// A data blob's plaintext, from the one-blob cache or the repository.
+    fn data_blob(&self, id: &Id) -> Result<Arc<Vec<u8>>> {
+        let cached = self.last_blob.lock().ok().and_then(|last| last.clone());
+        if let Some((_, blob)) = cached.filter(|(last, _)| last == id) {
+            return Ok(blob);
+        }
+        let blob = Arc::new(self.repo.read_blob_as_blocking(&self.handle, &self.index, id, BlobType::Data)?);
+        if let Ok(mut last) = self.last_blob.lock() {
+            *last = Some((*id, Arc::clone(&blob)));
+        }
+        Ok(blob)
     }
 }
 
@@ -276,8 +299,10 @@ impl TreeLoader {
 pub struct ContentReader<'a> {
     loader: &'a TreeLoader,
     extents: std::vec::IntoIter<crate::format::tree::Extent>,
-    current: Vec<u8>,
+    /// The current extent's blob, and the range of it still to read.
+    current: Arc<Vec<u8>>,
     pos: usize,
+    end: usize,
     hole: u64,
 }
 
@@ -291,8 +316,8 @@ impl std::io::Read for ContentReader<'_> {
                 self.hole -= n as u64;
                 return Ok(n);
             }
-            if self.pos < self.current.len() {
-                let n = buf.len().min(self.current.len() - self.pos);
+            if self.pos < self.end {
+                let n = buf.len().min(self.end - self.pos);
                 buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
                 self.pos += n;
                 return Ok(n);
@@ -301,16 +326,13 @@ impl std::io::Read for ContentReader<'_> {
                 None => return Ok(0),
                 Some(Extent::Hole { length }) => self.hole = length,
                 Some(Extent::Blob { id, offset, length }) => {
-                    let repo = &self.loader.repo;
-                    let blob = repo
-                        .read_blob_as_blocking(&self.loader.handle, &self.loader.index, &id, BlobType::Data)
-                        .map_err(std::io::Error::other)?;
-                    let range = offset as usize..offset as usize + length as usize;
-                    let slice = blob.get(range).ok_or_else(|| {
-                        std::io::Error::other(format!("the snapshot refers past the end of blob {id}"))
-                    })?;
-                    self.current = slice.to_vec();
-                    self.pos = 0;
+                    let blob = self.loader.data_blob(&id).map_err(std::io::Error::other)?;
+                    let (start, end) = (offset as usize, offset as usize + length as usize);
+                    if end > blob.len() {
+                        return Err(std::io::Error::other(format!("the snapshot refers past the end of blob {id}")));
+                    }
+                    self.current = blob;
+                    (self.pos, self.end) = (start, end);
                 }
             }
         }

@@ -273,6 +273,9 @@ struct PlannedFile {
     /// Blob extents not yet written (or failed).
     remaining: AtomicU32,
     failed: AtomicBool,
+    /// With `verify`: the [`slice_digest`]s of the slices of larger blobs
+    /// (bundled small files) as written, XORed together.
+    slices: AtomicU64,
 }
 
 /// One place a blob is written to.
@@ -520,6 +523,7 @@ impl Planner<'_> {
             content: self.options.verify.then(|| node.content.clone()),
             remaining: AtomicU32::new(blobs),
             failed: AtomicBool::new(false),
+            slices: AtomicU64::new(0),
         });
     }
 
@@ -660,6 +664,9 @@ impl DataPhase<'_> {
             None => Err(io::Error::other(format!("the snapshot refers past the end of a {}-byte blob", data.len()))),
             Some(slice) => create_file(&file.dest).and_then(|f| {
                 f.write_all_at(slice, u.file_offset)?;
+                if file.content.is_some() && slice.len() != data.len() {
+                    file.slices.fetch_xor(slice_digest(u.file_offset, slice), Ordering::Relaxed);
+                }
                 Ok(f)
             }),
         };
@@ -713,22 +720,27 @@ impl DataPhase<'_> {
         self.progress.files_done.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Reads a restored file back and checks each extent: blobs by content
-    /// id, holes for zeros, and the total length.
+    /// Reads a restored file back and checks each extent: whole blobs by
+    /// content id, slices of larger blobs against the digests of what was
+    /// written (the blob itself was checked by its AEAD tag then), holes
+    /// for zeros, and the total length.
     fn verify(&self, file: &PlannedFile) -> std::result::Result<(), String> {
         let repo = self.loader.repository();
         let mut f = File::open(&file.dest).map_err(|e| e.to_string())?;
         let mut pos = 0u64;
         let mut buf = Vec::new();
+        let mut slices = 0u64;
         for extent in file.content.as_deref().unwrap_or_default() {
             buf.resize(extent.len() as usize, 0);
             f.read_exact(&mut buf).map_err(|e| format!("at offset {pos}: {e}"))?;
             let ok = match *extent {
-                // A slice of a larger blob was verified by its AEAD tag on read.
-                Extent::Blob { id, offset: 0, length } => {
-                    repo.content_id(&buf) == *id || index_length(self.loader, &id) != Some(length)
+                Extent::Blob { id, offset: 0, length } if index_length(self.loader, &id) == Some(length) => {
+                    repo.content_id(&buf) == *id
                 }
-                Extent::Blob { .. } => true,
+                Extent::Blob { .. } => {
+                    slices ^= slice_digest(pos, &buf);
+                    true
+                }
                 Extent::Hole { .. } => buf.iter().all(|&b| b == 0),
             };
             if !ok {
@@ -736,12 +748,24 @@ impl DataPhase<'_> {
             }
             pos += extent.len();
         }
+        if slices != file.slices.load(Ordering::Relaxed) {
+            return Err("content differs from what was written (a slice of a shared blob)".into());
+        }
         let mut extra = [0u8; 1];
         if f.read(&mut extra).map_err(|e| e.to_string())? != 0 {
             return Err("the file is longer than in the snapshot".into());
         }
         Ok(())
     }
+}
+
+/// A digest of `slice` written at `file_offset`: XORed over a file's slices
+/// in any order, the same whether computed while writing or reading back.
+fn slice_digest(file_offset: u64, slice: &[u8]) -> u64 {
+    let hash = blake3::Hasher::new().update(&file_offset.to_le_bytes()).update(slice).finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(first)
 }
 
 fn index_length(loader: &TreeLoader, id: &Id) -> Option<u32> {

@@ -159,6 +159,13 @@ impl Store {
     /// Hashes a chunk, hands it to the sealers unless the repository or
     /// this session already has it, and returns its extent.
     pub(crate) fn submit(&self, data: Bytes) -> Extent {
+        let length = data.len() as u32;
+        Extent::Blob { id: self.store_chunk(data), offset: 0, length }
+    }
+
+    /// Hashes a chunk and hands it to the sealers unless the repository or
+    /// this session already has it; returns its id.
+    pub(crate) fn store_chunk(&self, data: Bytes) -> DataId {
         let inner = &self.inner;
         let clock = inner.shared.writer.clock();
         let length = data.len() as u32;
@@ -174,7 +181,7 @@ impl Store {
             }
             clock.since(Stage::Wait, looked_up, length as u64);
         }
-        Extent::Blob { id: DataId(id), offset: 0, length }
+        DataId(id)
     }
 
     /// Chunks everything `reader` yields, appending extents and counting

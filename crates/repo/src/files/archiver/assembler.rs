@@ -7,13 +7,17 @@ use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Receiver;
 
+use bytes::Bytes;
+
 use super::Shared;
+use super::bundle::Bundle;
 use super::walker::{Item, Status};
 use crate::error::{Error, Result};
 use crate::files::dircache::{Entry, Key, Totals};
 use crate::format::id::TreeId;
 use crate::format::snapshot::SnapshotSummary;
 use crate::format::tree::{Extent, Node, NodeKind, Tree};
+use crate::writing::profile::Stage;
 
 struct Frame {
     node: Option<Node>,
@@ -22,11 +26,13 @@ struct Frame {
     totals: Totals,
     /// Something in the subtree was recorded with an error.
     errors: bool,
+    /// The small files' bytes not yet cut into blobs.
+    bundle: Bundle,
 }
 
 impl Frame {
     fn new(node: Option<Node>) -> Frame {
-        Frame { node, children: Vec::new(), totals: Totals::default(), errors: false }
+        Frame { node, children: Vec::new(), totals: Totals::default(), errors: false, bundle: Bundle::default() }
     }
 
     fn push(&mut self, node: Node) {
@@ -75,8 +81,11 @@ impl<'s, 'a> Assembler<'s, 'a> {
             match item {
                 Item::Dir(node) => frames.push(Frame::new(Some(node))),
                 Item::DirEnd(draft) => {
-                    let frame = frames.pop().filter(|_| !frames.is_empty());
-                    let Some(Frame { node: Some(mut node), children, mut totals, errors }) = frame else {
+                    let mut frame = frames.pop().filter(|_| !frames.is_empty());
+                    if let Some(frame) = &mut frame {
+                        self.finish_bundle(frame);
+                    }
+                    let Some(Frame { node: Some(mut node), children, mut totals, errors, .. }) = frame else {
                         return Err(Error::InvalidArgument("internal error: unbalanced directory walk".into()));
                     };
                     if node.error.is_some() {
@@ -126,7 +135,11 @@ impl<'s, 'a> Assembler<'s, 'a> {
                     node.size = result.size;
                     node.error = result.error;
                     let node = self.file_done(node, status);
-                    frames.last_mut().expect("root frame stays").push(node);
+                    let frame = frames.last_mut().expect("root frame stays");
+                    frame.push(node);
+                    if let Some(data) = result.bundled {
+                        self.add_to_bundle(frame, data);
+                    }
                 }
                 Item::Link(mut node, status) => {
                     match self.links.get(&(node.device, node.inode)) {
@@ -150,7 +163,9 @@ impl<'s, 'a> Assembler<'s, 'a> {
         if frames.len() != 1 {
             return Err(Error::WriteSessionFailed("the directory walk stopped early".into()));
         }
-        let root = frames.pop().expect("one frame").children;
+        let mut root = frames.pop().expect("one frame");
+        self.finish_bundle(&mut root);
+        let root = root.children;
         Ok(Assembled { root, summary: self.summary, walked: self.walked, reused: self.reused })
     }
 
@@ -175,6 +190,55 @@ impl<'s, 'a> Assembler<'s, 'a> {
         progress.files.fetch_add(1, Ordering::Relaxed);
         progress.bytes.fetch_add(node.size, Ordering::Relaxed);
         node
+    }
+
+    /// Appends the frame's newest entry's bytes to its bundle (see
+    /// [`super::bundle`]).
+    fn add_to_bundle(&self, frame: &mut Frame, data: Bytes) {
+        let slot = frame.children.len() - 1;
+        self.with_bundle(frame, |bundle, chunker, store, place| bundle.add(slot, &data, chunker, store, place));
+    }
+
+    /// Cuts the rest of the frame's bundle: its directory is complete.
+    fn finish_bundle(&self, frame: &mut Frame) {
+        self.with_bundle(frame, |bundle, chunker, store, place| bundle.finish(chunker, store, place));
+    }
+
+    /// Runs a bundle step that stores blobs and places extents in the
+    /// frame's entries; times the cutting as the chunk stage.
+    fn with_bundle(
+        &self,
+        frame: &mut Frame,
+        step: impl FnOnce(
+            &mut Bundle,
+            &cairn_chunker::Chunker,
+            &mut dyn FnMut(Bytes) -> crate::format::id::DataId,
+            &mut dyn FnMut(usize, Extent),
+        ),
+    ) {
+        let Some(chunker) = &self.shared.bundler else { return };
+        let store = self.shared.store;
+        let start = std::time::Instant::now();
+        let (mut storing, mut cut) = (std::time::Duration::ZERO, 0u64);
+        let Frame { bundle, children, .. } = frame;
+        step(
+            bundle,
+            chunker,
+            &mut |data| {
+                let began = std::time::Instant::now();
+                cut += data.len() as u64;
+                let id = store.store_chunk(data);
+                storing += began.elapsed();
+                id
+            },
+            &mut |slot, extent| {
+                if let Some(node) = children.get_mut(slot) {
+                    node.content.push(extent);
+                }
+            },
+        );
+        let chunking = start.elapsed().saturating_sub(storing);
+        store.writer().clock().add(Stage::Chunk, chunking, cut);
     }
 
     fn store(&mut self, children: Vec<Node>, name: &[u8]) -> Result<TreeId> {

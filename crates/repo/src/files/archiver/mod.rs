@@ -31,6 +31,7 @@
 //!   directory's tree when its last entry is in.
 
 mod assembler;
+mod bundle;
 mod estimate;
 mod reader;
 mod walker;
@@ -270,6 +271,11 @@ struct Shared<'a> {
     progress: &'a Progress,
     events: &'a dyn SessionEvents,
     min_chunk: usize,
+    /// Cuts bundles of small files (none when the repository's chunks are
+    /// already small).
+    bundler: Option<cairn_chunker::Chunker>,
+    /// Files up to this size go into bundles.
+    bundle_file_max: u64,
     /// Tokens for streaming a large file (see `read_file`).
     stream_tokens: (Sender<()>, Receiver<()>),
     /// A put-only client's own trees: parents are read from there, and
@@ -283,11 +289,17 @@ impl<'a> Shared<'a> {
         for _ in 0..available_cores() {
             let _ = stream_tokens.0.send(());
         }
+        let chunker = store.writer().repository().chunker();
+        let repo_params = chunker.params();
+        let bundler = bundle::bundle_params(repo_params).and_then(|params| chunker.with_params(params).ok());
+        let bundle_file_max = bundler.as_ref().map_or(0, |b| bundle::bundle_file_max(repo_params, b.params()));
         Shared {
             store,
             progress: store.progress(),
             events,
-            min_chunk: store.writer().repository().chunker().params().min_size as usize,
+            min_chunk: repo_params.min_size as usize,
+            bundler,
+            bundle_file_max,
             stream_tokens,
             local_trees,
         }

@@ -21,12 +21,17 @@ use crate::writing::profile::Stage;
 pub(super) struct FileJob {
     pub(super) path: PathBuf,
     pub(super) size: u64,
+    /// Read it whole for its directory's bundle (see [`super::bundle`]),
+    /// if it is still small enough when read.
+    pub(super) bundle: bool,
     pub(super) result: Sender<FileResult>,
 }
 
 /// A file's content as read, or why it could not be read.
 pub(super) struct FileResult {
     pub(super) content: Vec<Extent>,
+    /// The whole content, for the bundle, instead of `content`.
+    pub(super) bundled: Option<Bytes>,
     pub(super) size: u64,
     pub(super) error: Option<String>,
 }
@@ -104,10 +109,15 @@ impl Shared<'_> {
         // Large files go through the stream chunker, whose buffer holds up to
         // two maximal chunks: only one reader per core streams at a time.
         let _token = (job.size > self.min_chunk as u64).then(|| StreamToken::take(&self.stream_tokens));
+        let mut bundled = None;
         let opened = open_for_backup(&job.path);
         let outcome = opened.and_then(|mut file| {
             let meta = file.metadata()?;
-            self.chunk_file(&mut file, &meta, &mut content, &mut size)?;
+            if job.bundle {
+                bundled = self.read_small(&mut file, &meta, &mut content, &mut size)?;
+            } else {
+                self.chunk_file(&mut file, &meta, &mut content, &mut size)?;
+            }
             let after = file.metadata()?;
             Ok(after.mtime() != meta.mtime()
                 || after.mtime_nsec() != meta.mtime_nsec()
@@ -130,7 +140,37 @@ impl Shared<'_> {
                 Some(message)
             }
         };
-        FileResult { content, size, error }
+        if error.is_some() {
+            // What was read of a failed file is not kept (as with chunks
+            // already stored, the snapshot records the error).
+            bundled = None;
+        }
+        FileResult { content, bundled, size, error }
+    }
+
+    /// Reads a small file whole, for its directory's bundle. A file that
+    /// grew past the bundle limit meanwhile is chunked as usual instead.
+    fn read_small(
+        &self,
+        file: &mut File,
+        meta: &Metadata,
+        content: &mut Vec<Extent>,
+        size: &mut u64,
+    ) -> io::Result<Option<Bytes>> {
+        let limit = self.bundle_file_max;
+        let mut buf = Vec::with_capacity(meta.size().min(limit) as usize + 1);
+        let start = std::time::Instant::now();
+        file.take(limit + 1).read_to_end(&mut buf)?;
+        self.store.writer().clock().since(Stage::Read, start, buf.len() as u64);
+        if buf.len() as u64 <= limit {
+            *size += buf.len() as u64;
+            self.progress.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            return Ok(Some(Bytes::from(buf)));
+        }
+        // It grew while we looked (the stream chunker counts the bytes).
+        let mut rest = io::Cursor::new(buf).chain(file);
+        self.store.chunk_stream(&mut rest, content, size)?;
+        Ok(None)
     }
 }
 

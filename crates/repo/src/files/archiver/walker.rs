@@ -231,8 +231,11 @@ impl<'s, 'a> Walker<'s, 'a> {
                 }
                 let (tx, rx) = bounded(1);
                 let size = node.size;
+                // Hard links stay out of bundles: a later link takes the
+                // first one's extents as soon as it is met.
+                let bundle = self.shared.bundler.is_some() && size <= self.shared.bundle_file_max && node.links <= 1;
                 self.emit(Item::File(node, status, rx))?;
-                self.jobs.send(FileJob { path: path.to_owned(), size, result: tx }).map_err(|_| Stop)
+                self.jobs.send(FileJob { path: path.to_owned(), size, bundle, result: tx }).map_err(|_| Stop)
             }
             NodeKind::Symlink => {
                 match std::fs::read_link(path) {
