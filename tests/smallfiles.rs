@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use support::fstree;
@@ -166,4 +166,72 @@ fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// Small files share blobs (FORMAT.md §11.1): far fewer blobs than files,
+/// every file back byte for byte (through restore `--verify`, `dump` and
+/// `check --read-data`), and a changed file in a large directory costs about
+/// its own size, not its directory's bundle.
+#[test]
+fn small_files_share_blobs_round_trip_and_a_change_costs_its_own_size() {
+    let env = Env::new();
+    env.init();
+    let src = env.root().join("src");
+    let mut files = 0;
+    let mut bundle_bytes = 0;
+    for d in 0..3u64 {
+        for i in 0..300u64 {
+            // Sizes from empty to just past the 64 KiB bundle limit; half
+            // random, half repetitive text.
+            let size = match i % 50 {
+                0 => 0,
+                1 => 64 * 1024,
+                2 => 64 * 1024 + 1,
+                n => (n * n * 23) as usize % 20_000 + 1,
+            };
+            let dir = src.join(format!("d{d}")).join(if i % 100 == 99 { format!("sub{i}") } else { String::new() });
+            std::fs::create_dir_all(&dir).unwrap();
+            let data = if i % 2 == 0 {
+                support::fstree::noise(d * 1000 + i, size)
+            } else {
+                format!("line {i} of dir {d}\n").repeat(size / 16 + 1).into_bytes()[..size].to_vec()
+            };
+            std::fs::write(dir.join(format!("f{i:03}")), &data).unwrap();
+            files += 1;
+            bundle_bytes += data.len();
+        }
+    }
+    // Hard links stay out of bundles but round-trip as links.
+    std::fs::write(src.join("d0/linked"), "linked content").unwrap();
+    std::fs::hard_link(src.join("d0/linked"), src.join("d1/also-linked")).unwrap();
+
+    let first = backup(&env, &[s(&src)]);
+    assert_eq!(first["files_new"], files + 2, "{first}");
+    let stats: serde_json::Value = serde_json::from_str(&ok(run(&mut env.cmd(&["--json", "stats"])))).unwrap();
+    let blobs = stats["unique_blobs"].as_u64().unwrap();
+    // ~64 KiB bundles of ~10 KB files, and 18 files just past the limit alone.
+    assert!(blobs < files / 5, "{blobs} blobs for {files} files ({bundle_bytes} bytes): {stats}");
+
+    let target = env.root().join("restored");
+    ok(run(&mut env.cmd(&["restore", "latest", "--verify", "--target", s(&target)])));
+    fstree::assert_same_tree(&src, &target);
+    assert_eq!(
+        std::fs::metadata(target.join("d0/linked")).unwrap().ino(),
+        std::fs::metadata(target.join("d1/also-linked")).unwrap().ino()
+    );
+    let dumped = run(&mut env.cmd(&["dump", "latest", "/d2/f049"]));
+    assert_eq!(dumped.stdout, std::fs::read(src.join("d2/f049")).unwrap());
+    ok(run(&mut env.cmd(&["check", "--read-data"])));
+
+    // One file rewritten in a directory of ~2 MB of small files, one added
+    // elsewhere: what is stored is those two files and the trees above them.
+    std::fs::write(src.join("d1/f010"), support::fstree::noise(77, 9_000)).unwrap();
+    std::fs::write(src.join("d2/new"), support::fstree::noise(78, 5_000)).unwrap();
+    let changed = backup(&env, &[s(&src)]);
+    assert_eq!((changed["files_changed"].as_u64(), changed["files_new"].as_u64()), (Some(1), Some(1)), "{changed}");
+    let added = changed["bytes_added"].as_u64().unwrap();
+    assert!(added < 14_000 + 40_000, "added {added} for 14 KB of changed files: {changed}");
+    let target = env.root().join("restored-2");
+    ok(run(&mut env.cmd(&["restore", "latest", "--verify", "--target", s(&target)])));
+    fstree::assert_same_tree(&src, &target);
 }

@@ -53,8 +53,11 @@ pub struct TreeLoader {
     handle: Handle,
     /// The data blob read last: bundled small files (FORMAT.md §11.1) of one
     /// directory share blobs, so reading them in turn decrypts each once.
-    last_blob: Arc<std::sync::Mutex<Option<(Id, Arc<Vec<u8>>)>>>,
+    last_blob: Arc<std::sync::Mutex<Option<LastBlob>>>,
 }
+
+/// A data blob's id and plaintext.
+type LastBlob = (Id, Arc<Vec<u8>>);
 
 impl TreeLoader {
     /// A loader reading through `index`; `handle` runs the reads.

@@ -153,9 +153,11 @@ mod tests {
             .collect()
     }
 
-    /// Bundles files of these sizes; returns the blobs in order and each
-    /// file's extents.
-    fn bundle(sizes: &[usize]) -> (Vec<Bytes>, HashMap<usize, Vec<Extent>>, Vec<Vec<u8>>) {
+    /// The blobs in order, each file's extents, and the files.
+    type Bundled = (Vec<Bytes>, HashMap<usize, Vec<Extent>>, Vec<Vec<u8>>);
+
+    /// Bundles files of these sizes.
+    fn bundle(sizes: &[usize]) -> Bundled {
         let chunker = chunker();
         let files: Vec<Vec<u8>> = sizes.iter().enumerate().map(|(i, &n)| bytes(i as u64, n)).collect();
         let mut blobs = Vec::new();
