@@ -122,6 +122,20 @@ impl Pitr {
         self.dir.join(name)
     }
 
+    /// `cairn pg restore ARGS` into the directory `name` on a free port,
+    /// started and checked to be in production: the directory and port.
+    fn restore_and_start(&self, name: &str, args: &[&str]) -> (PathBuf, u16) {
+        let dst = self.target(name);
+        let port = free_port();
+        let mut all = vec!["pg", "restore"];
+        all.extend(args);
+        let port_arg = port.to_string();
+        all.extend(["--target-dir", dst.to_str().unwrap(), "--port", &port_arg, "--start"]);
+        let out = ok(run(&mut self.cairn(&all)));
+        assert!(out.contains("cluster in production"), "{name}: {out}");
+        (dst, port)
+    }
+
     /// psql on a restored cluster (its socket is in its data directory).
     fn restored_sql(&self, target: &Path, port: u16, sql: &str) -> String {
         let out = Command::new("psql")
@@ -202,20 +216,7 @@ fn pitr_end_to_end_restores_exactly_the_rows_before_the_time() {
     );
     assert!(!early.exists(), "nothing is written for a refused target: {line}");
 
-    let dst = p.target("dst");
-    let port = free_port();
-    let out = ok(run(&mut p.cairn(&[
-        "pg",
-        "restore",
-        "--to-time",
-        &target,
-        "--target-dir",
-        dst.to_str().unwrap(),
-        "--port",
-        &port.to_string(),
-        "--start",
-    ])));
-    assert!(out.contains("cluster in production"), "{out}");
+    let (dst, port) = p.restore_and_start("dst", &["--to-time", &target]);
     assert_eq!(p.restored_sql(&dst, port, "SELECT count(*), max(id), min(note) FROM t"), "100|100|before");
     assert_eq!(p.restored_sql(&dst, port, "SHOW archive_mode"), "off");
     assert_eq!(p.restored_sql(&dst, port, "SELECT pg_is_in_recovery()"), "f");
@@ -455,20 +456,7 @@ fn a_promoted_restore_archives_a_new_timeline_and_a_later_restore_follows_it() {
     assert!(out.contains("no problems"), "{out}");
 
     // A restore to the time on timeline 2 follows 00000002.history.
-    let again = p.target("again");
-    let port2 = free_port();
-    let out = ok(run(&mut p.cairn(&[
-        "pg",
-        "restore",
-        "--to-time",
-        &on_tl2,
-        "--target-dir",
-        again.to_str().unwrap(),
-        "--port",
-        &port2.to_string(),
-        "--start",
-    ])));
-    assert!(out.contains("cluster in production"), "{out}");
+    let (again, port2) = p.restore_and_start("again", &["--to-time", &on_tl2]);
     assert_eq!(
         p.restored_sql(&again, port2, "SELECT note, count(*) FROM t GROUP BY note ORDER BY note"),
         "kept|100\ntimeline 2|100"
@@ -590,21 +578,7 @@ fn base_backups_from_a_standby_and_from_a_pg_basebackup_stream_restore() {
     assert!(p.pg_ctl(&["stop", "-m", "fast", "-w"], &standby).status.success());
 
     for (name, base) in [("from-standby", &standby_id), ("from-tar", &tar_id)] {
-        let dst = p.target(name);
-        let port = free_port();
-        let out = ok(run(&mut p.cairn(&[
-            "pg",
-            "restore",
-            base,
-            "--to-time",
-            &target,
-            "--target-dir",
-            dst.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-            "--start",
-        ])));
-        assert!(out.contains("cluster in production"), "{name}: {out}");
+        let (dst, port) = p.restore_and_start(name, &[base, "--to-time", &target]);
         assert_eq!(
             p.restored_sql(&dst, port, "SELECT note, count(*) FROM t GROUP BY note ORDER BY min(id)"),
             "first|1000\nsecond|1000\nthird|1000",

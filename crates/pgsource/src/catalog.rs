@@ -140,18 +140,29 @@ pub async fn relations(client: &Client) -> Result<Vec<Relation>> {
     Ok(rows
         .iter()
         .map(|r| Relation {
-            schema: r.get(0),
-            name: r.get(1),
-            kind: r.get::<_, String>(2).chars().next().unwrap_or('r'),
-            persistence: r.get::<_, String>(3).chars().next().unwrap_or('p'),
-            size: r.get(4),
-            columns: r.get(5),
             // OIDs are 32-bit; the cast to int8 only avoids a custom type.
             post_data: r.get::<_, Vec<i64>>(6).into_iter().map(|o| o as u32).collect(),
-            extension: None,
             key: r.get(7),
+            ..relation_from_row(r)
         })
         .collect())
+}
+
+/// A relation from the six columns both catalog queries start with
+/// (schema, name, kind, persistence, size, columns); no post-data objects,
+/// no extension, no key.
+fn relation_from_row(r: &tokio_postgres::Row) -> Relation {
+    Relation {
+        schema: r.get(0),
+        name: r.get(1),
+        kind: r.get::<_, String>(2).chars().next().unwrap_or('r'),
+        persistence: r.get::<_, String>(3).chars().next().unwrap_or('p'),
+        size: r.get(4),
+        columns: r.get(5),
+        post_data: Vec::new(),
+        extension: None,
+        key: Vec::new(),
+    }
 }
 
 /// The configuration tables and sequences extensions registered with
@@ -181,16 +192,11 @@ pub async fn extension_config(client: &Client) -> Result<Vec<Relation>> {
     Ok(rows
         .iter()
         .map(|r| Relation {
-            schema: r.get(0),
-            name: r.get(1),
-            kind: r.get::<_, String>(2).chars().next().unwrap_or('r'),
-            persistence: r.get::<_, String>(3).chars().next().unwrap_or('p'),
-            size: r.get(4),
-            columns: r.get(5),
-            // Their indexes belong to the extension too: its script makes them.
-            post_data: Vec::new(),
+            // Their indexes belong to the extension too (its script makes
+            // them): no post-data objects.
             extension: Some(crate::manifest::ExtensionConfig { name: r.get(6), condition: r.get(7) }),
             key: r.get(8),
+            ..relation_from_row(r)
         })
         .collect())
 }

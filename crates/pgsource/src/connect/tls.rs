@@ -103,16 +103,17 @@ pub fn client_config(mode: TlsMode, files: &TlsFiles) -> Result<rustls::ClientCo
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Invalid(format!("cannot set up TLS: {e}")))?;
-    let verifier: Arc<dyn ServerCertVerifier> = if mode.verifies() {
+    let chain = if mode.verifies() {
         let roots = Arc::new(load_roots(files.root_cert.as_deref())?);
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
             .build()
             .map_err(|e| Error::Invalid(format!("cannot set up TLS certificate checks: {e}")))?;
-        Arc::new(Verify { inner: webpki, check_name: mode == TlsMode::VerifyFull })
+        Some(webpki)
     } else {
         // libpq's prefer/require: encrypted, server not authenticated.
-        Arc::new(NoVerify(provider))
+        None
     };
+    let verifier = Arc::new(Verify { chain, check_name: mode == TlsMode::VerifyFull, provider });
     let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
     match (&files.cert, &files.key) {
         (Some(cert), Some(key)) => {
@@ -197,12 +198,16 @@ fn load_client_identity(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'
     Ok((chain, key_der))
 }
 
-/// verify-ca and verify-full: the chain is always checked; a certificate
-/// valid for another name passes only under verify-ca.
+/// The server certificate check of every `sslmode`. verify-ca and
+/// verify-full check the chain (`chain`); a certificate valid for another
+/// name passes only under verify-ca. prefer and require check nothing
+/// (libpq's behaviour). Handshake signatures are verified in every mode, so
+/// the session key is the server's.
 #[derive(Debug)]
 struct Verify {
-    inner: Arc<WebPkiServerVerifier>,
+    chain: Option<Arc<WebPkiServerVerifier>>,
     check_name: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl ServerCertVerifier for Verify {
@@ -214,7 +219,8 @@ impl ServerCertVerifier for Verify {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) if !self.check_name => Ok(ServerCertVerified::assertion()),
@@ -228,7 +234,7 @@ impl ServerCertVerifier for Verify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -237,52 +243,11 @@ impl ServerCertVerifier for Verify {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// The certificate check of `sslmode=prefer/require`: none (libpq's
-/// behaviour); signatures are still verified, so the session key is the
-/// server's.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -140,17 +140,11 @@ mod tests {
         Chunker::new(params, GearTable::from_secret(&[9; 32])).expect("valid params")
     }
 
-    /// Deterministic text-like bytes.
+    /// Deterministic pseudo-random bytes.
     fn bytes(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                b"abcdefgh \n"[(x % 10) as usize]
-            })
-            .collect()
+        let mut out = vec![0; len];
+        blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut out);
+        out
     }
 
     /// The blobs in order, each file's extents, and the files.
