@@ -387,7 +387,8 @@ def bad_arguments(cairn, seed, tally):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "cairn"))
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    ap.add_argument("--binary", default=os.path.join(target, "release", "cairn"))
     ap.add_argument("--trials", type=int, default=200, help="trials per campaign (flips, kills)")
     ap.add_argument("--seed", type=int, default=None, help="default: 1 with --quick (CI is repeatable), else the clock")
     ap.add_argument("--quick", action="store_true", help="a small, fast slice (debug binary, 12 trials each)")
@@ -402,8 +403,8 @@ def main():
         args.seed = 1 if args.quick else int(time.time()) % 100000
     if args.quick:
         args.trials = 12
-        if args.binary == os.path.join(ROOT, "target", "release", "cairn"):
-            args.binary = os.path.join(ROOT, "target", "debug", "cairn")
+        if args.binary == os.path.join(target, "release", "cairn"):
+            args.binary = os.path.join(target, "debug", "cairn")
     if not os.access(args.binary, os.X_OK):
         sys.exit(f"{args.binary} not found: build it first (cargo build --release -p cairn)")
     print(f"campaign: {args.binary}, {args.trials} trials per campaign, seed {args.seed}", flush=True)
