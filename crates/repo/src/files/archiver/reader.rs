@@ -65,21 +65,12 @@ impl Shared<'_> {
     ) -> io::Result<()> {
         if meta.size() <= self.min_chunk as u64 {
             // One chunk: skip the stream chunker's buffering.
-            let mut buf = Vec::with_capacity(meta.size() as usize + 1);
-            let start = std::time::Instant::now();
-            file.take(self.min_chunk as u64 + 1).read_to_end(&mut buf)?;
-            self.store.writer().clock().since(Stage::Read, start, buf.len() as u64);
-            if buf.len() <= self.min_chunk {
-                *size += buf.len() as u64;
-                self.progress.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            if let Some(buf) = self.read_whole(file, meta, self.min_chunk as u64, content, size)? {
                 if !buf.is_empty() {
-                    content.push(self.store.submit(Bytes::from(buf)));
+                    content.push(self.store.submit(buf));
                 }
-                return Ok(());
             }
-            // It grew while we looked: chunk what we have and the rest.
-            let mut rest = io::Cursor::new(buf).chain(file);
-            return self.store.chunk_stream(&mut rest, content, size);
+            return Ok(());
         }
         match fsmeta::data_ranges(file, meta) {
             None => self.store.chunk_stream(file, content, size),
@@ -114,7 +105,7 @@ impl Shared<'_> {
         let outcome = opened.and_then(|mut file| {
             let meta = file.metadata()?;
             if job.bundle {
-                bundled = self.read_small(&mut file, &meta, &mut content, &mut size)?;
+                bundled = self.read_whole(&mut file, &meta, self.bundle_file_max, &mut content, &mut size)?;
             } else {
                 self.chunk_file(&mut file, &meta, &mut content, &mut size)?;
             }
@@ -140,24 +131,20 @@ impl Shared<'_> {
                 Some(message)
             }
         };
-        if error.is_some() {
-            // What was read of a failed file is not kept (as with chunks
-            // already stored, the snapshot records the error).
-            bundled = None;
-        }
         FileResult { content, bundled, size, error }
     }
 
-    /// Reads a small file whole, for its directory's bundle. A file that
-    /// grew past the bundle limit meanwhile is chunked as usual instead.
-    fn read_small(
+    /// Reads a file of at most `limit` bytes whole (for one chunk, or for
+    /// its directory's bundle) and counts it. A file that grew past `limit`
+    /// meanwhile is chunked as a stream instead (into `content`): `None`.
+    fn read_whole(
         &self,
         file: &mut File,
         meta: &Metadata,
+        limit: u64,
         content: &mut Vec<Extent>,
         size: &mut u64,
     ) -> io::Result<Option<Bytes>> {
-        let limit = self.bundle_file_max;
         let mut buf = Vec::with_capacity(meta.size().min(limit) as usize + 1);
         let start = std::time::Instant::now();
         file.take(limit + 1).read_to_end(&mut buf)?;
@@ -167,7 +154,8 @@ impl Shared<'_> {
             self.progress.bytes_read.fetch_add(buf.len() as u64, Ordering::Relaxed);
             return Ok(Some(Bytes::from(buf)));
         }
-        // It grew while we looked (the stream chunker counts the bytes).
+        // It grew while we looked: chunk what we have and the rest (the
+        // stream chunker counts the bytes).
         let mut rest = io::Cursor::new(buf).chain(file);
         self.store.chunk_stream(&mut rest, content, size)?;
         Ok(None)
