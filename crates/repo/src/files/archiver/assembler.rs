@@ -137,8 +137,8 @@ impl<'s, 'a> Assembler<'s, 'a> {
                     let node = self.file_done(node, status);
                     let frame = frames.last_mut().expect("root frame stays");
                     frame.push(node);
-                    if let Some(data) = result.bundled {
-                        self.add_to_bundle(frame, data);
+                    if let Some(bundled) = result.bundled {
+                        self.add_to_bundle(frame, bundled.data);
                     }
                 }
                 Item::Link(mut node, status) => {

@@ -33,6 +33,7 @@
 mod assembler;
 mod bundle;
 mod estimate;
+mod readahead;
 mod reader;
 mod walker;
 
@@ -40,6 +41,7 @@ use std::collections::HashSet;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -174,8 +176,7 @@ pub(crate) fn backup_paths(
                     if sink.aborted() {
                         continue; // dropping the job tells the assembler
                     }
-                    let result = sink.read_file(&job);
-                    let _ = job.result.send(result);
+                    sink.read_file(job);
                 }
             });
         }
@@ -276,6 +277,8 @@ struct Shared<'a> {
     bundler: Option<cairn_chunker::Chunker>,
     /// Files up to this size go into bundles.
     bundle_file_max: u64,
+    /// Bounds the small files held for bundles ahead of the assembler.
+    read_ahead: Arc<readahead::ReadAhead>,
     /// Tokens for streaming a large file (see `read_file`).
     stream_tokens: (Sender<()>, Receiver<()>),
     /// A put-only client's own trees: parents are read from there, and
@@ -300,6 +303,7 @@ impl<'a> Shared<'a> {
             min_chunk: repo_params.min_size as usize,
             bundler,
             bundle_file_max,
+            read_ahead: readahead::ReadAhead::new(readahead::READ_AHEAD_BYTES),
             stream_tokens,
             local_trees,
         }

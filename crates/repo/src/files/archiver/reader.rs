@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::Shared;
+use super::readahead::Permit;
 use crate::files::fsmeta;
 use crate::format::tree::Extent;
 use crate::writing::profile::Stage;
@@ -22,8 +23,9 @@ pub(super) struct FileJob {
     pub(super) path: PathBuf,
     pub(super) size: u64,
     /// Read it whole for its directory's bundle (see [`super::bundle`]),
-    /// if it is still small enough when read.
-    pub(super) bundle: bool,
+    /// if it is still small enough when read, holding this share of the
+    /// read-ahead until the assembler has taken the bytes.
+    pub(super) bundle: Option<Permit>,
     pub(super) result: Sender<FileResult>,
 }
 
@@ -31,9 +33,16 @@ pub(super) struct FileJob {
 pub(super) struct FileResult {
     pub(super) content: Vec<Extent>,
     /// The whole content, for the bundle, instead of `content`.
-    pub(super) bundled: Option<Bytes>,
+    pub(super) bundled: Option<Bundled>,
     pub(super) size: u64,
     pub(super) error: Option<String>,
+}
+
+/// A small file's bytes for its directory's bundle.
+pub(super) struct Bundled {
+    pub(super) data: Bytes,
+    /// Released when the assembler drops this, after appending `data`.
+    _read_ahead: Permit,
 }
 
 /// A token from a pool, returned when dropped.
@@ -94,18 +103,26 @@ impl Shared<'_> {
         }
     }
 
-    pub(super) fn read_file(&self, job: &FileJob) -> FileResult {
+    /// Reads the job's file and sends the result to the assembler.
+    pub(super) fn read_file(&self, job: FileJob) {
+        let FileJob { path, size, bundle, result } = job;
+        // The assembler is gone if the backup is aborting.
+        let _ = result.send(self.read(&path, size, bundle));
+    }
+
+    fn read(&self, path: &Path, expected_size: u64, bundle: Option<Permit>) -> FileResult {
         let mut content = Vec::new();
         let mut size = 0;
         // Large files go through the stream chunker, whose buffer holds up to
         // two maximal chunks: only one reader per core streams at a time.
-        let _token = (job.size > self.min_chunk as u64).then(|| StreamToken::take(&self.stream_tokens));
+        let _token = (expected_size > self.min_chunk as u64).then(|| StreamToken::take(&self.stream_tokens));
         let mut bundled = None;
-        let opened = open_for_backup(&job.path);
+        let opened = open_for_backup(path);
         let outcome = opened.and_then(|mut file| {
             let meta = file.metadata()?;
-            if job.bundle {
-                bundled = self.read_whole(&mut file, &meta, self.bundle_file_max, &mut content, &mut size)?;
+            if let Some(permit) = bundle {
+                let data = self.read_whole(&mut file, &meta, self.bundle_file_max, &mut content, &mut size)?;
+                bundled = data.map(|data| Bundled { data, _read_ahead: permit });
             } else {
                 self.chunk_file(&mut file, &meta, &mut content, &mut size)?;
             }
@@ -115,18 +132,18 @@ impl Shared<'_> {
                 || after.ctime() != meta.ctime()
                 || after.ctime_nsec() != meta.ctime_nsec()
                 || after.size() != size
-                || meta.size() != job.size)
+                || meta.size() != expected_size)
         });
         let error = match outcome {
             Ok(changed) => {
                 if changed {
-                    self.events.warning(&job.path, "file changed while it was read; the snapshot has what was read");
+                    self.events.warning(path, "file changed while it was read; the snapshot has what was read");
                 }
                 None
             }
             Err(e) => {
                 let message = if size > 0 { format!("read failed after {size} bytes: {e}") } else { e.to_string() };
-                self.events.warning(&job.path, &message);
+                self.events.warning(path, &message);
                 self.progress.errors.fetch_add(1, Ordering::Relaxed);
                 Some(message)
             }

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+use super::readahead::Permit;
 use super::reader::{FileJob, FileResult};
 use super::{FileOptions, Shared, load_tree};
 use crate::files::dircache::{self, DirCache, EarlyKey, Key, SubKey, Totals};
@@ -168,6 +169,17 @@ impl<'s, 'a> Walker<'s, 'a> {
         self.order.send(batch).map_err(|_| Stop)
     }
 
+    /// Takes a share of the read-ahead for a file to bundle (see
+    /// [`super::readahead`]). When it must wait, it first sends the entries
+    /// it holds, so that the assembler can reach the files it waits for.
+    fn read_ahead(&mut self, bytes: u64) -> Result<Permit, Stop> {
+        if let Some(permit) = self.shared.read_ahead.try_take(bytes) {
+            return Ok(permit);
+        }
+        self.flush()?;
+        self.shared.read_ahead.take(bytes, || self.shared.aborted()).ok_or(Stop)
+    }
+
     fn warn(&self, path: &Path, message: &str) {
         self.shared.warn(path, message);
     }
@@ -234,6 +246,7 @@ impl<'s, 'a> Walker<'s, 'a> {
                 // Hard links stay out of bundles: a later link takes the
                 // first one's extents as soon as it is met.
                 let bundle = self.shared.bundler.is_some() && size <= self.shared.bundle_file_max && node.links <= 1;
+                let bundle = if bundle { Some(self.read_ahead(size)?) } else { None };
                 self.emit(Item::File(node, status, rx))?;
                 self.jobs.send(FileJob { path: path.to_owned(), size, bundle, result: tx }).map_err(|_| Stop)
             }
