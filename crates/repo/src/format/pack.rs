@@ -128,52 +128,67 @@ pub(crate) fn write_entry_fields(out: &mut Vec<u8>, blob_type: BlobType, length:
 }
 
 /// Collects sealed blobs until the pack is big enough. The blobs are copied
-/// into one buffer: one allocation per pack, returned to the system as a
-/// whole once the pack is uploaded, instead of thousands of small ones that
-/// fragment the heap (small files made the peak memory twice as large).
+/// into segments of one size that the caller supplies (and usually reuses,
+/// see `writing::segments`), instead of thousands of blob-sized allocations
+/// that fragment the heap (small files made the peak memory twice as large).
 #[derive(Default)]
 pub(crate) struct PackBuilder {
-    data: Vec<u8>,
+    segments: Vec<Vec<u8>>,
+    len: usize,
     blobs: Vec<(BlobType, Id, u32, u32)>,
-    /// Held while the pack's buffer exists (the writer bounds buffers).
+    /// Held while the pack's memory exists (the writer bounds data packs).
     guard: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A finished pack, ready to upload.
 pub(crate) struct FinishedPack {
-    /// Released when the upload is done with the buffer.
+    /// Released when the upload is done with the memory.
     pub guard: Option<tokio::sync::OwnedSemaphorePermit>,
     pub id: PackId,
     pub size: u64,
-    /// Header and blobs, uploaded as one object without concatenating them.
+    /// Header and blob segments, uploaded as one object without
+    /// concatenating them.
     pub parts: Vec<Bytes>,
     pub header: PackHeader,
 }
 
 impl PackBuilder {
-    /// A builder that fills `buffer` (emptied first), holding `guard` until
-    /// the finished pack is dropped.
-    pub fn with_buffer(mut buffer: Vec<u8>, guard: Option<tokio::sync::OwnedSemaphorePermit>) -> PackBuilder {
-        buffer.clear();
-        PackBuilder { data: buffer, blobs: Vec::new(), guard }
+    /// An empty builder holding `guard` until the finished pack is dropped.
+    pub fn with_guard(guard: Option<tokio::sync::OwnedSemaphorePermit>) -> PackBuilder {
+        PackBuilder { guard, ..PackBuilder::default() }
     }
 
+    /// Bytes of blobs added.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
     }
 
-    pub fn add(&mut self, blob: &SealedBlob) {
-        self.data.extend_from_slice(&blob.bytes);
+    /// Appends a blob, continuing in a segment from `new_segment` (empty,
+    /// with the capacity every segment has) whenever the last one is full.
+    pub fn add(&mut self, blob: &SealedBlob, mut new_segment: impl FnMut() -> Vec<u8>) {
+        let mut rest = &blob.bytes[..];
+        while !rest.is_empty() {
+            if self.segments.last().is_none_or(|s| s.len() == s.capacity()) {
+                let segment = new_segment();
+                assert!(segment.is_empty() && segment.capacity() > 0, "a new segment must be empty, with room");
+                self.segments.push(segment);
+            }
+            let segment = self.segments.last_mut().expect("a segment with room was just ensured");
+            let (now, later) = rest.split_at((segment.capacity() - segment.len()).min(rest.len()));
+            segment.extend_from_slice(now);
+            rest = later;
+        }
+        self.len += blob.bytes.len();
         self.blobs.push((blob.blob_type, blob.id, blob.bytes.len() as u32, blob.raw_length));
     }
 
-    /// Seals the header and turns the blob buffer into the upload's second
-    /// part with `wrap`.
-    pub fn finish(self, session: &WriteSession, wrap: impl FnOnce(Vec<u8>) -> Bytes) -> FinishedPack {
+    /// Seals the header and turns each segment into a part of the upload
+    /// with `wrap`.
+    pub fn finish(self, session: &WriteSession, wrap: impl FnMut(Vec<u8>) -> Bytes) -> FinishedPack {
         let mut plain = Vec::with_capacity(4 + ENTRY_LEN * self.blobs.len());
         plain.extend_from_slice(&(self.blobs.len() as u32).to_le_bytes());
         for &(blob_type, id, length, raw_length) in &self.blobs {
@@ -193,7 +208,9 @@ impl PackBuilder {
         let mut head = preamble;
         head.extend_from_slice(&sealed);
         hasher.update(&head);
-        hasher.update(&self.data);
+        for segment in &self.segments {
+            hasher.update(segment);
+        }
         let mut offset = head.len() as u64;
         let mut entries = Vec::with_capacity(self.blobs.len());
         for (blob_type, id, length, raw_length) in self.blobs {
@@ -204,7 +221,7 @@ impl PackBuilder {
             guard: self.guard,
             id: PackId(Id(*hasher.finalize().as_bytes())),
             size: offset,
-            parts: vec![Bytes::from(head), wrap(self.data)],
+            parts: std::iter::once(Bytes::from(head)).chain(self.segments.into_iter().map(wrap)).collect(),
             header: PackHeader { session_public: session.public(), entries },
         }
     }
@@ -224,9 +241,11 @@ mod tests {
         let datas: Vec<Vec<u8>> = vec![b"first blob".to_vec(), vec![7u8; 5000], b"third".to_vec()];
         for (i, d) in datas.iter().enumerate() {
             let t = if i == 1 { BlobType::Tree } else { BlobType::Data };
-            builder.add(&blob::seal(session.key(), t, keys.content_id(d), d, 3));
+            // Small segments: blobs span several of them.
+            builder.add(&blob::seal(session.key(), t, keys.content_id(d), d, 3), || Vec::with_capacity(16));
         }
         let pack = builder.finish(&session, Bytes::from);
+        assert!(pack.parts.len() > 5, "{} parts", pack.parts.len());
         let bytes: Vec<u8> = pack.parts.iter().flat_map(|p| p.iter().copied()).collect();
         assert_eq!(bytes.len() as u64, pack.size);
         assert_eq!(Id::of_object(&bytes), *pack.id);

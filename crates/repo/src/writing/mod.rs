@@ -6,6 +6,7 @@
 pub(crate) mod journal;
 pub(crate) mod profile;
 pub(crate) mod progress;
+pub(crate) mod segments;
 pub(crate) mod session;
 pub(crate) mod store;
 pub(crate) mod tree_builder;
