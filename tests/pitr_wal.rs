@@ -324,6 +324,47 @@ fn wal_get_exit_codes_and_retention_boundaries() {
     assert!(support::stderr(&out).contains("recovery stops here"), "{}", support::stderr(&out));
 }
 
+#[test]
+fn wal_get_prefetches_in_the_background_and_serves_the_next_segments_from_the_spool() {
+    let Some(a) = Archiving::start("pwgetp", false) else { return };
+    let mut switched = Vec::new();
+    for _ in 0..4 {
+        switched.push(a.switch(1_000));
+    }
+    a.wait_archived(switched.last().unwrap());
+    let mut names: Vec<String> = a.archived_names().into_iter().filter(|n| n.len() == 24).collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 4, "{names:?}");
+    let sysid = a.pg.psql("postgres", "SELECT system_identifier FROM pg_control_system()");
+    let restore = a.dir.path().join("restore");
+    std::fs::create_dir_all(restore.join("pg_wal")).unwrap();
+    let get = |repo: &str, name: &str| {
+        let mut c = cairn(&a.dir.path().join("root-cache"));
+        c.args(["-r", repo, "--password-file", s(&a.pw())]);
+        c.args(["pg", "wal-get", name, "pg_wal/RECOVERYXLOG", "--system-identifier", &sysid, "--prefetch", "2"]);
+        c.args(["--retries", "1"]).current_dir(&restore);
+        run(&mut c)
+    };
+    // The first file is fetched; the next two follow in the background.
+    ok(get(&a.repo(), &names[0]));
+    let spool = restore.join("pg_wal/cairn_spool/get");
+    let start = Instant::now();
+    while !(spool.join(&names[1]).exists() && spool.join(&names[2]).exists()) {
+        assert!(start.elapsed() < Duration::from_secs(60), "no prefetch into {}", spool.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!spool.join(&names[3]).exists(), "at most --prefetch files ahead");
+    // Served from the spool: no repository is opened.
+    let served = get("/nonexistent/repository", &names[1]);
+    assert_eq!(served.status.code(), Some(0), "{}", support::stderr(&served));
+    let original = a.data().join("pg_wal").join(&names[1]);
+    if original.exists() {
+        assert_eq!(std::fs::read(restore.join("pg_wal/RECOVERYXLOG")).unwrap(), std::fs::read(&original).unwrap());
+    }
+    assert!(!spool.join(&names[1]).exists(), "moved out of the spool");
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {

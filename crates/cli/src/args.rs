@@ -900,6 +900,9 @@ pub struct PgWalGetArgs {
     /// Tries before giving up on a repository error (then exit 126, so that recovery stops instead of ending early)
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
+    /// Internal: run as the background prefetcher that an earlier call started
+    #[arg(long, hide = true)]
+    pub prefetch_only: bool,
 }
 
 #[derive(Debug, Args)]

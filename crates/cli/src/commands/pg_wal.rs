@@ -118,8 +118,19 @@ pub async fn wal_get(global: &GlobalArgs, args: PgWalGetArgs) -> Result<u8> {
         system_identifier: args.system_identifier,
         pgdata: std::env::current_dir().context("cannot find the current directory")?,
     };
+    if args.prefetch_only {
+        let repo = context::open(global).await?;
+        match pitr::prefetch(&repo, &options).await {
+            Ok(n) => tracing::debug!("prefetched {n} WAL files after {}", args.name),
+            Err(e) => tracing::warn!("prefetching after {}: {e}", args.name),
+        }
+        return Ok(0);
+    }
     match pitr::get_from_spool(&options) {
-        Ok(true) => return Ok(0),
+        Ok(true) => {
+            start_prefetch(&options);
+            return Ok(0);
+        }
         Ok(false) => {}
         Err(e) => tracing::warn!("the prefetched copy of {} is unusable: {e}", args.name),
     }
@@ -134,7 +145,10 @@ pub async fn wal_get(global: &GlobalArgs, args: PgWalGetArgs) -> Result<u8> {
         }
         .await;
         match result {
-            Ok(GetOutcome::Found { .. }) => return Ok(0),
+            Ok(GetOutcome::Found { .. }) => {
+                start_prefetch(&options);
+                return Ok(0);
+            }
             Ok(GetOutcome::Absent) => return Ok(ABSENT),
             Err(e) => {
                 tracing::warn!("wal-get {} (try {} of {}): {e:#}", args.name, attempt + 1, args.retries.max(1));
@@ -150,6 +164,35 @@ pub async fn wal_get(global: &GlobalArgs, args: PgWalGetArgs) -> Result<u8> {
         );
     }
     Ok(GET_FAILED)
+}
+
+/// Starts this command again as a detached background prefetcher
+/// (`--prefetch-only`) when the spool runs low, and returns at once:
+/// PostgreSQL replays the file just served while the next ones are fetched.
+/// Best effort: without a prefetcher, each file is fetched when asked for.
+fn start_prefetch(options: &pitr::GetOptions) {
+    use std::os::unix::process::CommandExt;
+    match pitr::needs_prefetch(options) {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::warn!("not prefetching WAL: {e}");
+            return;
+        }
+    }
+    let spawned = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .arg("--prefetch-only")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            // Its own process group: a signal to the server's does not stop it halfway.
+            .process_group(0)
+            .spawn()
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the WAL prefetcher: {e}");
+    }
 }
 
 async fn catalog(global: &GlobalArgs) -> Result<(cairn_repo::Repository, Vec<(SnapshotId, cairn_repo::Snapshot)>)> {

@@ -52,7 +52,8 @@ pub use restore::{
 pub use retention::{WalVerdict, plan_wal_retention};
 pub use status::{ClusterStatus, DrillStatus, Gap, TimelineStatus, Window, chain, segment_on_chain, status};
 pub use wal::get::{
-    FetchPlan, GetOptions, GetOutcome, choose_cluster, get_from_repository, get_from_spool, plan_fetch,
+    FetchPlan, GetOptions, GetOutcome, choose_cluster, get_from_repository, get_from_spool, needs_prefetch, plan_fetch,
+    prefetch,
 };
 pub use wal::header::{HeaderError, LongHeader, check_segment, magic_of, major_of, read_long_header};
 pub use wal::push::{

@@ -3,9 +3,14 @@
 //! error: the caller must tell PostgreSQL "absent" only for
 //! [`GetOutcome::Absent`], since an absent file ends recovery.
 //!
-//! The file asked for and the next segments of its timeline are fetched
-//! together into the spool (`get/<name>`), so that the following calls are
-//! served from there without opening the repository.
+//! Only the file asked for is fetched before answering. The next segments
+//! of its timeline are fetched into the spool (`get/<name>`) by
+//! [`prefetch`], which the caller runs in the background (the CLI starts a
+//! detached process), so that replay and fetching overlap and the
+//! following calls are served from the spool without opening the
+//! repository. One prefetcher runs at a time (`get/prefetch.lock`); each
+//! request notes its name (`get/requested`), so that a prefetcher does not
+//! spool a segment recovery has already passed.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -44,8 +49,6 @@ pub enum GetOutcome {
     Found {
         /// Whether it came from the spool (no repository opened).
         from_spool: bool,
-        /// Files fetched ahead into the spool.
-        prefetched: usize,
     },
     /// The repository holds no such file.
     Absent,
@@ -102,9 +105,17 @@ fn spool_path(spool: &Path, name: &str) -> PathBuf {
     spool.join("get").join(name)
 }
 
+fn requested_path(spool: &Path) -> PathBuf {
+    spool.join("get").join("requested")
+}
+
 /// Serves `name` from the spool if it was fetched ahead: moves it to the
-/// destination. No repository is opened.
+/// destination. No repository is opened. Notes the request either way (see
+/// the module documentation).
 pub fn get_from_spool(options: &GetOptions) -> Result<bool> {
+    let dir = options.spool.join("get");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    write_atomically(&requested_path(&options.spool), options.name.as_bytes())?;
     let path = spool_path(&options.spool, &options.name);
     if !path.exists() {
         return Ok(false);
@@ -112,6 +123,48 @@ pub fn get_from_spool(options: &GetOptions) -> Result<bool> {
     std::fs::rename(&path, &options.dest)
         .map_err(|e| Error::io(format!("cannot move {} to {}", path.display(), options.dest.display()), e))?;
     Ok(true)
+}
+
+/// Whether `a` is a segment of the same timeline as `b` that comes before
+/// it (or is it). Segment names are 24 hex digits, timeline first, so one
+/// timeline's names sort in WAL order.
+fn at_or_before(a: &str, b: &str) -> bool {
+    is_segment_name(a) && is_segment_name(b) && a[..8] == b[..8] && a <= b
+}
+
+fn is_segment_name(name: &str) -> bool {
+    name.len() == 24 && name.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+/// After serving `options.name`: removes spooled segments of its timeline
+/// that recovery has passed, and says whether a background [`prefetch`]
+/// should start: fewer than half of `options.prefetch` segments wait ahead
+/// of it, and no prefetcher runs.
+pub fn needs_prefetch(options: &GetOptions) -> Result<bool> {
+    if options.prefetch == 0 || !is_segment_name(&options.name) {
+        return Ok(false);
+    }
+    let dir = options.spool.join("get");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(Error::io(format!("cannot list {}", dir.display()), e)),
+    };
+    let mut ahead = 0;
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else { continue };
+        if at_or_before(name, &options.name) {
+            // Best effort: a file left behind costs space, not correctness.
+            let _ = std::fs::remove_file(entry.path());
+        } else if at_or_before(&options.name, name) {
+            ahead += 1;
+        }
+    }
+    if ahead * 2 >= options.prefetch {
+        return Ok(false);
+    }
+    Ok(super::spool::try_lock_file(&dir.join("prefetch.lock"))?.is_some())
 }
 
 /// The cluster to read: the one given, else the data directory's, else the
@@ -165,50 +218,88 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
 }
 
-/// Fetches from the repository: the file asked for, then the next segments
-/// into the spool.
+/// Fetches the file asked for from the repository (the following segments
+/// are [`prefetch`]'s).
 pub async fn get_from_repository(repo: &Repository, options: &GetOptions) -> Result<GetOutcome> {
-    let listing = repo.list_snapshots().await?;
-    let catalog = WalCatalog::from_snapshots(&listing);
-    let sysid = choose_cluster(&catalog, options)?;
-    let Some(cluster) = catalog.cluster(sysid) else { return Ok(GetOutcome::Absent) };
-    let plan = plan_fetch(cluster, &options.name, options.prefetch).map_err(Error::Mismatch)?;
-    let FetchPlan::Fetch { wanted, ahead } = plan else { return Ok(GetOutcome::Absent) };
-    let snapshots: HashMap<SnapshotId, Snapshot> = listing.into_iter().collect();
+    let Some((plan, snapshots)) = plan_from_repository(repo, options, 0).await? else {
+        return Ok(GetOutcome::Absent);
+    };
+    let FetchPlan::Fetch { wanted, .. } = plan else { return Ok(GetOutcome::Absent) };
     let index = Arc::new(repo.load_index().await?);
     let loader = TreeLoader::new(repo, index, tokio::runtime::Handle::current());
-    let (name, dest, spool) = (options.name.clone(), options.dest.clone(), options.spool.clone());
-    let prefetched = tokio::task::spawn_blocking(move || -> Result<usize> {
-        let read = |copy: &ArchivedCopy, name: &str| -> Result<Vec<u8>> {
-            let snapshot = snapshots
-                .get(&copy.snapshot)
-                .ok_or_else(|| Error::Manifest(format!("snapshot {} vanished", copy.snapshot.short())))?;
-            read_archived(&loader, snapshot, name, &copy.blake3)
-        };
-        write_atomically(&dest, &read(&wanted, &name)?)?;
-        let dir = spool.join("get");
-        let mut prefetched = 0;
-        if !ahead.is_empty() && std::fs::create_dir_all(&dir).is_ok() {
-            for (next, copy) in &ahead {
-                let path = spool_path(&spool, next);
-                if path.exists() {
-                    continue;
-                }
-                // Prefetching is best effort: a failure here is retried when the file is asked for.
-                match read(copy, next).and_then(|b| write_atomically(&path, &b)) {
-                    Ok(()) => prefetched += 1,
-                    Err(e) => {
-                        tracing::warn!("prefetching {next}: {e}");
-                        break;
-                    }
+    let (name, dest) = (options.name.clone(), options.dest.clone());
+    tokio::task::spawn_blocking(move || write_atomically(&dest, &read_copy(&loader, &snapshots, &wanted, &name)?))
+        .await
+        .map_err(|e| Error::Invalid(format!("wal-get failed: {e}")))??;
+    Ok(GetOutcome::Found { from_spool: false })
+}
+
+/// Fetches up to `options.prefetch` segments that follow `options.name` on
+/// its timeline into the spool, in order, skipping those already there and
+/// those recovery has passed meanwhile. Returns how many it wrote; 0 at once
+/// if another prefetcher runs. Failures end it quietly (logged): the file is
+/// fetched again when it is asked for.
+pub async fn prefetch(repo: &Repository, options: &GetOptions) -> Result<usize> {
+    let dir = options.spool.join("get");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let Some(lock) = super::spool::try_lock_file(&dir.join("prefetch.lock"))? else { return Ok(0) };
+    let Some((FetchPlan::Fetch { ahead, .. }, snapshots)) =
+        plan_from_repository(repo, options, options.prefetch).await?
+    else {
+        return Ok(0);
+    };
+    if ahead.is_empty() {
+        return Ok(0);
+    }
+    let index = Arc::new(repo.load_index().await?);
+    let loader = TreeLoader::new(repo, index, tokio::runtime::Handle::current());
+    let spool = options.spool.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        let _lock = lock;
+        let mut written = 0;
+        for (next, copy) in &ahead {
+            let path = spool_path(&spool, next);
+            let passed = std::fs::read_to_string(requested_path(&spool)).is_ok_and(|r| at_or_before(next, r.trim()));
+            if passed || path.exists() {
+                continue;
+            }
+            match read_copy(&loader, &snapshots, copy, next).and_then(|b| write_atomically(&path, &b)) {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    tracing::warn!("prefetching {next}: {e}");
+                    break;
                 }
             }
         }
-        Ok(prefetched)
+        written
     })
     .await
-    .map_err(|e| Error::Invalid(format!("wal-get failed: {e}")))??;
-    Ok(GetOutcome::Found { from_spool: false, prefetched })
+    .map_err(|e| Error::Invalid(format!("prefetching failed: {e}")))?;
+    Ok(written)
+}
+
+type Snapshots = HashMap<SnapshotId, Snapshot>;
+
+/// Lists the repository's WAL and plans the request (`None`: the cluster
+/// has no WAL there).
+async fn plan_from_repository(
+    repo: &Repository,
+    options: &GetOptions,
+    prefetch: usize,
+) -> Result<Option<(FetchPlan, Snapshots)>> {
+    let listing = repo.list_snapshots().await?;
+    let catalog = WalCatalog::from_snapshots(&listing);
+    let sysid = choose_cluster(&catalog, options)?;
+    let Some(cluster) = catalog.cluster(sysid) else { return Ok(None) };
+    let plan = plan_fetch(cluster, &options.name, prefetch).map_err(Error::Mismatch)?;
+    Ok(Some((plan, listing.into_iter().collect())))
+}
+
+fn read_copy(loader: &TreeLoader, snapshots: &Snapshots, copy: &ArchivedCopy, name: &str) -> Result<Vec<u8>> {
+    let snapshot = snapshots
+        .get(&copy.snapshot)
+        .ok_or_else(|| Error::Manifest(format!("snapshot {} vanished", copy.snapshot.short())))?;
+    read_archived(loader, snapshot, name, &copy.blake3)
 }
 
 #[cfg(test)]
@@ -272,5 +363,39 @@ mod tests {
         std::fs::write(dir.path().join("s/get/x"), b"wal").unwrap();
         assert!(get_from_spool(&options(None)).unwrap());
         assert_eq!(std::fs::read(dir.path().join("d")).unwrap(), b"wal");
+        assert_eq!(std::fs::read_to_string(dir.path().join("s/get/requested")).unwrap(), "x");
+    }
+
+    #[test]
+    fn a_prefetch_starts_when_the_spool_runs_low_and_none_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let get = dir.path().join("get");
+        std::fs::create_dir_all(&get).unwrap();
+        let options = |name: &str, prefetch| GetOptions {
+            name: name.into(),
+            dest: dir.path().join("d"),
+            spool: dir.path().to_owned(),
+            prefetch,
+            system_identifier: None,
+            pgdata: dir.path().to_owned(),
+        };
+        for n in 1..=6 {
+            std::fs::write(get.join(format!("0000000100000000000000{n:02X}")), b"wal").unwrap();
+        }
+        std::fs::write(get.join("000000020000000000000001"), b"other timeline").unwrap();
+        // At 02: 03..06 wait ahead (4 of 8: enough); 01 and 02 are passed.
+        assert!(!needs_prefetch(&options("000000010000000000000002", 8)).unwrap());
+        assert!(!get.join("000000010000000000000001").exists());
+        assert!(!get.join("000000010000000000000002").exists());
+        assert!(get.join("000000020000000000000001").exists(), "another timeline is left alone");
+        // At 04: two wait ahead, fewer than half of 8.
+        assert!(needs_prefetch(&options("000000010000000000000004", 8)).unwrap());
+        assert!(!needs_prefetch(&options("000000010000000000000004", 0)).unwrap(), "prefetch off");
+        assert!(!needs_prefetch(&options("00000002.history", 8)).unwrap(), "not a segment");
+        // Not while a prefetcher holds the lock.
+        let lock = super::super::spool::try_lock_file(&get.join("prefetch.lock")).unwrap().unwrap();
+        assert!(!needs_prefetch(&options("000000010000000000000004", 8)).unwrap());
+        drop(lock);
+        assert!(needs_prefetch(&options("000000010000000000000004", 8)).unwrap());
     }
 }

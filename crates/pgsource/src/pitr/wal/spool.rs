@@ -168,19 +168,7 @@ impl Spool {
 
     /// Takes the pusher's lock; `None` if a pusher holds it.
     pub fn try_lock(&self) -> Result<Option<PusherLock>> {
-        let path = self.dir.join("pusher.lock");
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(Some(PusherLock { _lock: lock })),
-            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
-            Err((_, e)) => Err(Error::io(format!("cannot lock {}", path.display()), e.into())),
-        }
+        Ok(try_lock_file(&self.dir.join("pusher.lock"))?.map(|lock| PusherLock { _lock: lock }))
     }
 
     /// Whether a pusher runs (holds the lock).
@@ -234,6 +222,24 @@ impl Spool {
 
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("cannot sync {}", dir.display()), e))
+}
+
+/// Takes an exclusive `flock` on `path` (created, mode 0600) without
+/// waiting: `None` when another process holds it. Released when the
+/// returned lock is dropped, or when its process dies.
+pub(crate) fn try_lock_file(path: &Path) -> Result<Option<nix::fcntl::Flock<File>>> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(Error::io(format!("cannot lock {}", path.display()), e.into())),
+    }
 }
 
 #[cfg(test)]
