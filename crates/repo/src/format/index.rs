@@ -217,6 +217,9 @@ impl Index {
             }
         }
         index.blobs = BlobTable::from_entries(entries);
+        if index.blobs.len() >= TRIM_AFTER_BLOBS {
+            release_freed_memory();
+        }
         index
     }
 
@@ -449,6 +452,23 @@ impl BlobTable {
         self.sorted.capacity() * std::mem::size_of::<(Id, PackedLocation)>()
             + self.directory.capacity() * std::mem::size_of::<u32>()
             + self.recent.capacity() * (std::mem::size_of::<(Id, PackedLocation)>() + 1)
+    }
+}
+
+/// Indexes at least this large hand the memory of their decoded files back
+/// to the system once built (see [`release_freed_memory`]).
+const TRIM_AFTER_BLOBS: usize = 100_000;
+
+/// Returns memory freed to the allocator to the system. The decoded index
+/// files are freed in many small pieces after the table is built, and glibc
+/// keeps such pieces mapped: 10 million blobs stayed at 68 bytes each
+/// resident, against the table's 48 (benches/index-scale.rs).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own
+    // heaps; it touches no live allocation.
+    unsafe {
+        nix::libc::malloc_trim(0);
     }
 }
 
