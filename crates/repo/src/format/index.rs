@@ -205,6 +205,8 @@ impl Index {
                 .map(|p| p.blobs.len())
                 .sum(),
         );
+        let large = entries.capacity() >= TRIM_AFTER_BLOBS;
+        let mut moved_since_trim = 0;
         for (id, file) in files {
             if superseded.contains(&id) {
                 continue;
@@ -214,10 +216,17 @@ impl Index {
                 let position = index.pack_position(&pack);
                 let trusted = file.authenticated;
                 entries.extend(pack.blobs.iter().map(|b| (b.id, PackedLocation::new(position, b, trusted))));
+                moved_since_trim += pack.blobs.len();
+            }
+            // The table grows as the decoded files shrink: hand their
+            // memory back as it goes, or both stay resident at the peak.
+            if large && moved_since_trim >= TRIM_AFTER_BLOBS * 8 {
+                release_freed_memory();
+                moved_since_trim = 0;
             }
         }
         index.blobs = BlobTable::from_entries(entries);
-        if index.blobs.len() >= TRIM_AFTER_BLOBS {
+        if large {
             release_freed_memory();
         }
         index
@@ -369,8 +378,10 @@ impl BlobTable {
     /// A table of `entries`, where for an id listed more than once a trusted
     /// entry wins over an untrusted one, and otherwise the first listed.
     fn from_entries(mut entries: Vec<(Id, PackedLocation)>) -> Self {
-        // A stable sort keeps the listing order among equal keys.
-        entries.sort_by_key(|(id, loc)| (*id, !loc.trusted()));
+        // Among equal ids: trusted first, then the pack listed first (packs
+        // are numbered in listing order), which a stable sort would also
+        // give; an unstable sort needs no scratch copy of the table.
+        entries.sort_unstable_by_key(|(id, loc)| (*id, !loc.trusted(), loc.pack()));
         entries.dedup_by_key(|(id, _)| *id);
         entries.shrink_to_fit();
         let mut table = BlobTable { sorted: entries, ..BlobTable::default() };
@@ -456,7 +467,7 @@ impl BlobTable {
 }
 
 /// Indexes at least this large hand the memory of their decoded files back
-/// to the system once built (see [`release_freed_memory`]).
+/// to the system while they are built (see [`release_freed_memory`]).
 const TRIM_AFTER_BLOBS: usize = 100_000;
 
 /// Returns memory freed to the allocator to the system. The decoded index
