@@ -47,7 +47,7 @@ if [ ${#missing[@]} -gt 0 ]; then
             *) pkgs+=("$t") ;;
         esac
     done
-    $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${pkgs[@]}" </dev/null
+    $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${pkgs[@]}" </dev/null
 fi
 
 # tests/package.rs builds the .deb with cargo-deb (through scripts/package.sh).
@@ -98,7 +98,7 @@ find_pgbin() {
 if [ -z "$(find_pgbin)" ] || ! command -v pg_dump >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
     say "installing PostgreSQL (apt package postgresql) for the PostgreSQL tests"
     sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq postgresql </dev/null
+    $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get -o DPkg::Lock::Timeout=600 install -y -qq postgresql </dev/null
 fi
 PGBIN=$(find_pgbin)
 if [ -z "$PGBIN" ]; then
