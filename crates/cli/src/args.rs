@@ -901,7 +901,7 @@ pub struct PgWalGetArgs {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub retries: u32,
     /// Internal: run as the background prefetcher that an earlier call started
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, env = "CAIRN_WAL_PREFETCHER")]
     pub prefetch_only: bool,
 }
 

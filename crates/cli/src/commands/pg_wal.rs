@@ -166,8 +166,9 @@ pub async fn wal_get(global: &GlobalArgs, args: PgWalGetArgs) -> Result<u8> {
     Ok(GET_FAILED)
 }
 
-/// Starts this command again as a detached background prefetcher
-/// (`--prefetch-only`) when the spool runs low, and returns at once:
+/// Starts this command again, with the same arguments, as a detached
+/// background prefetcher (told so by `CAIRN_WAL_PREFETCHER`, which leaves
+/// the arguments as they were) when the spool runs low, and returns at once:
 /// PostgreSQL replays the file just served while the next ones are fetched.
 /// Best effort: without a prefetcher, each file is fetched when asked for.
 fn start_prefetch(options: &pitr::GetOptions) {
@@ -183,7 +184,7 @@ fn start_prefetch(options: &pitr::GetOptions) {
     let spawned = std::env::current_exe().and_then(|exe| {
         std::process::Command::new(exe)
             .args(std::env::args_os().skip(1))
-            .arg("--prefetch-only")
+            .env("CAIRN_WAL_PREFETCHER", "true")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             // Its own process group: a signal to the server's does not stop it halfway.

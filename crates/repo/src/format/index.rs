@@ -555,6 +555,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn among_trusted_duplicates_the_first_listed_file_wins_whatever_the_arrival_order() {
+        // The same blob 3 in two trusted files, in different packs: the file
+        // with the smaller id is listed first, and its pack wins.
+        let file = |pack: u8| {
+            let mut f = IndexFile { supersedes: vec![], authenticated: true, ..sample() };
+            f.packs[0].id = PackId(Id([pack; 32]));
+            f
+        };
+        for files in [
+            vec![(Id([1; 32]), file(20)), (Id([2; 32]), file(10))],
+            vec![(Id([2; 32]), file(10)), (Id([1; 32]), file(20))],
+        ] {
+            let index = Index::from_files(files);
+            assert_eq!(*index.get(&Id([3; 32])).unwrap().0.id, Id([20; 32]));
+            assert_eq!(index.blob_count(), 2);
+        }
+    }
+
     /// The compact table answers exactly as a plain map would, across many
     /// merges of recent additions into the sorted vector, with trusted
     /// entries replacing untrusted ones wherever they live.

@@ -212,10 +212,9 @@ pub fn read_archived(loader: &TreeLoader, snapshot: &Snapshot, name: &str, blake
     Ok(bytes)
 }
 
+/// Not durably: a file lost in a crash is fetched again.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("cairn-tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
+    super::spool::replace_file(path, bytes, false)
 }
 
 /// Fetches the file asked for from the repository (the following segments

@@ -76,31 +76,13 @@ impl Spool {
     /// Writes `content` to `path` atomically (temporary file, rename) but
     /// not durably: for messages between live processes.
     fn write_atomically(&self, path: &Path, content: &[u8]) -> Result<()> {
-        self.replace(path, content, false)
+        replace_file(path, content, false)
     }
 
     /// Writes `content` to `path` durably (temporary file, sync, rename, sync the directory).
     fn write_durably(&self, path: &Path, content: &[u8]) -> Result<()> {
-        self.replace(path, content, true)?;
+        replace_file(path, content, true)?;
         sync_dir(path.parent().unwrap_or(&self.dir))
-    }
-
-    /// Writes a temporary file beside `path` (synced if `sync`) and renames
-    /// it over `path`.
-    fn replace(&self, path: &Path, content: &[u8], sync: bool) -> Result<()> {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let ctx = |what: &str| format!("cannot {what} {} in the WAL spool", path.display());
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| Error::io(ctx("write"), e))?;
-        f.write_all(content)
-            .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
-            .map_err(|e| Error::io(ctx("write"), e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io(ctx("rename"), e))
     }
 
     fn read(path: &Path) -> Option<String> {
@@ -222,6 +204,25 @@ impl Spool {
 
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("cannot sync {}", dir.display()), e))
+}
+
+/// Writes a temporary file beside `path` (this process's own, synced if
+/// `sync`) and renames it over `path`: readers see the old content or the
+/// new, never a part.
+pub(crate) fn replace_file(path: &Path, content: &[u8], sync: bool) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let ctx = |what: &str| format!("cannot {what} {}", path.display());
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| Error::io(ctx("write"), e))?;
+    f.write_all(content)
+        .and_then(|()| if sync { f.sync_all() } else { Ok(()) })
+        .map_err(|e| Error::io(ctx("write"), e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(ctx("rename"), e))
 }
 
 /// Takes an exclusive `flock` on `path` (created, mode 0600) without

@@ -31,9 +31,9 @@
 //!   directory's tree when its last entry is in.
 
 mod assembler;
+mod budget;
 mod bundle;
 mod estimate;
-mod readahead;
 mod reader;
 mod walker;
 
@@ -44,7 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::bounded;
 
 pub(crate) use estimate::estimate;
 
@@ -278,9 +278,9 @@ struct Shared<'a> {
     /// Files up to this size go into bundles.
     bundle_file_max: u64,
     /// Bounds the small files held for bundles ahead of the assembler.
-    read_ahead: Arc<readahead::ReadAhead>,
-    /// Tokens for streaming a large file (see `read_file`).
-    stream_tokens: (Sender<()>, Receiver<()>),
+    read_ahead: Arc<budget::Budget>,
+    /// Bounds the readers streaming a large file at once.
+    streams: Arc<budget::Budget>,
     /// A put-only client's own trees: parents are read from there, and
     /// every parent file counts as reusable.
     local_trees: Option<&'a LocalTrees>,
@@ -288,10 +288,6 @@ struct Shared<'a> {
 
 impl<'a> Shared<'a> {
     fn new(store: &'a Store, events: &'a dyn SessionEvents, local_trees: Option<&'a LocalTrees>) -> Self {
-        let stream_tokens = bounded(available_cores());
-        for _ in 0..available_cores() {
-            let _ = stream_tokens.0.send(());
-        }
         let chunker = store.writer().repository().chunker();
         let repo_params = chunker.params();
         let bundler = bundle::bundle_params(repo_params).and_then(|params| chunker.with_params(params).ok());
@@ -303,8 +299,8 @@ impl<'a> Shared<'a> {
             min_chunk: repo_params.min_size as usize,
             bundler,
             bundle_file_max,
-            read_ahead: readahead::ReadAhead::new(readahead::READ_AHEAD_BYTES),
-            stream_tokens,
+            read_ahead: budget::Budget::new(budget::READ_AHEAD_BYTES),
+            streams: budget::Budget::new(available_cores() as u64),
             local_trees,
         }
     }

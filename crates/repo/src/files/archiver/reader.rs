@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use super::Shared;
-use super::readahead::Permit;
+use super::budget::Permit;
 use crate::files::fsmeta;
 use crate::format::tree::Extent;
 use crate::writing::profile::Stage;
@@ -43,23 +43,6 @@ pub(super) struct Bundled {
     pub(super) data: Bytes,
     /// Released when the assembler drops this, after appending `data`.
     _read_ahead: Permit,
-}
-
-/// A token from a pool, returned when dropped.
-struct StreamToken<'t>(&'t Sender<()>);
-
-impl<'t> StreamToken<'t> {
-    fn take(pool: &'t (Sender<()>, Receiver<()>)) -> StreamToken<'t> {
-        // The pool is never closed while readers run.
-        let _ = pool.1.recv();
-        StreamToken(&pool.0)
-    }
-}
-
-impl Drop for StreamToken<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.send(());
-    }
 }
 
 impl Shared<'_> {
@@ -115,7 +98,8 @@ impl Shared<'_> {
         let mut size = 0;
         // Large files go through the stream chunker, whose buffer holds up to
         // two maximal chunks: only one reader per core streams at a time.
-        let _token = (expected_size > self.min_chunk as u64).then(|| StreamToken::take(&self.stream_tokens));
+        let _stream =
+            (expected_size > self.min_chunk as u64).then(|| self.streams.take(1, || self.aborted())).flatten();
         let mut bundled = None;
         let opened = open_for_backup(path);
         let outcome = opened.and_then(|mut file| {

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use super::readahead::Permit;
+use super::budget::Permit;
 use super::reader::{FileJob, FileResult};
 use super::{FileOptions, Shared, load_tree};
 use crate::files::dircache::{self, DirCache, EarlyKey, Key, SubKey, Totals};
@@ -170,7 +170,7 @@ impl<'s, 'a> Walker<'s, 'a> {
     }
 
     /// Takes a share of the read-ahead for a file to bundle (see
-    /// [`super::readahead`]). When it must wait, it first sends the entries
+    /// [`super::budget`]). When it must wait, it first sends the entries
     /// it holds, so that the assembler can reach the files it waits for.
     fn read_ahead(&mut self, bytes: u64) -> Result<Permit, Stop> {
         if let Some(permit) = self.shared.read_ahead.try_take(bytes) {
